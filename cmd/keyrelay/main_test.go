@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a goroutine-safe log sink that reports the address the
+// server logs when it starts listening.
+type syncBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	addrc chan string
+}
+
+var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m := listenRE.FindSubmatch(p); m != nil {
+		b.addrc <- string(m[1])
+	}
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// start runs the server on a loopback port and returns its base URL, its log
+// and a function that stops it and returns run's error.
+func start(t *testing.T, args ...string) (string, *syncBuffer, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{addrc: make(chan string, 1)}
+	done := make(chan struct{})
+	var runErr error
+	getenv := func(string) string { return "" }
+	go func() {
+		defer close(done)
+		runErr = run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), getenv, io.Discard, logs)
+	}()
+	select {
+	case addr := <-logs.addrc:
+		stop := func() error { cancel(); <-done; return runErr }
+		t.Cleanup(func() { cancel(); <-done })
+		return "http://" + addr, logs, stop
+	case <-done:
+		cancel()
+		t.Fatalf("run returned before listening: %v\n%s", runErr, logs.String())
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatalf("server did not start; log:\n%s", logs.String())
+	}
+	return "", nil, nil
+}
+
+func getJSON(t *testing.T, method, u, body string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	return resp.StatusCode
+}
+
+// TestTutorialInteraction does what the tutorial's README does against a
+// freshly started server: two key pairs, two shared keys that match. It also
+// checks that no private key or query string reaches the log, and that the
+// server stops cleanly.
+func TestTutorialInteraction(t *testing.T) {
+	base, logs, stop := start(t, "--log-level", "debug")
+
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Fatalf("/healthz: %d %q", resp.StatusCode, body)
+	}
+
+	type pair struct {
+		PrivateKey string `json:"private_key"`
+		PublicKey  string `json:"public_key"`
+	}
+	var alice, bob pair
+	if getJSON(t, "GET", base+"/generate-keys", "", &alice) != 200 || getJSON(t, "GET", base+"/generate-keys", "", &bob) != 200 {
+		t.Fatal("generate-keys failed")
+	}
+	var s1, s2 struct {
+		SharedKey string `json:"shared_key"`
+	}
+	q := url.Values{"local_private_key": {alice.PrivateKey}, "remote_public_key": {bob.PublicKey}}
+	if code := getJSON(t, "GET", base+"/generate-shared-key?"+q.Encode(), "", &s1); code != 200 {
+		t.Fatalf("GET generate-shared-key: %d", code)
+	}
+	b, _ := json.Marshal(map[string]string{"local_private_key": bob.PrivateKey, "remote_public_key": alice.PublicKey})
+	if code := getJSON(t, "POST", base+"/generate-shared-key", string(b), &s2); code != 200 {
+		t.Fatalf("POST generate-shared-key: %d", code)
+	}
+	if s1.SharedKey == "" || s1.SharedKey != s2.SharedKey {
+		t.Fatalf("shared keys differ: %q vs %q", s1.SharedKey, s2.SharedKey)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "path=/generate-shared-key") {
+		t.Fatalf("request log missing (debug level):\n%s", out)
+	}
+	for _, secret := range []string{alice.PrivateKey, bob.PrivateKey, "local_private_key", s1.SharedKey} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log contains %q", secret)
+		}
+	}
+	if !strings.Contains(out, "msg=stopped") {
+		t.Errorf("no clean stop in log:\n%s", out)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad flag", []string{"--nope"}, nil, "flag provided but not defined"},
+		{"extra arg", []string{"serve"}, nil, "unexpected argument"},
+		{"bad level", []string{"--log-level", "loud"}, nil, "--log-level"},
+		{"bad format", []string{"--log-format", "xml"}, nil, "--log-format"},
+		{"bad origin", []string{"--cors-origins", "example.com"}, nil, "allowed origin"},
+		{"bad env bool", nil, map[string]string{"KEYRELAY_KEY_API_GET": "maybe"}, "KEYRELAY_KEY_API_GET"},
+		{"bad addr", []string{"--addr", "127.0.0.1:99999"}, nil, "invalid port"},
+		{"bad env addr", nil, map[string]string{"KEYRELAY_ADDR": "256.0.0.1:0"}, "256.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			getenv := func(k string) string { return tt.env[k] }
+			err := run(context.Background(), tt.args, getenv, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestGETDisabled checks --key-api-get=false from the environment.
+func TestGETDisabled(t *testing.T) {
+	base, _, _ := start(t, "--key-api-get=false")
+	var e struct{ Message string }
+	if code := getJSON(t, "GET", base+"/generate-shared-key?local_private_key=1&remote_public_key=2", "", &e); code != 405 {
+		t.Errorf("GET with --key-api-get=false: %d %q", code, e.Message)
+	}
+}
