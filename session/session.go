@@ -1,0 +1,258 @@
+// Package session holds the relay's shared state: rooms, their members, the
+// members' public keys and the messages waiting for them, with expiry, and a
+// per-room event stream through which the relay instance that holds one
+// peer's connection hears what the other peer did, wherever that peer is
+// connected.
+//
+// The relay depends only on the [Store] interface. [MemoryStore] (this
+// package, the default) serves one process; a Redis implementation serves
+// many instances behind a load balancer. Both pass the same conformance
+// suite, package sessiontest.
+//
+// A Store stores what it is given. It never sees a private key or a
+// plaintext: public keys are hex strings and message bodies are end-to-end
+// encrypted ciphertext, opaque to it.
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by Store methods. Callers branch with errors.Is.
+var (
+	// ErrRoomNotFound: no room has the ID, or it expired.
+	ErrRoomNotFound = errors.New("session: room not found")
+	// ErrRoomExists: CreateRoom was given an ID already in use.
+	ErrRoomExists = errors.New("session: room already exists")
+	// ErrRoomFull: the room already has two members.
+	ErrRoomFull = errors.New("session: room full")
+	// ErrTooManyRooms: the store already holds the maximum number of rooms.
+	ErrTooManyRooms = errors.New("session: too many rooms")
+	// ErrNotMember: the peer is not a member of the room.
+	ErrNotMember = errors.New("session: not a member of the room")
+	// ErrBadToken: a resume token does not match the member's.
+	ErrBadToken = errors.New("session: resume token does not match")
+	// ErrResumeExpired: the member was disconnected for longer than the
+	// room's resume grace period and has been removed.
+	ErrResumeExpired = errors.New("session: resume grace period expired")
+	// ErrGroupMismatch: the key's group differs from the room's.
+	ErrGroupMismatch = errors.New("session: group differs from the room's")
+	// ErrKeySet: the member has already stored a public key.
+	ErrKeySet = errors.New("session: public key already set")
+	// ErrMailboxFull: the recipient already has the room's maximum number
+	// of unacknowledged messages waiting.
+	ErrMailboxFull = errors.New("session: recipient's mailbox is full")
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("session: store closed")
+	// ErrUnavailable: the store's backend cannot be reached (Redis down).
+	// Callers should report it and may retry later.
+	ErrUnavailable = errors.New("session: store unavailable")
+)
+
+// RoomConfig is fixed when a room is created.
+type RoomConfig struct {
+	// Group is the Diffie-Hellman group's wire name, or "" if the first
+	// stored key will fix it.
+	Group string
+	// TTL is how long the room lives without activity (any Store call that
+	// names it, except Room and Pending, counts as activity). Must be > 0.
+	TTL time.Duration
+	// ResumeGrace is how long a disconnected member keeps its place. Must
+	// be > 0.
+	ResumeGrace time.Duration
+	// MaxPending bounds the unacknowledged messages waiting for one member.
+	// Must be > 0.
+	MaxPending int
+}
+
+// Member is one of a room's (at most two) members.
+type Member struct {
+	// ID identifies the member within the room (chosen by the caller).
+	ID string
+	// TokenHash is the SHA-256 of the member's resume token. The store
+	// keeps only the hash and compares in constant time.
+	TokenHash [32]byte
+	// PublicKey is the member's validated public key (hex), "" until set.
+	PublicKey string
+	// Connected reports whether an instance holds the member's connection.
+	Connected bool
+	// DisconnectedAt is when the member was last disconnected; zero while
+	// connected.
+	DisconnectedAt time.Time
+}
+
+// Room is a snapshot of a room's state.
+type Room struct {
+	ID     string
+	Config RoomConfig
+	// Group is the room's group: Config.Group, or the group of the first
+	// stored key, or "".
+	Group string
+	// Members in join order; at most two.
+	Members []Member
+	// LastSeq is the sequence number of the room's latest message (0 before
+	// the first). Sequence numbers are per room, start at 1 and increase by
+	// one per message.
+	LastSeq uint64
+	// ExpiresAt is when the room expires unless there is activity.
+	ExpiresAt time.Time
+}
+
+// Member returns the member with id, and whether there is one.
+func (r Room) Member(id string) (Member, bool) {
+	for _, m := range r.Members {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// Other returns the member that is not id, and whether there is one.
+func (r Room) Other(id string) (Member, bool) {
+	for _, m := range r.Members {
+		if m.ID != id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// Message is an end-to-end encrypted message waiting for its recipient.
+type Message struct {
+	Seq  uint64
+	From string // sender's member ID
+	Body []byte // opaque ciphertext
+}
+
+// EventType says what happened in a room.
+type EventType string
+
+// Event types. The store publishes none by itself; the relay publishes them
+// with Store.Publish.
+const (
+	EventJoined  EventType = "joined"  // Peer joined or resumed
+	EventLeft    EventType = "left"    // Peer left (Reason says how)
+	EventKey     EventType = "key"     // Peer stored its public key (Key)
+	EventMessage EventType = "message" // Peer sent message Seq (Body)
+)
+
+// Event is something that happened in a room, published to every
+// subscriber of the room (in every process sharing the store), in the order
+// Publish was called for events from one publisher.
+type Event struct {
+	Type   EventType
+	Room   string
+	Peer   string // the member the event is about (its sender)
+	Key    string // EventKey: the public key (hex)
+	Group  string // EventKey: the room's group
+	Seq    uint64 // EventMessage
+	Body   []byte // EventMessage
+	Reason string // EventLeft: "left" or "dropped"
+}
+
+// Store is the relay's session state. Every method takes a context, which
+// bounds how long it may wait for a backend; all methods are safe for
+// concurrent use. Any method may also return ErrClosed and, for stores with
+// a network backend, an error wrapping ErrUnavailable.
+type Store interface {
+	// CreateRoom creates an empty room. It returns ErrRoomExists if id is
+	// taken and ErrTooManyRooms if the store holds maxRooms rooms already
+	// (maxRooms <= 0: no limit).
+	CreateRoom(ctx context.Context, id string, cfg RoomConfig, maxRooms int) error
+
+	// Room returns a snapshot of the room, or ErrRoomNotFound.
+	Room(ctx context.Context, id string) (Room, error)
+
+	// Join adds m, connected, to the room. A member disconnected for longer
+	// than the grace period is removed first. It returns ErrRoomNotFound,
+	// or ErrRoomFull if two members remain. Two concurrent Joins can never
+	// admit a third member.
+	Join(ctx context.Context, room string, m Member) (Room, error)
+
+	// Reconnect marks member id connected again if tokenHash matches its
+	// TokenHash. It returns ErrRoomNotFound, ErrNotMember, ErrBadToken, or
+	// ErrResumeExpired (and removes the member) if it was disconnected for
+	// longer than the grace period.
+	Reconnect(ctx context.Context, room, id string, tokenHash [32]byte) (Room, error)
+
+	// Disconnect marks member id disconnected now, starting its grace
+	// period. It returns ErrRoomNotFound or ErrNotMember.
+	Disconnect(ctx context.Context, room, id string) error
+
+	// Leave removes member id and the messages waiting for it. It returns
+	// ErrRoomNotFound or ErrNotMember.
+	Leave(ctx context.Context, room, id string) error
+
+	// SetKey stores member id's public key, key, of group. If the room has
+	// no group yet, group becomes the room's. It returns ErrRoomNotFound,
+	// ErrNotMember, ErrGroupMismatch, or ErrKeySet if the member already
+	// has a key. Concurrent SetKeys can never fix two groups.
+	SetKey(ctx context.Context, room, id, group, key string) (Room, error)
+
+	// Append stores body, from member from, for the room's other member,
+	// and returns the message's sequence number. It returns
+	// ErrRoomNotFound, ErrNotMember, or ErrMailboxFull when the other
+	// member already has Config.MaxPending unacknowledged messages. (With
+	// no other member, the message waits for whoever joins.)
+	Append(ctx context.Context, room, from string, body []byte) (uint64, error)
+
+	// Pending returns the unacknowledged messages for member id with a
+	// sequence number above after, in order. It returns ErrRoomNotFound or
+	// ErrNotMember.
+	Pending(ctx context.Context, room, id string, after uint64) ([]Message, error)
+
+	// Ack discards the messages for member id up to and including seq. It
+	// returns ErrRoomNotFound or ErrNotMember.
+	Ack(ctx context.Context, room, id string, seq uint64) error
+
+	// Touch records activity, extending the room's life by its TTL. It
+	// returns ErrRoomNotFound.
+	Touch(ctx context.Context, room string) error
+
+	// Publish delivers ev to every current subscriber of ev.Room.
+	Publish(ctx context.Context, ev Event) error
+
+	// Subscribe returns a channel of the room's events, from now on, until
+	// ctx is done or the store closes; then the channel is closed. A
+	// subscriber that falls more than a bounded number of events behind
+	// has its channel closed early (the store never buffers without
+	// bound); Subscription.Err then says so, and the subscriber should
+	// resynchronise from Pending. When the room expires, its subscriptions
+	// end with Err() == ErrRoomNotFound. Subscribing to a room that does
+	// not exist returns ErrRoomNotFound.
+	Subscribe(ctx context.Context, room string) (*Subscription, error)
+
+	// Rooms returns the number of rooms in the store.
+	Rooms(ctx context.Context) (int, error)
+
+	// Ready reports whether the store's backend can be used now.
+	Ready(ctx context.Context) error
+
+	// Close releases the store. Subscriptions end.
+	Close() error
+}
+
+// ErrSlowSubscriber is Subscription.Err after a subscription fell too far
+// behind and was ended.
+var ErrSlowSubscriber = errors.New("session: subscriber fell behind")
+
+// Subscription is a stream of a room's events.
+type Subscription struct {
+	// C delivers the events; it is closed when the subscription ends.
+	C <-chan Event
+	// err is read after C is closed.
+	err func() error
+}
+
+// NewSubscription returns a Subscription over c whose Err is errFn. It is
+// for Store implementations.
+func NewSubscription(c <-chan Event, errFn func() error) *Subscription {
+	return &Subscription{C: c, err: errFn}
+}
+
+// Err returns why the subscription ended, once C is closed: nil when its
+// context ended, ErrClosed, ErrSlowSubscriber, or a backend error.
+func (s *Subscription) Err() error { return s.err() }
