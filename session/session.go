@@ -56,8 +56,9 @@ type RoomConfig struct {
 	// Group is the Diffie-Hellman group's wire name, or "" if the first
 	// stored key will fix it.
 	Group string
-	// TTL is how long the room lives without activity (any Store call that
-	// names it, except Room and Pending, counts as activity). Must be > 0.
+	// TTL is how long the room lives without activity: any successful
+	// Store call that names the room, except Room and Pending, counts as
+	// activity. Must be > 0.
 	TTL time.Duration
 	// ResumeGrace is how long a disconnected member keeps its place. Must
 	// be > 0.
@@ -151,6 +152,10 @@ type Event struct {
 	Seq    uint64 // EventMessage
 	Body   []byte // EventMessage
 	Reason string // EventLeft: "left" or "dropped"
+	// Conn identifies the publishing connection, so that a connection can
+	// tell its own events, and a superseded connection its successor's,
+	// apart. The store carries it unchanged.
+	Conn string
 }
 
 // Store is the relay's session state. Every method takes a context, which
@@ -166,20 +171,24 @@ type Store interface {
 	// Room returns a snapshot of the room, or ErrRoomNotFound.
 	Room(ctx context.Context, id string) (Room, error)
 
-	// Join adds m, connected, to the room. A member disconnected for longer
-	// than the grace period is removed first. It returns ErrRoomNotFound,
-	// or ErrRoomFull if two members remain. Two concurrent Joins can never
-	// admit a third member.
+	// Join adds m, connected, to the room; only m.ID and m.TokenHash are
+	// used (keys are set with SetKey). A member disconnected for longer
+	// than the grace period is removed first, with the messages waiting
+	// for it. It returns ErrRoomNotFound, or ErrRoomFull if two members
+	// remain. Two concurrent Joins can never admit a third member. Joining
+	// with the ID of a current member is a caller bug and returns an error.
 	Join(ctx context.Context, room string, m Member) (Room, error)
 
 	// Reconnect marks member id connected again if tokenHash matches its
 	// TokenHash. It returns ErrRoomNotFound, ErrNotMember, ErrBadToken, or
-	// ErrResumeExpired (and removes the member) if it was disconnected for
-	// longer than the grace period.
+	// ErrResumeExpired (and removes the member and the messages waiting
+	// for it) if it was disconnected for longer than the grace period.
+	// ErrBadToken takes precedence over ErrResumeExpired.
 	Reconnect(ctx context.Context, room, id string, tokenHash [32]byte) (Room, error)
 
 	// Disconnect marks member id disconnected now, starting its grace
-	// period. It returns ErrRoomNotFound or ErrNotMember.
+	// period; for a member already disconnected it keeps the first time.
+	// It returns ErrRoomNotFound or ErrNotMember.
 	Disconnect(ctx context.Context, room, id string) error
 
 	// Leave removes member id and the messages waiting for it. It returns
@@ -212,7 +221,8 @@ type Store interface {
 	// returns ErrRoomNotFound.
 	Touch(ctx context.Context, room string) error
 
-	// Publish delivers ev to every current subscriber of ev.Room.
+	// Publish delivers ev to every current subscriber of ev.Room. With no
+	// subscriber, or no such room, it does nothing and returns nil.
 	Publish(ctx context.Context, ev Event) error
 
 	// Subscribe returns a channel of the room's events, from now on, until
@@ -231,7 +241,8 @@ type Store interface {
 	// Ready reports whether the store's backend can be used now.
 	Ready(ctx context.Context) error
 
-	// Close releases the store. Subscriptions end.
+	// Close releases the store. Subscriptions end with ErrClosed; after
+	// Close every method, Close included, returns ErrClosed.
 	Close() error
 }
 

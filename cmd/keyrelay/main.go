@@ -1,5 +1,6 @@
-// Command keyrelay is the keyrelay server: the tutorial's HTTP key API
-// (/generate-keys, /generate-shared-key) and a health endpoint. It keeps its
+// Command keyrelay is the keyrelay server: the WebSocket relay (/v1/ws), the
+// tutorial's HTTP key API (/generate-keys, /generate-shared-key), Prometheus
+// metrics (/metrics) and health endpoints (/healthz, /readyz). It keeps its
 // state in memory and needs no other service.
 //
 // Usage:
@@ -13,6 +14,17 @@
 //	--key-api-get    KEYRELAY_KEY_API_GET    accept GET /generate-shared-key with keys in the URL (default true)
 //	--log-level      KEYRELAY_LOG_LEVEL      debug, info, warn or error (default "info")
 //	--log-format     KEYRELAY_LOG_FORMAT     text or json (default "text")
+//	--allowed-origins KEYRELAY_ALLOWED_ORIGINS comma-separated origins allowed on /v1/ws, * for any (default: same origin)
+//	--max-frame-bytes KEYRELAY_MAX_FRAME_BYTES largest frame a client may send (default 65536)
+//	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames per second per connection (default 20, burst twice that)
+//	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
+//	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
+//	--send-queue     KEYRELAY_SEND_QUEUE     frames queued for a slow reader before it is disconnected (default 64)
+//	--max-pending    KEYRELAY_MAX_PENDING    unacknowledged messages waiting for one peer (default 256)
+//	--room-ttl       KEYRELAY_ROOM_TTL       idle time after which a room expires (default 10m)
+//	--resume-grace   KEYRELAY_RESUME_GRACE   how long a dropped peer keeps its place (default 2m)
+//	--ping-interval  KEYRELAY_PING_INTERVAL  keepalive ping interval (default 20s)
+//	--write-timeout  KEYRELAY_WRITE_TIMEOUT  timeout of each frame write (default 10s)
 //
 // It shuts down gracefully on SIGINT or SIGTERM.
 package main
@@ -33,7 +45,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/keyapi"
+	"github.com/keyrelay/keyrelay/session"
 )
 
 func main() {
@@ -54,6 +72,8 @@ type config struct {
 	keyAPIGet   bool
 	logLevel    string
 	logFormat   string
+	origins     string
+	relay       relay.Config
 }
 
 // parseConfig reads flags, each defaulting to its KEYRELAY_* variable.
@@ -76,9 +96,46 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.keyAPIGet, "key-api-get", getDefault, "accept GET /generate-shared-key, with private keys in the URL (env KEYRELAY_KEY_API_GET)")
 	fs.StringVar(&c.logLevel, "log-level", env("KEYRELAY_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYRELAY_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("KEYRELAY_LOG_FORMAT", "text"), "text or json (env KEYRELAY_LOG_FORMAT)")
+	fs.StringVar(&c.origins, "allowed-origins", env("KEYRELAY_ALLOWED_ORIGINS", ""), "comma-separated origins (host patterns) allowed to open /v1/ws from a browser; * for any; empty: same origin only (env KEYRELAY_ALLOWED_ORIGINS)")
+	var errs []error
+	intFlag := func(p *int, name, envName string, def int, usage string) {
+		v, err := strconv.Atoi(env(envName, strconv.Itoa(def)))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
+		}
+		fs.IntVar(p, name, v, usage+" (env "+envName+")")
+	}
+	durFlag := func(p *time.Duration, name, envName string, def time.Duration, usage string) {
+		v, err := time.ParseDuration(env(envName, def.String()))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
+		}
+		fs.DurationVar(p, name, v, usage+" (env "+envName+")")
+	}
+	var maxFrame, fps int
+	intFlag(&maxFrame, "max-frame-bytes", "KEYRELAY_MAX_FRAME_BYTES", 64<<10, "largest frame a client may send")
+	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames per second per connection, bursts of twice that")
+	intFlag(&c.relay.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP; -1 for no limit")
+	intFlag(&c.relay.MaxRooms, "max-rooms", "KEYRELAY_MAX_ROOMS", 10000, "rooms in total; -1 for no limit")
+	intFlag(&c.relay.SendQueue, "send-queue", "KEYRELAY_SEND_QUEUE", 64, "frames queued for a slow reader before it is disconnected")
+	intFlag(&c.relay.MaxPending, "max-pending", "KEYRELAY_MAX_PENDING", 256, "unacknowledged messages waiting for one peer")
+	durFlag(&c.relay.RoomTTL, "room-ttl", "KEYRELAY_ROOM_TTL", 10*time.Minute, "idle time after which a room expires")
+	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place")
+	durFlag(&c.relay.PingInterval, "ping-interval", "KEYRELAY_PING_INTERVAL", 20*time.Second, "keepalive ping interval")
+	durFlag(&c.relay.WriteTimeout, "write-timeout", "KEYRELAY_WRITE_TIMEOUT", 10*time.Second, "timeout of each frame write")
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if maxFrame <= 0 || fps <= 0 {
+		return c, errors.New("--max-frame-bytes and --frames-per-second must be positive")
+	}
+	c.relay.MaxFrameBytes = int64(maxFrame)
+	c.relay.FramesPerSecond = float64(fps)
+	c.relay.FrameBurst = 2 * fps
+	c.relay.AllowedOrigins = splitList(c.origins)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -110,12 +167,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	var origins []string
-	for _, o := range strings.Split(c.corsOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
-	}
+	origins := splitList(c.corsOrigins)
 	if origins == nil {
 		origins = []string{} // none: no CORS headers
 	}
@@ -124,10 +176,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
+	store := session.NewMemoryStore(session.MemoryConfig{})
+	defer store.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.relay.Registerer = reg
+	rl, err := relay.New(store, c.relay, logger)
+	if err != nil {
+		return err
+	}
+	defer rl.Close()
+
 	mux := http.NewServeMux()
 	keys.Register(mux)
+	mux.Handle("/v1/ws", rl)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := rl.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+err.Error()+"\n")
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 
@@ -158,6 +234,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// http.Server.Shutdown does not wait for WebSockets: close them first
+	// (going away: clients resume elsewhere), then the HTTP server.
+	rl.Close()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -166,6 +245,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items; nil if none.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // logRequests logs each request's method, path, status and duration at debug

@@ -12,6 +12,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyrelay/keyrelay/relay"
 )
 
 // syncBuffer is a goroutine-safe log sink that reports the address the
@@ -153,6 +157,10 @@ func TestConfigErrors(t *testing.T) {
 		{"bad env bool", nil, map[string]string{"KEYRELAY_KEY_API_GET": "maybe"}, "KEYRELAY_KEY_API_GET"},
 		{"bad addr", []string{"--addr", "127.0.0.1:99999"}, nil, "invalid port"},
 		{"bad env addr", nil, map[string]string{"KEYRELAY_ADDR": "256.0.0.1:0"}, "256.0.0.1"},
+		{"bad env duration", nil, map[string]string{"KEYRELAY_ROOM_TTL": "soon"}, "KEYRELAY_ROOM_TTL"},
+		{"bad env int", nil, map[string]string{"KEYRELAY_MAX_ROOMS": "many"}, "KEYRELAY_MAX_ROOMS"},
+		{"zero frames", []string{"--frames-per-second", "0"}, nil, "must be positive"},
+		{"small frames", []string{"--max-frame-bytes", "100"}, nil, "MaxFrameBytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,4 +180,58 @@ func TestGETDisabled(t *testing.T) {
 	if code := getJSON(t, "GET", base+"/generate-shared-key?local_private_key=1&remote_public_key=2", "", &e); code != 405 {
 		t.Errorf("GET with --key-api-get=false: %d %q", code, e.Message)
 	}
+}
+
+// TestRelayEndpoints checks the wiring: the WebSocket endpoint through the
+// request logger, metrics and readiness.
+func TestRelayEndpoints(t *testing.T) {
+	base, _, stop := start(t, "--log-level", "debug")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+	if err != nil {
+		t.Fatalf("dial /v1/ws: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"create","group":"x25519"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := ws.Read(ctx)
+	if err != nil || !strings.Contains(string(b), `"type":"room"`) {
+		t.Fatalf("create: %s, %v", b, err)
+	}
+	for path, want := range map[string]string{
+		"/readyz":  "ok\n",
+		"/metrics": "keyrelay_connections 1\n",
+	} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body lacks %q", path, resp.StatusCode, want)
+		}
+	}
+	if !strings.Contains(mustGet(t, base+"/metrics"), "keyrelay_rooms 1\n") {
+		t.Error("/metrics does not count the room")
+	}
+	// Shutdown closes the WebSocket with "going away".
+	go stop()
+	_, _, err = ws.Read(context.Background())
+	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("on shutdown the client got %v, want close 1001", err)
+	}
+}
+
+func mustGet(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

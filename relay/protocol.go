@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/session"
+)
+
+// Subprotocol is the WebSocket subprotocol a client must offer.
+const Subprotocol = "keyrelay.v1"
+
+// Frame types, client to relay.
+const (
+	TypeCreate = "create"
+	TypeJoin   = "join"
+	TypeResume = "resume"
+	TypeKey    = "key"
+	TypeMsg    = "msg"
+	TypeAck    = "ack"
+	TypeLeave  = "leave"
+)
+
+// Frame types, relay to client.
+const (
+	TypeRoom              = "room"
+	TypePeerJoined        = "peer_joined"
+	TypePeerLeft          = "peer_left"
+	TypeKeyOK             = "key_ok"
+	TypePeerKey           = "peer_key"
+	TypeHandshakeComplete = "handshake_complete"
+	TypeSent              = "sent"
+	TypeLeft              = "left"
+	TypeError             = "error"
+)
+
+// Error codes of error frames (docs/protocol.md §4).
+const (
+	CodeBadFrame            = "bad_frame"
+	CodeBadRequest          = "bad_request"
+	CodeUnknownType         = "unknown_type"
+	CodeUnknownGroup        = "unknown_group"
+	CodeMalformedKey        = "malformed_key"
+	CodeInvalidPublicKey    = "invalid_public_key"
+	CodeGroupMismatch       = "group_mismatch"
+	CodeKeyAlreadySet       = "key_already_set"
+	CodeRoomNotFound        = "room_not_found"
+	CodeRoomFull            = "room_full"
+	CodeRoomExpired         = "room_expired"
+	CodeTooManyRooms        = "too_many_rooms"
+	CodeAlreadyInRoom       = "already_in_room"
+	CodeNotInRoom           = "not_in_room"
+	CodeHandshakeIncomplete = "handshake_incomplete"
+	CodeMailboxFull         = "mailbox_full"
+	CodeInvalidResume       = "invalid_resume"
+	CodeResumeExpired       = "resume_expired"
+	CodeRateLimited         = "rate_limited"
+	CodeUnavailable         = "unavailable"
+	CodeInternal            = "internal"
+)
+
+// Close codes (docs/protocol.md §4), besides the standard 1000, 1001 and
+// 1009.
+const (
+	CloseNoSubprotocol     websocket.StatusCode = 4400
+	CloseSlowReader        websocket.StatusCode = 4408
+	CloseTooManyConnsPerIP websocket.StatusCode = 4429
+)
+
+// clientFrame is any frame a client sends; which fields may be present
+// depends on Type (see allowedFields).
+type clientFrame struct {
+	Type        string          `json:"type"`
+	ID          json.RawMessage `json:"id,omitempty"`
+	Group       *string         `json:"group,omitempty"`
+	Room        *string         `json:"room,omitempty"`
+	Peer        *string         `json:"peer,omitempty"`
+	ResumeToken *string         `json:"resume_token,omitempty"`
+	LastSeq     *uint64         `json:"last_seq,omitempty"`
+	PublicKey   *string         `json:"public_key,omitempty"`
+	Body        *string         `json:"body,omitempty"`
+	Seq         *uint64         `json:"seq,omitempty"`
+}
+
+// allowedFields lists, per type, the fields besides type and id that a
+// frame may carry; required ones are marked true.
+var allowedFields = map[string]map[string]bool{
+	TypeCreate: {"group": false},
+	TypeJoin:   {"room": true},
+	TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false},
+	TypeKey:    {"public_key": true, "group": false},
+	TypeMsg:    {"body": true},
+	TypeAck:    {"seq": true},
+	TypeLeave:  {},
+}
+
+// serverFrame is any frame the relay sends. Zero fields are omitted except
+// where the protocol always carries them (see the constructors).
+type serverFrame struct {
+	Type        string          `json:"type"`
+	ID          json.RawMessage `json:"id,omitempty"`
+	Code        string          `json:"code,omitempty"`
+	Message     string          `json:"message,omitempty"`
+	Room        string          `json:"room,omitempty"`
+	Peer        string          `json:"peer,omitempty"`
+	ResumeToken string          `json:"resume_token,omitempty"`
+	Group       *string         `json:"group,omitempty"`
+	Peers       int             `json:"peers,omitempty"`
+	Resumed     *bool           `json:"resumed,omitempty"`
+	Reason      string          `json:"reason,omitempty"`
+	PublicKey   string          `json:"public_key,omitempty"`
+	Seq         uint64          `json:"seq,omitempty"`
+	Body        string          `json:"body,omitempty"`
+}
+
+// wireError is an error with a wire code, sent to the client in an error
+// frame. Its message is safe to show.
+type wireError struct {
+	code string
+	msg  string
+}
+
+func (e *wireError) Error() string { return e.code + ": " + e.msg }
+
+func newWireError(code, format string, args ...any) *wireError {
+	return &wireError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// errorCodes maps the errors of dh and session to wire codes: the one table
+// between the packages' sentinels and the protocol.
+var errorCodes = []struct {
+	err  error
+	code string
+	msg  string
+}{
+	{dh.ErrUnknownGroup, CodeUnknownGroup, "unknown group"},
+	{dh.ErrMalformedKey, CodeMalformedKey, ""},
+	{dh.ErrInvalidPublicKey, CodeInvalidPublicKey, ""},
+	{session.ErrGroupMismatch, CodeGroupMismatch, "the key's group is not the room's"},
+	{session.ErrKeySet, CodeKeyAlreadySet, "you already sent a key in this room"},
+	{session.ErrRoomNotFound, CodeRoomNotFound, "no such room"},
+	{session.ErrRoomFull, CodeRoomFull, "the room already has two peers"},
+	{session.ErrTooManyRooms, CodeTooManyRooms, "the relay holds its maximum number of rooms"},
+	{session.ErrMailboxFull, CodeMailboxFull, "the peer has too many unacknowledged messages"},
+	{session.ErrBadToken, CodeInvalidResume, "unknown peer or wrong resume token"},
+	{session.ErrNotMember, CodeInvalidResume, "unknown peer or wrong resume token"},
+	{session.ErrResumeExpired, CodeResumeExpired, "the resume grace period is over"},
+	{session.ErrUnavailable, CodeUnavailable, "the session store is unavailable; try again"},
+}
+
+// toWireError converts err to the error frame the client gets. Errors with
+// no entry in errorCodes are internal: the client sees a generic message
+// and the caller logs the details.
+func toWireError(err error) (*wireError, bool) {
+	var we *wireError
+	if errors.As(err, &we) {
+		return we, true
+	}
+	for _, e := range errorCodes {
+		if errors.Is(err, e.err) {
+			msg := e.msg
+			if msg == "" {
+				msg = err.Error() // dh's messages name the rule, never the key
+			}
+			return &wireError{code: e.code, msg: msg}, true
+		}
+	}
+	return &wireError{code: CodeInternal, msg: "internal error"}, false
+}
+
+// decodeFrame parses and checks a client frame: a JSON object with a known
+// type, only the fields of that type, each of the right JSON type, and an id
+// of at most 64 characters.
+func decodeFrame(data []byte) (*clientFrame, *wireError) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
+		return nil, newWireError(CodeBadFrame, "a frame must be one JSON object")
+	}
+	var f clientFrame
+	if raw, ok := fields["id"]; ok {
+		if err := checkID(raw); err != nil {
+			return nil, err
+		}
+		f.ID = raw
+	}
+	var typ string
+	if err := json.Unmarshal(fields["type"], &typ); err != nil {
+		return &f, newWireError(CodeUnknownType, "missing or non-string type")
+	}
+	allowed, ok := allowedFields[typ]
+	if !ok {
+		return &f, newWireError(CodeUnknownType, "unknown type %q", truncate(typ, 32))
+	}
+	for name := range fields {
+		if _, ok := allowed[name]; !ok && name != "type" && name != "id" {
+			return &f, newWireError(CodeBadRequest, "field %q is not allowed in %s", truncate(name, 32), typ)
+		}
+	}
+	for name, required := range allowed {
+		if _, ok := fields[name]; required && !ok {
+			return &f, newWireError(CodeBadRequest, "%s needs field %q", typ, name)
+		}
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return &f, newWireError(CodeBadRequest, "field %q has the wrong type", te.Field)
+		}
+		return &f, newWireError(CodeBadRequest, "malformed field")
+	}
+	for name := range allowed {
+		if bytes.Equal(fields[name], []byte("null")) {
+			return &f, newWireError(CodeBadRequest, "field %q must not be null", name)
+		}
+	}
+	f.Type = typ
+	return &f, nil
+}
+
+// checkID accepts a string of at most 64 characters or an integer.
+func checkID(raw json.RawMessage) *wireError {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if len(s) > 64 {
+			return newWireError(CodeBadRequest, "id longer than 64 characters")
+		}
+		return nil
+	}
+	if _, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return nil
+	}
+	return newWireError(CodeBadRequest, "id must be a string or an integer")
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

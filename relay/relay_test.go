@@ -1,0 +1,546 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"math/big"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/relay"
+)
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// sendMsg seals text on ch, sends it from p and returns the relay's seq.
+func sendMsg(t *testing.T, p *peer, ch *dh.Channel, text string) uint64 {
+	t.Helper()
+	body, err := ch.Seal([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.send(map[string]any{"type": "msg", "body": b64(body)})
+	return p.expect(relay.TypeSent).num("seq")
+}
+
+// recvMsg reads a msg frame on p, opens it with ch and checks text and seq.
+func recvMsg(t *testing.T, p *peer, ch *dh.Channel, seq uint64, text string) {
+	t.Helper()
+	f := p.expect(relay.TypeMsg)
+	body, err := base64.StdEncoding.DecodeString(f.str("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ch.Open(body)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if string(got) != text || f.num("seq") != seq {
+		t.Fatalf("got seq %d %q, want seq %d %q", f.num("seq"), got, seq, text)
+	}
+}
+
+func TestHandshakeAndChat(t *testing.T) {
+	for _, g := range []*dh.Group{dh.X25519(), dh.P256(), dh.MODP14()} {
+		t.Run(g.Name(), func(t *testing.T) {
+			tr := newRelay(t, relay.Config{})
+			p := handshake(t, tr, g)
+			for i := 1; i <= 3; i++ {
+				text := fmt.Sprintf("hello %d from A", i)
+				seq := sendMsg(t, p.a, p.aCh, text)
+				recvMsg(t, p.b, p.bCh, seq, text)
+			}
+			seq := sendMsg(t, p.b, p.bCh, "hi from B")
+			if seq != 4 {
+				t.Errorf("seq = %d, want 4 (per-room sequence)", seq)
+			}
+			recvMsg(t, p.a, p.aCh, 4, "hi from B")
+			if got := metricValue(t, tr, "keyrelay_handshakes_total"); got != 1 {
+				t.Errorf("keyrelay_handshakes_total = %v, want 1", got)
+			}
+			if got := metricValue(t, tr, "keyrelay_messages_relayed_total"); got != 4 {
+				t.Errorf("keyrelay_messages_relayed_total = %v, want 4", got)
+			}
+		})
+	}
+}
+
+// TestStoresOnlyCiphertext checks what the relay keeps: public keys and the
+// sealed bodies, byte for byte, and never the plaintext.
+func TestStoresOnlyCiphertext(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := handshake(t, tr, dh.X25519())
+	secret := "attack at dawn, the password is hunter2"
+	body, _ := p.aCh.Seal([]byte(secret))
+	p.a.send(map[string]any{"type": "msg", "body": b64(body)})
+	p.a.expect(relay.TypeSent)
+	p.b.expect(relay.TypeMsg) // not acked: it stays in the store
+	ctx := context.Background()
+	msgs, err := tr.store.Pending(ctx, p.room, p.bID, 0)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("Pending = %v, %v", msgs, err)
+	}
+	if !bytes.Equal(msgs[0].Body, body) || bytes.Contains(msgs[0].Body, []byte("hunter2")) {
+		t.Fatalf("stored body is not the ciphertext sent")
+	}
+	room, err := tr.store.Room(ctx, p.room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := room.Member(p.aID)
+	if a.PublicKey != p.aKey.PublicKey().Hex() {
+		t.Errorf("stored key %q", a.PublicKey)
+	}
+	dump := fmt.Sprintf("%+v %+v", room, msgs)
+	for _, k := range []*dh.PrivateKey{p.aKey, p.bKey} {
+		if strings.Contains(dump, k.Hex()) {
+			t.Fatal("a private key reached the store")
+		}
+	}
+	// Acknowledged messages leave the store.
+	p.b.send(map[string]any{"type": "ack", "seq": 1})
+	waitFor(t, func() bool {
+		msgs, _ := tr.store.Pending(ctx, p.room, p.bID, 0)
+		return len(msgs) == 0
+	})
+}
+
+func TestLateJoiner(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	a := tr.dial(t)
+	ka := newKey(t, dh.MODP14())
+	a.send(map[string]any{"type": "create"}) // no group: the first key fixes it
+	room := a.expect(relay.TypeRoom)
+	if room.str("group") != "" {
+		t.Fatalf("group = %q, want unset", room.str("group"))
+	}
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
+	// A key with no group in a room with none is refused, then accepted with one.
+	a.expectError(relay.CodeBadRequest)
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex(), "group": "14"})
+	if f := a.expect(relay.TypeKeyOK); f.str("group") != "modp14" {
+		t.Fatalf("key_ok %v", f)
+	}
+	a.expectQuiet(200 * time.Millisecond) // waiting, nobody there
+
+	b := tr.dial(t)
+	b.send(map[string]any{"type": "join", "room": room.str("room")})
+	if f := b.expect(relay.TypeRoom); f.str("group") != "modp14" {
+		t.Fatalf("joiner sees group %q", f.str("group"))
+	}
+	if f := b.expect(relay.TypePeerKey); f.str("public_key") != ka.PublicKey().Hex() {
+		t.Fatalf("late joiner got %v", f)
+	}
+	a.expect(relay.TypePeerJoined)
+	kb := newKey(t, dh.MODP14())
+	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()}) // group from the room
+	b.expect(relay.TypeKeyOK)
+	b.expect(relay.TypeHandshakeComplete)
+	a.expect(relay.TypePeerKey)
+	a.expect(relay.TypeHandshakeComplete)
+}
+
+func TestRoomFull(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := handshake(t, tr, dh.X25519())
+	c := tr.dial(t)
+	c.send(map[string]any{"type": "join", "room": p.room, "id": "third"})
+	if f := c.expectError(relay.CodeRoomFull); f["id"] != "third" {
+		t.Fatalf("error lacks the frame id: %v", f)
+	}
+	// The third connection is still usable, and the two peers saw nothing.
+	c.send(map[string]any{"type": "create"})
+	c.expect(relay.TypeRoom)
+	p.a.expectQuiet(100 * time.Millisecond)
+	p.b.expectQuiet(100 * time.Millisecond)
+}
+
+// TestInvalidKeys sends a bad key at each validation step; each gets its
+// code, the peer sees nothing, and the connection completes the handshake
+// afterwards.
+func TestInvalidKeys(t *testing.T) {
+	p14, _ := new(big.Int).SetString(strings.Repeat("f", 16)+"c90fdaa22168c234c4c6628b80dc1cd129024e088a67cc74020bbea63b139b22514a08798e3404ddef9519b3cd3a431b302b0a6df25f14374fe1356d6d51c245e485b576625e7ec6f44c42e9a637ed6b0bff5cb6f406b7edee386bfb5a899fa5ae9f24117c4b1fe649286651ece45b3dc2007cb8a163bf0598da48361c55d39a69163fa8fd24cf5f83655d23dca3ad961c62f356208552bb9ed529077096966d670c354e4abc9804f1746c08ca18217c32905e462e36ce3be39e772c180e86039b2783a2ec07a28fb5c55df06f4c52c9de2bcbf6955817183995497cea956ae515d2261898fa051015728e5a8aacaa68"+strings.Repeat("f", 16), 16)
+	hexOf := func(d int64) string { return new(big.Int).Add(p14, big.NewInt(d)).Text(16) }
+	x := newKey(t, dh.X25519())
+	tests := []struct {
+		name  string
+		frame map[string]any
+		code  string
+	}{
+		{"zero", map[string]any{"public_key": "0"}, relay.CodeInvalidPublicKey},
+		{"one", map[string]any{"public_key": "1"}, relay.CodeInvalidPublicKey},
+		{"p-1", map[string]any{"public_key": hexOf(-1)}, relay.CodeInvalidPublicKey},
+		{"p", map[string]any{"public_key": hexOf(0)}, relay.CodeInvalidPublicKey},
+		{"p+1", map[string]any{"public_key": hexOf(1)}, relay.CodeInvalidPublicKey},
+		{"non-residue p-2", map[string]any{"public_key": hexOf(-2)}, relay.CodeInvalidPublicKey},
+		{"too long", map[string]any{"public_key": strings.Repeat("1", 513)}, relay.CodeMalformedKey},
+		{"0x prefix", map[string]any{"public_key": "0x1234"}, relay.CodeMalformedKey},
+		{"sign", map[string]any{"public_key": "-1234"}, relay.CodeMalformedKey},
+		{"space", map[string]any{"public_key": "12 34"}, relay.CodeMalformedKey},
+		{"empty", map[string]any{"public_key": ""}, relay.CodeMalformedKey},
+		{"wrong group", map[string]any{"public_key": x.PublicKey().Hex(), "group": "x25519"}, relay.CodeGroupMismatch},
+		{"unknown group", map[string]any{"public_key": "1234", "group": "modp2"}, relay.CodeUnknownGroup},
+		{"number", map[string]any{"public_key": 1234}, relay.CodeBadRequest},
+	}
+	tr := newRelay(t, relay.Config{})
+	a, b := tr.dial(t), tr.dial(t)
+	a.send(map[string]any{"type": "create", "group": "modp14"})
+	room := a.expect(relay.TypeRoom).str("room")
+	b.send(map[string]any{"type": "join", "room": room})
+	b.expect(relay.TypeRoom)
+	a.expect(relay.TypePeerJoined)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.frame["type"] = "key"
+			tt.frame["id"] = tt.name
+			a.send(tt.frame)
+			if f := a.expectError(tt.code); f["id"] != tt.name {
+				t.Fatalf("error %v lacks id", f)
+			}
+		})
+	}
+	b.expectQuiet(200 * time.Millisecond) // nothing was forwarded
+	failures := metricValue(t, tr, "keyrelay_key_validation_failures_total")
+	if failures < 12 {
+		t.Errorf("validation failures counted: %v, want at least 12", failures)
+	}
+	ka, kb := newKey(t, dh.MODP14()), newKey(t, dh.MODP14())
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
+	a.expect(relay.TypeKeyOK)
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
+	a.expectError(relay.CodeKeyAlreadySet)
+	b.expect(relay.TypePeerKey)
+	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()})
+	b.expect(relay.TypeKeyOK)
+	b.expect(relay.TypeHandshakeComplete)
+	a.expect(relay.TypePeerKey)
+	a.expect(relay.TypeHandshakeComplete)
+}
+
+// TestBadFrames feeds malformed frames; each gets its code and the
+// connection stays usable.
+func TestBadFrames(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	tests := []struct {
+		name string
+		raw  string
+		code string
+	}{
+		{"not json", `{"type":`, relay.CodeBadFrame},
+		{"array", `[1,2]`, relay.CodeBadFrame},
+		{"string", `"create"`, relay.CodeBadFrame},
+		{"null", `null`, relay.CodeBadFrame},
+		{"no type", `{"room":"x"}`, relay.CodeUnknownType},
+		{"type number", `{"type":5}`, relay.CodeUnknownType},
+		{"unknown type", `{"type":"hello"}`, relay.CodeUnknownType},
+		{"extra field", `{"type":"create","colour":"red"}`, relay.CodeBadRequest},
+		{"case-folded field", `{"type":"join","Room":"6f1c0e8e-0000-4000-8000-000000000000"}`, relay.CodeBadRequest},
+		{"missing field", `{"type":"join"}`, relay.CodeBadRequest},
+		{"wrong type", `{"type":"join","room":7}`, relay.CodeBadRequest},
+		{"null field", `{"type":"join","room":null}`, relay.CodeBadRequest},
+		{"room shape", `{"type":"join","room":"../../etc"}`, relay.CodeBadRequest},
+		{"room upper case", `{"type":"join","room":"6F1C0E8E-0000-4000-8000-000000000000"}`, relay.CodeBadRequest},
+		{"unknown room", `{"type":"join","room":"6f1c0e8e-0000-4000-8000-000000000000"}`, relay.CodeRoomNotFound},
+		{"unknown group", `{"type":"create","group":"rsa"}`, relay.CodeUnknownGroup},
+		{"long id", `{"type":"create","id":"` + strings.Repeat("i", 65) + `"}`, relay.CodeBadRequest},
+		{"object id", `{"type":"create","id":{}}`, relay.CodeBadRequest},
+		{"key outside room", `{"type":"key","public_key":"02"}`, relay.CodeNotInRoom},
+		{"msg outside room", `{"type":"msg","body":"AAAA"}`, relay.CodeNotInRoom},
+		{"ack outside room", `{"type":"ack","seq":1}`, relay.CodeNotInRoom},
+		{"leave outside room", `{"type":"leave"}`, relay.CodeNotInRoom},
+		{"negative seq", `{"type":"ack","seq":-1}`, relay.CodeBadRequest},
+		{"forged resume", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"` + strings.Repeat("A", 43) + `"}`, relay.CodeRoomNotFound},
+		{"resume bad token", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"short"}`, relay.CodeInvalidResume},
+	}
+	p := tr.dial(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p.sendRaw(websocket.MessageText, []byte(tt.raw))
+			p.expectError(tt.code)
+		})
+	}
+	t.Run("binary frame", func(t *testing.T) {
+		p.sendRaw(websocket.MessageBinary, []byte(`{"type":"create"}`))
+		p.expectError(relay.CodeBadFrame)
+	})
+	// Still usable, and in-room errors.
+	p.send(map[string]any{"type": "create", "group": "x25519"})
+	room := p.expect(relay.TypeRoom)
+	p.send(map[string]any{"type": "create"})
+	p.expectError(relay.CodeAlreadyInRoom)
+	p.send(map[string]any{"type": "msg", "body": "AAAA"})
+	p.expectError(relay.CodeHandshakeIncomplete)
+	// A resume token that does not match an existing room's member.
+	q := tr.dial(t)
+	q.send(map[string]any{"type": "resume", "room": room.str("room"), "peer": room.str("peer"), "resume_token": strings.Repeat("A", 43)})
+	q.expectError(relay.CodeInvalidResume)
+	q.send(map[string]any{"type": "resume", "room": room.str("room"), "peer": "6f1c0e8e-0000-4000-8000-000000000001", "resume_token": room.str("resume_token")})
+	q.expectError(relay.CodeInvalidResume)
+	p.send(map[string]any{"type": "leave", "id": 9})
+	if f := p.expect(relay.TypeLeft); f["id"] != float64(9) {
+		t.Fatalf("left %v", f)
+	}
+}
+
+func TestMessageErrors(t *testing.T) {
+	tr := newRelay(t, relay.Config{MaxPending: 2})
+	p := handshake(t, tr, dh.X25519())
+	p.a.send(map[string]any{"type": "msg", "body": "not base64!"})
+	p.a.expectError(relay.CodeBadRequest)
+	p.a.send(map[string]any{"type": "msg", "body": ""})
+	p.a.expectError(relay.CodeBadRequest)
+	sendMsg(t, p.a, p.aCh, "one")
+	sendMsg(t, p.a, p.aCh, "two")
+	body, _ := p.aCh.Seal([]byte("three"))
+	p.a.send(map[string]any{"type": "msg", "body": b64(body)})
+	p.a.expectError(relay.CodeMailboxFull)
+	recvMsg(t, p.b, p.bCh, 1, "one")
+	recvMsg(t, p.b, p.bCh, 2, "two")
+	p.b.send(map[string]any{"type": "ack", "seq": 2})
+	// Once B has acknowledged, A can send again (the same sealed body: the
+	// refused one was not stored).
+	waitFor(t, func() bool {
+		p.a.send(map[string]any{"type": "msg", "body": b64(body)})
+		f := p.a.read()
+		return f.str("type") == relay.TypeSent
+	})
+	recvMsg(t, p.b, p.bCh, 3, "three")
+}
+
+// TestResume drops B's connection abruptly mid-conversation; A keeps
+// sending; B resumes on a new connection and gets every message once, in
+// order.
+func TestResume(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := handshake(t, tr, dh.X25519())
+	seq := sendMsg(t, p.a, p.aCh, "before the drop")
+	recvMsg(t, p.b, p.bCh, seq, "before the drop")
+	// B received seq 1 but its ack is lost with the connection.
+	p.b.ws.CloseNow()
+	if f := p.a.expect(relay.TypePeerLeft); f.str("reason") != "dropped" {
+		t.Fatalf("peer_left %v", f)
+	}
+	var sent []uint64
+	for i := 0; i < 5; i++ {
+		sent = append(sent, sendMsg(t, p.a, p.aCh, fmt.Sprintf("while away %d", i)))
+	}
+	b2 := tr.dial(t)
+	b2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok, "last_seq": seq, "id": "r"})
+	f := b2.expect(relay.TypeRoom)
+	if f["resumed"] != true || f.str("peer") != p.bID || f.str("resume_token") != "" || f["id"] != "r" {
+		t.Fatalf("resume reply %v", f)
+	}
+	b2.expect(relay.TypePeerKey)
+	b2.expect(relay.TypeHandshakeComplete)
+	for i, s := range sent {
+		recvMsg(t, b2, p.bCh, s, fmt.Sprintf("while away %d", i))
+	}
+	if f := p.a.expect(relay.TypePeerJoined); f["resumed"] != true {
+		t.Fatalf("peer_joined %v", f)
+	}
+	// Live messages flow again, both ways, with no duplicate.
+	s := sendMsg(t, p.a, p.aCh, "after")
+	recvMsg(t, b2, p.bCh, s, "after")
+	s = sendMsg(t, b2, p.bCh, "back")
+	recvMsg(t, p.a, p.aCh, s, "back")
+	b2.expectQuiet(100 * time.Millisecond)
+}
+
+func TestResumeExpired(t *testing.T) {
+	tr := newRelay(t, relay.Config{ResumeGrace: 100 * time.Millisecond})
+	p := handshake(t, tr, dh.X25519())
+	p.b.ws.CloseNow()
+	p.a.expect(relay.TypePeerLeft)
+	time.Sleep(150 * time.Millisecond) // past the grace period (not a speed assertion)
+	b2 := tr.dial(t)
+	b2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok})
+	b2.expectError(relay.CodeResumeExpired)
+	// The seat is free again.
+	c := tr.dial(t)
+	c.send(map[string]any{"type": "join", "room": p.room})
+	c.expect(relay.TypeRoom)
+}
+
+func TestExpiry(t *testing.T) {
+	tr := newRelay(t, relay.Config{RoomTTL: 300 * time.Millisecond})
+	a := tr.dial(t)
+	a.send(map[string]any{"type": "create"})
+	room := a.expect(relay.TypeRoom).str("room")
+	a.expectError(relay.CodeRoomExpired)
+	if n, _ := tr.store.Rooms(context.Background()); n != 0 {
+		t.Fatalf("%d rooms left after expiry", n)
+	}
+	// Out of the room, still connected: a new room works; the old one is gone.
+	b := tr.dial(t)
+	b.send(map[string]any{"type": "join", "room": room})
+	b.expectError(relay.CodeRoomNotFound)
+	a.send(map[string]any{"type": "create"})
+	a.expect(relay.TypeRoom)
+}
+
+func TestLeave(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := handshake(t, tr, dh.X25519())
+	p.b.send(map[string]any{"type": "leave"})
+	p.b.expect(relay.TypeLeft)
+	if f := p.a.expect(relay.TypePeerLeft); f.str("reason") != "left" {
+		t.Fatalf("peer_left %v", f)
+	}
+	p.a.send(map[string]any{"type": "msg", "body": "AAAA"})
+	p.a.expectError(relay.CodeHandshakeIncomplete)
+	// The seat is free.
+	c := tr.dial(t)
+	c.send(map[string]any{"type": "join", "room": p.room})
+	c.expect(relay.TypeRoom)
+	c.expect(relay.TypePeerKey)
+}
+
+func TestLimits(t *testing.T) {
+	t.Run("frame too large", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{MaxFrameBytes: 4096})
+		p := tr.dial(t)
+		p.send(map[string]any{"type": "create", "id": strings.Repeat("x", 5000)})
+		p.expectClose(websocket.StatusMessageTooBig)
+	})
+	t.Run("rate limited", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{FramesPerSecond: 0.001, FrameBurst: 3})
+		p := tr.dial(t)
+		for i := 0; i < 4; i++ {
+			p.send(map[string]any{"type": "leave"})
+		}
+		for i := 0; i < 3; i++ {
+			p.expectError(relay.CodeNotInRoom)
+		}
+		p.expectError(relay.CodeRateLimited)
+	})
+	t.Run("connections per IP", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{MaxConnsPerIP: 2})
+		tr.dial(t)
+		tr.dial(t)
+		tr.dial(t).expectClose(relay.CloseTooManyConnsPerIP)
+	})
+	t.Run("rooms in total", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{MaxRooms: 1})
+		a, b := tr.dial(t), tr.dial(t)
+		a.send(map[string]any{"type": "create"})
+		a.expect(relay.TypeRoom)
+		b.send(map[string]any{"type": "create"})
+		b.expectError(relay.CodeTooManyRooms)
+	})
+	t.Run("no subprotocol", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{})
+		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, tr.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newPeer(t, ws).expectClose(relay.CloseNoSubprotocol)
+	})
+	t.Run("foreign origin", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{})
+		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+		defer cancel()
+		_, resp, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{
+			Subprotocols: []string{relay.Subprotocol},
+			HTTPHeader:   http.Header{"Origin": {"https://evil.example"}},
+		})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("foreign origin: %v, %v; want 403", resp, err)
+		}
+		tr2 := newRelay(t, relay.Config{AllowedOrigins: []string{"evil.example"}})
+		ws, _, err := websocket.Dial(ctx, tr2.url, &websocket.DialOptions{
+			Subprotocols: []string{relay.Subprotocol},
+			HTTPHeader:   http.Header{"Origin": {"https://evil.example"}},
+		})
+		if err != nil {
+			t.Fatalf("allowed origin refused: %v", err)
+		}
+		ws.CloseNow()
+	})
+	t.Run("slow reader", func(t *testing.T) {
+		tr := newRelay(t, relay.Config{SendQueue: 2, FramesPerSecond: 1e6, FrameBurst: 1e6, MaxPending: 100000, WriteTimeout: time.Second})
+		p := handshake(t, tr, dh.X25519())
+		// B stops reading; A sends until the relay gives up on B. Bounded:
+		// at most 2000 frames of 32 KiB (64 MiB), far past socket buffers.
+		body := b64(bytes.Repeat([]byte{1}, 32<<10))
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+				err := p.a.ws.Write(ctx, websocket.MessageText, []byte(`{"type":"msg","body":"`+body+`"}`))
+				cancel()
+				if err != nil {
+					return
+				}
+			}
+		}()
+		// Drain A's replies so that A is not the slow one.
+		go func() {
+			for {
+				if _, err := p.a.tryRead(frameTimeout); err != nil {
+					return
+				}
+			}
+		}()
+		waitFor(t, func() bool {
+			return metricValue(t, tr, "keyrelay_connections_closed_total") >= 1
+		})
+		close(done)
+		wg.Wait()
+		p.b.expectClose(relay.CloseSlowReader)
+	})
+}
+
+func TestShutdown(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := handshake(t, tr, dh.X25519())
+	if err := tr.relay.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p.a.expectClose(websocket.StatusGoingAway)
+	p.b.expectClose(websocket.StatusGoingAway)
+	if err := tr.relay.Ready(context.Background()); err == nil {
+		t.Error("Ready after Close")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []relay.Config{
+		{MaxFrameBytes: 10},
+		{FramesPerSecond: -1},
+		{RoomTTL: -time.Second},
+	} {
+		if _, err := relay.New(nil, cfg, nil); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing after a generous deadline.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(frameTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

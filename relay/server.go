@@ -1,0 +1,306 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyrelay/keyrelay/session"
+)
+
+// Config configures a Server. The zero value is valid: every zero field
+// means the default its comment gives.
+type Config struct {
+	// MaxFrameBytes is the largest frame a client may send; a larger one
+	// closes the connection with 1009. Zero means 64 KiB.
+	MaxFrameBytes int64
+	// FramesPerSecond and FrameBurst rate-limit each connection's frames
+	// (a token bucket); frames over the limit get a rate_limited error and
+	// are ignored. Zero means 20 per second and a burst of 40.
+	FramesPerSecond float64
+	FrameBurst      int
+	// MaxConnsPerIP bounds concurrent connections from one client IP;
+	// more are closed with 4429. Zero means 32; negative means no limit.
+	MaxConnsPerIP int
+	// MaxRooms bounds the rooms in the store. Zero means 10000; negative
+	// means no limit.
+	MaxRooms int
+	// SendQueue is how many frames may wait for a slow reader before its
+	// connection is closed with 4408. Zero means 64.
+	SendQueue int
+	// WriteTimeout bounds each frame's write. Zero means 10 s.
+	WriteTimeout time.Duration
+	// PingInterval is how often the relay pings each connection; a pong
+	// must come back within PingTimeout or the connection is closed. Zero
+	// means 20 s and 10 s.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// RoomTTL is how long a room lives without activity. Zero means 10 min.
+	RoomTTL time.Duration
+	// ResumeGrace is how long a dropped peer keeps its place. Zero means
+	// 2 min.
+	ResumeGrace time.Duration
+	// MaxPending bounds the unacknowledged messages waiting for one peer.
+	// Zero means 256.
+	MaxPending int
+	// StoreTimeout bounds each call to the session store. Zero means 5 s.
+	StoreTimeout time.Duration
+	// AllowedOrigins lists the origins browsers may connect from, as
+	// host patterns ("example.com", "*.example.com") or
+	// "scheme://host" patterns, matched with path.Match. Nil or empty means
+	// the relay's own origin only; "*" allows any origin.
+	AllowedOrigins []string
+	// Registerer receives the relay's Prometheus metrics. Nil means none
+	// are registered (they are still counted).
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() error {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = 64 << 10
+	}
+	if c.FramesPerSecond == 0 {
+		c.FramesPerSecond = 20
+	}
+	if c.FrameBurst == 0 {
+		c.FrameBurst = 40
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 32
+	}
+	if c.MaxRooms == 0 {
+		c.MaxRooms = 10000
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 64
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 256
+	}
+	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.PingInterval, 20*time.Second)
+	def(&c.PingTimeout, 10*time.Second)
+	def(&c.RoomTTL, 10*time.Minute)
+	def(&c.ResumeGrace, 2*time.Minute)
+	def(&c.StoreTimeout, 5*time.Second)
+	switch {
+	case c.MaxFrameBytes < 1024:
+		return fmt.Errorf("relay: MaxFrameBytes %d is below 1024", c.MaxFrameBytes)
+	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1:
+		return errors.New("relay: FramesPerSecond, FrameBurst, SendQueue and MaxPending must be positive")
+	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0:
+		return errors.New("relay: durations must not be negative")
+	}
+	return nil
+}
+
+// Server is the relay's WebSocket endpoint. It is an http.Handler: mount it
+// at /v1/ws. Create it with New; stop it with Close.
+type Server struct {
+	// Static after construction.
+	store   session.Store
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	logKey  [32]byte // keys the hash under which room IDs appear in logs
+	nextID  atomic.Uint64
+
+	mu     sync.Mutex // guards the following
+	conns  map[*conn]struct{}
+	perIP  map[string]int
+	closed bool
+
+	wg sync.WaitGroup // one per running connection handler
+}
+
+// New returns a Server that keeps its state in store. It returns an error
+// for an invalid Config. A nil logger discards logs.
+func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) {
+	if store == nil {
+		return nil, errors.New("relay: nil store")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		store: store,
+		cfg:   cfg,
+		log:   logger,
+		conns: make(map[*conn]struct{}),
+		perIP: make(map[string]int),
+	}
+	if _, err := rand.Read(s.logKey[:]); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer, store)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+// ServeHTTP upgrades the request to a WebSocket connection and serves it
+// until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	opts := &websocket.AcceptOptions{
+		Subprotocols:    []string{Subprotocol},
+		CompressionMode: websocket.CompressionDisabled, // ciphertext does not compress
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" {
+			opts.InsecureSkipVerify = true
+		}
+	}
+	if !opts.InsecureSkipVerify {
+		opts.OriginPatterns = s.cfg.AllowedOrigins
+	}
+	// Count the connection against its IP before the upgrade, so that
+	// connections are counted in the order their upgrades complete.
+	ip := clientIP(r)
+	n := s.addIP(ip)
+	defer s.releaseIP(ip)
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		// Accept has written the HTTP error (e.g. 403 for a foreign origin).
+		s.log.Debug("websocket accept failed", "err", err)
+		return
+	}
+	ws.SetReadLimit(s.cfg.MaxFrameBytes)
+	if ws.Subprotocol() != Subprotocol {
+		ws.Close(CloseNoSubprotocol, "offer the "+Subprotocol+" subprotocol")
+		return
+	}
+	if s.cfg.MaxConnsPerIP > 0 && n > s.cfg.MaxConnsPerIP {
+		s.metrics.rejected.WithLabelValues("too_many_conns_per_ip").Inc()
+		ws.Close(CloseTooManyConnsPerIP, "too many connections from your address")
+		return
+	}
+	c := s.newConn(ws)
+	if c == nil {
+		ws.Close(websocket.StatusGoingAway, "relay shutting down")
+		return
+	}
+	defer s.removeConn(c)
+	c.serve()
+}
+
+// addIP counts a connection from ip and returns the count, this one
+// included.
+func (s *Server) addIP(ip string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.perIP[ip]++
+	return s.perIP[ip]
+}
+
+func (s *Server) releaseIP(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+}
+
+// newConn registers a connection, or returns nil if the server is closed.
+func (s *Server) newConn(ws *websocket.Conn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	id := strconv.FormatUint(s.nextID.Add(1), 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{
+		ctx:     ctx,
+		cancel:  cancel,
+		s:       s,
+		ws:      ws,
+		id:      id,
+		send:    make(chan []byte, s.cfg.SendQueue),
+		limiter: newBucket(s.cfg.FramesPerSecond, s.cfg.FrameBurst),
+	}
+	c.logp.Store(s.log.With("conn", id))
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.metrics.connections.Inc()
+	return c
+}
+
+func (s *Server) removeConn(c *conn) {
+	c.cancel()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.connections.Dec()
+	s.wg.Done()
+}
+
+// Close stops accepting connections, closes every open one with 1001 (going
+// away: clients should reconnect and resume), and waits for their handlers
+// to finish. It does not close the store.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith(websocket.StatusGoingAway, "relay shutting down")
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Ready reports whether the relay can serve new rooms: its store is
+// reachable and it is not shutting down.
+func (s *Server) Ready(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("relay: shutting down")
+	}
+	return s.store.Ready(ctx)
+}
+
+// roomTag returns the short keyed hash under which a room appears in logs:
+// room IDs are capabilities and are never logged.
+func (s *Server) roomTag(room string) string {
+	h := sha256.New()
+	h.Write(s.logKey[:])
+	h.Write([]byte(room))
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+// clientIP returns the host part of the request's remote address.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

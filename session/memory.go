@@ -1,0 +1,624 @@
+package session
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// MemoryConfig configures a [MemoryStore]. The zero value is ready to use.
+type MemoryConfig struct {
+	// Now returns the current time. Nil means time.Now. Tests set it to a
+	// fake clock.
+	Now func() time.Time
+	// SweepInterval is how often the background sweeper removes expired
+	// rooms. Zero (or negative) means 1 s. Between sweeps an expired room
+	// is already treated as not found by every method.
+	SweepInterval time.Duration
+	// SubscriberBuffer is how many events a subscription may fall behind
+	// before it is ended with ErrSlowSubscriber. Zero (or negative) means
+	// 256.
+	SubscriberBuffer int
+}
+
+// Defaults for the zero fields of MemoryConfig.
+const (
+	defaultSweepInterval    = time.Second
+	defaultSubscriberBuffer = 256
+)
+
+// MemoryStore is the in-memory [Store], the default. It serves one process:
+// its rooms, keys, messages and events are not shared with other relay
+// instances and do not survive a restart.
+//
+// All state sits behind one mutex; no method blocks on anything but that
+// mutex. Publish never waits for a subscriber: each subscription has a
+// buffer of MemoryConfig.SubscriberBuffer events and is ended with
+// ErrSlowSubscriber when it is full. A background goroutine, stopped by
+// Close, removes expired rooms every MemoryConfig.SweepInterval and ends
+// their subscriptions with ErrRoomNotFound; between sweeps every method
+// already treats an expired room as gone. A call counts as activity, and
+// extends the room's life to TTL from now, when it succeeds: a failed call
+// (ErrRoomFull, ErrBadToken, ErrMailboxFull, …) does not, nor do Room and
+// Pending.
+//
+// Create one with [NewMemoryStore]; the zero MemoryStore is not usable.
+type MemoryStore struct {
+	// Static after construction.
+	now       func() time.Time
+	subBuffer int
+	stop      chan struct{} // closed by Close to stop the sweeper
+	swept     chan struct{} // closed by the sweeper when it returns
+
+	mu     sync.Mutex
+	closed bool                // guarded by mu
+	rooms  map[string]*memRoom // guarded by mu
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// memRoom is a room's state. Every field is guarded by MemoryStore.mu.
+type memRoom struct {
+	id        string
+	cfg       RoomConfig
+	group     string
+	members   []*memMember // join order, at most two
+	next      []Message    // from a lone member, for whoever joins next
+	lastSeq   uint64
+	expiresAt time.Time
+	subs      map[*memSub]struct{}
+}
+
+// memMember is a member and its mailbox. Guarded by MemoryStore.mu.
+type memMember struct {
+	Member
+	mailbox []Message // unacknowledged messages for this member, by Seq
+}
+
+// memSub is one subscription. Its fields are guarded by MemoryStore.mu;
+// ch is closed exactly once, under mu, when the subscription ends.
+type memSub struct {
+	ch    chan Event
+	room  *memRoom
+	ended bool
+	err   error
+	stop  func() bool // unregisters the context.AfterFunc
+}
+
+// NewMemoryStore returns an empty MemoryStore configured by cfg and starts
+// its sweeper. Call Close to stop the sweeper and end all subscriptions.
+func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = defaultSweepInterval
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = defaultSubscriberBuffer
+	}
+	s := &MemoryStore{
+		now:       cfg.Now,
+		subBuffer: cfg.SubscriberBuffer,
+		stop:      make(chan struct{}),
+		swept:     make(chan struct{}),
+		rooms:     make(map[string]*memRoom),
+	}
+	go s.sweep(cfg.SweepInterval)
+	return s
+}
+
+// sweep removes expired rooms every interval until Close.
+func (s *MemoryStore) sweep(interval time.Duration) {
+	defer close(s.swept)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if !s.closed {
+				s.sweepLocked(s.now())
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// sweepLocked removes every room expired at now. s.mu must be held.
+func (s *MemoryStore) sweepLocked(now time.Time) {
+	for _, r := range s.rooms {
+		if r.expired(now) {
+			s.removeLocked(r, ErrRoomNotFound)
+		}
+	}
+}
+
+// removeLocked deletes r and ends its subscriptions with err. s.mu must be
+// held.
+func (s *MemoryStore) removeLocked(r *memRoom, err error) {
+	for sub := range r.subs {
+		s.endLocked(sub, err)
+	}
+	delete(s.rooms, r.id)
+}
+
+// endLocked ends sub with err, if it has not ended yet. s.mu must be held.
+func (s *MemoryStore) endLocked(sub *memSub, err error) {
+	if sub.ended {
+		return
+	}
+	sub.ended = true
+	sub.err = err
+	sub.stop()
+	delete(sub.room.subs, sub)
+	close(sub.ch)
+}
+
+// expired reports whether r has expired at now: a room expires TTL after
+// its last activity, at ExpiresAt exactly.
+func (r *memRoom) expired(now time.Time) bool { return !now.Before(r.expiresAt) }
+
+// touch records activity at now.
+func (r *memRoom) touch(now time.Time) { r.expiresAt = now.Add(r.cfg.TTL) }
+
+// member returns the member with id, or nil.
+func (r *memRoom) member(id string) *memMember {
+	for _, m := range r.members {
+		if m.ID == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// other returns the member that is not id, or nil.
+func (r *memRoom) other(id string) *memMember {
+	for _, m := range r.members {
+		if m.ID != id {
+			return m
+		}
+	}
+	return nil
+}
+
+// removeMember removes member id and its mailbox.
+func (r *memRoom) removeMember(id string) {
+	r.members = slices.DeleteFunc(r.members, func(m *memMember) bool { return m.ID == id })
+}
+
+// graceOver reports whether m has been disconnected for longer than the
+// room's resume grace period at now.
+func (r *memRoom) graceOver(m *memMember, now time.Time) bool {
+	return !m.Connected && now.Sub(m.DisconnectedAt) > r.cfg.ResumeGrace
+}
+
+// snapshot returns a copy of r's state that shares no memory with it.
+func (r *memRoom) snapshot() Room {
+	members := make([]Member, len(r.members))
+	for i, m := range r.members {
+		members[i] = m.Member
+	}
+	return Room{
+		ID:        r.id,
+		Config:    r.cfg,
+		Group:     r.group,
+		Members:   members,
+		LastSeq:   r.lastSeq,
+		ExpiresAt: r.expiresAt,
+	}
+}
+
+// lookup returns the live room id at now. An expired room that the sweeper
+// has not reached yet is removed on the spot and reported as not found.
+// s.mu must be held.
+func (s *MemoryStore) lookup(id string, now time.Time) (*memRoom, error) {
+	if s.closed {
+		return nil, ErrClosed
+	}
+	r, ok := s.rooms[id]
+	if !ok {
+		return nil, ErrRoomNotFound
+	}
+	if r.expired(now) {
+		s.removeLocked(r, ErrRoomNotFound)
+		return nil, ErrRoomNotFound
+	}
+	return r, nil
+}
+
+// validRoomConfig checks the rules stated in RoomConfig's doc comment.
+func validRoomConfig(cfg RoomConfig) error {
+	switch {
+	case cfg.TTL <= 0:
+		return fmt.Errorf("session: invalid room config: TTL must be > 0, got %v", cfg.TTL)
+	case cfg.ResumeGrace <= 0:
+		return fmt.Errorf("session: invalid room config: ResumeGrace must be > 0, got %v", cfg.ResumeGrace)
+	case cfg.MaxPending <= 0:
+		return fmt.Errorf("session: invalid room config: MaxPending must be > 0, got %d", cfg.MaxPending)
+	}
+	return nil
+}
+
+// CreateRoom creates an empty room id with cfg, expiring cfg.TTL from now
+// unless there is activity. Its group is cfg.Group ("" leaves it to the
+// first stored key). It returns an error (matching no sentinel) if cfg.TTL,
+// cfg.ResumeGrace or cfg.MaxPending is not positive, ErrRoomExists if a
+// live room has the ID, ErrTooManyRooms if maxRooms > 0 and the store
+// holds maxRooms live rooms, and ErrClosed after Close.
+func (s *MemoryStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig, maxRooms int) error {
+	if err := validRoomConfig(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if _, err := s.lookup(id, now); err == nil {
+		return ErrRoomExists
+	} else if !errors.Is(err, ErrRoomNotFound) {
+		return err
+	}
+	if maxRooms > 0 && len(s.rooms) >= maxRooms {
+		s.sweepLocked(now) // expired rooms do not count
+		if len(s.rooms) >= maxRooms {
+			return ErrTooManyRooms
+		}
+	}
+	r := &memRoom{
+		id:    id,
+		cfg:   cfg,
+		group: cfg.Group,
+		subs:  make(map[*memSub]struct{}),
+	}
+	r.touch(now)
+	s.rooms[id] = r
+	return nil
+}
+
+// Room returns a snapshot of room id. It does not count as activity. It
+// returns ErrRoomNotFound, or ErrClosed after Close.
+func (s *MemoryStore) Room(ctx context.Context, id string) (Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.lookup(id, s.now())
+	if err != nil {
+		return Room{}, err
+	}
+	return r.snapshot(), nil
+}
+
+// Join adds m to the room as connected, with m's ID and TokenHash; m's
+// PublicKey, Connected and DisconnectedAt are ignored. Members
+// disconnected for longer than the room's ResumeGrace are removed first,
+// with their mailboxes. The new member inherits the messages that were
+// appended while it had no peer. It returns ErrRoomNotFound, ErrRoomFull
+// if two members remain, an error matching no sentinel if a member already
+// has m.ID, and ErrClosed after Close.
+func (s *MemoryStore) Join(ctx context.Context, room string, m Member) (Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return Room{}, err
+	}
+	r.members = slices.DeleteFunc(r.members, func(old *memMember) bool { return r.graceOver(old, now) })
+	if len(r.members) >= 2 {
+		return Room{}, ErrRoomFull
+	}
+	if r.member(m.ID) != nil {
+		return Room{}, fmt.Errorf("session: join room %q: member %q is already in the room", room, m.ID)
+	}
+	r.members = append(r.members, &memMember{
+		Member:  Member{ID: m.ID, TokenHash: m.TokenHash, Connected: true},
+		mailbox: r.next,
+	})
+	r.next = nil
+	r.touch(now)
+	return r.snapshot(), nil
+}
+
+// Reconnect marks member id connected again if tokenHash matches its
+// TokenHash (compared in constant time). The token is checked before the
+// grace period, so a wrong token learns nothing about it. It returns
+// ErrRoomNotFound, ErrNotMember, ErrBadToken, ErrResumeExpired (and removes
+// the member and its mailbox) if the member was disconnected for longer
+// than the room's ResumeGrace, and ErrClosed after Close.
+func (s *MemoryStore) Reconnect(ctx context.Context, room, id string, tokenHash [32]byte) (Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return Room{}, err
+	}
+	m := r.member(id)
+	if m == nil {
+		return Room{}, ErrNotMember
+	}
+	if subtle.ConstantTimeCompare(m.TokenHash[:], tokenHash[:]) != 1 {
+		return Room{}, ErrBadToken
+	}
+	if r.graceOver(m, now) {
+		r.removeMember(id)
+		return Room{}, ErrResumeExpired
+	}
+	m.Connected = true
+	m.DisconnectedAt = time.Time{}
+	r.touch(now)
+	return r.snapshot(), nil
+}
+
+// Disconnect marks member id disconnected now, starting its grace period.
+// A member already disconnected keeps its earlier DisconnectedAt, so
+// repeated calls cannot extend the grace period. It returns
+// ErrRoomNotFound, ErrNotMember, or ErrClosed after Close.
+func (s *MemoryStore) Disconnect(ctx context.Context, room, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return err
+	}
+	m := r.member(id)
+	if m == nil {
+		return ErrNotMember
+	}
+	if m.Connected {
+		m.Connected = false
+		m.DisconnectedAt = now
+	}
+	r.touch(now)
+	return nil
+}
+
+// Leave removes member id and the messages waiting for it; messages it
+// sent stay with their recipient. It returns ErrRoomNotFound,
+// ErrNotMember, or ErrClosed after Close.
+func (s *MemoryStore) Leave(ctx context.Context, room, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return err
+	}
+	if r.member(id) == nil {
+		return ErrNotMember
+	}
+	r.removeMember(id)
+	r.touch(now)
+	return nil
+}
+
+// SetKey stores member id's public key, key, of group; if the room has no
+// group yet, group becomes the room's. It returns ErrRoomNotFound,
+// ErrNotMember, ErrKeySet if the member already has a key,
+// ErrGroupMismatch if group is not the room's, and ErrClosed after Close.
+func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (Room, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return Room{}, err
+	}
+	m := r.member(id)
+	switch {
+	case m == nil:
+		return Room{}, ErrNotMember
+	case m.PublicKey != "":
+		return Room{}, ErrKeySet
+	case r.group != "" && r.group != group:
+		return Room{}, ErrGroupMismatch
+	}
+	r.group = group
+	m.PublicKey = key
+	r.touch(now)
+	return r.snapshot(), nil
+}
+
+// Append stores a copy of body, from member from, for the room's other
+// member, or, while from has no peer, for whoever joins next, and returns
+// the message's sequence number, LastSeq+1. It returns ErrRoomNotFound,
+// ErrNotMember, ErrMailboxFull if the recipient already has
+// Config.MaxPending unacknowledged messages (no sequence number is used),
+// and ErrClosed after Close.
+func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return 0, err
+	}
+	if r.member(from) == nil {
+		return 0, ErrNotMember
+	}
+	box := &r.next
+	if to := r.other(from); to != nil {
+		box = &to.mailbox
+	}
+	if len(*box) >= r.cfg.MaxPending {
+		return 0, ErrMailboxFull
+	}
+	r.lastSeq++
+	*box = append(*box, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
+	r.touch(now)
+	return r.lastSeq, nil
+}
+
+// Pending returns copies of the unacknowledged messages for member id with
+// a sequence number above after, in order. It does not count as activity.
+// It returns ErrRoomNotFound, ErrNotMember, or ErrClosed after Close.
+func (s *MemoryStore) Pending(ctx context.Context, room, id string, after uint64) ([]Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.lookup(room, s.now())
+	if err != nil {
+		return nil, err
+	}
+	m := r.member(id)
+	if m == nil {
+		return nil, ErrNotMember
+	}
+	var out []Message
+	for _, msg := range m.mailbox {
+		if msg.Seq > after {
+			msg.Body = slices.Clone(msg.Body)
+			out = append(out, msg)
+		}
+	}
+	return out, nil
+}
+
+// Ack discards the messages for member id up to and including seq. It
+// returns ErrRoomNotFound, ErrNotMember, or ErrClosed after Close.
+func (s *MemoryStore) Ack(ctx context.Context, room, id string, seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return err
+	}
+	m := r.member(id)
+	if m == nil {
+		return ErrNotMember
+	}
+	// The mailbox is sorted by Seq; slices.Delete zeroes the tail so the
+	// discarded bodies can be collected.
+	n := 0
+	for n < len(m.mailbox) && m.mailbox[n].Seq <= seq {
+		n++
+	}
+	m.mailbox = slices.Delete(m.mailbox, 0, n)
+	r.touch(now)
+	return nil
+}
+
+// Touch records activity, extending the room's life to TTL from now. It
+// returns ErrRoomNotFound, or ErrClosed after Close.
+func (s *MemoryStore) Touch(ctx context.Context, room string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return err
+	}
+	r.touch(now)
+	return nil
+}
+
+// Publish delivers a copy of ev to every current subscriber of ev.Room,
+// without waiting: a subscriber whose buffer is full is ended with
+// ErrSlowSubscriber instead. Publishing to a live room counts as activity;
+// publishing to a room that does not exist does nothing. It returns
+// ErrClosed after Close, otherwise nil.
+func (s *MemoryStore) Publish(ctx context.Context, ev Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(ev.Room, now)
+	if errors.Is(err, ErrRoomNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for sub := range r.subs {
+		e := ev
+		e.Body = slices.Clone(ev.Body)
+		select {
+		case sub.ch <- e:
+		default:
+			s.endLocked(sub, ErrSlowSubscriber)
+		}
+	}
+	r.touch(now)
+	return nil
+}
+
+// Subscribe returns the room's events from now on. The subscription ends,
+// and its channel is closed, when ctx is done (Err() == nil), when it falls
+// MemoryConfig.SubscriberBuffer events behind (ErrSlowSubscriber), when the
+// room expires (ErrRoomNotFound) or when the store closes (ErrClosed).
+// Subscribing counts as activity. It returns ErrRoomNotFound, or ErrClosed
+// after Close.
+func (s *MemoryStore) Subscribe(ctx context.Context, room string) (*Subscription, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return nil, err
+	}
+	sub := &memSub{
+		ch:   make(chan Event, s.subBuffer),
+		room: r,
+	}
+	// No goroutine waits for ctx: AfterFunc runs only if ctx ends first,
+	// and endLocked unregisters it otherwise.
+	sub.stop = context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.endLocked(sub, nil)
+	})
+	r.subs[sub] = struct{}{}
+	r.touch(now)
+	return NewSubscription(sub.ch, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return sub.err
+	}), nil
+}
+
+// Rooms returns the number of live rooms, removing expired ones first. It
+// returns ErrClosed after Close.
+func (s *MemoryStore) Rooms(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	s.sweepLocked(s.now())
+	return len(s.rooms), nil
+}
+
+// Ready returns nil: memory is always available. It returns ErrClosed
+// after Close.
+func (s *MemoryStore) Ready(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close ends every subscription with ErrClosed, discards all rooms and
+// stops the sweeper, waiting for it to return. Every method, Close
+// included, returns ErrClosed afterwards.
+func (s *MemoryStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	for _, r := range s.rooms {
+		s.removeLocked(r, ErrClosed)
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.swept
+	return nil
+}
