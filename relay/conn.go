@@ -28,8 +28,6 @@ type conn struct {
 	s       *Server
 	ws      *websocket.Conn
 	id      string
-	ip      string
-	ipCount int                         // connections from ip, this one included, when it arrived
 	logp    atomic.Pointer[slog.Logger] // per-connection logger; gains the room tag in a room
 	send    chan []byte
 	limiter *bucket // owned by the reader
