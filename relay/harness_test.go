@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ type testRelay struct {
 	url   string
 }
 
-func newRelay(t *testing.T, cfg relay.Config) *testRelay {
+func newRelay(t testing.TB, cfg relay.Config) *testRelay {
 	t.Helper()
 	store := session.NewMemoryStore(session.MemoryConfig{SweepInterval: 50 * time.Millisecond})
 	reg := prometheus.NewRegistry()
@@ -58,7 +59,12 @@ type peer struct {
 	ws     *websocket.Conn
 	frames chan []byte // filled by the reader goroutine
 	err    chan error  // the read error that ended it
+	gate   sync.Mutex  // held by stopReading: the reader waits on it before each read
 }
+
+// stopReading makes the peer stop reading from its socket, as a slow or
+// stuck client would.
+func (p *peer) stopReading() { p.gate.Lock() }
 
 // newPeer starts a reader goroutine: a websocket Read whose context ends
 // closes the connection, so waits with a timeout must not cancel Reads.
@@ -66,6 +72,8 @@ func newPeer(t *testing.T, ws *websocket.Conn) *peer {
 	p := &peer{t: t, ws: ws, frames: make(chan []byte, 256), err: make(chan error, 1)}
 	go func() {
 		for {
+			p.gate.Lock()
+			p.gate.Unlock()
 			typ, b, err := ws.Read(context.Background())
 			if err != nil {
 				p.err <- err

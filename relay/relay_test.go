@@ -469,6 +469,7 @@ func TestLimits(t *testing.T) {
 	t.Run("slow reader", func(t *testing.T) {
 		tr := newRelay(t, relay.Config{SendQueue: 2, FramesPerSecond: 1e6, FrameBurst: 1e6, MaxPending: 100000, WriteTimeout: time.Second})
 		p := handshake(t, tr, dh.X25519())
+		p.b.stopReading()
 		// B stops reading; A sends until the relay gives up on B. Bounded:
 		// at most 2000 frames of 32 KiB (64 MiB), far past socket buffers.
 		body := b64(bytes.Repeat([]byte{1}, 32<<10))
@@ -504,6 +505,7 @@ func TestLimits(t *testing.T) {
 		})
 		close(done)
 		wg.Wait()
+		p.b.gate.Unlock()
 		p.b.expectClose(relay.CloseSlowReader)
 	})
 }
@@ -536,7 +538,7 @@ func TestConfigErrors(t *testing.T) {
 // waitFor polls cond until it holds, failing after a generous deadline.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(frameTimeout)
+	deadline := time.Now().Add(3 * frameTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in time")
