@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,23 +57,28 @@ func newRelay(t testing.TB, cfg relay.Config) *testRelay {
 type peer struct {
 	t      *testing.T
 	ws     *websocket.Conn
-	frames chan []byte // filled by the reader goroutine
-	err    chan error  // the read error that ended it
-	gate   sync.Mutex  // held by stopReading: the reader waits on it before each read
+	frames chan []byte   // filled by the reader goroutine
+	err    chan error    // the read error that ended it
+	paused atomic.Bool   // set by stopReading: the reader waits on resume before its next read
+	resume chan struct{} // closed by resumeReading
 }
 
-// stopReading makes the peer stop reading from its socket, as a slow or
-// stuck client would.
-func (p *peer) stopReading() { p.gate.Lock() }
+// stopReading makes the peer stop reading from its socket (after at most
+// one more frame), as a slow or stuck client would.
+func (p *peer) stopReading() { p.paused.Store(true) }
+
+// resumeReading undoes stopReading.
+func (p *peer) resumeReading() { p.paused.Store(false); close(p.resume) }
 
 // newPeer starts a reader goroutine: a websocket Read whose context ends
 // closes the connection, so waits with a timeout must not cancel Reads.
 func newPeer(t *testing.T, ws *websocket.Conn) *peer {
-	p := &peer{t: t, ws: ws, frames: make(chan []byte, 256), err: make(chan error, 1)}
+	p := &peer{t: t, ws: ws, frames: make(chan []byte, 256), err: make(chan error, 1), resume: make(chan struct{})}
 	go func() {
 		for {
-			p.gate.Lock()
-			p.gate.Unlock()
+			if p.paused.Load() {
+				<-p.resume
+			}
 			typ, b, err := ws.Read(context.Background())
 			if err != nil {
 				p.err <- err

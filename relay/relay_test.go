@@ -505,7 +505,7 @@ func TestLimits(t *testing.T) {
 		})
 		close(done)
 		wg.Wait()
-		p.b.gate.Unlock()
+		p.b.resumeReading()
 		p.b.expectClose(relay.CloseSlowReader)
 	})
 }
