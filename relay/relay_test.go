@@ -466,6 +466,18 @@ func TestLimits(t *testing.T) {
 		}
 		ws.CloseNow()
 	})
+	t.Run("keepalive", func(t *testing.T) {
+		// A client that stops reading stops answering pings; the relay
+		// closes it after PingInterval + PingTimeout.
+		tr := newRelay(t, relay.Config{PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+		live, dead := tr.dial(t), tr.dial(t)
+		dead.stopReading()
+		waitFor(t, func() bool { return metricValue(t, tr, "keyrelay_connections_closed_total") >= 1 })
+		// The client that reads answers pings and stays.
+		live.send(map[string]any{"type": "create"})
+		live.expect(relay.TypeRoom)
+		waitFor(t, func() bool { return metricValue(t, tr, "keyrelay_connections") == 1 })
+	})
 	t.Run("slow reader", func(t *testing.T) {
 		tr := newRelay(t, relay.Config{SendQueue: 2, FramesPerSecond: 1e6, FrameBurst: 1e6, MaxPending: 100000, WriteTimeout: time.Second})
 		p := handshake(t, tr, dh.X25519())
