@@ -143,14 +143,25 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// pingLoop pings the client every PingInterval and, while the connection is
+// in a room, keeps the room alive: a room expires only when no member is
+// connected and nothing happens in it for RoomTTL.
 func (c *conn) pingLoop() {
 	t := time.NewTicker(c.s.cfg.PingInterval)
 	defer t.Stop()
+	var lastTouch time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			if room, _ := c.current(); room != "" && now.Sub(lastTouch) >= c.s.cfg.RoomTTL/3 {
+				ctx, cancel := c.storeCtx()
+				if err := c.s.store.Touch(ctx, room); err == nil {
+					lastTouch = now
+				}
+				cancel()
+			}
 			ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingTimeout)
 			err := c.ws.Ping(ctx)
 			cancel()

@@ -369,6 +369,21 @@ func TestResumeExpired(t *testing.T) {
 	c.expect(relay.TypeRoom)
 }
 
+// TestRoomKeptAliveWhileConnected: a connected member keeps its room alive
+// through pings even when nobody sends a frame.
+func TestRoomKeptAliveWhileConnected(t *testing.T) {
+	tr := newRelay(t, relay.Config{RoomTTL: time.Second, PingInterval: 50 * time.Millisecond})
+	a := tr.dial(t)
+	a.send(map[string]any{"type": "create"})
+	room := a.expect(relay.TypeRoom).str("room")
+	a.expectQuiet(2500 * time.Millisecond) // well past the TTL
+	b := tr.dial(t)
+	b.send(map[string]any{"type": "join", "room": room})
+	b.expect(relay.TypeRoom)
+}
+
+// TestExpiry: a room expires after RoomTTL without activity (here the TTL is
+// shorter than the first keepalive); its member is told and stays connected.
 func TestExpiry(t *testing.T) {
 	tr := newRelay(t, relay.Config{RoomTTL: 300 * time.Millisecond})
 	a := tr.dial(t)
