@@ -32,6 +32,9 @@ type conn struct {
 	send    chan []byte
 	limiter *bucket // owned by the reader
 
+	sendMu     sync.Mutex // serialises enqueue, so that frames queue in one order
+	overflowed bool       // guarded by sendMu: a frame was dropped; queue nothing more
+
 	ctx       context.Context // ends when the connection ends; static
 	cancel    context.CancelFunc
 	closeOnce sync.Once
@@ -177,22 +180,39 @@ func (c *conn) pingLoop() {
 	}
 }
 
-// enqueue queues a frame for the writer. A reader too slow to keep the queue
-// from filling is disconnected with 4408, never buffered without bound.
+// enqueue queues a frame for the writer, waiting up to SlowReaderTimeout
+// for room in the queue. A client that does not drain its queue in that time is
+// a slow reader: the frame is dropped, nothing is queued after it (so the
+// client never sees a gap it could mistake for delivery: on resume it gets
+// everything after the last frame it read), and the connection is closed
+// with 4408. Memory stays bounded by SendQueue frames.
 func (c *conn) enqueue(f *serverFrame) {
 	b, err := json.Marshal(f)
 	if err != nil {
 		c.logger().Error("marshal frame", "err", err)
 		return
 	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.overflowed {
+		return
+	}
 	select {
 	case c.send <- b:
+		return
 	default:
-		if c.ctx.Err() == nil {
-			c.s.metrics.rejected.WithLabelValues("slow_reader").Inc()
-			c.logger().Info("closing slow reader")
-			c.closeWith(CloseSlowReader, "you are not reading fast enough; reconnect and resume")
-		}
+	}
+	t := time.NewTimer(c.s.cfg.SlowReaderTimeout)
+	defer t.Stop()
+	select {
+	case c.send <- b:
+	case <-c.ctx.Done():
+		c.overflowed = true
+	case <-t.C:
+		c.overflowed = true
+		c.s.metrics.rejected.WithLabelValues("slow_reader").Inc()
+		c.logger().Info("closing slow reader")
+		c.closeWith(CloseSlowReader, "you are not reading fast enough; reconnect and resume")
 	}
 }
 
@@ -401,7 +421,7 @@ func (c *conn) entered(f *clientFrame, sub *session.Subscription, room session.R
 	c.mu.Lock()
 	c.pumpCancel, c.pumpDone = pumpCancel, done
 	c.mu.Unlock()
-	go c.pump(pumpCtx, sub, room.ID, peer, delivered, done)
+	go c.pump(pumpCtx, sub, room.ID, peer, other.ID, delivered, done)
 	c.logger().Debug("entered room", "resumed", resumed, "peers", len(room.Members))
 	return nil
 }
@@ -436,7 +456,7 @@ func (c *conn) sendHandshake() bool {
 
 // pump forwards the room's events to the client until ctx ends or the
 // subscription does.
-func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer string, delivered uint64, done chan struct{}) {
+func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer, knownOther string, delivered uint64, done chan struct{}) {
 	defer close(done)
 	for ev := range sub.C {
 		switch ev.Type {
@@ -453,6 +473,12 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer s
 				continue
 			}
 			resumed := ev.Reason == "resumed"
+			if !resumed && ev.Peer == knownOther {
+				// Its join predates our snapshot: the room frame told
+				// the client already.
+				continue
+			}
+			knownOther = ev.Peer
 			c.enqueue(&serverFrame{Type: TypePeerJoined, Resumed: &resumed})
 		case session.EventLeft:
 			if ev.Peer == peer {
@@ -461,6 +487,7 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer s
 			if ev.Reason == "left" {
 				// The room's handshake is over; a new peer must send a
 				// new key.
+				knownOther = ""
 				c.mu.Lock()
 				c.peerKeySent, c.hsSent = false, false
 				c.mu.Unlock()

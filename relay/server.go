@@ -38,9 +38,11 @@ type Config struct {
 	// MaxRooms bounds the rooms in the store. Zero means 10000; negative
 	// means no limit.
 	MaxRooms int
-	// SendQueue is how many frames may wait for a slow reader before its
-	// connection is closed with 4408. Zero means 64.
-	SendQueue int
+	// SendQueue is how many frames may wait for a client; when it stays
+	// full for SlowReaderTimeout the client is a slow reader and its
+	// connection is closed with 4408. Zero means 64 frames and 5 s.
+	SendQueue         int
+	SlowReaderTimeout time.Duration
 	// WriteTimeout bounds each frame's write. Zero means 10 s.
 	WriteTimeout time.Duration
 	// PingInterval is how often the relay pings each connection; a pong
@@ -96,6 +98,7 @@ func (c *Config) setDefaults() error {
 		c.MaxPending = 256
 	}
 	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.SlowReaderTimeout, 5*time.Second)
 	def(&c.PingInterval, 20*time.Second)
 	def(&c.PingTimeout, 10*time.Second)
 	def(&c.RoomTTL, 10*time.Minute)
@@ -106,7 +109,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MaxFrameBytes %d is below 1024", c.MaxFrameBytes)
 	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1:
 		return errors.New("relay: FramesPerSecond, FrameBurst, SendQueue and MaxPending must be positive")
-	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0:
+	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
 		return errors.New("relay: durations must not be negative")
 	}
 	return nil

@@ -25,6 +25,7 @@
 //	--resume-grace   KEYRELAY_RESUME_GRACE   how long a dropped peer keeps its place (default 2m)
 //	--ping-interval  KEYRELAY_PING_INTERVAL  keepalive ping interval (default 20s)
 //	--write-timeout  KEYRELAY_WRITE_TIMEOUT  timeout of each frame write (default 10s)
+//	--slow-reader-timeout KEYRELAY_SLOW_READER_TIMEOUT how long a full send queue is tolerated (default 5s)
 //
 // It shuts down gracefully on SIGINT or SIGTERM.
 package main
@@ -123,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place")
 	durFlag(&c.relay.PingInterval, "ping-interval", "KEYRELAY_PING_INTERVAL", 20*time.Second, "keepalive ping interval")
 	durFlag(&c.relay.WriteTimeout, "write-timeout", "KEYRELAY_WRITE_TIMEOUT", 10*time.Second, "timeout of each frame write")
+	durFlag(&c.relay.SlowReaderTimeout, "slow-reader-timeout", "KEYRELAY_SLOW_READER_TIMEOUT", 5*time.Second, "how long a client's send queue may stay full before it is disconnected")
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}

@@ -1,0 +1,565 @@
+// Package client is a Go client for the keyrelay relay: it speaks the whole
+// protocol of docs/protocol.md, for tests, the load tester and chat
+// programs.
+//
+// The private key never leaves the client: [Client.Handshake] generates the
+// key pair locally, sends only the public key, validates the peer's key
+// itself (it does not trust the relay's validation), derives the message
+// key with [dh.NewChannel], and returns the safety number that the two
+// users compare out of band. [Client.Send] and [Client.Next] then encrypt
+// and decrypt every message end to end.
+//
+// Typical use:
+//
+//	c, err := client.Dial(ctx, "ws://localhost:8080/v1/ws", nil)
+//	room, err := c.Create(ctx, dh.X25519())   // or c.Join(ctx, id)
+//	hs, err := c.Handshake(ctx)               // show hs.SafetyNumber
+//	seq, err := c.Send(ctx, []byte("hello"))
+//	ev, err := c.Next(ctx)                    // messages, peer joined/left
+//	err = c.Resume(ctx)                       // after errors.Is(err, client.ErrDisconnected)
+//	err = c.Close()
+//
+// # Frames and queues
+//
+// One reader goroutine per connection reads every frame. Replies to the
+// client's own requests (room, key_ok, sent, left, error) are matched to
+// them by id. Handshake frames (peer_key, handshake_complete) update the
+// client's state. Messages, peer_joined, peer_left, peer_key, and error
+// frames that answer no request (room_expired, rate_limited for an ack …)
+// go into one queue, in the order they arrived, that [Client.Next] reads.
+// The queue holds at most Options.QueueSize messages (64 by default) and,
+// separately, 64 other events, so that the events of a key exchange never
+// wait behind unread messages: Handshake works even if the application
+// only starts reading events afterwards.
+//
+// When the application does not call Next and the queue is full, the
+// reader stops reading from the connection: memory never grows without
+// bound. Replies to Send and the other calls then wait too, and the relay,
+// whose own queue for the connection fills up, eventually closes it as a
+// slow reader (close code 4408) or for missing pings; the client reports
+// ErrDisconnected and can Resume once the application reads again. Read
+// events from their own goroutine.
+//
+// # Delivery and resume
+//
+// The client acknowledges (ack frame) the messages Next has returned,
+// batching acknowledgements so as not to spend the relay's frame rate
+// limit, and drops a message whose seq it has seen already. When the
+// connection drops, the room, the keys, the Channel's counters and the
+// undelivered queue survive: [Client.Resume] dials again and sends resume
+// with the highest seq it has queued, so the relay re-sends exactly the
+// messages it has not seen; none is lost or repeated. A Send whose
+// connection dropped before its sent reply returns ErrDisconnected, and
+// the message may or may not have been stored: sending it again after
+// Resume is safe for the encryption (a new counter) but may show it twice.
+//
+// All methods are safe for concurrent use.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Subprotocol is the WebSocket subprotocol the client offers.
+const Subprotocol = "keyrelay.v1"
+
+// Defaults of Options.
+const (
+	// DefaultQueueSize is Options.QueueSize's default: 64 messages.
+	DefaultQueueSize = 64
+	// DefaultMaxFrameSize is Options.MaxFrameSize's default, the relay's
+	// default frame-size limit: 64 KiB.
+	DefaultMaxFrameSize = 64 << 10
+	// DefaultWriteTimeout is Options.WriteTimeout's default: 10 s.
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// ackBatch is how many delivered messages may wait before the client sends
+// an ack while more are queued; with an empty queue it acks at once.
+const ackBatch = 16
+
+// Options configures a Client. A nil *Options, like every zero field, means
+// the documented defaults.
+type Options struct {
+	// HTTPHeader is sent with the WebSocket handshake request (an Origin
+	// or an Authorization header, say). Defaults to none.
+	HTTPHeader http.Header
+	// HTTPClient makes the handshake request; its Transport dials the
+	// connection. Defaults to http.DefaultClient.
+	HTTPClient *http.Client
+	// Rand is the source of the private keys. Defaults to
+	// crypto/rand.Reader.
+	Rand io.Reader
+	// Logger receives the client's diagnostics (connections, frame types,
+	// protocol errors), never key material, tokens or message contents.
+	// Defaults to discarding them.
+	Logger *slog.Logger
+	// QueueSize bounds the messages waiting for Next (the other events
+	// have their own bound of 64); when either is reached the client stops
+	// reading from the connection. Defaults to DefaultQueueSize.
+	QueueSize int
+	// MaxFrameSize is the relay's frame-size limit: Send refuses
+	// plaintexts whose frame would exceed it (see MaxPlaintext), and
+	// frames from the relay up to a little more are read. Defaults to
+	// DefaultMaxFrameSize, the relay's default.
+	MaxFrameSize int
+	// WriteTimeout bounds every frame write. Writes are not interrupted by
+	// the caller's context (an interrupted write would break the
+	// connection), only by this timeout. Defaults to DefaultWriteTimeout.
+	WriteTimeout time.Duration
+}
+
+// Client is a connection to a relay and the client's place in at most one
+// room. It survives reconnections: see Resume.
+type Client struct {
+	// Static after Dial.
+	url    string
+	opts   Options
+	logger *slog.Logger
+	events *queue        // what Next reads
+	closed chan struct{} // closed by Close
+	nextID atomic.Uint64
+
+	closeOnce sync.Once
+	resumeMu  sync.Mutex // serialises Resume
+	keyMu     sync.Mutex // serialises SendKey and Handshake
+	sendMu    sync.Mutex // makes Seal and the msg write one step, so counters go out in order
+
+	mu      sync.Mutex // guards the following
+	conn    *conn
+	room    *roomState    // nil outside a room
+	changed chan struct{} // closed and replaced whenever the room's state changes
+}
+
+// conn is one WebSocket connection and its reader goroutine.
+type conn struct {
+	ws   *websocket.Conn
+	done chan struct{} // closed when the reader has exited
+	err  error         // why the reader exited; written before done is closed
+	stop chan struct{} // closed to make the reader give up a blocked queue push
+	once sync.Once
+
+	mu      sync.Mutex // guards pending
+	pending map[string]*call
+}
+
+// call is a request waiting for its reply.
+type call struct {
+	// apply, if not nil, runs in the reader with Client.mu held when a
+	// non-error reply arrives, before any later frame is handled, so that
+	// state changes follow the order of the frames.
+	apply func(*inFrame)
+	reply chan *inFrame // buffered, 1
+}
+
+// Dial connects to the relay's WebSocket endpoint at relayURL (ws:// or
+// wss://, for instance "ws://localhost:8080/v1/ws"), offering the
+// keyrelay.v1 subprotocol with compression off. It returns an error if the
+// dial fails or the relay does not select keyrelay.v1. opts may be nil.
+func Dial(ctx context.Context, relayURL string, opts *Options) (*Client, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.MaxFrameSize <= 0 {
+		o.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	c := &Client{
+		url:     relayURL,
+		opts:    o,
+		logger:  o.Logger.With("relay", redactURL(relayURL)),
+		events:  newQueue(o.QueueSize),
+		closed:  make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+	cn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.conn = cn
+	return c, nil
+}
+
+// redactURL returns the URL without its query and user information, for
+// logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+// dial opens a connection and starts its reader.
+func (c *Client) dial(ctx context.Context) (*conn, error) {
+	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
+		HTTPClient:      c.opts.HTTPClient,
+		HTTPHeader:      c.opts.HTTPHeader,
+		Subprotocols:    []string{Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: dial: %w", err)
+	}
+	if p := ws.Subprotocol(); p != Subprotocol {
+		ws.Close(websocket.StatusPolicyViolation, "keyrelay.v1 required")
+		return nil, fmt.Errorf("client: dial: the relay selected subprotocol %q, not %s", p, Subprotocol)
+	}
+	// A relayed msg frame is the sender's frame plus a seq.
+	ws.SetReadLimit(int64(c.opts.MaxFrameSize) + 1024)
+	cn := &conn{
+		ws:      ws,
+		done:    make(chan struct{}),
+		stop:    make(chan struct{}),
+		pending: make(map[string]*call),
+	}
+	c.logger.Debug("connected")
+	go c.readLoop(cn)
+	return cn, nil
+}
+
+// shutdown closes the connection, with a close handshake if graceful, and
+// waits for its reader to exit.
+func (cn *conn) shutdown(graceful bool) {
+	cn.once.Do(func() {
+		close(cn.stop)
+		if graceful {
+			cn.ws.Close(websocket.StatusNormalClosure, "")
+		} else {
+			cn.ws.CloseNow()
+		}
+	})
+	<-cn.done
+}
+
+// Close closes the connection (with a normal close, so the relay treats it
+// as a drop: the peer sees peer_left "dropped"; call Leave first to leave
+// the room for good). Calls waiting on the Client return ErrClosed or
+// ErrDisconnected. Close returns nil, also when called again.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	c.mu.Lock()
+	cn := c.conn
+	c.mu.Unlock()
+	if cn != nil {
+		cn.shutdown(true)
+	}
+	return nil
+}
+
+// isClosed reports whether Close has been called.
+func (c *Client) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// current returns the current connection.
+func (c *Client) current() *conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn
+}
+
+// connErr returns the error for a call whose connection ended.
+func (c *Client) connErr(cn *conn) error {
+	if c.isClosed() {
+		return ErrClosed
+	}
+	select {
+	case <-cn.done:
+		if cn.err != nil {
+			return fmt.Errorf("%w: %w", ErrDisconnected, cn.err)
+		}
+	default:
+	}
+	return ErrDisconnected
+}
+
+// write sends one frame on cn, bounded by WriteTimeout only.
+func (c *Client) write(cn *conn, data []byte) error {
+	if c.isClosed() {
+		return ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.WriteTimeout)
+	defer cancel()
+	if err := cn.ws.Write(ctx, websocket.MessageText, data); err != nil {
+		if c.isClosed() {
+			return ErrClosed
+		}
+		cn.ws.CloseNow() // a failed or timed-out write leaves the connection unusable
+		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
+	}
+	return nil
+}
+
+// start registers a request under a fresh id and writes it; wait then
+// waits for its reply. They are separate so that Send can write under
+// sendMu and wait outside it.
+func (c *Client) start(f *outFrame, fields map[string]any, apply func(*inFrame)) (*conn, string, *call, error) {
+	cn := c.current()
+	id := c.nextID.Add(1)
+	key := fmt.Sprint(id)
+	var data []byte
+	var err error
+	if fields != nil {
+		m := make(map[string]any, len(fields)+1)
+		for k, v := range fields {
+			m[k] = v
+		}
+		m["id"] = id
+		data, err = json.Marshal(m)
+	} else {
+		f.ID = id
+		data, err = json.Marshal(f)
+	}
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("client: encode frame: %w", err)
+	}
+	cl := &call{apply: apply, reply: make(chan *inFrame, 1)}
+	cn.mu.Lock()
+	cn.pending[key] = cl
+	cn.mu.Unlock()
+	if err := c.write(cn, data); err != nil {
+		cn.forget(key)
+		return nil, "", nil, err
+	}
+	return cn, key, cl, nil
+}
+
+// forget removes a pending request.
+func (cn *conn) forget(key string) {
+	cn.mu.Lock()
+	delete(cn.pending, key)
+	cn.mu.Unlock()
+}
+
+// wait waits for the reply to a request started with start. An error frame
+// is returned as *Error.
+func (c *Client) wait(ctx context.Context, cn *conn, key string, cl *call) (*inFrame, error) {
+	defer cn.forget(key)
+	var f *inFrame
+	select {
+	case f = <-cl.reply:
+	case <-cn.done:
+		select {
+		case f = <-cl.reply: // the reply came just before the end
+		default:
+			return nil, c.connErr(cn)
+		}
+	case <-c.closed:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.Type == typeError {
+		return nil, f.relayError()
+	}
+	return f, nil
+}
+
+// roundTrip sends f and waits for its reply.
+func (c *Client) roundTrip(ctx context.Context, f *outFrame, apply func(*inFrame)) (*inFrame, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cn, key, cl, err := c.start(f, nil, apply)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait(ctx, cn, key, cl)
+}
+
+// Request sends a frame made of fields plus a fresh "id" and returns the
+// relay's direct reply to it as raw JSON; an error frame is returned as
+// *Error. It bypasses the client's state (a key or room it sets is not
+// known to Handshake or Send): it is the escape hatch for tests of the
+// relay's handling of bad input, such as an invalid public key.
+func (c *Client) Request(ctx context.Context, fields map[string]any) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cn, key, cl, err := c.start(nil, fields, nil)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.wait(ctx, cn, key, cl)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(f.raw), nil
+}
+
+// SendRaw writes frame, as is, in one text frame, and does not wait for
+// anything. Replies without an id that matches a request are dropped,
+// except error frames, which Next returns. Like Request, it bypasses the
+// client's state and is meant for tests.
+func (c *Client) SendRaw(ctx context.Context, frame []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.write(c.current(), frame)
+}
+
+// readLoop reads and dispatches cn's frames until the connection ends or
+// the reader is stopped.
+func (c *Client) readLoop(cn *conn) {
+	defer close(cn.done)
+	for {
+		typ, data, err := cn.ws.Read(context.Background())
+		if err != nil {
+			cn.err = err
+			c.logger.Debug("connection ended", "close_code", int(websocket.CloseStatus(err)))
+			c.notify()
+			return
+		}
+		if typ != websocket.MessageText {
+			c.logger.Warn("relay sent a binary frame; ignored")
+			continue
+		}
+		f, err := parseFrame(data)
+		if err != nil {
+			c.logger.Warn("relay sent a malformed frame; ignored", "err", err)
+			continue
+		}
+		if !c.dispatch(cn, f) {
+			cn.err = errors.New("connection closed by the client")
+			return
+		}
+	}
+}
+
+// notify wakes the goroutines waiting for a state change.
+func (c *Client) notify() {
+	c.mu.Lock()
+	c.notifyLocked()
+	c.mu.Unlock()
+}
+
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// dispatch handles one frame. It returns false if the reader must stop.
+func (c *Client) dispatch(cn *conn, f *inFrame) bool {
+	if f.Seq != 0 {
+		c.logger.Debug("frame", "type", f.Type, "seq", f.Seq)
+	} else {
+		c.logger.Debug("frame", "type", f.Type)
+	}
+	switch f.Type {
+	case typeRoom, typeKeyOK, typeSent, typeLeft, typeError:
+		if key := idKey(f.ID); key != "" {
+			cn.mu.Lock()
+			cl := cn.pending[key]
+			delete(cn.pending, key)
+			cn.mu.Unlock()
+			if cl != nil {
+				if cl.apply != nil && f.Type != typeError {
+					c.mu.Lock()
+					cl.apply(f)
+					c.notifyLocked()
+					c.mu.Unlock()
+				}
+				cl.reply <- f
+				return true
+			}
+		}
+		if f.Type != typeError {
+			c.logger.Debug("reply to no pending request; dropped", "type", f.Type)
+			return true
+		}
+		if f.Code == CodeRoomExpired {
+			c.mu.Lock()
+			if c.room != nil {
+				c.room.expired = true
+			}
+			c.room = nil
+			c.notifyLocked()
+			c.mu.Unlock()
+		}
+		return c.enqueue(cn, item{err: f.relayError()})
+	case typePeerKey:
+		c.mu.Lock()
+		ev, ok := c.onPeerKey(f)
+		c.notifyLocked()
+		c.mu.Unlock()
+		if ok {
+			return c.enqueue(cn, ev)
+		}
+	case typeHandshakeComplete:
+		c.mu.Lock()
+		c.onHandshakeComplete(f)
+		c.notifyLocked()
+		c.mu.Unlock()
+	case typePeerJoined, typePeerLeft:
+		c.mu.Lock()
+		it, ok := c.onPeerEvent(f)
+		c.notifyLocked()
+		c.mu.Unlock()
+		if ok {
+			return c.enqueue(cn, it)
+		}
+	case typeMsg:
+		c.mu.Lock()
+		it, ok := c.onMsg(f)
+		c.mu.Unlock()
+		if !ok {
+			return true
+		}
+		if !c.enqueue(cn, it) {
+			return false // not queued: the relay will send it again after Resume
+		}
+		c.mu.Lock()
+		it.room.lastSeq = max(it.room.lastSeq, f.Seq)
+		c.mu.Unlock()
+	default:
+		c.logger.Debug("unknown frame type; ignored", "type", f.Type)
+	}
+	return true
+}
+
+// enqueue puts it in the events queue, blocking while the queue is full:
+// the client then stops reading from the connection. It returns false if
+// the connection is being shut down.
+func (c *Client) enqueue(cn *conn, it item) bool {
+	return c.events.push(it, cn.stop)
+}
+
+// badMessage is the error Next returns for a message it cannot open.
+func badMessage(seq uint64, err error) error {
+	return fmt.Errorf("%w: seq %d: %w", ErrBadMessage, seq, err)
+}

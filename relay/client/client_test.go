@@ -1,0 +1,758 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/session"
+)
+
+// testTimeout bounds each test's waits; tests never assert on speed, it only
+// keeps a broken relay from hanging the suite.
+const testTimeout = 20 * time.Second
+
+// newRelay starts the real relay on a loopback httptest server and returns
+// its WebSocket URL. The rate limit is raised so that tests that send
+// bursts are not throttled; everything else is the default.
+func newRelay(t *testing.T) string {
+	t.Helper()
+	return newRelayConfig(t, relay.Config{FramesPerSecond: 1000, FrameBurst: 1000})
+}
+
+func newRelayConfig(t *testing.T, cfg relay.Config) string {
+	t.Helper()
+	store := session.NewMemoryStore(session.MemoryConfig{})
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("KEYRELAY_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	r, err := relay.New(store, cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/ws", r)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		r.Close()
+		srv.Close()
+		store.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+}
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// logRecorder is a slog.Handler that keeps the messages of the records it
+// gets, so that a test can check what the client noticed.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, r.Message)
+	return nil
+}
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler      { return h }
+
+func (h *logRecorder) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// dial connects a client that is closed at the end of the test.
+func dial(t *testing.T, ctx context.Context, url string, opts *client.Options) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// pair creates a room in group with a, joins it with b, and completes the
+// handshake on both sides at once.
+func pair(t *testing.T, ctx context.Context, a, b *client.Client, group *dh.Group) (client.Room, *client.Handshake, *client.Handshake) {
+	t.Helper()
+	room, err := a.Create(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	ha, hb := handshakeBoth(t, ctx, a, b)
+	return room, ha, hb
+}
+
+func handshakeBoth(t *testing.T, ctx context.Context, a, b *client.Client) (*client.Handshake, *client.Handshake) {
+	t.Helper()
+	var ha *client.Handshake
+	var errA error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ha, errA = a.Handshake(ctx)
+	}()
+	hb, errB := b.Handshake(ctx)
+	<-done
+	if errA != nil || errB != nil {
+		t.Fatalf("Handshake: %v, %v", errA, errB)
+	}
+	return ha, hb
+}
+
+func send(t *testing.T, ctx context.Context, c *client.Client, text string) uint64 {
+	t.Helper()
+	seq, err := c.Send(ctx, []byte(text))
+	if err != nil {
+		t.Fatalf("Send(%q): %v", text, err)
+	}
+	return seq
+}
+
+func receive(t *testing.T, ctx context.Context, c *client.Client) client.Message {
+	t.Helper()
+	m, err := c.Receive(ctx)
+	if err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	return m
+}
+
+// nextEvent returns the next event that is not a message or a peer key.
+func nextPeerEvent(t *testing.T, ctx context.Context, c *client.Client) client.Event {
+	t.Helper()
+	for {
+		ev, err := c.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		if ev.Type == client.EventPeerJoined || ev.Type == client.EventPeerLeft {
+			return ev
+		}
+	}
+}
+
+// TestChat runs the whole exchange in each kind of group: handshake, equal
+// safety numbers, messages both ways.
+func TestChat(t *testing.T) {
+	url := newRelay(t)
+	for _, g := range []*dh.Group{dh.X25519(), dh.P256(), dh.MODP14()} {
+		t.Run(g.Name(), func(t *testing.T) {
+			ctx := testContext(t)
+			a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+			room, ha, hb := pair(t, ctx, a, b, g)
+			if room.Group != g || room.Peers != 1 || room.ID == "" || room.Peer == "" {
+				t.Errorf("room = %+v", room)
+			}
+			if ha.SafetyNumber != hb.SafetyNumber || len(ha.SafetyNumber) != 71 {
+				t.Errorf("safety numbers %q and %q", ha.SafetyNumber, hb.SafetyNumber)
+			}
+			if ha.Group != g || hb.Group != g {
+				t.Errorf("groups %v, %v", ha.Group, hb.Group)
+			}
+			if !ha.PeerKey.Equal(hb.PublicKey) || !hb.PeerKey.Equal(ha.PublicKey) {
+				t.Error("each side's peer key is not the other's public key")
+			}
+			// Handshake again returns the same result at once.
+			if again, err := a.Handshake(ctx); err != nil || again.SafetyNumber != ha.SafetyNumber {
+				t.Errorf("second Handshake = %+v, %v", again, err)
+			}
+
+			var lastSeq uint64
+			for i := range 3 {
+				for _, dir := range []struct {
+					name     string
+					from, to *client.Client
+				}{{"a->b", a, b}, {"b->a", b, a}} {
+					text := fmt.Sprintf("%s message %d", dir.name, i)
+					seq := send(t, ctx, dir.from, text)
+					if seq <= lastSeq {
+						t.Errorf("seq %d after %d", seq, lastSeq)
+					}
+					lastSeq = seq
+					m := receive(t, ctx, dir.to)
+					if string(m.Plaintext) != text || m.Seq != seq {
+						t.Errorf("%s: received %q seq %d, want %q seq %d", dir.name, m.Plaintext, m.Seq, text, seq)
+					}
+				}
+			}
+			if _, err := a.Send(ctx, nil); err != nil {
+				t.Errorf("empty message: %v", err)
+			}
+			if m := receive(t, ctx, b); len(m.Plaintext) != 0 {
+				t.Errorf("empty message received as %q", m.Plaintext)
+			}
+		})
+	}
+}
+
+// TestEvents checks that the creator sees the peer join, its key arrive and
+// the peer leave or drop, in order, through Next.
+func TestEvents(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	var got []string
+	for len(got) < 2 {
+		ev, err := a.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.Type.String())
+	}
+	if want := "peer_joined peer_key"; strings.Join(got, " ") != want {
+		t.Errorf("events %v, want %s", got, want)
+	}
+
+	if err := b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonLeft {
+		t.Errorf("after Leave: %+v", ev)
+	}
+	if _, ok := b.Room(); ok {
+		t.Error("b still in a room after Leave")
+	}
+	if err := b.Leave(ctx); !errors.Is(err, client.ErrNotInRoom) {
+		t.Errorf("second Leave = %v, want ErrNotInRoom", err)
+	}
+	// The peer that left may come back as a new peer, with a new key.
+	room, _ := a.Room()
+	if _, err := b.Join(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerJoined || ev.Resumed {
+		t.Errorf("after the new join: %+v", ev)
+	}
+	ha, hb := handshakeBoth(t, ctx, a, b)
+	if ha.SafetyNumber != hb.SafetyNumber {
+		t.Error("safety numbers differ with the new peer")
+	}
+	send(t, ctx, b, "new peer")
+	if m := receive(t, ctx, a); string(m.Plaintext) != "new peer" {
+		t.Errorf("received %q", m.Plaintext)
+	}
+
+	b.Close()
+	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonDropped {
+		t.Errorf("after Close: %+v", ev)
+	}
+	if err := b.Leave(ctx); !errors.Is(err, client.ErrClosed) {
+		t.Errorf("Leave after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestLateJoiner: the creator's key is stored before the joiner arrives;
+// the joiner gets it at once, before sending its own.
+func TestLateJoiner(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+	room, err := a.Create(ctx, dh.P256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubA, err := a.SendKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := b.Join(ctx, room.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if joined.Group != dh.P256() || joined.Peers != 2 {
+		t.Errorf("joined = %+v", joined)
+	}
+	ev, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != client.EventPeerKey || !ev.PeerKey.Equal(pubA) {
+		t.Fatalf("first event = %v, want the creator's key", ev.Type)
+	}
+	ha, hb := handshakeBoth(t, ctx, a, b)
+	if ha.SafetyNumber != hb.SafetyNumber {
+		t.Error("safety numbers differ")
+	}
+	send(t, ctx, b, "late")
+	if m := receive(t, ctx, a); string(m.Plaintext) != "late" {
+		t.Errorf("received %q", m.Plaintext)
+	}
+}
+
+// TestRelayErrors checks that error frames surface as *client.Error.
+func TestRelayErrors(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	a, b, c := dial(t, ctx, url, nil), dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+	room, err := a.Create(ctx, dh.X25519())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		call func() error
+		code string
+	}{
+		{"third peer", func() error { _, err := c.Join(ctx, room.ID); return err }, client.CodeRoomFull},
+		{"no such room", func() error { _, err := c.Join(ctx, "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60"); return err }, client.CodeRoomNotFound},
+		{"create in a room", func() error { _, err := a.Create(ctx, nil); return err }, client.CodeAlreadyInRoom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			var e *client.Error
+			if !errors.As(err, &e) || e.Code != tt.code {
+				t.Fatalf("err = %v, want *client.Error with code %s", err, tt.code)
+			}
+			if e.Message == "" || !strings.Contains(err.Error(), tt.code) {
+				t.Errorf("err = %q", err)
+			}
+		})
+	}
+	// The client refuses before the relay can.
+	if _, err := a.Send(ctx, []byte("x")); !errors.Is(err, client.ErrHandshakeIncomplete) {
+		t.Errorf("Send before the handshake = %v", err)
+	}
+	if _, err := c.Send(ctx, []byte("x")); !errors.Is(err, client.ErrNotInRoom) {
+		t.Errorf("Send outside a room = %v", err)
+	}
+	if _, err := c.Handshake(ctx); !errors.Is(err, client.ErrNotInRoom) {
+		t.Errorf("Handshake outside a room = %v", err)
+	}
+	if err := c.Resume(ctx); !errors.Is(err, client.ErrNotInRoom) {
+		t.Errorf("Resume outside a room = %v", err)
+	}
+	handshakeBoth(t, ctx, a, b)
+	if _, err := a.Send(ctx, make([]byte, a.MaxPlaintext()+1)); !errors.Is(err, client.ErrTooLarge) {
+		t.Errorf("Send too large = %v", err)
+	}
+	big := make([]byte, a.MaxPlaintext())
+	if _, err := a.Send(ctx, big); err != nil {
+		t.Errorf("Send of MaxPlaintext bytes: %v", err)
+	}
+	if m := receive(t, ctx, b); len(m.Plaintext) != len(big) {
+		t.Errorf("received %d bytes, want %d", len(m.Plaintext), len(big))
+	}
+	// An error frame that answers no request comes out of Next.
+	if err := a.SendRaw(ctx, []byte(`{"type":"nonsense"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// (after the events already queued: peer_joined, peer_key).
+	for {
+		ev, err := a.Next(ctx)
+		if err == nil {
+			if ev.Type != client.EventPeerJoined && ev.Type != client.EventPeerKey {
+				t.Fatalf("Next = %v event", ev.Type)
+			}
+			continue
+		}
+		var e *client.Error
+		if !errors.As(err, &e) || e.Code != client.CodeUnknownType {
+			t.Errorf("Next after a bad raw frame = %v, want unknown_type", err)
+		}
+		break
+	}
+}
+
+// TestInvalidKey sends keys the relay must refuse, through the Request
+// escape hatch, then completes the handshake normally.
+func TestInvalidKey(t *testing.T) {
+	url := newRelay(t)
+	tests := []struct {
+		group *dh.Group
+		key   string
+		code  string
+	}{
+		{dh.X25519(), strings.Repeat("00", 32), client.CodeInvalidPublicKey},               // low order
+		{dh.X25519(), "ed" + strings.Repeat("ff", 30) + "7f", client.CodeInvalidPublicKey}, // u = p: not canonical
+		{dh.P256(), "04" + strings.Repeat("00", 64), client.CodeInvalidPublicKey},          // not on the curve
+		{dh.MODP14(), "1", client.CodeInvalidPublicKey},                                    // out of range
+		{dh.MODP14(), "0x02", client.CodeMalformedKey},
+		{dh.X25519(), "abc", client.CodeMalformedKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.group.Name()+"/"+tt.code, func(t *testing.T) {
+			ctx := testContext(t)
+			a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+			room, err := a.Create(ctx, tt.group)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = a.Request(ctx, map[string]any{"type": "key", "public_key": tt.key, "group": tt.group.Name()})
+			var e *client.Error
+			if !errors.As(err, &e) || e.Code != tt.code {
+				t.Fatalf("bad key: err = %v, want code %s", err, tt.code)
+			}
+			if _, err := b.Join(ctx, room.ID); err != nil {
+				t.Fatal(err)
+			}
+			ha, hb := handshakeBoth(t, ctx, a, b)
+			if ha.SafetyNumber != hb.SafetyNumber {
+				t.Error("safety numbers differ")
+			}
+			send(t, ctx, a, "after a bad key")
+			if m := receive(t, ctx, b); string(m.Plaintext) != "after a bad key" {
+				t.Errorf("received %q", m.Plaintext)
+			}
+		})
+	}
+}
+
+// connTracker is an http.Client whose connections the test can cut, as a
+// network failure would: no close frame, no FIN from the relay's view of a
+// clean close.
+type connTracker struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (ct *connTracker) httpClient() *http.Client {
+	d := &net.Dialer{}
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				ct.mu.Lock()
+				ct.conns = append(ct.conns, c)
+				ct.mu.Unlock()
+			}
+			return c, err
+		},
+	}}
+}
+
+// cut closes every connection made so far.
+func (ct *connTracker) cut() {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	for _, c := range ct.conns {
+		c.Close()
+	}
+	ct.conns = nil
+}
+
+// resume calls Resume until it works: the relay may not have noticed the
+// drop yet when the first attempt arrives.
+func resume(t *testing.T, ctx context.Context, c *client.Client) {
+	t.Helper()
+	var err error
+	for i := range 10 {
+		if err = c.Resume(ctx); err == nil {
+			return
+		}
+		t.Logf("Resume attempt %d: %v", i+1, err)
+		time.Sleep(time.Duration(i+1) * 20 * time.Millisecond)
+	}
+	t.Fatalf("Resume: %v", err)
+}
+
+// TestResume cuts a client's connection while messages flow both ways and
+// checks that after Resume nothing is lost, nothing is repeated, and the
+// encryption counters go on.
+func TestResume(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	var tracker connTracker
+	logs := &logRecorder{}
+	a := dial(t, ctx, url, &client.Options{HTTPClient: tracker.httpClient(), Logger: slog.New(logs)})
+	b := dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+
+	var want []string
+	for i := range 3 {
+		text := fmt.Sprintf("before %d", i)
+		send(t, ctx, b, text)
+		want = append(want, text)
+	}
+	var got []string
+	for range 2 { // the third stays unread across the drop
+		got = append(got, string(receive(t, ctx, a).Plaintext))
+	}
+
+	tracker.cut()
+	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonDropped {
+		t.Fatalf("b saw %+v, want peer_left dropped", ev)
+	}
+	for i := range 3 { // stored for a while it is away
+		text := fmt.Sprintf("during %d", i)
+		send(t, ctx, b, text)
+		want = append(want, text)
+	}
+	if _, err := a.Send(ctx, []byte("lost")); !errors.Is(err, client.ErrDisconnected) {
+		t.Errorf("Send while cut = %v, want ErrDisconnected", err)
+	}
+	// Next gives what was queued, then ErrDisconnected.
+	for {
+		m, err := a.Receive(ctx)
+		if errors.Is(err, client.ErrDisconnected) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Receive while cut: %v", err)
+		}
+		got = append(got, string(m.Plaintext))
+	}
+
+	resume(t, ctx, a)
+	if room, ok := a.Room(); !ok || room.Peers != 2 {
+		t.Errorf("after Resume: room %+v, %v", room, ok)
+	}
+	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerJoined || !ev.Resumed {
+		t.Errorf("b saw %+v, want peer_joined resumed", ev)
+	}
+	for len(got) < len(want) {
+		got = append(got, string(receive(t, ctx, a).Plaintext))
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("a received\n%q\nwant\n%q", got, want)
+	}
+	// Both directions still work, with the same keys and counters going on.
+	send(t, ctx, a, "after")
+	if m := receive(t, ctx, b); string(m.Plaintext) != "after" {
+		t.Errorf("b received %q", m.Plaintext)
+	}
+	send(t, ctx, b, "after too")
+	if m := receive(t, ctx, a); string(m.Plaintext) != "after too" {
+		t.Errorf("a received %q", m.Plaintext)
+	}
+	if n := logs.count("duplicate msg dropped"); n != 0 {
+		t.Errorf("the relay re-sent %d messages the client had seen", n)
+	}
+
+	// A second cut, with nothing pending, and an idle resume.
+	tracker.cut()
+	if _, err := a.Receive(ctx); !errors.Is(err, client.ErrDisconnected) {
+		t.Fatalf("Receive after the second cut = %v", err)
+	}
+	resume(t, ctx, a)
+	send(t, ctx, b, "third life")
+	if m := receive(t, ctx, a); string(m.Plaintext) != "third life" {
+		t.Errorf("a received %q", m.Plaintext)
+	}
+}
+
+// TestSlowApplication: with a queue of two events, an application that
+// reads nothing for a while stalls the client's reading, and then gets
+// every message, in order, once it reads.
+func TestSlowApplication(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	a := dial(t, ctx, url, &client.Options{QueueSize: 2})
+	b := dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	const n = 20
+	for i := range n {
+		send(t, ctx, b, fmt.Sprint(i))
+	}
+	for i := range n {
+		if m := receive(t, ctx, a); string(m.Plaintext) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, m.Plaintext)
+		}
+	}
+}
+
+// TestConcurrent sends and receives from several goroutines on both sides
+// at once; run with -race.
+func TestConcurrent(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	const senders, each = 3, 15
+	var wg sync.WaitGroup
+	for _, c := range []*client.Client{a, b} {
+		for s := range senders {
+			wg.Go(func() {
+				for i := range each {
+					if _, err := c.Send(ctx, fmt.Appendf(nil, "%d-%d", s, i)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	for _, c := range []*client.Client{a, b} {
+		wg.Go(func() {
+			seen := make(map[string]bool)
+			last := make(map[byte]int)
+			for range senders * each {
+				m, err := c.Receive(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if seen[string(m.Plaintext)] {
+					t.Errorf("duplicate %q", m.Plaintext)
+				}
+				seen[string(m.Plaintext)] = true
+				var s, i int
+				fmt.Sscanf(string(m.Plaintext), "%d-%d", &s, &i)
+				if prev, ok := last[byte(s)]; ok && i <= prev {
+					t.Errorf("sender %d: %d after %d", s, i, prev)
+				}
+				last[byte(s)] = i
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestResumeWhileConnected resumes over a connection the relay may still
+// hold (Resume drops it first, and the relay may see the new one before
+// the old one's end): each time, messages flow both ways and the peer's
+// last word about the client is that it is back.
+func TestResumeWhileConnected(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	var last client.Event
+	for i := range 10 {
+		if err := a.Resume(ctx); err != nil {
+			t.Fatalf("Resume %d: %v", i, err)
+		}
+		text := fmt.Sprint("b", i)
+		send(t, ctx, b, text)
+		if m := receive(t, ctx, a); string(m.Plaintext) != text {
+			t.Fatalf("a received %q, want %q", m.Plaintext, text)
+		}
+		text = fmt.Sprint("a", i)
+		send(t, ctx, a, text)
+		for {
+			ev, err := b.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type == client.EventMessage {
+				if string(ev.Message.Plaintext) != text {
+					t.Fatalf("b received %q, want %q", ev.Message.Plaintext, text)
+				}
+				break
+			}
+			if ev.Type != client.EventPeerKey {
+				last = ev
+			}
+		}
+	}
+	if last.Type != client.EventPeerJoined || !last.Resumed {
+		t.Errorf("b's last peer event: %v %+v, want peer_joined resumed", last.Type, last)
+	}
+}
+
+// receiveAll receives n messages "00000000", "00000001" … in order,
+// resuming whenever the connection drops, and returns the number of drops.
+func receiveAll(t *testing.T, ctx context.Context, c *client.Client, n int) int {
+	t.Helper()
+	drops := 0
+	for i := 0; i < n; {
+		m, err := c.Receive(ctx)
+		if errors.Is(err, client.ErrDisconnected) {
+			drops++
+			var ce websocket.CloseError
+			if errors.As(err, &ce) && ce.Code != relay.CloseSlowReader {
+				t.Errorf("closed with %v, want 4408", ce.Code)
+			}
+			resume(t, ctx, c)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(m.Plaintext[:8]), fmt.Sprintf("%08d", i); got != want {
+			t.Fatalf("message %s, want %s (after %d drops)", got, want, drops)
+		}
+		i++
+	}
+	return drops
+}
+
+// sendNumbered sends n messages of size bytes starting "00000000",
+// "00000001" …
+func sendNumbered(t *testing.T, ctx context.Context, c *client.Client, n, size int) {
+	t.Helper()
+	msg := make([]byte, max(size, 8))
+	for i := range n {
+		copy(msg, fmt.Sprintf("%08d", i))
+		if _, err := c.Send(ctx, msg); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+}
+
+// TestSlowReaderClosed: an application that stops reading while large
+// messages pour in makes the client stop reading the socket; the relay
+// may then close it as a slow reader (4408, if the kernel's buffers fill
+// up). Either way, reading with Resume on ErrDisconnected gets every
+// message once, in order.
+func TestSlowReaderClosed(t *testing.T) {
+	url := newRelayConfig(t, relay.Config{FramesPerSecond: 1000, FrameBurst: 1000, SendQueue: 2})
+	ctx := testContext(t)
+	a := dial(t, ctx, url, &client.Options{QueueSize: 1})
+	b := dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	const n = 150
+	sendNumbered(t, ctx, b, n, b.MaxPlaintext())
+	t.Logf("closed as a slow reader %d times", receiveAll(t, ctx, a, n))
+}
+
+// TestResumeManyPending: more messages wait for a dropped client than the
+// relay's send queue holds (64 by default). The relay queues them all at
+// once on resume, so it may close the client as a slow reader; resuming
+// again must still deliver every message once, in order.
+func TestResumeManyPending(t *testing.T) {
+	url := newRelay(t)
+	ctx := testContext(t)
+	var tracker connTracker
+	a := dial(t, ctx, url, &client.Options{HTTPClient: tracker.httpClient()})
+	b := dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	tracker.cut()
+	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerLeft {
+		t.Fatalf("b saw %+v, want peer_left", ev)
+	}
+	const n = 200
+	sendNumbered(t, ctx, b, n, 8)
+	resume(t, ctx, a)
+	t.Logf("closed as a slow reader %d times", receiveAll(t, ctx, a, n))
+}
