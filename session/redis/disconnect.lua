@@ -1,0 +1,17 @@
+-- disconnect.lua: Disconnect. ARGV[3]: member ID.
+local r = lookup()
+if not r then
+  return {'NOTFOUND'}
+end
+local _, m = find(r, ARGV[3])
+if not m then
+  return {'NOTMEMBER'}
+end
+-- A member already disconnected keeps its first time.
+if m.conn then
+  m.conn = false
+  m.dat = now
+end
+save(r)
+touch(r)
+return {'OK'}

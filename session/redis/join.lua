@@ -1,0 +1,32 @@
+-- join.lua: Join. ARGV[3]: member ID, ARGV[4]: token hash (hex).
+local r = lookup()
+if not r then
+  return {'NOTFOUND'}
+end
+-- Members past their grace period give up their seats (and mailboxes)
+-- first, whatever the outcome.
+local kept = {}
+for _, m in ipairs(r.members) do
+  if grace_over(r, m) then
+    redis.call('DEL', box_key(m.box))
+  else
+    kept[#kept + 1] = m
+  end
+end
+if #kept ~= #r.members then
+  r.members = kept
+  save(r)
+end
+if #r.members >= 2 then
+  return {'FULL'}
+end
+if find(r, ARGV[3]) then
+  return {'DUPLICATE'}
+end
+-- The new member inherits the messages waiting for the next member.
+r.members[#r.members + 1] = {id = ARGV[3], tok = ARGV[4], key = '', conn = true, dat = 0, box = r.nextbox}
+r.boxes = r.boxes + 1
+r.nextbox = int(r.boxes)
+save(r)
+touch(r)
+return snapshot(r)

@@ -1,0 +1,191 @@
+-- lib.lua: the part every room script starts with; each script is this
+-- file followed by its own. Redis runs a script atomically: nothing else
+-- touches the data between its first read and its last write.
+--
+-- KEYS[1]  the room's hash, PREFIX.."room:{"..id.."}"
+-- KEYS[2]  the room index, PREFIX.."rooms": a sorted set of room IDs
+--          scored by expiry (ms), so that counting rooms is exact
+-- ARGV[1]  the room ID
+-- ARGV[2]  the prefix of the room's mailbox keys, PREFIX.."mbox:{"..id.."}:"
+--          (a mailbox is a stream of the messages for one member, or for
+--          the next member to join; entry IDs are "0-"..seq)
+--
+-- The room hash holds the fields
+--   ttl, grace     RoomConfig.TTL and ResumeGrace in ns, as given (for Room)
+--   ttlms, gracems the same in ms (ttlms rounded up), for arithmetic
+--   maxp, cgroup   RoomConfig.MaxPending and Group
+--   gen            this incarnation of the room ID: its creation time (ms,
+--                  16 digits), so that later incarnations compare greater
+--   group, seq     the room's group and LastSeq
+--   exp            ExpiresAt, ms since the Unix epoch (the server's clock)
+--   boxes          the highest mailbox number handed out
+--   nextbox        the mailbox of the next member to join
+--   n              the number of members, 0 to 2, then for each member i
+--   mi.id mi.tok mi.key mi.conn mi.dat mi.box
+--                  ID, SHA-256 of its resume token (hex), public key,
+--                  "1" if connected, DisconnectedAt (ms), mailbox number
+--
+-- Every key of the room expires at exp, exactly (PEXPIREAT), and so does
+-- the index once its last room has. All times come from the Redis server's
+-- clock (TIME), the one that expires keys.
+
+local room_key, index_key = KEYS[1], KEYS[2]
+local room_id, box_prefix = ARGV[1], ARGV[2]
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local now
+do
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function box_key(box)
+  return box_prefix .. box
+end
+
+-- box_keys returns the keys of every mailbox of room r.
+local function box_keys(r)
+  local keys = {box_key(r.nextbox)}
+  for _, m in ipairs(r.members) do
+    keys[#keys + 1] = box_key(m.box)
+  end
+  return keys
+end
+
+-- load returns the room as stored, expired or not, or nil.
+local function load()
+  local raw = redis.call('HGETALL', room_key)
+  if #raw == 0 then
+    return nil
+  end
+  local h = {}
+  for i = 1, #raw, 2 do
+    h[raw[i]] = raw[i + 1]
+  end
+  local r = {
+    ttl = h.ttl, grace = h.grace, ttlms = tonumber(h.ttlms), gracems = tonumber(h.gracems),
+    maxp = tonumber(h.maxp), cgroup = h.cgroup, gen = h.gen,
+    group = h.group, seq = tonumber(h.seq), exp = tonumber(h.exp),
+    boxes = tonumber(h.boxes), nextbox = h.nextbox, members = {},
+  }
+  for i = 1, tonumber(h.n) do
+    local p = 'm' .. i .. '.'
+    r.members[i] = {
+      id = h[p .. 'id'], tok = h[p .. 'tok'], key = h[p .. 'key'],
+      conn = h[p .. 'conn'] == '1', dat = tonumber(h[p .. 'dat']), box = h[p .. 'box'],
+    }
+  end
+  return r
+end
+
+-- lookup returns the live room, or nil. A room expires at exp exactly; one
+-- that Redis has not removed yet (it does so a millisecond later) is
+-- removed now.
+local function lookup()
+  local r = load()
+  if r and now >= r.exp then
+    local keys = box_keys(r)
+    keys[#keys + 1] = room_key
+    redis.call('DEL', unpack(keys))
+    redis.call('ZREM', index_key, room_id)
+    return nil
+  end
+  return r
+end
+
+-- save writes what the scripts change: group, seq, mailboxes and members.
+-- The keys keep their expiry.
+local function save(r)
+  local f = {'group', r.group, 'seq', int(r.seq), 'boxes', int(r.boxes), 'nextbox', r.nextbox, 'n', int(#r.members)}
+  for i, m in ipairs(r.members) do
+    local p = 'm' .. i .. '.'
+    local conn = '0'
+    if m.conn then
+      conn = '1'
+    end
+    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box}
+    for _, v in ipairs(fields) do
+      f[#f + 1] = v
+    end
+  end
+  redis.call('HSET', room_key, unpack(f))
+  for i = #r.members + 1, 2 do
+    local p = 'm' .. i .. '.'
+    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box')
+  end
+end
+
+-- touch records activity: the room and all its keys expire TTL from now.
+-- It must follow save, which creates the hash of a new room.
+local function touch(r)
+  r.exp = now + r.ttlms
+  local exp = int(r.exp)
+  redis.call('HSET', room_key, 'exp', exp)
+  redis.call('PEXPIREAT', room_key, exp)
+  for _, k in ipairs(box_keys(r)) do
+    redis.call('PEXPIREAT', k, exp)
+  end
+  redis.call('ZADD', index_key, exp, room_id)
+  local pttl = redis.call('PTTL', index_key)
+  if pttl < 0 or now + pttl < r.exp then
+    redis.call('PEXPIREAT', index_key, exp)
+  end
+end
+
+-- find returns the index and the member with id, or nil.
+local function find(r, id)
+  for i, m in ipairs(r.members) do
+    if m.id == id then
+      return i, m
+    end
+  end
+  return nil, nil
+end
+
+-- remove removes the i-th member and the messages waiting for it.
+local function remove(r, i)
+  redis.call('DEL', box_key(r.members[i].box))
+  table.remove(r.members, i)
+end
+
+-- grace_over reports whether m has been disconnected for longer than the
+-- room's resume grace period.
+local function grace_over(r, m)
+  return not m.conn and now - m.dat > r.gracems
+end
+
+-- equal compares two strings in time that depends only on their length.
+local function equal(a, b)
+  if #a ~= #b then
+    return false
+  end
+  local d = 0
+  for i = 1, #a do
+    d = bit.bor(d, bit.bxor(string.byte(a, i), string.byte(b, i)))
+  end
+  return d == 0
+end
+
+-- snapshot returns the room as the Go side decodes it: "OK", ttl, grace,
+-- maxp, cgroup, group, seq, exp, n, then id, tok, key, conn, dat for each
+-- member.
+local function snapshot(r)
+  local out = {'OK', r.ttl, r.grace, int(r.maxp), r.cgroup, r.group, int(r.seq), int(r.exp), int(#r.members)}
+  for _, m in ipairs(r.members) do
+    local conn = '0'
+    if m.conn then
+      conn = '1'
+    end
+    local fields = {m.id, m.tok, m.key, conn, int(m.dat)}
+    for _, v in ipairs(fields) do
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+
+-- The script's own part follows. It returns {status, ...}; status is "OK"
+-- or names the error.

@@ -1,0 +1,841 @@
+package session_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/session/sessiontest"
+)
+
+// testSweep is the sweep interval of the stores under test: short, so that
+// subscriptions to expired rooms end quickly.
+const testSweep = 50 * time.Millisecond
+
+// uniquePrefix returns a key prefix that no other test uses, wrapped in
+// braces (a hash tag) if tagged.
+func uniquePrefix(t *testing.T, tagged bool) string {
+	var b [4]byte
+	rand.Read(b[:])
+	name := strings.NewReplacer(" ", "_", "{", "(", "}", ")").Replace(t.Name())
+	p := "kr-test:" + name + ":" + hex.EncodeToString(b[:])
+	if tagged {
+		return "{" + p + "}:"
+	}
+	return p + ":"
+}
+
+// newRedisStore returns a store on Redis at url with prefix and a short
+// sweep interval, closed when the test ends.
+func newRedisStore(t *testing.T, url, prefix string) *session.RedisStore {
+	t.Helper()
+	s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: prefix, SweepInterval: testSweep})
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newClient returns a go-redis client for addr, closed when the test ends.
+func newClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisStore(t *testing.T) {
+	t.Parallel()
+	url := redistest.StartServer(t).URL()
+	sessiontest.Run(t, func(t *testing.T) session.Store {
+		return newRedisStore(t, url, uniquePrefix(t, false))
+	})
+}
+
+// TestRedisStoreCluster runs the suite on a one-node Redis Cluster, which
+// refuses scripts whose keys lie in different hash slots.
+func TestRedisStoreCluster(t *testing.T) {
+	t.Parallel()
+	url := redistest.StartCluster(t).URL() + "?cluster=true"
+
+	t.Run("prefix without a hash tag", func(t *testing.T) {
+		s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: "keyrelay:"})
+		if err == nil {
+			s.Close()
+			t.Fatal("NewRedisStore on a Cluster with Prefix keyrelay: succeeded, want an error")
+		}
+	})
+
+	t.Run("default prefix", func(t *testing.T) {
+		s := newRedisStore(t, url, "")
+		if err := s.CreateRoom(t.Context(), "r", session.RoomConfig{TTL: time.Second, ResumeGrace: time.Second, MaxPending: 1}, 0); err != nil {
+			t.Fatalf("CreateRoom: %v", err)
+		}
+	})
+
+	sessiontest.Run(t, func(t *testing.T) session.Store {
+		return newRedisStore(t, url, uniquePrefix(t, true))
+	})
+}
+
+// scanKeys returns every key in c's database.
+func scanKeys(t *testing.T, c *redis.Client) []string {
+	t.Helper()
+	keys, err := c.Keys(t.Context(), "*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	var scanned []string
+	iter := c.Scan(t.Context(), 0, "*", 100).Iterator()
+	for iter.Next(t.Context()) {
+		scanned = append(scanned, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN: %v", err)
+	}
+	slices.Sort(keys)
+	slices.Sort(scanned)
+	scanned = slices.Compact(scanned)
+	if !slices.Equal(keys, scanned) {
+		t.Fatalf("SCAN found %q, KEYS %q", scanned, keys)
+	}
+	return scanned
+}
+
+// TestRedisStoreLeavesNothing checks, on a server of its own, that every
+// key the store writes starts with its prefix and expires with its room,
+// and that nothing is left once the rooms have expired.
+func TestRedisStoreLeavesNothing(t *testing.T) {
+	t.Parallel()
+	addr := redistest.Start(t)
+	prefix := uniquePrefix(t, false)
+	s := newRedisStore(t, "redis://"+addr, prefix)
+	c := newClient(t, addr)
+	ctx := t.Context()
+	const ttl = 400 * time.Millisecond
+	cfg := session.RoomConfig{TTL: ttl, ResumeGrace: time.Minute, MaxPending: 8}
+
+	// checkKeys checks that there are want keys, each with the prefix and
+	// a TTL of at most the rooms'.
+	checkKeys := func(step string, want int) {
+		t.Helper()
+		keys := scanKeys(t, c)
+		if len(keys) != want {
+			t.Errorf("%s: %d keys %q, want %d", step, len(keys), keys, want)
+		}
+		for _, k := range keys {
+			if !strings.HasPrefix(k, prefix) {
+				t.Errorf("%s: key %q lacks the prefix %q", step, k, prefix)
+			}
+			pttl, err := c.PTTL(ctx, k).Result()
+			if err != nil {
+				t.Fatalf("PTTL(%q): %v", k, err)
+			}
+			// PTTL is -2 for a key that expired since SCAN, -1 for none.
+			if pttl == -1 || pttl > ttl {
+				t.Errorf("%s: key %q has TTL %v, want at most %v", step, k, pttl, ttl)
+			}
+		}
+	}
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	must("CreateRoom(a)", s.CreateRoom(ctx, "a", cfg, 0))
+	checkKeys("one empty room", 2) // room hash, index
+	_, err := s.Join(ctx, "a", member("x"))
+	must("Join(a, x)", err)
+	_, err = s.Append(ctx, "a", "x", []byte("for whoever comes"))
+	must("Append(a, x)", err)
+	checkKeys("a lone member's message", 3) // + the next member's mailbox
+	_, err = s.Join(ctx, "a", member("y"))
+	must("Join(a, y)", err)
+	_, err = s.Append(ctx, "a", "y", []byte("to x"))
+	must("Append(a, y)", err)
+	_, err = s.SetKey(ctx, "a", "x", "x25519", "aa")
+	must("SetKey(a, x)", err)
+	must("Disconnect(a, y)", s.Disconnect(ctx, "a", "y"))
+	checkKeys("two members with mail", 4) // room, index, y's (inherited) and x's mailboxes
+	must("Leave(a, y)", s.Leave(ctx, "a", "y"))
+	checkKeys("after y left", 3)
+	must("Ack(a, x)", s.Ack(ctx, "a", "x", 100))
+	must("CreateRoom(b)", s.CreateRoom(ctx, "b", cfg, 0))
+	sub, err := s.Subscribe(ctx, "b")
+	must("Subscribe(b)", err)
+	must("Publish(b)", s.Publish(ctx, session.Event{Type: session.EventJoined, Room: "b", Peer: "p"}))
+	checkKeys("two rooms", 4) // a's hash and x's (empty) mailbox, b's hash, the index
+
+	deadline := time.Now().Add(5 * time.Second)
+	for len(scanKeys(t, c)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("keys left 5s after the rooms' TTL: %q", scanKeys(t, c))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n, err := c.DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Errorf("DBSIZE = %d, %v; want 0", n, err)
+	}
+	if n, err := s.Rooms(ctx); err != nil || n != 0 {
+		t.Errorf("Rooms = %d, %v; want 0", n, err)
+	}
+	if _, err := drainSub(t, sub); !errors.Is(err, session.ErrRoomNotFound) {
+		t.Errorf("subscription to the expired room b: Err %v, want %v", err, session.ErrRoomNotFound)
+	}
+}
+
+// instances returns two stores sharing one Redis and prefix, as two relay
+// instances do.
+func instances(t *testing.T, url string) (a, b *session.RedisStore) {
+	t.Helper()
+	prefix := uniquePrefix(t, false)
+	return newRedisStore(t, url, prefix), newRedisStore(t, url, prefix)
+}
+
+var longCfg = session.RoomConfig{TTL: time.Minute, ResumeGrace: time.Minute, MaxPending: 16}
+
+// TestRedisStoreRacingInstances races two instances on the same rooms.
+func TestRedisStoreRacingInstances(t *testing.T) {
+	t.Parallel()
+	url := redistest.StartServer(t).URL()
+	const rooms = 100
+
+	// race runs every function at once and waits for them.
+	race := func(fns []func()) {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, fn := range fns {
+			wg.Go(func() {
+				<-start
+				fn()
+			})
+		}
+		close(start)
+		wg.Wait()
+	}
+
+	t.Run("joins admit two", func(t *testing.T) {
+		t.Parallel()
+		const each = 3 // racers per instance and room
+		a, b := instances(t, url)
+		ctx := t.Context()
+		var errs [rooms][2 * each]error
+		var fns []func()
+		for i := range rooms {
+			room := fmt.Sprint("r", i)
+			mustCreate(t, a, room, longCfg)
+			for j := range 2 * each {
+				s := []*session.RedisStore{a, b}[j%2]
+				fns = append(fns, func() { _, errs[i][j] = s.Join(ctx, room, member(fmt.Sprint("p", j))) })
+			}
+		}
+		race(fns)
+		for i := range rooms {
+			var won []string
+			for j, err := range errs[i] {
+				if err == nil {
+					won = append(won, fmt.Sprint("p", j))
+				} else if !errors.Is(err, session.ErrRoomFull) {
+					t.Errorf("room %d: Join(p%d) = %v, want nil or %v", i, j, err, session.ErrRoomFull)
+				}
+			}
+			r, err := b.Room(ctx, fmt.Sprint("r", i))
+			if err != nil {
+				t.Fatalf("Room: %v", err)
+			}
+			var got []string
+			for _, m := range r.Members {
+				got = append(got, m.ID)
+			}
+			slices.Sort(got)
+			if len(won) != 2 || !slices.Equal(got, won) {
+				t.Fatalf("room %d: %d Joins succeeded (%v), members %v; want 2, the same", i, len(won), won, got)
+			}
+		}
+	})
+
+	t.Run("SetKeys fix one group", func(t *testing.T) {
+		t.Parallel()
+		a, b := instances(t, url)
+		ctx := t.Context()
+		var errs [rooms][2]error
+		var fns []func()
+		for i := range rooms {
+			room := fmt.Sprint("r", i)
+			mustCreate(t, a, room, longCfg)
+			for _, id := range []string{"a", "b"} {
+				if _, err := a.Join(ctx, room, member(id)); err != nil {
+					t.Fatalf("Join: %v", err)
+				}
+			}
+			fns = append(fns,
+				func() { _, errs[i][0] = a.SetKey(ctx, room, "a", "modp14", "aa") },
+				func() { _, errs[i][1] = b.SetKey(ctx, room, "b", "x25519", "bb") })
+		}
+		race(fns)
+		for i := range rooms {
+			r, err := a.Room(ctx, fmt.Sprint("r", i))
+			if err != nil {
+				t.Fatalf("Room: %v", err)
+			}
+			ma, _ := r.Member("a")
+			mb, _ := r.Member("b")
+			ea, eb := errs[i][0], errs[i][1]
+			switch {
+			case ea == nil && errors.Is(eb, session.ErrGroupMismatch) && r.Group == "modp14" && ma.PublicKey == "aa" && mb.PublicKey == "":
+			case eb == nil && errors.Is(ea, session.ErrGroupMismatch) && r.Group == "x25519" && mb.PublicKey == "bb" && ma.PublicKey == "":
+			default:
+				t.Fatalf("room %d: SetKey on a, on b = %v, %v; Group %q, keys %q, %q; want one to win", i, ea, eb, r.Group, ma.PublicKey, mb.PublicKey)
+			}
+		}
+	})
+
+	t.Run("creates respect maxRooms", func(t *testing.T) {
+		t.Parallel()
+		const max, tries = 10, 30
+		a, b := instances(t, url)
+		ctx := t.Context()
+		var errs [tries]error
+		var fns []func()
+		for i := range tries {
+			s := []*session.RedisStore{a, b}[i%2]
+			fns = append(fns, func() { errs[i] = s.CreateRoom(ctx, fmt.Sprint("r", i), longCfg, max) })
+		}
+		race(fns)
+		created := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				created++
+			case !errors.Is(err, session.ErrTooManyRooms):
+				t.Errorf("CreateRoom(r%d) = %v, want nil or %v", i, err, session.ErrTooManyRooms)
+			}
+		}
+		n, err := b.Rooms(ctx)
+		if created != max || n != max || err != nil {
+			t.Errorf("%d CreateRooms succeeded, Rooms = %d, %v; want %d, %d, nil", created, n, err, max, max)
+		}
+	})
+}
+
+// TestRedisStoreCrossInstance checks that what one instance stores and
+// publishes, the other sees.
+func TestRedisStoreCrossInstance(t *testing.T) {
+	t.Parallel()
+	url := redistest.StartServer(t).URL()
+
+	t.Run("events in order", func(t *testing.T) {
+		t.Parallel()
+		a, b := instances(t, url)
+		ctx := t.Context()
+		mustCreate(t, a, "r", longCfg)
+		sub, err := b.Subscribe(ctx, "r")
+		if err != nil {
+			t.Fatalf("Subscribe on b: %v", err)
+		}
+		all := make([]byte, 256)
+		for i := range all {
+			all[i] = byte(i)
+		}
+		want := []session.Event{
+			{Type: session.EventKey, Room: "r", Peer: "alice", Key: "aa01", Group: "x25519", Conn: "c1"},
+			{Type: session.EventLeft, Room: "r", Peer: "bob", Reason: "dropped", Conn: "c2"},
+			{Type: session.EventJoined, Room: "r"},
+			{Type: session.EventMessage, Room: "r", Peer: "alice", Seq: 1<<64 - 1, Body: all, Conn: "c1"},
+		}
+		for i := range 100 {
+			want = append(want, session.Event{Type: session.EventMessage, Room: "r", Peer: "alice", Seq: uint64(i + 1), Body: []byte(fmt.Sprint("ciphertext ", i))})
+		}
+		for _, ev := range want {
+			if err := a.Publish(ctx, ev); err != nil {
+				t.Fatalf("Publish on a: %v", err)
+			}
+		}
+		for i, w := range want {
+			select {
+			case got, ok := <-sub.C:
+				if !ok {
+					t.Fatalf("subscription ended after %d events: %v", i, sub.Err())
+				}
+				if got.Type != w.Type || got.Room != w.Room || got.Peer != w.Peer || got.Key != w.Key || got.Group != w.Group ||
+					got.Seq != w.Seq || !bytes.Equal(got.Body, w.Body) || got.Reason != w.Reason || got.Conn != w.Conn {
+					t.Fatalf("event %d on b = %+v, want %+v", i, got, w)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("event %d did not reach b within 5s", i)
+			}
+		}
+	})
+
+	t.Run("messages and members", func(t *testing.T) {
+		t.Parallel()
+		a, b := instances(t, url)
+		ctx := t.Context()
+		mustCreate(t, a, "r", longCfg)
+		if _, err := a.Join(ctx, "r", member("x")); err != nil {
+			t.Fatalf("Join on a: %v", err)
+		}
+		if _, err := b.Join(ctx, "r", member("y")); err != nil {
+			t.Fatalf("Join on b: %v", err)
+		}
+		for _, body := range []string{"m1", "m2", "m3"} {
+			if _, err := a.Append(ctx, "r", "x", []byte(body)); err != nil {
+				t.Fatalf("Append on a: %v", err)
+			}
+		}
+		// y's instance dies; y resumes on the other.
+		if err := b.Disconnect(ctx, "r", "y"); err != nil {
+			t.Fatalf("Disconnect on b: %v", err)
+		}
+		if _, err := a.Reconnect(ctx, "r", "y", member("y").TokenHash); err != nil {
+			t.Fatalf("Reconnect on a: %v", err)
+		}
+		got, err := b.Pending(ctx, "r", "y", 1)
+		if err != nil {
+			t.Fatalf("Pending on b: %v", err)
+		}
+		if len(got) != 2 || got[0].Seq != 2 || string(got[0].Body) != "m2" || got[1].Seq != 3 || got[1].From != "x" {
+			t.Errorf("Pending(y, after 1) on b = %+v, want m2 (2) and m3 (3) from x", got)
+		}
+		if err := b.Ack(ctx, "r", "y", 2); err != nil {
+			t.Fatalf("Ack on b: %v", err)
+		}
+		got, err = a.Pending(ctx, "r", "y", 0)
+		if err != nil || len(got) != 1 || got[0].Seq != 3 {
+			t.Errorf("Pending(y) on a after Ack on b = %+v, %v; want m3 alone", got, err)
+		}
+	})
+}
+
+// TestRedisStoreOutage stops Redis under a store and starts it again.
+func TestRedisStoreOutage(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	s := newRedisStore(t, srv.URL()+"?dial_timeout=500ms", uniquePrefix(t, false))
+	ctx := t.Context()
+	mustCreate(t, s, "r", longCfg)
+	if _, err := s.Join(ctx, "r", member("a")); err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	sub, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+
+	srv.Stop()
+	if _, err := drainSub(t, sub); !errors.Is(err, session.ErrUnavailable) {
+		t.Errorf("subscription Err after Redis stopped = %v, want %v", err, session.ErrUnavailable)
+	}
+	for _, c := range storeCalls("r") {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		start := time.Now()
+		err := c.call(cctx, s)
+		cancel()
+		if !errors.Is(err, session.ErrUnavailable) {
+			t.Errorf("%s with Redis down = %v, want %v", c.name, err, session.ErrUnavailable)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("%s with Redis down took %v, want a quick failure", c.name, d)
+		}
+	}
+
+	srv.Restart()
+	// The first calls may meet connections that died with the server.
+	waitUntil(t, 5*time.Second, "Ready to succeed", func() bool { return s.Ready(ctx) == nil })
+	// Restarted without persistence, Redis has lost the room.
+	if _, err := s.Room(ctx, "r"); !errors.Is(err, session.ErrRoomNotFound) {
+		t.Errorf("Room after the restart = %v, want %v", err, session.ErrRoomNotFound)
+	}
+	mustCreate(t, s, "r", longCfg)
+	sub, err = s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe after the restart: %v", err)
+	}
+	ev := session.Event{Type: session.EventJoined, Room: "r", Peer: "a"}
+	if err := s.Publish(ctx, ev); err != nil {
+		t.Fatalf("Publish after the restart: %v", err)
+	}
+	select {
+	case got, ok := <-sub.C:
+		if !ok || got.Peer != "a" {
+			t.Errorf("event after the restart = %+v, %v (Err %v); want %+v", got, ok, sub.Err(), ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no event within 5s after the restart")
+	}
+	for _, c := range storeCalls("r") {
+		if err := c.call(ctx, s); errors.Is(err, session.ErrUnavailable) {
+			t.Errorf("%s after the restart = %v", c.name, err)
+		}
+	}
+}
+
+// TestRedisStoreHungRedis freezes Redis (SIGSTOP): calls must give up at
+// their context's deadline, and subscriptions must end by the health
+// check.
+func TestRedisStoreHungRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	s := newRedisStore(t, srv.URL(), uniquePrefix(t, false))
+	ctx := t.Context()
+	mustCreate(t, s, "r", longCfg)
+	sub, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+
+	srv.Pause()
+	defer srv.Resume()
+	const timeout = 300 * time.Millisecond
+	for _, c := range storeCalls("r") {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		start := time.Now()
+		err := c.call(cctx, s)
+		cancel()
+		if !errors.Is(err, session.ErrUnavailable) {
+			t.Errorf("%s with Redis hung = %v, want %v", c.name, err, session.ErrUnavailable)
+		}
+		if d := time.Since(start); d > timeout+time.Second {
+			t.Errorf("%s with Redis hung took %v, want about its %v deadline", c.name, d, timeout)
+		}
+	}
+	if _, err := drainSub(t, sub); !errors.Is(err, session.ErrUnavailable) {
+		t.Errorf("subscription Err with Redis hung = %v, want %v", err, session.ErrUnavailable)
+	}
+	// The Pub/Sub connection is gone: Subscribe opens a new one, to a
+	// server that accepts it but never answers.
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	start := time.Now()
+	_, err = s.Subscribe(cctx, "r")
+	cancel()
+	if d := time.Since(start); !errors.Is(err, session.ErrUnavailable) || d > timeout+time.Second {
+		t.Errorf("Subscribe on a new connection with Redis hung = %v after %v, want %v after about %v", err, d, session.ErrUnavailable, timeout)
+	}
+
+	srv.Resume()
+	waitUntil(t, 5*time.Second, "Touch to succeed", func() bool { return s.Touch(ctx, "r") == nil })
+	if _, err := s.Subscribe(ctx, "r"); err != nil {
+		t.Errorf("Subscribe after Redis resumed: %v", err)
+	}
+}
+
+// TestRedisStoreCancelledSubscribe checks that Subscribe calls whose
+// context ends early leave the other subscriptions alone.
+func TestRedisStoreCancelledSubscribe(t *testing.T) {
+	t.Parallel()
+	s := newRedisStore(t, redistest.StartServer(t).URL(), uniquePrefix(t, false))
+	ctx := t.Context()
+	for _, id := range []string{"r", "other0", "other1", "other2"} {
+		mustCreate(t, s, id, longCfg)
+	}
+	sub, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	for i := range 50 {
+		cctx, cancel := context.WithCancel(ctx)
+		if i%2 == 0 {
+			cancel()
+		} else {
+			time.AfterFunc(time.Duration(i)*10*time.Microsecond, cancel)
+		}
+		if sub, err := s.Subscribe(cctx, fmt.Sprint("other", i%3)); err == nil {
+			drainSub(t, sub)
+		}
+		cancel()
+	}
+	ev := session.Event{Type: session.EventJoined, Room: "r", Peer: "a"}
+	if err := s.Publish(ctx, ev); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	select {
+	case got, ok := <-sub.C:
+		if !ok || got.Peer != "a" {
+			t.Errorf("event = %+v, %v (Err %v); want %+v", got, ok, sub.Err(), ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no event within 5s")
+	}
+}
+
+// TestRedisStoreSubscriberBuffer checks RedisConfig.SubscriberBuffer.
+func TestRedisStoreSubscriberBuffer(t *testing.T) {
+	t.Parallel()
+	url := redistest.StartServer(t).URL()
+	s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: uniquePrefix(t, false), SubscriberBuffer: 2})
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	mustCreate(t, s, "r", longCfg)
+	slow, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	// Events reach the subscribers of a store one after the other, for
+	// each event in turn: once probe has all three, slow has had its turn.
+	probe, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	for i := range 3 {
+		if err := s.Publish(ctx, session.Event{Type: session.EventMessage, Room: "r", Seq: uint64(i + 1)}); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		select {
+		case <-probe.C:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("probe got no event %d within 5s (Err %v)", i+1, probe.Err())
+		}
+	}
+	evs, err := drainSub(t, slow)
+	if len(evs) != 2 || !errors.Is(err, session.ErrSlowSubscriber) {
+		t.Errorf("slow subscriber got %d events and Err %v, want 2 and %v", len(evs), err, session.ErrSlowSubscriber)
+	}
+}
+
+// TestRedisStoreRoomRecreated checks that a subscription to a room that
+// expired ends when a new room with its ID publishes, before any sweep.
+func TestRedisStoreRoomRecreated(t *testing.T) {
+	t.Parallel()
+	url := redistest.StartServer(t).URL()
+	s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: uniquePrefix(t, false), SweepInterval: time.Hour})
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	short := longCfg
+	short.TTL = 200 * time.Millisecond
+	mustCreate(t, s, "r", short)
+	old, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	waitUntil(t, 5*time.Second, "r to expire", func() bool {
+		_, err := s.Room(ctx, "r")
+		return errors.Is(err, session.ErrRoomNotFound)
+	})
+	mustCreate(t, s, "r", longCfg)
+	sub, err := s.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatalf("Subscribe to the new r: %v", err)
+	}
+	if err := s.Publish(ctx, session.Event{Type: session.EventJoined, Room: "r", Peer: "a"}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if evs, err := drainSub(t, old); len(evs) != 0 || !errors.Is(err, session.ErrRoomNotFound) {
+		t.Errorf("old subscription got %d events and Err %v, want none and %v", len(evs), err, session.ErrRoomNotFound)
+	}
+	select {
+	case ev := <-sub.C:
+		if ev.Peer != "a" {
+			t.Errorf("new subscription's event = %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("new subscription got no event within 5s")
+	}
+}
+
+func TestNewRedisStoreErrors(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	for _, tc := range []struct {
+		name string
+		cfg  session.RedisConfig
+	}{
+		{"neither URL nor Client", session.RedisConfig{}},
+		{"both URL and Client", session.RedisConfig{URL: "redis://127.0.0.1:1", Client: client}},
+		{"bad URL", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1/%zz"}},
+		{"bad scheme", session.RedisConfig{URL: "http://user:secret@127.0.0.1:1"}},
+		{"bad option", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1?bogus=1"}},
+		{"bad cluster option", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1?cluster=maybe"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := session.NewRedisStore(ctx, tc.cfg)
+			if err == nil {
+				s.Close()
+				t.Fatal("NewRedisStore succeeded, want an error")
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error %q repeats the password", err)
+			}
+			if errors.Is(err, session.ErrUnavailable) {
+				t.Errorf("error %v wraps ErrUnavailable, want a config error", err)
+			}
+		})
+	}
+
+	t.Run("unreachable", func(t *testing.T) {
+		for _, cfg := range []session.RedisConfig{
+			{URL: "redis://127.0.0.1:1?dial_timeout=200ms"},
+			{Client: client},
+		} {
+			s, err := session.NewRedisStore(ctx, cfg)
+			if err == nil {
+				s.Close()
+			}
+			if !errors.Is(err, session.ErrUnavailable) {
+				t.Errorf("NewRedisStore(%+v) = %v, want %v", cfg, err, session.ErrUnavailable)
+			}
+		}
+	})
+}
+
+// storeCall is a Store method call, for tests that try them all.
+type storeCall struct {
+	name string
+	call func(context.Context, session.Store) error
+}
+
+// storeCalls returns a call of every Store method but Close on room.
+func storeCalls(room string) []storeCall {
+	return []storeCall{
+		{"CreateRoom", func(ctx context.Context, s session.Store) error { return s.CreateRoom(ctx, "new", longCfg, 10) }},
+		{"Room", func(ctx context.Context, s session.Store) error { _, err := s.Room(ctx, room); return err }},
+		{"Join", func(ctx context.Context, s session.Store) error { _, err := s.Join(ctx, room, member("b")); return err }},
+		{"Reconnect", func(ctx context.Context, s session.Store) error {
+			_, err := s.Reconnect(ctx, room, "a", member("a").TokenHash)
+			return err
+		}},
+		{"Disconnect", func(ctx context.Context, s session.Store) error { return s.Disconnect(ctx, room, "a") }},
+		{"SetKey", func(ctx context.Context, s session.Store) error {
+			_, err := s.SetKey(ctx, room, "a", "g", "k")
+			return err
+		}},
+		{"Append", func(ctx context.Context, s session.Store) error {
+			_, err := s.Append(ctx, room, "a", []byte("x"))
+			return err
+		}},
+		{"Pending", func(ctx context.Context, s session.Store) error { _, err := s.Pending(ctx, room, "a", 0); return err }},
+		{"Ack", func(ctx context.Context, s session.Store) error { return s.Ack(ctx, room, "a", 1) }},
+		{"Touch", func(ctx context.Context, s session.Store) error { return s.Touch(ctx, room) }},
+		{"Publish", func(ctx context.Context, s session.Store) error {
+			return s.Publish(ctx, session.Event{Type: session.EventJoined, Room: room})
+		}},
+		{"Subscribe", func(ctx context.Context, s session.Store) error { _, err := s.Subscribe(ctx, room); return err }},
+		{"Leave", func(ctx context.Context, s session.Store) error { return s.Leave(ctx, room, "a") }},
+		{"Rooms", func(ctx context.Context, s session.Store) error { _, err := s.Rooms(ctx); return err }},
+		{"Ready", func(ctx context.Context, s session.Store) error { return s.Ready(ctx) }},
+	}
+}
+
+// mustCreate creates room id with cfg.
+func mustCreate(t *testing.T, s session.Store, id string, cfg session.RoomConfig) {
+	t.Helper()
+	if err := s.CreateRoom(t.Context(), id, cfg, 0); err != nil {
+		t.Fatalf("CreateRoom(%q): %v", id, err)
+	}
+}
+
+// drainSub reads sub until it ends, failing if it does not within 10s, and
+// returns its events and Err.
+func drainSub(t *testing.T, sub *session.Subscription) ([]session.Event, error) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	var evs []session.Event
+	for {
+		select {
+		case ev, ok := <-sub.C:
+			if !ok {
+				return evs, sub.Err()
+			}
+			evs = append(evs, ev)
+		case <-timeout:
+			t.Fatalf("subscription did not end within 10s (%d events read)", len(evs))
+		}
+	}
+}
+
+// waitUntil polls cond until it holds, failing if it does not in time.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRedisStoreJoinDuplicate(t *testing.T) {
+	t.Parallel()
+	s := newRedisStore(t, redistest.StartServer(t).URL(), uniquePrefix(t, false))
+	ctx := t.Context()
+	mustCreate(t, s, "r", longCfg)
+	if _, err := s.Join(ctx, "r", member("a")); err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	_, err := s.Join(ctx, "r", member("a"))
+	if err == nil {
+		t.Fatal("second Join(a) succeeded, want an error")
+	}
+	for _, sentinel := range []error{session.ErrRoomFull, session.ErrRoomNotFound, session.ErrUnavailable} {
+		if errors.Is(err, sentinel) {
+			t.Errorf("second Join(a) = %v, want no sentinel", err)
+		}
+	}
+	if r, err := s.Room(ctx, "r"); err != nil || len(r.Members) != 1 {
+		t.Errorf("Room after a duplicate Join = %+v, %v; want one member", r, err)
+	}
+}
+
+// TestRedisStoreCloseLeavesNoGoroutines checks that Close stops the
+// sweeper and the Pub/Sub readers, and that subscriptions leave nothing.
+func TestRedisStoreCloseLeavesNoGoroutines(t *testing.T) {
+	// Not parallel: it counts the process's goroutines.
+	url := redistest.StartServer(t).URL()
+	before := runtime.NumGoroutine()
+	for i := range 5 {
+		s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: uniquePrefix(t, false), SweepInterval: time.Millisecond})
+		if err != nil {
+			t.Fatalf("NewRedisStore: %v", err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		for j := range 5 {
+			room := fmt.Sprint("r", j)
+			mustCreate(t, s, room, longCfg)
+			if _, err := s.Subscribe(t.Context(), room); err != nil {
+				t.Fatalf("Subscribe: %v", err)
+			}
+			if _, err := s.Subscribe(ctx, room); err != nil {
+				t.Fatalf("Subscribe: %v", err)
+			}
+		}
+		if i%2 == 0 {
+			cancel() // ends half the subscriptions before Close
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		cancel()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after Close, want at most %d as before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
