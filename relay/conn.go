@@ -33,7 +33,11 @@ type conn struct {
 	limiter *bucket // owned by the reader
 
 	sendMu     sync.Mutex // serialises enqueue, so that frames queue in one order
-	overflowed bool       // guarded by sendMu: a frame was dropped; queue nothing more
+	overflowed bool       // guarded by sendMu: a frame was dropped or a close queued; queue nothing more
+	// Set under sendMu before the close marker is queued; read by the
+	// writer after it takes the marker.
+	flushCode   websocket.StatusCode
+	flushReason string
 
 	ctx       context.Context // ends when the connection ends; static
 	cancel    context.CancelFunc
@@ -125,12 +129,35 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) {
 	})
 }
 
+// closeAfterFlush closes the connection with code once the frames queued
+// before it have been written, so that an error frame explaining the close
+// reaches the client first. If the queue cannot take the marker (a slow
+// reader), the connection is closed as closeWith would.
+func (c *conn) closeAfterFlush(code websocket.StatusCode, reason string) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.overflowed {
+		return
+	}
+	c.overflowed = true // nothing may follow the close
+	c.flushCode, c.flushReason = code, reason
+	select {
+	case c.send <- nil:
+	default:
+		c.closeWith(code, reason)
+	}
+}
+
 func (c *conn) writeLoop() {
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case b := <-c.send:
+			if b == nil { // closeAfterFlush's marker: every earlier frame is written
+				c.closeWith(c.flushCode, c.flushReason)
+				return
+			}
 			ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.WriteTimeout)
 			err := c.ws.Write(ctx, websocket.MessageText, b)
 			cancel()
@@ -528,7 +555,7 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer, 
 	default:
 		c.logger().Warn("room events ended", "err", err)
 		c.sendError(nil, newWireError(CodeUnavailable, "the session store is unavailable; reconnect and resume"))
-		c.closeWith(websocket.StatusTryAgainLater, "session store unavailable")
+		c.closeAfterFlush(websocket.StatusTryAgainLater, "session store unavailable")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/session/redistest"
 )
 
 // frameTimeout bounds every wait for a frame; tests never assert on speed,
@@ -28,14 +30,51 @@ const frameTimeout = 10 * time.Second
 type testRelay struct {
 	srv   *httptest.Server
 	relay *relay.Server
-	store *session.MemoryStore
+	store session.Store
 	reg   *prometheus.Registry
 	url   string
 }
 
+// storeEnv chooses the store the relay suite runs on: "memory" (unset) or
+// "redis". TestSuiteOnRedis runs the whole suite again with it set.
+const storeEnv = "KEYRELAY_TEST_STORE"
+
+// newStore returns a fresh store of the kind storeEnv names: a memory store,
+// or a Redis store on a redis-server started for this test.
+func newStore(t testing.TB) session.Store {
+	t.Helper()
+	if os.Getenv(storeEnv) != "redis" {
+		return session.NewMemoryStore(session.MemoryConfig{SweepInterval: 50 * time.Millisecond})
+	}
+	return newRedisStore(t, redistest.Start(t))
+}
+
+// newRedisStore returns a store on the Redis at addr under a prefix of its
+// own, so that stores made with the same addr share rooms only when asked.
+func newRedisStore(t testing.TB, addr string, prefix ...string) session.Store {
+	t.Helper()
+	p := "test:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
+	if len(prefix) > 0 {
+		p = prefix[0]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+	defer cancel()
+	s, err := session.NewRedisStore(ctx, session.RedisConfig{URL: "redis://" + addr, Prefix: p, SweepInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func newRelay(t testing.TB, cfg relay.Config) *testRelay {
 	t.Helper()
-	store := session.NewMemoryStore(session.MemoryConfig{SweepInterval: 50 * time.Millisecond})
+	return newRelayOn(t, newStore(t), cfg)
+}
+
+// newRelayOn starts a relay on store, which it closes at the end of the
+// test.
+func newRelayOn(t testing.TB, store session.Store, cfg relay.Config) *testRelay {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
 	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
