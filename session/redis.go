@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -1132,4 +1133,19 @@ func decodeEvent(p string) (Event, error) {
 		Type: EventType(strs[0]), Room: strs[1], Peer: strs[2], Key: strs[3],
 		Group: strs[4], Reason: strs[5], Conn: strs[6], Seq: seq, Body: b[k:],
 	}, nil
+}
+
+// SetRedisLogger sends go-redis's own log lines (connection failures and
+// the like; never keys or values) to logger at warn level instead of the
+// standard error stream. It affects every Redis store in the process; call
+// it once, before creating stores.
+func SetRedisLogger(logger *slog.Logger) {
+	redis.SetLogger(slogRedisLogger{logger})
+}
+
+// slogRedisLogger adapts a *slog.Logger to go-redis's logging interface.
+type slogRedisLogger struct{ l *slog.Logger }
+
+func (s slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	s.l.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

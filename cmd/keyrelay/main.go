@@ -1,7 +1,8 @@
 // Command keyrelay is the keyrelay server: the WebSocket relay (/v1/ws), the
 // tutorial's HTTP key API (/generate-keys, /generate-shared-key), Prometheus
-// metrics (/metrics) and health endpoints (/healthz, /readyz). It keeps its
-// state in memory and needs no other service.
+// metrics (/metrics) and health endpoints (/healthz, /readyz). By default it
+// keeps its state in memory and needs no other service; with --redis-url,
+// many instances share their state through Redis and serve one room.
 //
 // Usage:
 //
@@ -14,6 +15,7 @@
 //	--key-api-get    KEYRELAY_KEY_API_GET    accept GET /generate-shared-key with keys in the URL (default true)
 //	--log-level      KEYRELAY_LOG_LEVEL      debug, info, warn or error (default "info")
 //	--log-format     KEYRELAY_LOG_FORMAT     text or json (default "text")
+//	--redis-url      KEYRELAY_REDIS_URL      Redis for state shared by many instances (default: in memory)
 //	--allowed-origins KEYRELAY_ALLOWED_ORIGINS comma-separated origins allowed on /v1/ws, * for any (default: same origin)
 //	--max-frame-bytes KEYRELAY_MAX_FRAME_BYTES largest frame a client may send (default 65536)
 //	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames per second per connection (default 20, burst twice that)
@@ -74,6 +76,7 @@ type config struct {
 	logLevel    string
 	logFormat   string
 	origins     string
+	redisURL    string
 	relay       relay.Config
 }
 
@@ -97,6 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.keyAPIGet, "key-api-get", getDefault, "accept GET /generate-shared-key, with private keys in the URL (env KEYRELAY_KEY_API_GET)")
 	fs.StringVar(&c.logLevel, "log-level", env("KEYRELAY_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYRELAY_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("KEYRELAY_LOG_FORMAT", "text"), "text or json (env KEYRELAY_LOG_FORMAT)")
+	fs.StringVar(&c.redisURL, "redis-url", env("KEYRELAY_REDIS_URL", ""), "Redis for shared session state (redis://, rediss://, Sentinel or Cluster URLs); empty: in memory, one process (env KEYRELAY_REDIS_URL)")
 	fs.StringVar(&c.origins, "allowed-origins", env("KEYRELAY_ALLOWED_ORIGINS", ""), "comma-separated origins (host patterns) allowed to open /v1/ws from a browser; * for any; empty: same origin only (env KEYRELAY_ALLOWED_ORIGINS)")
 	var errs []error
 	intFlag := func(p *int, name, envName string, def int, usage string) {
@@ -178,7 +182,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	store := session.NewMemoryStore(session.MemoryConfig{})
+	store, err := newStore(ctx, c, logger)
+	if err != nil {
+		return err
+	}
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -247,6 +254,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// newStore returns the session store the configuration asks for: Redis
+// when --redis-url is set, else memory.
+func newStore(ctx context.Context, c config, logger *slog.Logger) (session.Store, error) {
+	if c.redisURL == "" {
+		logger.Info("session state in memory (one instance)")
+		return session.NewMemoryStore(session.MemoryConfig{}), nil
+	}
+	session.SetRedisLogger(logger)
+	// Redis may start after the relay (docker compose): wait for it, up to
+	// 30 s, then give up with the last error.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{URL: c.redisURL})
+		cancel()
+		if err == nil {
+			logger.Info("session state in Redis")
+			return s, nil
+		}
+		if !errors.Is(err, session.ErrUnavailable) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		logger.Warn("waiting for Redis", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // splitList splits a comma-separated list, dropping empty items; nil if none.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/session/redistest"
 )
 
 // syncBuffer is a goroutine-safe log sink that reports the address the
@@ -161,6 +164,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad env int", nil, map[string]string{"KEYRELAY_MAX_ROOMS": "many"}, "KEYRELAY_MAX_ROOMS"},
 		{"zero frames", []string{"--frames-per-second", "0"}, nil, "must be positive"},
 		{"small frames", []string{"--max-frame-bytes", "100"}, nil, "MaxFrameBytes"},
+		{"bad redis url", []string{"--redis-url", "ftp://127.0.0.1:1"}, nil, "--redis-url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,4 +238,61 @@ func mustGet(t *testing.T, u string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestTwoInstancesOnRedis starts two servers on one real Redis, as behind a
+// load balancer: a room created on one is joined on the other, and the
+// handshake completes across them.
+func TestTwoInstancesOnRedis(t *testing.T) {
+	addr := redistest.Start(t)
+	base1, _, _ := start(t, "--redis-url", "redis://"+addr)
+	base2, _, _ := start(t, "--redis-url", "redis://"+addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dial := func(base string) *websocket.Conn {
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		return ws
+	}
+	exchange := func(ws *websocket.Conn, frame string, wantType string) map[string]any {
+		t.Helper()
+		if frame != "" {
+			if err := ws.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", wantType, err)
+			}
+			var f map[string]any
+			json.Unmarshal(b, &f)
+			if f["type"] == "error" {
+				t.Fatalf("error frame %s", b)
+			}
+			if f["type"] == wantType {
+				return f
+			}
+		}
+	}
+	a, b := dial(base1), dial(base2)
+	room := exchange(a, `{"type":"create","group":"x25519"}`, "room")["room"].(string)
+	exchange(b, `{"type":"join","room":"`+room+`"}`, "room")
+	ka, _ := dh.X25519().GenerateKey(rand.Reader)
+	kb, _ := dh.X25519().GenerateKey(rand.Reader)
+	exchange(a, `{"type":"key","public_key":"`+ka.PublicKey().Hex()+`"}`, "key_ok")
+	if f := exchange(b, `{"type":"key","public_key":"`+kb.PublicKey().Hex()+`"}`, "handshake_complete"); f["group"] != "x25519" {
+		t.Fatalf("handshake_complete %v", f)
+	}
+	if f := exchange(a, "", "peer_key"); f["public_key"] != kb.PublicKey().Hex() {
+		t.Fatalf("A got %v", f)
+	}
+	exchange(a, "", "handshake_complete")
+	if got := mustGet(t, base1+"/readyz"); got != "ok\n" {
+		t.Errorf("/readyz = %q", got)
+	}
 }
