@@ -11,10 +11,14 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/session/redistest"
 )
 
-// The relay's benchmarks, one instance on the memory store, over real
-// loopback WebSocket connections:
+// The relay's benchmarks over real loopback WebSocket connections, each in
+// two set-ups measured in the same run: "memory", one instance on the
+// memory store; "redis-2-instances", two instances sharing one real
+// redis-server, with the two peers of every room on different instances.
 //
 //	go test ./relay -run '^$' -bench . -benchtime 3s
 
@@ -60,8 +64,23 @@ func (p *benchPeer) until(typ string) map[string]any {
 	}
 }
 
-func benchRelay(b *testing.B) string {
-	return newRelay(b, relay.Config{MaxConnsPerIP: -1, FramesPerSecond: 1e9, FrameBurst: 1 << 30}).url
+var benchConfig = relay.Config{MaxConnsPerIP: -1, FramesPerSecond: 1e9, FrameBurst: 1 << 30}
+
+// setups returns, for each set-up, the URLs peer A and peer B dial.
+var setups = []struct {
+	name  string
+	start func(b *testing.B) (urlA, urlB string)
+}{
+	{"memory", func(b *testing.B) (string, string) {
+		tr := newRelayOn(b, session.NewMemoryStore(session.MemoryConfig{}), benchConfig)
+		return tr.url, tr.url
+	}},
+	{"redis-2-instances", func(b *testing.B) (string, string) {
+		addr := redistest.Start(b)
+		r1 := newRelayOn(b, newRedisStore(b, addr, "bench:"), benchConfig)
+		r2 := newRelayOn(b, newRedisStore(b, addr, "bench:"), benchConfig)
+		return r1.url, r2.url
+	}},
 }
 
 // BenchmarkHandshake measures complete handshakes: two new connections,
@@ -69,32 +88,40 @@ func benchRelay(b *testing.B) string {
 // validates and forwards both, both get handshake_complete. Reported as
 // handshakes/s (serial: one handshake at a time).
 func BenchmarkHandshake(b *testing.B) {
-	url := benchRelay(b)
-	start := time.Now()
-	for b.Loop() {
-		benchHandshake(b, url)
+	for _, s := range setups {
+		b.Run(s.name, func(b *testing.B) {
+			urlA, urlB := s.start(b)
+			start := time.Now()
+			for b.Loop() {
+				benchHandshake(b, urlA, urlB)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
+		})
 	}
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
 }
 
 // BenchmarkHandshakeParallel runs handshakes from 8 goroutines per core at
 // once: the relay's handshake throughput rather than one handshake's
 // latency.
 func BenchmarkHandshakeParallel(b *testing.B) {
-	url := benchRelay(b)
-	b.SetParallelism(8)
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			benchHandshake(b, url)
-		}
-	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
+	for _, s := range setups {
+		b.Run(s.name, func(b *testing.B) {
+			urlA, urlB := s.start(b)
+			b.SetParallelism(8)
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					benchHandshake(b, urlA, urlB)
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "handshakes/s")
+		})
+	}
 }
 
-func benchHandshake(b *testing.B, url string) {
+func benchHandshake(b *testing.B, urlA, urlB string) {
 	{
-		a, c := benchDial(b, url), benchDial(b, url)
+		a, c := benchDial(b, urlA), benchDial(b, urlB)
 		a.send(`{"type":"create","group":"x25519"}`)
 		room := a.until(relay.TypeRoom)["room"].(string)
 		c.send(`{"type":"join","room":"` + room + `"}`)
@@ -117,8 +144,16 @@ func benchHandshake(b *testing.B, url string) {
 // peers in one room: A sends, B receives and answers, A receives. The body
 // is 256 bytes of ciphertext-sized data.
 func BenchmarkMessageRoundTrip(b *testing.B) {
-	url := benchRelay(b)
-	a, c := benchDial(b, url), benchDial(b, url)
+	for _, s := range setups {
+		b.Run(s.name, func(b *testing.B) {
+			urlA, urlB := s.start(b)
+			benchRoundTrip(b, urlA, urlB)
+		})
+	}
+}
+
+func benchRoundTrip(b *testing.B, urlA, urlB string) {
+	a, c := benchDial(b, urlA), benchDial(b, urlB)
 	a.send(`{"type":"create","group":"x25519"}`)
 	room := a.until(relay.TypeRoom)["room"].(string)
 	c.send(`{"type":"join","room":"` + room + `"}`)

@@ -2,6 +2,8 @@ package relay_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -169,7 +171,7 @@ func TestInstanceCrashMidConversation(t *testing.T) {
 	s1 := sendMsg(t, p.a, p.aCh, "one") // B never acks it
 	recvMsg(t, p.b, p.bCh, s1, "one")
 	r2.store.Close() // the instance's state is gone: nothing it does now reaches Redis
-	for { // B's connection ends (its instance can no longer serve it)
+	for {            // B's connection ends (its instance can no longer serve it)
 		if _, err := p.b.tryRead(frameTimeout); err != nil {
 			break
 		}
@@ -222,4 +224,52 @@ func TestRedisOutage(t *testing.T) {
 	c.expect(relay.TypeRoom)
 	q := handshakeAcross(t, r1, r2, dh.X25519())
 	recvMsg(t, q.b, q.bCh, sendMsg(t, q.a, q.aCh, "after"), "after")
+}
+
+// TestCrossInstanceConcurrentHandshakes: many pairs, split over two
+// instances, send their keys at the same moment. Every peer must get
+// handshake_complete, whichever order the relay sees the keys and the
+// events in (a regression test: a key event that overtook the sender's own
+// SetKey reply once left a peer waiting forever).
+func TestCrossInstanceConcurrentHandshakes(t *testing.T) {
+	_, r1, r2 := twoInstances(t, relay.Config{MaxConnsPerIP: -1})
+	const pairs = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*pairs)
+	for i := 0; i < pairs; i++ {
+		a, b := r1.dial(t), r2.dial(t)
+		a.send(map[string]any{"type": "create", "group": "x25519"})
+		room := a.expect(relay.TypeRoom).str("room")
+		b.send(map[string]any{"type": "join", "room": room})
+		b.expect(relay.TypeRoom)
+		for _, p := range []*peer{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				k, _ := dh.X25519().GenerateKey(rand.Reader)
+				b, _ := json.Marshal(map[string]any{"type": "key", "public_key": k.PublicKey().Hex()})
+				ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+				defer cancel()
+				if err := p.ws.Write(ctx, websocket.MessageText, b); err != nil {
+					errs <- err
+					return
+				}
+				for {
+					f, err := p.tryRead(frameTimeout)
+					if err != nil {
+						errs <- fmt.Errorf("waiting for handshake_complete: %w", err)
+						return
+					}
+					if f.str("type") == relay.TypeHandshakeComplete {
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

@@ -662,11 +662,14 @@ func (c *conn) handleKey(f *clientFrame) error {
 	c.enqueue(&serverFrame{Type: TypeKeyOK, ID: f.ID, Group: &name})
 	c.s.store.Publish(ctx, session.Event{Type: session.EventKey, Room: room, Peer: peer, Key: pk.Hex(), Group: name, Conn: c.id})
 	if other, ok := r.Other(peer); ok && other.PublicKey != "" {
+		// The store serialises SetKey: exactly one of the two sees the
+		// other key, so the room's handshake is counted once.
+		c.s.metrics.handshakes.Inc()
 		c.sendPeerKey(other.PublicKey, name)
-		if c.sendHandshake() {
-			c.s.metrics.handshakes.Inc()
-		}
 	}
+	// The pump may have delivered the other key between SetKey and
+	// keySet above, when it could not yet complete the handshake.
+	c.sendHandshake()
 	return nil
 }
 
