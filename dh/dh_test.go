@@ -53,7 +53,7 @@ func TestLookupGroup(t *testing.T) {
 			t.Errorf("LookupGroup(%q) = %v, %v; want %s", tt.in, g, err, tt.want)
 		}
 	}
-	for _, bad := range []string{"", "1", "2", "13", "19", "014", "+14", "MODP14", "modp", "X25519", "p-256", strings.Repeat("9", 100)} {
+	for _, bad := range []string{"", "1", "2", "13", "19", "014", "05", "+5", "+14", "MODP14", "modp", "X25519", "p-256", strings.Repeat("9", 100)} {
 		if g, err := dh.LookupGroup(bad); !errors.Is(err, dh.ErrUnknownGroup) {
 			t.Errorf("LookupGroup(%q) = %v, %v; want ErrUnknownGroup", bad, g, err)
 		}

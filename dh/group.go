@@ -192,7 +192,8 @@ func LookupGroup(s string) (*Group, error) {
 		}
 	}
 	if len(s) <= 2 {
-		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		// Only the canonical decimal form: "5", not "05" or "+5".
+		if n, err := strconv.Atoi(s); err == nil && n > 0 && strconv.Itoa(n) == s {
 			for _, g := range allGroups {
 				if g.id == n {
 					return g, nil
