@@ -55,6 +55,7 @@ import (
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/keyapi"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/web"
 )
 
 func main() {
@@ -197,6 +198,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rl.Close()
 
 	mux := http.NewServeMux()
+	// The chat page. Every other pattern is more specific than "/", so the
+	// page never shadows the relay, the key API, metrics or health checks.
+	mux.Handle("/", web.Handler())
 	keys.Register(mux)
 	mux.Handle("/v1/ws", rl)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -19,6 +19,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/web"
 )
 
 // syncBuffer is a goroutine-safe log sink that reports the address the
@@ -294,5 +295,90 @@ func TestTwoInstancesOnRedis(t *testing.T) {
 	exchange(a, "", "handshake_complete")
 	if got := mustGet(t, base1+"/readyz"); got != "ok\n" {
 		t.Errorf("/readyz = %q", got)
+	}
+}
+
+// TestChatPage checks that the server serves the chat page at / with its
+// security headers and MIME types, and that / shadows none of the other
+// routes.
+func TestChatPage(t *testing.T) {
+	base, _, _ := start(t)
+	pages := []struct {
+		path, contentType, contains string
+	}{
+		{"/", "text/html; charset=utf-8", `<script type="module" src="app.js">`},
+		{"/app.js", "text/javascript; charset=utf-8", `from "./keyrelay.js"`},
+		{"/keyrelay.js", "text/javascript; charset=utf-8", "export class Client"},
+		{"/style.css", "text/css; charset=utf-8", ":focus-visible"},
+	}
+	for _, p := range pages {
+		resp, err := http.Get(base + p.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), p.contains) {
+			t.Errorf("GET %s: %d, body lacks %q", p.path, resp.StatusCode, p.contains)
+		}
+		for name, want := range map[string]string{
+			"Content-Type":            p.contentType,
+			"Content-Security-Policy": web.ContentSecurityPolicy,
+			"Referrer-Policy":         "no-referrer",
+			"X-Content-Type-Options":  "nosniff",
+		} {
+			if got := resp.Header.Get(name); got != want {
+				t.Errorf("GET %s: %s = %q, want %q", p.path, name, got, want)
+			}
+		}
+	}
+	csp := web.ContentSecurityPolicy
+	for _, want := range []string{"default-src 'self'", "script-src 'self';", "connect-src 'self' ws: wss:"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+		t.Errorf("Content-Security-Policy %q allows inline script or eval", csp)
+	}
+
+	// The other routes keep their handlers.
+	for path, want := range map[string]string{
+		"/healthz":       "ok\n",
+		"/readyz":        "ok\n",
+		"/metrics":       "keyrelay_connections",
+		"/generate-keys": "private_key",
+	} {
+		if got := mustGet(t, base+path); !strings.Contains(got, want) {
+			t.Errorf("GET %s = %q, want it to contain %q", path, got, want)
+		}
+	}
+	// /v1/ws is still the relay: without the subprotocol a plain GET is
+	// refused by the WebSocket handshake, not answered with the page.
+	resp, err := http.Get(base + "/v1/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == 200 || strings.Contains(string(body), "<html") {
+		t.Errorf("GET /v1/ws: %d %q, want the relay's refusal", resp.StatusCode, body)
+	}
+	// Unknown paths and methods.
+	resp, err = http.Get(base + "/nope.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /nope.js: %d, want 404", resp.StatusCode)
+	}
+	resp, err = http.Post(base+"/", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d, want 405", resp.StatusCode)
 	}
 }

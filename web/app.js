@@ -1,0 +1,437 @@
+// app.js: keyrelay's chat page. All cryptography happens in this browser,
+// through keyrelay.js: the key pair is generated here, the relay gets only
+// the public key and ciphertext. The room ID travels in the URL fragment
+// (/#room=<id>), which the browser never sends to the server.
+//
+// Never log: no key, token, room ID or plaintext goes to the console or into
+// a URL.
+
+import { Client, DEFAULT_GROUP, FALLBACK_GROUP, GROUPS, isGroupSupported, relayURLFromLocation } from "./keyrelay.js";
+
+const $ = (id) => document.getElementById(id);
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+// Labels of the groups offered by "Create room", in the picker's order.
+const GROUP_LABELS = {
+  x25519: "X25519 (recommended)",
+  p256: "P-256 (NIST curve)",
+  modp14: "MODP 2048-bit (RFC 3526 group 14)",
+  modp15: "MODP 3072-bit (group 15)",
+  modp16: "MODP 4096-bit (group 16)",
+  modp17: "MODP 6144-bit (group 17, slow)",
+  modp18: "MODP 8192-bit (group 18, slow)",
+  modp5: "MODP 1536-bit (group 5, legacy)",
+};
+
+// What each state says; the state name is also body[data-state], which the
+// CSS and the end-to-end tests read.
+const STATES = {
+  loading: "Loading…",
+  start: "Create a room to start.",
+  connecting: "Connecting to the relay…",
+  waiting: "Waiting for the other person to open the link…",
+  handshake: "Exchanging keys…",
+  chat: "Connected. Messages are end-to-end encrypted.",
+  "peer-dropped": "The other person's connection dropped. Waiting for them to come back; what you send now is delivered when they do.",
+  "peer-left": "The other person left the room.",
+  "invalid-key": "The other person's key is invalid or changed. This room is not safe: start a new one.",
+  "room-full": "This room already has two people. Ask for a new link.",
+  reconnecting: "Connection lost. Reconnecting…",
+  expired: "This room has expired or no longer exists. Start a new one.",
+  left: "You left the room.",
+  "bad-link": "This link is not a valid room link. Check it, or start a new room.",
+  error: "Something went wrong.",
+};
+
+// States after which the room cannot be used any more.
+const FINAL = new Set(["invalid-key", "room-full", "expired", "left", "bad-link", "error"]);
+
+/** The page's state; only this module's functions change it. */
+const app = {
+  client: null,
+  state: "loading",
+  handshakeDone: false,
+  chatShown: false, // a handshake completed once: keep the history visible
+  hsGen: 0, // bumped to abandon a handshake in progress
+  reconnecting: false,
+  x25519: true,
+};
+
+function setState(state, detail) {
+  app.state = state;
+  document.body.dataset.state = state;
+  $("status").textContent = detail ? `${STATES[state]} ${detail}` : STATES[state];
+  const inRoom = !FINAL.has(state) && state !== "start" && state !== "loading";
+  const chatting = app.handshakeDone && inRoom;
+  $("start-panel").hidden = state !== "start";
+  $("share-panel").hidden = !(state === "waiting" || (state === "handshake" && $("share-link").value !== ""));
+  $("progress-panel").hidden = !(state === "waiting" || state === "handshake");
+  $("verify-panel").hidden = !app.handshakeDone || state === "peer-left";
+  $("chat-panel").hidden = !app.chatShown;
+  const canSend = chatting && (state === "chat" || state === "peer-dropped");
+  $("message").disabled = !canSend;
+  $("send").disabled = !canSend;
+  $("leave").hidden = !inRoom;
+  $("new-room").hidden = inRoom || state === "start" || state === "loading";
+  if (FINAL.has(state) && app.client) {
+    app.hsGen++;
+    app.client.close(); // its "closed" event finds a final state: no resume
+  }
+}
+
+function markStep(step) {
+  const li = document.querySelector(`#steps [data-step="${step}"]`);
+  if (li) li.classList.add("done");
+}
+
+function resetSteps() {
+  for (const li of document.querySelectorAll("#steps li")) li.classList.remove("done");
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+
+function addMessage(kind, text) {
+  const li = document.createElement("li");
+  li.className = `msg ${kind}`;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = kind === "mine" ? "You" : kind === "theirs" ? "Them" : "";
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text; // text, never HTML
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (kind !== "system") li.append(who);
+  li.append(body, meta);
+  const list = $("messages");
+  list.append(li);
+  list.scrollTop = list.scrollHeight;
+  return li;
+}
+
+function system(text) {
+  return addMessage("system", text);
+}
+
+async function sendMessage(text) {
+  const li = addMessage("mine", text);
+  li.classList.add("pending");
+  li.querySelector(".meta").textContent = "sending…";
+  try {
+    const seq = await app.client.send(text);
+    li.classList.remove("pending");
+    li.dataset.seq = String(seq);
+    li.querySelector(".meta").textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  } catch (e) {
+    li.classList.remove("pending");
+    li.classList.add("failed");
+    li.querySelector(".meta").textContent = sendFailure(e);
+    if (isKeyError(e)) setState("invalid-key");
+  }
+}
+
+function sendFailure(e) {
+  switch (e && e.code) {
+    case "mailbox_full":
+      return "not sent: the other person has too many unread messages; try again later";
+    case "rate_limited":
+      return "not sent: too fast; try again";
+    case "too_large":
+      return "not sent: too long";
+    case "disconnected":
+      return "the connection dropped: it may not have been delivered";
+    default:
+      return `not sent (${(e && e.code) || "error"})`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Room lifecycle
+
+const KEY_ERRORS = new Set(["invalid_public_key", "malformed_key", "same_key", "peer_key_changed", "group_mismatch", "bad_hex"]);
+
+function isKeyError(e) {
+  return !!e && KEY_ERRORS.has(e.code);
+}
+
+function showSafetyNumber(hs) {
+  const el = $("safety-number");
+  el.textContent = "";
+  const groups = hs.safetyNumber.split(" ");
+  groups.forEach((g, i) => {
+    if (i > 0) el.append(" ");
+    const span = document.createElement("span");
+    span.textContent = g;
+    el.append(span);
+  });
+  $("group-used").textContent = `Key exchange: ${hs.group}`;
+  setVerified(false);
+}
+
+function setVerified(on) {
+  const b = $("verify");
+  b.setAttribute("aria-pressed", on ? "true" : "false");
+  b.textContent = on ? "✓ Verified" : "Mark as verified";
+  $("verify-panel").classList.toggle("verified", on);
+}
+
+// handshake runs the key exchange with the current peer, showing progress.
+async function handshake() {
+  const gen = ++app.hsGen;
+  const c = app.client;
+  app.handshakeDone = false;
+  resetSteps();
+  const room = c.room;
+  setState(room && room.peers < 2 ? "waiting" : "handshake");
+  try {
+    await c.sendKey();
+    if (gen !== app.hsGen) return;
+    markStep("keypair");
+    markStep("sent");
+    const hs = await c.handshake();
+    if (gen !== app.hsGen) return;
+    markStep("peer");
+    markStep("derived");
+    app.handshakeDone = true;
+    app.chatShown = true;
+    showSafetyNumber(hs);
+    setState("chat");
+    $("message").focus();
+  } catch (e) {
+    if (gen !== app.hsGen) return;
+    handleError(e);
+  }
+}
+
+function handleError(e) {
+  const code = e && e.code;
+  if (code === "disconnected") return; // the "closed" event starts a resume
+  if (code === "closed" || code === "aborted") return;
+  if (isKeyError(e)) return setState("invalid-key");
+  switch (code) {
+    case "room_full":
+      return setState("room-full");
+    case "room_not_found":
+    case "room_expired":
+    case "resume_expired":
+    case "invalid_resume":
+    case "not_in_room":
+      return setState("expired");
+    case "unsupported_group":
+      return setState("error", "This browser cannot do this room's key exchange (X25519). Ask the other person to create a room with MODP 2048-bit.");
+    case "connect_failed":
+      return setState("error", "The relay cannot be reached.");
+    case "too_many_rooms":
+      return setState("error", "The relay is full; try again later.");
+    default:
+      return setState("error", code ? `(${code})` : "");
+  }
+}
+
+function onEvent(ev) {
+  switch (ev.type) {
+    case "message":
+      addMessage("theirs", ev.text);
+      break;
+    case "peer_key":
+      markStep("peer");
+      break;
+    case "peer_joined":
+      if (app.state === "waiting") setState("handshake");
+      if (ev.resumed) {
+        if (app.handshakeDone && app.state === "peer-dropped") {
+          system("The other person is back.");
+          setState("chat");
+        }
+      } else if (app.state === "peer-left") {
+        // A new person took the free place: new key, new safety number.
+        system("Someone new joined: compare the new safety number before trusting them.");
+        handshake();
+      }
+      break;
+    case "peer_left":
+      if (FINAL.has(app.state)) break;
+      if (ev.reason === "left") {
+        if (app.handshakeDone) system("The other person left the room.");
+        app.hsGen++;
+        app.handshakeDone = false;
+        setState("peer-left");
+        // If someone joins in their place, handshake() runs again.
+      } else if (app.handshakeDone) {
+        setState("peer-dropped");
+      }
+      break;
+    case "error":
+      if (ev.code === "bad_message") system("A message could not be decrypted and was dropped.");
+      else if (ev.code === "room_expired") {
+        app.hsGen++;
+        setState("expired");
+      } else if (ev.code === "rate_limited") system("Slow down: the relay ignored a request.");
+      else if (ev.code === "unavailable") system("The relay is having trouble; retrying…");
+      break;
+    case "closed":
+      if (!FINAL.has(app.state)) reconnect();
+      break;
+  }
+}
+
+// reconnect resumes the room after the connection dropped, with backoff,
+// for as long as the relay may keep the place (its grace period, 2 minutes
+// by default).
+async function reconnect() {
+  if (app.reconnecting) return;
+  app.reconnecting = true;
+  const deadline = Date.now() + 150_000;
+  let delay = 250;
+  for (let attempt = 1; ; attempt++) {
+    setState("reconnecting", attempt > 1 ? `(attempt ${attempt})` : "");
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 8000);
+    try {
+      const room = await app.client.resume();
+      app.reconnecting = false;
+      if (!app.handshakeDone) return handshake();
+      setState(room.peers < 2 ? "peer-dropped" : "chat");
+      return;
+    } catch (e) {
+      if (e && e.fromRelay && e.code !== "unavailable" && e.code !== "rate_limited") {
+        app.reconnecting = false;
+        return handleError(e);
+      }
+      if (e && e.code === "closed") {
+        app.reconnecting = false;
+        return;
+      }
+      if (Date.now() > deadline) {
+        app.reconnecting = false;
+        return setState("expired");
+      }
+    }
+  }
+}
+
+async function connect() {
+  setState("connecting");
+  const c = await Client.connect(relayURLFromLocation(location), { group: app.x25519 ? DEFAULT_GROUP : FALLBACK_GROUP });
+  app.client = c;
+  c.onevent = onEvent;
+  return c;
+}
+
+async function createRoom(group) {
+  try {
+    const c = await connect();
+    const room = await c.create(group);
+    const link = new URL(location.href);
+    link.search = "";
+    link.hash = `room=${room.room}`;
+    $("share-link").value = link.href;
+    handshake();
+    $("copy").focus();
+  } catch (e) {
+    handleError(e);
+  }
+}
+
+async function joinRoom(id) {
+  try {
+    const c = await connect();
+    await c.join(id);
+    await handshake();
+  } catch (e) {
+    handleError(e);
+  }
+}
+
+async function leaveRoom() {
+  const c = app.client;
+  app.hsGen++;
+  $("leave").disabled = true;
+  try {
+    if (c) await c.leave();
+  } catch {
+    // gone already
+  }
+  setState("left"); // and closes the connection
+}
+
+// ---------------------------------------------------------------------------
+// Set-up
+
+async function setupGroups() {
+  try {
+    app.x25519 = await isGroupSupported("x25519");
+  } catch {
+    app.x25519 = false;
+  }
+  const select = $("group");
+  const order = ["x25519", "p256", "modp14", "modp15", "modp16", "modp17", "modp18", "modp5"].filter((g) => GROUPS.includes(g));
+  for (const g of order) {
+    const opt = document.createElement("option");
+    opt.value = g;
+    opt.textContent = GROUP_LABELS[g] || g;
+    if (g === "x25519" && !app.x25519) {
+      opt.disabled = true;
+      opt.textContent += " – not supported by this browser";
+    }
+    select.append(opt);
+  }
+  select.value = app.x25519 ? DEFAULT_GROUP : FALLBACK_GROUP;
+  $("group-note").textContent = app.x25519
+    ? "Both browsers generate a fresh key pair for this room."
+    : "This browser has no WebCrypto X25519, so the room uses MODP 2048-bit (group 14) instead.";
+}
+
+function roomFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  return params.get("room");
+}
+
+async function main() {
+  $("create-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    $("create").disabled = true;
+    createRoom($("group").value);
+  });
+  $("send-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const input = $("message");
+    const text = input.value;
+    if (text.trim() === "" || input.disabled) return;
+    input.value = "";
+    sendMessage(text);
+  });
+  $("copy").addEventListener("click", async () => {
+    const input = $("share-link");
+    try {
+      await navigator.clipboard.writeText(input.value);
+      $("copy-note").textContent = "Copied.";
+    } catch {
+      input.select();
+      $("copy-note").textContent = "Selected: copy it with Ctrl+C (⌘C).";
+    }
+  });
+  $("share-link").addEventListener("focus", (e) => e.target.select());
+  $("verify").addEventListener("click", () => setVerified($("verify").getAttribute("aria-pressed") !== "true"));
+  $("leave").addEventListener("click", leaveRoom);
+  window.addEventListener("hashchange", () => {
+    if (app.client === null && roomFromFragment()) location.reload();
+  });
+
+  await setupGroups();
+  const id = roomFromFragment();
+  if (id === null) {
+    setState("start");
+    return;
+  }
+  if (!UUID_RE.test(id)) {
+    setState("bad-link");
+    return;
+  }
+  joinRoom(id);
+}
+
+main();
