@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/session/redistest"
+)
+
+// testTimeout bounds every run in these tests.
+const testTimeout = 60 * time.Second
+
+// loadConfig lifts the relay's per-connection limits, which a load test
+// from one address would otherwise hit at once.
+var loadConfig = relay.Config{MaxConnsPerIP: -1, FramesPerSecond: 1e9, FrameBurst: 1 << 30}
+
+// startRelay starts a relay on store at "/v1/ws" and returns its WebSocket
+// URL. The relay, server and store close when the test ends.
+func startRelay(t *testing.T, store session.Store) string {
+	t.Helper()
+	cfg := loadConfig
+	cfg.Registerer = prometheus.NewRegistry()
+	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/ws", r)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		r.Close()
+		srv.Close()
+		store.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+}
+
+func memoryRelay(t *testing.T) string {
+	t.Helper()
+	return startRelay(t, session.NewMemoryStore(session.MemoryConfig{}))
+}
+
+func noEnv(string) string { return "" }
+
+// runLoad calls run with args plus --json to a file, and returns the
+// decoded summary and run's error.
+func runLoad(t *testing.T, args ...string) (summary, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "summary.json")
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, append(args, "--json", path), noEnv, &stdout, &stderr)
+	var sum summary
+	data, rerr := os.ReadFile(path)
+	if rerr != nil {
+		t.Fatalf("run(%q) = %v, and no JSON summary: %v\nstderr: %s", args, err, rerr, stderr.String())
+	}
+	if jerr := json.Unmarshal(data, &sum); jerr != nil {
+		t.Fatalf("summary: %v\n%s", jerr, data)
+	}
+	if !strings.Contains(stdout.String(), "pairs:") {
+		t.Errorf("stdout has no text summary:\n%s", stdout.String())
+	}
+	return sum, err
+}
+
+// checkClean checks a run that should have completed every pair.
+func checkClean(t *testing.T, sum summary, pairs, messages int, metrics ...string) {
+	t.Helper()
+	if sum.PairsCompleted != int64(pairs) || sum.PairsAttempted != int64(pairs) || sum.PairsFailed != 0 {
+		t.Errorf("pairs completed/attempted/failed = %d/%d/%d, want %d/%d/0 (errors %v)",
+			sum.PairsCompleted, sum.PairsAttempted, sum.PairsFailed, pairs, pairs, sum.Errors)
+	}
+	if sum.MessagesDelivered != int64(messages) {
+		t.Errorf("messages = %d, want %d", sum.MessagesDelivered, messages)
+	}
+	if len(sum.Errors) != 0 || sum.ErrorRate != 0 {
+		t.Errorf("errors = %v, rate %v; want none", sum.Errors, sum.ErrorRate)
+	}
+	if sum.PairsPerSecond <= 0 {
+		t.Errorf("pairs/s = %v, want > 0", sum.PairsPerSecond)
+	}
+	for _, m := range metrics {
+		p, ok := sum.Latency[m]
+		if !ok {
+			t.Errorf("latency %q missing: %v", m, sum.Latency)
+			continue
+		}
+		if p.Count == 0 || p.P50 <= 0 || p.P90 < p.P50 || p.P99 < p.P90 || p.P999 < p.P99 || p.Max < p.P999 {
+			t.Errorf("latency %q = %+v, want positive, increasing percentiles", m, p)
+		}
+	}
+}
+
+func TestHandshake(t *testing.T) {
+	url := memoryRelay(t)
+	for _, group := range []string{"x25519", "p256", "modp14"} {
+		t.Run(group, func(t *testing.T) {
+			sum, err := runLoad(t, "--url", url, "--scenario", "handshake", "--group", group, "--pairs", "5", "--concurrency", "2")
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			checkClean(t, sum, 5, 0, metricConnect, metricJoin, metricHandshake)
+			if sum.Group != group {
+				t.Errorf("group = %q, want %q", sum.Group, group)
+			}
+			if got := sum.Latency[metricConnect].Count; got != 10 {
+				t.Errorf("connect samples = %d, want 10 (two per pair)", got)
+			}
+		})
+	}
+}
+
+func TestChat(t *testing.T) {
+	url := memoryRelay(t)
+	sum, err := runLoad(t, "--url", url, "--scenario", "chat", "--pairs", "5", "--concurrency", "3", "--messages", "3", "--size", "100")
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	checkClean(t, sum, 5, 30, metricConnect, metricJoin, metricHandshake, metricRoundTrip)
+	if got := sum.Latency[metricRoundTrip].Count; got != 15 {
+		t.Errorf("round trips = %d, want 15", got)
+	}
+	if sum.MessagesPerSecond <= 0 {
+		t.Errorf("messages/s = %v, want > 0", sum.MessagesPerSecond)
+	}
+}
+
+// TestTwoRelaysOnRedis splits every pair across two relays sharing one
+// real redis-server.
+func TestTwoRelaysOnRedis(t *testing.T) {
+	addr := redistest.Start(t)
+	newStore := func() session.Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := session.NewRedisStore(ctx, session.RedisConfig{URL: "redis://" + addr, Prefix: "loadtest:", SweepInterval: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	url1, url2 := startRelay(t, newStore()), startRelay(t, newStore())
+	sum, err := runLoad(t, "--url", url1+","+url2, "--scenario", "chat", "--pairs", "5", "--concurrency", "2", "--messages", "3")
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	checkClean(t, sum, 5, 30, metricConnect, metricJoin, metricHandshake, metricRoundTrip)
+	if len(sum.URLs) != 2 {
+		t.Errorf("urls = %v, want 2", sum.URLs)
+	}
+}
+
+func TestURLsFor(t *testing.T) {
+	l := newLoad(config{urls: []string{"ws://a", "ws://b", "ws://c"}}, nil)
+	for i := range 6 {
+		a, b := l.urlsFor(i)
+		if a == b {
+			t.Errorf("pair %d: both peers on %s", i, a)
+		}
+	}
+	l = newLoad(config{urls: []string{"ws://a"}}, nil)
+	if a, b := l.urlsFor(3); a != "ws://a" || b != "ws://a" {
+		t.Errorf("one URL: got %s, %s", a, b)
+	}
+}
+
+// TestMaxErrorRate points the tester at a port where nothing listens:
+// every dial fails, and run reports the error rate.
+func TestMaxErrorRate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + ln.Addr().String() + "/v1/ws"
+	ln.Close()
+
+	sum, err := runLoad(t, "--url", url, "--pairs", "4", "--concurrency", "2", "--max-error-rate", "0.5")
+	if err == nil || !strings.Contains(err.Error(), "max-error-rate") {
+		t.Fatalf("run = %v, want an error-rate error", err)
+	}
+	if sum.ErrorExamples["dial"] == "" {
+		t.Errorf("no example of the dial error: %v", sum.ErrorExamples)
+	}
+	if sum.PairsFailed != 4 || sum.Errors["dial"] != 4 || sum.ErrorRate != 1 {
+		t.Errorf("failed %d, errors %v, rate %v; want 4, dial:4, 1", sum.PairsFailed, sum.Errors, sum.ErrorRate)
+	}
+
+	// A wrong path on a live relay: the upgrade is refused, also a dial error.
+	good := memoryRelay(t)
+	if _, err := runLoad(t, "--url", strings.TrimSuffix(good, "/v1/ws")+"/nowhere", "--pairs", "2"); err == nil {
+		t.Error("run against a wrong path succeeded, want an error")
+	}
+	// With the threshold at 1 the failures are reported but do not fail the run.
+	if _, err := runLoad(t, "--url", url, "--pairs", "2", "--max-error-rate", "1"); err != nil {
+		t.Errorf("--max-error-rate 1: run = %v, want nil", err)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	url := memoryRelay(t)
+	sum, err := runLoad(t, "--url", url, "--pairs", "0", "--duration", "300ms", "--concurrency", "2")
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if sum.PairsCompleted == 0 || sum.PairsFailed != 0 {
+		t.Errorf("completed %d, failed %d (%v); want some, none", sum.PairsCompleted, sum.PairsFailed, sum.Errors)
+	}
+	if sum.ElapsedSeconds > 10 {
+		t.Errorf("elapsed %vs, want about 0.3s", sum.ElapsedSeconds)
+	}
+}
+
+func TestJSONToStdout(t *testing.T) {
+	url := memoryRelay(t)
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"--url", url, "--pairs", "2", "--json", "-"}, noEnv, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	var sum summary
+	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
+		t.Fatalf("stdout is not the JSON summary: %v\n%s", err, stdout.String())
+	}
+	if sum.PairsCompleted != 2 {
+		t.Errorf("pairs completed = %d, want 2", sum.PairsCompleted)
+	}
+}
+
+func TestProgress(t *testing.T) {
+	url := memoryRelay(t)
+	var stdout, stderr bytes.Buffer
+	args := []string{"--url", url, "--pairs", "0", "--duration", "1200ms", "--concurrency", "1", "--progress"}
+	if err := run(t.Context(), args, noEnv, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "in flight") {
+		t.Errorf("stderr has no progress line: %q", stderr.String())
+	}
+}
+
+func TestEnv(t *testing.T) {
+	getenv := func(name string) string {
+		return map[string]string{"KEYRELAY_LOAD_PAIRS": "7", "KEYRELAY_LOAD_GROUP": "p256", "KEYRELAY_LOAD_URL": "ws://x/v1/ws"}[name]
+	}
+	cfg, err := parseConfig([]string{"--pairs", "3"}, getenv, new(bytes.Buffer), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.pairs != 3 || cfg.group.Name() != "p256" || cfg.urls[0] != "ws://x/v1/ws" {
+		t.Errorf("got pairs %d, group %s, urls %v; want 3 (flag wins), p256, ws://x/v1/ws", cfg.pairs, cfg.group.Name(), cfg.urls)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, nil, "not defined"},
+		{"scenario", []string{"--scenario", "dance"}, nil, "--scenario"},
+		{"group", []string{"--group", "modp99"}, nil, "--group"},
+		{"url scheme", []string{"--url", "http://localhost/v1/ws"}, nil, "--url"},
+		{"no url", []string{"--url", " , "}, nil, "--url"},
+		{"negative pairs", []string{"--pairs", "-1"}, nil, "--pairs"},
+		{"no pairs nor duration", []string{"--pairs", "0"}, nil, "--duration"},
+		{"concurrency", []string{"--concurrency", "0"}, nil, "--concurrency"},
+		{"messages", []string{"--scenario", "chat", "--messages", "0"}, nil, "--messages"},
+		{"size", []string{"--size", "0"}, nil, "--size"},
+		{"error rate", []string{"--max-error-rate", "1.5"}, nil, "--max-error-rate"},
+		{"argument", []string{"extra"}, nil, "unexpected argument"},
+		{"bad env", nil, map[string]string{"KEYRELAY_LOAD_PAIRS": "many"}, "KEYRELAY_LOAD_PAIRS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			getenv := func(name string) string { return tt.env[name] }
+			err := run(t.Context(), tt.args, getenv, &stdout, &stderr)
+			if err == nil {
+				t.Fatal("run succeeded, want an error")
+			}
+			if msg := err.Error() + stderr.String(); !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q (stderr %q), want it to mention %q", err, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--help"}, noEnv, &stdout, &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run --help = %v, want flag.ErrHelp", err)
+	}
+	for _, f := range []string{"url", "scenario", "group", "pairs", "concurrency", "duration", "messages", "size", "json", "max-error-rate", "progress", "timeout"} {
+		if !strings.Contains(stderr.String(), "-"+f) || !strings.Contains(stderr.String(), envName(f)) {
+			t.Errorf("--help does not document --%s and %s", f, envName(f))
+		}
+	}
+}
