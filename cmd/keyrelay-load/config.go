@@ -18,6 +18,8 @@ import (
 const (
 	scenarioHandshake = "handshake"
 	scenarioChat      = "chat"
+	scenarioIdle      = "idle"
+	scenarioChurn     = "churn"
 )
 
 // config is the program's configuration, from flags and the environment.
@@ -26,6 +28,7 @@ type config struct {
 	scenario     string
 	group        *dh.Group
 	pairs        int
+	connections  int // idle
 	concurrency  int
 	duration     time.Duration // 0: no cap
 	messages     int
@@ -62,6 +65,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"validated Diffie-Hellman handshake, encrypted chat) and reports rates,\n"+
 			"latency percentiles and errors by code. Every flag also reads the\n"+
 			"environment variable shown in its description; the flag wins.\n\n"+
+			"Scenarios (--scenario):\n"+
+			"  handshake  per pair: connect both peers, create and join, key exchange, close\n"+
+			"  chat       handshake, then --messages messages of --size bytes each way\n"+
+			"  churn      chat, then even pairs leave (Leave; the peer must see \"left\"),\n"+
+			"             odd pairs drop A's connection without a close, B sends while A\n"+
+			"             is away, A resumes and must get that message exactly once;\n"+
+			"             the summary counts resumes\n"+
+			"  idle       hold --connections connections, each in a room of its own, for\n"+
+			"             --duration (required), answering the relay's keepalive pings;\n"+
+			"             reports connections opened, failed, dropped (by close code)\n"+
+			"             and still open at the end\n\n"+
 			"A relay's default limits (20 frames/s per connection, 32 connections per\n"+
 			"IP, 10000 rooms) are meant for the public; start the relay under test with\n"+
 			"  keyrelay --max-conns-per-ip -1 --frames-per-second 100000 --max-rooms -1\n\nFlags:\n")
@@ -69,13 +83,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	}
 	doc := func(name, text string) string { return text + " (env " + envName(name) + ")" }
 	fs.StringVar(&urls, "url", "ws://localhost:8080/v1/ws", doc("url", "relay WebSocket URL(s), comma-separated; with several, the two peers of a pair go to different URLs"))
-	fs.StringVar(&c.scenario, "scenario", scenarioHandshake, doc("scenario", "what each pair does: handshake (create, join, key exchange, close) or chat (handshake, then --messages round trips)"))
+	fs.StringVar(&c.scenario, "scenario", scenarioHandshake, doc("scenario", "what each pair does: handshake (create, join, key exchange, close), chat (handshake, then --messages round trips), churn (chat, then pair i leaves if i is even, else drops its connection without close and resumes), or idle (hold --connections connections, each in its own room, for --duration)"))
 	fs.StringVar(&group, "group", "x25519", doc("group", "Diffie-Hellman group of the rooms: x25519, p256, modp14 … modp18, modp5"))
 	fs.IntVar(&c.pairs, "pairs", 100, doc("pairs", "total pairs to run; 0 runs until --duration"))
-	fs.IntVar(&c.concurrency, "concurrency", 10, doc("concurrency", "pairs in flight at once (closed loop)"))
-	fs.DurationVar(&c.duration, "duration", 0, doc("duration", "stop starting pairs after this long (e.g. 30s); 0 means no cap"))
-	fs.IntVar(&c.messages, "messages", 10, doc("messages", "chat: messages each way per pair"))
-	fs.IntVar(&c.size, "size", 256, doc("size", "chat: plaintext bytes per message"))
+	fs.IntVar(&c.connections, "connections", 100, doc("connections", "idle: connections to hold open, each in a room of its own"))
+	fs.IntVar(&c.concurrency, "concurrency", 10, doc("concurrency", "pairs in flight at once (closed loop); idle: connections being opened at once"))
+	fs.DurationVar(&c.duration, "duration", 0, doc("duration", "stop starting pairs after this long (e.g. 30s); 0 means no cap; idle: how long to hold the connections (required)"))
+	fs.IntVar(&c.messages, "messages", 10, doc("messages", "chat, churn: messages each way per pair"))
+	fs.IntVar(&c.size, "size", 256, doc("size", "chat, churn: plaintext bytes per message"))
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, doc("timeout", "bound on one pair's whole run; a pair that exceeds it fails with \"timeout\""))
 	fs.StringVar(&c.jsonPath, "json", "", doc("json", "write the summary as JSON to this file, or - for stdout (which then gets no text summary)"))
 	fs.Float64Var(&c.maxErrorRate, "max-error-rate", 0.01, doc("max-error-rate", "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1)"))
@@ -118,9 +133,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 		return c, errors.New("--url: no URL given")
 	}
 	switch c.scenario {
-	case scenarioHandshake, scenarioChat:
+	case scenarioHandshake, scenarioChat, scenarioChurn, scenarioIdle:
 	default:
-		return c, fmt.Errorf("--scenario %q: want handshake or chat", c.scenario)
+		return c, fmt.Errorf("--scenario %q: want handshake, chat, churn or idle", c.scenario)
 	}
 	g, err := dh.LookupGroup(group)
 	if err != nil {
@@ -130,6 +145,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	switch {
 	case c.pairs < 0:
 		return c, fmt.Errorf("--pairs %d: must not be negative", c.pairs)
+	case c.scenario == scenarioIdle && c.duration == 0:
+		return c, errors.New("--scenario idle needs a --duration (how long to hold the connections)")
+	case c.scenario == scenarioIdle && c.connections < 1:
+		return c, fmt.Errorf("--connections %d: must be at least 1", c.connections)
 	case c.pairs == 0 && c.duration == 0:
 		return c, errors.New("--pairs 0 needs a --duration")
 	case c.concurrency < 1:
@@ -138,14 +157,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 		return c, fmt.Errorf("--duration %v: must not be negative", c.duration)
 	case c.timeout <= 0:
 		return c, fmt.Errorf("--timeout %v: must be positive", c.timeout)
-	case c.messages < 1 && c.scenario == scenarioChat:
+	case c.messages < 1 && (c.scenario == scenarioChat || c.scenario == scenarioChurn):
 		return c, fmt.Errorf("--messages %d: must be at least 1", c.messages)
 	case c.size < 1:
 		return c, fmt.Errorf("--size %d: must be at least 1", c.size)
 	case c.maxErrorRate < 0 || c.maxErrorRate > 1:
 		return c, fmt.Errorf("--max-error-rate %v: want a fraction from 0 to 1", c.maxErrorRate)
 	}
-	if c.pairs > 0 && c.concurrency > c.pairs {
+	if c.scenario == scenarioIdle {
+		c.concurrency = min(c.concurrency, c.connections)
+	} else if c.pairs > 0 && c.concurrency > c.pairs {
 		c.concurrency = c.pairs
 	}
 	return c, nil
@@ -186,6 +207,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
+	}
+	if cfg.scenario == scenarioIdle {
+		if sum.ErrorRate > cfg.maxErrorRate {
+			return fmt.Errorf("error rate %.4f (%d of %d connections failed or dropped) exceeds --max-error-rate %v",
+				sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.maxErrorRate)
+		}
+		return nil
 	}
 	if sum.PairsAttempted == 0 {
 		return errors.New("no pair was attempted")

@@ -41,6 +41,9 @@ func newLoad(cfg config, opts *client.Options) *load {
 // The progress line is rewritten in place ("\r") when progressTTY is set,
 // else each update is a line of its own.
 func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
+	if l.cfg.scenario == scenarioIdle {
+		return l.runIdle(ctx, progress, progressTTY)
+	}
 	startCtx := ctx // when to stop starting pairs
 	if l.cfg.duration > 0 {
 		var cancel context.CancelFunc
@@ -129,6 +132,9 @@ func (l *load) runPair(ctx context.Context, i int) {
 		l.stats.abandoned()
 		return
 	}
+	if p.resumes > 0 {
+		l.stats.resumed(p.resumes)
+	}
 	l.stats.record(p.timings, p.messages, err)
 }
 
@@ -137,18 +143,23 @@ type pair struct {
 	l        *load
 	timings  *timings
 	messages int // delivered, both ways
+	resumes  int // churn: successful Resume calls
 }
 
 // run connects both peers, pairs them, completes the handshake and runs
 // the scenario's exchange.
 func (p *pair) run(ctx context.Context, i int) error {
 	urlA, urlB := p.l.urlsFor(i)
-	a, err := p.dial(ctx, urlA)
+	optsA, dropA := p.l.opts, func() {}
+	if p.l.cfg.scenario == scenarioChurn && churnAction(i) == churnDrop {
+		optsA, dropA = droppable(p.l.opts)
+	}
+	a, err := p.dial(ctx, urlA, optsA)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := p.dial(ctx, urlB)
+	b, err := p.dial(ctx, urlB, p.l.opts)
 	if err != nil {
 		return err
 	}
@@ -182,17 +193,21 @@ func (p *pair) run(ctx context.Context, i int) error {
 	}
 	p.timings.add(metricHandshake, time.Since(t0))
 
-	if p.l.cfg.scenario == scenarioChat {
+	switch p.l.cfg.scenario {
+	case scenarioChat:
+		return p.chat(ctx, a, b)
+	case scenarioChurn:
 		if err := p.chat(ctx, a, b); err != nil {
 			return err
 		}
+		return p.churn(ctx, i, a, b, dropA)
 	}
 	return nil
 }
 
-func (p *pair) dial(ctx context.Context, url string) (*client.Client, error) {
+func (p *pair) dial(ctx context.Context, url string, opts *client.Options) (*client.Client, error) {
 	t0 := time.Now()
-	c, err := client.Dial(ctx, url, p.l.opts)
+	c, err := client.Dial(ctx, url, opts)
 	if err != nil {
 		return nil, stageError{"dial", err}
 	}
@@ -260,7 +275,7 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client) error {
 var errMismatch = errors.New("message differs from the one sent")
 
 // stageError is an error of one step of a pair (dial, create, join,
-// handshake, send, receive).
+// handshake, send, receive; churn: leave, peer_left, resume; idle: idle).
 type stageError struct {
 	stage string
 	err   error

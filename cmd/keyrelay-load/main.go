@@ -14,6 +14,21 @@
 //	chat       handshake, then --messages messages of --size bytes each way:
 //	           A sends, B receives and replies, A receives (one round trip
 //	           per message), then close.
+//	churn      chat, then, for even pairs (pair i mod 2 = 0), A leaves (Leave)
+//	           and B must see peer_left "left"; for odd pairs, A's TCP
+//	           connection is reset without a WebSocket close, B must see
+//	           peer_left "dropped" and sends a message while A is away, A
+//	           resumes (Resume) and must receive that message exactly once
+//	           (the next one it receives, sent after the resume, must be a
+//	           new one); then close. The summary counts the resumes.
+//	idle       hold --connections connections (--concurrency being opened at
+//	           once), each in a room of its own (create), for --duration
+//	           (required), reading so that the client answers the relay's
+//	           keepalive pings. Reports connections opened, failed to open,
+//	           dropped (an error by close code, such as close_4408) and still
+//	           open at the end, and connect latency; here the pair counts and
+//	           the error rate count connections. The relay keeps a room alive
+//	           while a member is connected, so holds may outlast its room TTL.
 //
 // With several --url values the two peers of a pair go to different relay
 // instances (pair i: A to URL i mod n, B to URL i+1 mod n), which exercises

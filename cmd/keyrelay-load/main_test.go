@@ -34,7 +34,12 @@ var loadConfig = relay.Config{MaxConnsPerIP: -1, FramesPerSecond: 1e9, FrameBurs
 // URL. The relay, server and store close when the test ends.
 func startRelay(t *testing.T, store session.Store) string {
 	t.Helper()
-	cfg := loadConfig
+	return startRelayConfig(t, store, loadConfig)
+}
+
+// startRelayConfig is startRelay with the relay's configuration.
+func startRelayConfig(t *testing.T, store session.Store, cfg relay.Config) string {
+	t.Helper()
 	cfg.Registerer = prometheus.NewRegistry()
 	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -75,7 +80,7 @@ func runLoad(t *testing.T, args ...string) (summary, error) {
 	if jerr := json.Unmarshal(data, &sum); jerr != nil {
 		t.Fatalf("summary: %v\n%s", jerr, data)
 	}
-	if !strings.Contains(stdout.String(), "pairs:") {
+	if !strings.Contains(stdout.String(), "pairs:") && !strings.Contains(stdout.String(), "connections:") {
 		t.Errorf("stdout has no text summary:\n%s", stdout.String())
 	}
 	return sum, err
@@ -141,6 +146,74 @@ func TestChat(t *testing.T) {
 	if sum.MessagesPerSecond <= 0 {
 		t.Errorf("messages/s = %v, want > 0", sum.MessagesPerSecond)
 	}
+}
+
+// TestChurn runs 4 pairs: pairs 0 and 2 leave, pairs 1 and 3 drop and
+// resume, each receiving the message sent while away exactly once.
+func TestChurn(t *testing.T) {
+	url := memoryRelay(t)
+	sum, err := runLoad(t, "--url", url, "--scenario", "churn", "--pairs", "4", "--concurrency", "2", "--messages", "2", "--size", "50")
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	// 2 round trips per pair (4 messages), plus 2 after the drop in odd pairs.
+	checkClean(t, sum, 4, 4*4+2*2, metricConnect, metricJoin, metricHandshake, metricRoundTrip)
+	if sum.Resumes != 2 {
+		t.Errorf("resumes = %d, want 2", sum.Resumes)
+	}
+}
+
+// TestIdle holds 5 connections for about a second against a relay that
+// pings every 100 ms, so that the client answers several pings.
+func TestIdle(t *testing.T) {
+	cfg := loadConfig
+	cfg.PingInterval = 100 * time.Millisecond
+	cfg.PingTimeout = 500 * time.Millisecond
+	url := startRelayConfig(t, session.NewMemoryStore(session.MemoryConfig{}), cfg)
+	sum, err := runLoad(t, "--url", url, "--scenario", "idle", "--connections", "5", "--concurrency", "5", "--duration", "1s")
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	want := connCounts{Opened: 5, OpenAtEnd: 5}
+	if sum.Connections == nil || *sum.Connections != want {
+		t.Errorf("connections = %+v, want %+v (errors %v)", sum.Connections, want, sum.Errors)
+	}
+	if sum.PairsAttempted != 5 || sum.PairsCompleted != 5 || len(sum.Errors) != 0 || sum.ErrorRate != 0 {
+		t.Errorf("attempted/completed %d/%d, errors %v, rate %v; want 5/5, none, 0", sum.PairsAttempted, sum.PairsCompleted, sum.Errors, sum.ErrorRate)
+	}
+	if got := sum.Latency[metricConnect].Count; got != 5 {
+		t.Errorf("connect samples = %d, want 5", got)
+	}
+	if sum.ElapsedSeconds < 0.9 || sum.ElapsedSeconds > 10 {
+		t.Errorf("elapsed %vs, want about 1s", sum.ElapsedSeconds)
+	}
+}
+
+// TestIdleDropped holds connections on a relay that is closed meanwhile:
+// every connection counts as dropped, an error.
+func TestIdleDropped(t *testing.T) {
+	cfg := loadConfig
+	cfg.Registerer = prometheus.NewRegistry()
+	store := session.NewMemoryStore(session.MemoryConfig{})
+	defer store.Close()
+	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/ws", r)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	time.AfterFunc(500*time.Millisecond, func() { r.Close(); srv.CloseClientConnections() })
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+	sum, err := runLoad(t, "--url", url, "--scenario", "idle", "--connections", "3", "--duration", "2s")
+	if err == nil {
+		t.Fatal("run succeeded, want an error-rate error")
+	}
+	if sum.Connections == nil || sum.Connections.Opened != 3 || sum.Connections.Dropped != 3 || sum.Connections.OpenAtEnd != 0 {
+		t.Errorf("connections = %+v, want 3 opened, 3 dropped (errors %v)", sum.Connections, sum.Errors)
+	}
+	t.Logf("errors: %v", sum.Errors)
 }
 
 // TestTwoRelaysOnRedis splits every pair across two relays sharing one
@@ -283,6 +356,10 @@ func TestBadFlags(t *testing.T) {
 		{"no pairs nor duration", []string{"--pairs", "0"}, nil, "--duration"},
 		{"concurrency", []string{"--concurrency", "0"}, nil, "--concurrency"},
 		{"messages", []string{"--scenario", "chat", "--messages", "0"}, nil, "--messages"},
+		{"churn messages", []string{"--scenario", "churn", "--messages", "0"}, nil, "--messages"},
+		{"idle without duration", []string{"--scenario", "idle"}, nil, "--duration"},
+		{"idle connections", []string{"--scenario", "idle", "--duration", "1s", "--connections", "0"}, nil, "--connections"},
+		{"bad connections env", nil, map[string]string{"KEYRELAY_LOAD_CONNECTIONS": "lots"}, "KEYRELAY_LOAD_CONNECTIONS"},
 		{"size", []string{"--size", "0"}, nil, "--size"},
 		{"error rate", []string{"--max-error-rate", "1.5"}, nil, "--max-error-rate"},
 		{"argument", []string{"extra"}, nil, "unexpected argument"},
@@ -309,9 +386,14 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run --help = %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"url", "scenario", "group", "pairs", "concurrency", "duration", "messages", "size", "json", "max-error-rate", "progress", "timeout"} {
+	for _, f := range []string{"url", "scenario", "group", "pairs", "concurrency", "duration", "messages", "size", "json", "max-error-rate", "progress", "timeout", "connections"} {
 		if !strings.Contains(stderr.String(), "-"+f) || !strings.Contains(stderr.String(), envName(f)) {
 			t.Errorf("--help does not document --%s and %s", f, envName(f))
+		}
+	}
+	for _, sc := range []string{"handshake", "chat", "churn", "idle"} {
+		if !strings.Contains(stderr.String(), "  "+sc+" ") {
+			t.Errorf("--help does not describe the %s scenario", sc)
 		}
 	}
 }

@@ -53,6 +53,8 @@ type stats struct {
 	failed     int64
 	abandonedN int64
 	messages   int64
+	resumes    int64 // churn
+	conns      connCounts
 	errors     map[string]int64
 	examples   map[string]string // the first error message of each code
 }
@@ -87,6 +89,41 @@ func (s *stats) record(t *timings, messages int, err error) {
 	s.ok++
 }
 
+// connCounts are the idle scenario's connection counts.
+type connCounts struct {
+	Opened    int64 `json:"opened"`      // dialed and in their room
+	Failed    int64 `json:"failed"`      // dial or create failed
+	Dropped   int64 `json:"dropped"`     // opened, then ended by the relay or the network before the end
+	OpenAtEnd int64 `json:"open_at_end"` // still open when --duration ended
+}
+
+// recordConn adds an idle connection's outcome: its samples, whether it
+// opened, and its error (failing to open, or a drop) if any. A connection
+// counts as one attempt in the pair counts and the error rate: completed
+// if it was still open at the end.
+func (s *stats) recordConn(t *timings, opened bool, err error) {
+	s.mu.Lock()
+	if opened {
+		s.conns.Opened++
+		if err != nil {
+			s.conns.Dropped++
+		} else {
+			s.conns.OpenAtEnd++
+		}
+	} else if err != nil {
+		s.conns.Failed++
+	}
+	s.mu.Unlock()
+	s.record(t, 0, err)
+}
+
+// resumed counts successful resumes (churn).
+func (s *stats) resumed(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resumes += int64(n)
+}
+
 // abandoned counts a pair cut short by the end of the run.
 func (s *stats) abandoned() {
 	s.mu.Lock()
@@ -114,11 +151,16 @@ type summary struct {
 	PairsAttempted    int64   `json:"pairs_attempted"`
 	PairsCompleted    int64   `json:"pairs_completed"`
 	PairsFailed       int64   `json:"pairs_failed"`
-	PairsAbandoned    int64   `json:"pairs_abandoned"` // cut short by an interrupt; not in the error rate
-	MessagesDelivered int64   `json:"messages"`        // both ways
+	PairsAbandoned    int64   `json:"pairs_abandoned"`   // cut short by an interrupt; not in the error rate
+	MessagesDelivered int64   `json:"messages"`          // both ways
+	Resumes           int64   `json:"resumes,omitempty"` // churn: successful Resume calls
 	PairsPerSecond    float64 `json:"pairs_per_second"`
 	MessagesPerSecond float64 `json:"messages_per_second"`
 	ErrorRate         float64 `json:"error_rate"` // failed / attempted
+
+	// Connections has the idle scenario's connection counts; in idle the
+	// pair counts above count connections (completed: open at the end).
+	Connections *connCounts `json:"connections,omitempty"`
 
 	// Errors counts failed pairs by error code.
 	Errors map[string]int64 `json:"errors"`
@@ -153,12 +195,17 @@ func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
 		PairsFailed:       s.failed,
 		PairsAbandoned:    s.abandonedN,
 		MessagesDelivered: s.messages,
+		Resumes:           s.resumes,
 		Errors:            maps.Clone(s.errors),
 		ErrorExamples:     maps.Clone(s.examples),
 		Latency:           make(map[string]percentiles),
 	}
-	if cfg.scenario == scenarioChat {
+	switch cfg.scenario {
+	case scenarioChat, scenarioChurn:
 		sum.Messages, sum.Size = cfg.messages, cfg.size
+	case scenarioIdle:
+		c := s.conns
+		sum.Connections = &c
 	}
 	if secs := elapsed.Seconds(); secs > 0 {
 		sum.PairsPerSecond = float64(s.ok) / secs
@@ -187,13 +234,21 @@ func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
 // writeText prints the summary for people.
 func (sum *summary) writeText(w io.Writer) {
 	fmt.Fprintf(w, "scenario %s, group %s, %d in flight, %d relay URL(s)\n", sum.Scenario, sum.Group, sum.Concurrency, len(sum.URLs))
-	fmt.Fprintf(w, "pairs:    %d completed, %d failed, %d attempted in %.2fs: %.1f pairs/s\n",
-		sum.PairsCompleted, sum.PairsFailed, sum.PairsAttempted, sum.ElapsedSeconds, sum.PairsPerSecond)
+	if c := sum.Connections; c != nil {
+		fmt.Fprintf(w, "connections: %d opened, %d failed to open, %d dropped, %d still open after %.2fs\n",
+			c.Opened, c.Failed, c.Dropped, c.OpenAtEnd, sum.ElapsedSeconds)
+	} else {
+		fmt.Fprintf(w, "pairs:    %d completed, %d failed, %d attempted in %.2fs: %.1f pairs/s\n",
+			sum.PairsCompleted, sum.PairsFailed, sum.PairsAttempted, sum.ElapsedSeconds, sum.PairsPerSecond)
+	}
 	if sum.PairsAbandoned > 0 {
 		fmt.Fprintf(w, "          %d abandoned when the run was interrupted\n", sum.PairsAbandoned)
 	}
-	if sum.Scenario == scenarioChat {
+	if sum.Scenario == scenarioChat || sum.Scenario == scenarioChurn {
 		fmt.Fprintf(w, "messages: %d delivered (%d bytes each): %.1f messages/s\n", sum.MessagesDelivered, sum.Size, sum.MessagesPerSecond)
+	}
+	if sum.Scenario == scenarioChurn {
+		fmt.Fprintf(w, "resumes:  %d\n", sum.Resumes)
 	}
 	fmt.Fprintf(w, "latency (ms)  %8s %8s %8s %8s %8s %8s\n", "count", "p50", "p90", "p99", "p99.9", "max")
 	for _, m := range metrics {
@@ -207,7 +262,11 @@ func (sum *summary) writeText(w io.Writer) {
 		fmt.Fprintf(w, "errors:   none\n")
 		return
 	}
-	fmt.Fprintf(w, "errors:   %.2f%% of pairs\n", 100*sum.ErrorRate)
+	unit := "pairs"
+	if sum.Connections != nil {
+		unit = "connections"
+	}
+	fmt.Fprintf(w, "errors:   %.2f%% of %s\n", 100*sum.ErrorRate, unit)
 	for _, code := range slices.Sorted(maps.Keys(sum.Errors)) {
 		fmt.Fprintf(w, "  %-20s %8d  e.g. %s\n", code, sum.Errors[code], sum.ErrorExamples[code])
 	}

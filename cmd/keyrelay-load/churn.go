@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/keyrelay/keyrelay/relay/client"
+)
+
+// Churn actions, chosen by pair index.
+const (
+	churnLeave = iota // A leaves the room for good
+	churnDrop         // A's connection drops without a close; A resumes
+)
+
+// churnAction returns pair i's churn action: leave for even i, drop and
+// resume for odd i.
+func churnAction(i int) int { return i % 2 }
+
+// errDuplicate reports a message received a second time.
+var errDuplicate = errors.New("message received twice")
+
+// churn runs pair i's churn action once the pair has chatted.
+//
+// Leave: A calls Leave, and B must see peer_left "left".
+//
+// Drop: A's TCP connection is closed abruptly (no WebSocket close), B must
+// see peer_left "dropped", then B sends a message while A is away; A
+// resumes and must receive it exactly once: the next message it receives,
+// which B sends after the resume, must be that later one.
+func (p *pair) churn(ctx context.Context, i int, a, b *client.Client, dropA func()) error {
+	if churnAction(i) == churnLeave {
+		if err := a.Leave(ctx); err != nil {
+			return stageError{"leave", err}
+		}
+		return waitPeerLeft(ctx, b, client.ReasonLeft)
+	}
+
+	dropA()
+	if err := waitPeerLeft(ctx, b, client.ReasonDropped); err != nil {
+		return err
+	}
+	away, after := make([]byte, p.l.cfg.size), make([]byte, p.l.cfg.size)
+	rand.Read(away)
+	rand.Read(after)
+	if _, err := b.Send(ctx, away); err != nil {
+		return stageError{"send", err}
+	}
+	if err := a.Resume(ctx); err != nil {
+		return stageError{"resume", err}
+	}
+	p.resumes++
+	m, err := a.Receive(ctx)
+	if err != nil {
+		return stageError{"receive", err}
+	}
+	if !bytes.Equal(m.Plaintext, away) {
+		return stageError{"receive", errMismatch}
+	}
+	p.messages++
+	if _, err := b.Send(ctx, after); err != nil {
+		return stageError{"send", err}
+	}
+	m, err = a.Receive(ctx)
+	if err != nil {
+		return stageError{"receive", err}
+	}
+	switch {
+	case bytes.Equal(m.Plaintext, away):
+		return stageError{"receive", errDuplicate}
+	case !bytes.Equal(m.Plaintext, after):
+		return stageError{"receive", errMismatch}
+	}
+	p.messages++
+	return nil
+}
+
+// waitPeerLeft reads c's events until peer_left, which must have the
+// given reason.
+func waitPeerLeft(ctx context.Context, c *client.Client, reason string) error {
+	for {
+		ev, err := c.Next(ctx)
+		if err != nil {
+			return stageError{"peer_left", err}
+		}
+		if ev.Type != client.EventPeerLeft {
+			continue
+		}
+		if ev.Reason != reason {
+			return stageError{"peer_left", fmt.Errorf("peer left with reason %q, want %q", ev.Reason, reason)}
+		}
+		return nil
+	}
+}
+
+// droppable returns a copy of base (nil means defaults) whose HTTP client
+// dials through a transport of its own that remembers the last TCP
+// connection it made, and a function that closes that connection abruptly
+// (reset, no WebSocket close frame): a network drop as the relay sees it.
+// It replaces base's HTTPClient, if any.
+func droppable(base *client.Options) (*client.Options, func()) {
+	var o client.Options
+	if base != nil {
+		o = *base
+	}
+	var (
+		mu   sync.Mutex
+		last net.Conn
+	)
+	var d net.Dialer
+	o.HTTPClient = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				mu.Lock()
+				last = c
+				mu.Unlock()
+			}
+			return c, err
+		},
+	}}
+	return &o, func() {
+		mu.Lock()
+		c := last
+		mu.Unlock()
+		if c == nil {
+			return
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // reset rather than a graceful FIN
+		}
+		_ = c.Close()
+	}
+}
