@@ -233,6 +233,20 @@ func (s *MemoryStore) lookup(id string, now time.Time) (*memRoom, error) {
 	return r, nil
 }
 
+// lookupMember is lookup followed by the member check: it returns the room
+// and member id, or ErrRoomNotFound, ErrNotMember or ErrClosed.
+func (s *MemoryStore) lookupMember(room, id string, now time.Time) (*memRoom, *memMember, error) {
+	r, err := s.lookup(room, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := r.member(id)
+	if m == nil {
+		return nil, nil, ErrNotMember
+	}
+	return r, m, nil
+}
+
 // validRoomConfig checks the rules stated in RoomConfig's doc comment.
 func validRoomConfig(cfg RoomConfig) error {
 	switch {
@@ -334,13 +348,9 @@ func (s *MemoryStore) Reconnect(ctx context.Context, room, id string, tokenHash 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	r, err := s.lookup(room, now)
+	r, m, err := s.lookupMember(room, id, now)
 	if err != nil {
 		return Room{}, err
-	}
-	m := r.member(id)
-	if m == nil {
-		return Room{}, ErrNotMember
 	}
 	if subtle.ConstantTimeCompare(m.TokenHash[:], tokenHash[:]) != 1 {
 		return Room{}, ErrBadToken
@@ -363,13 +373,9 @@ func (s *MemoryStore) Disconnect(ctx context.Context, room, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	r, err := s.lookup(room, now)
+	r, m, err := s.lookupMember(room, id, now)
 	if err != nil {
 		return err
-	}
-	m := r.member(id)
-	if m == nil {
-		return ErrNotMember
 	}
 	if m.Connected {
 		m.Connected = false
@@ -406,14 +412,11 @@ func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	r, err := s.lookup(room, now)
+	r, m, err := s.lookupMember(room, id, now)
 	if err != nil {
 		return Room{}, err
 	}
-	m := r.member(id)
 	switch {
-	case m == nil:
-		return Room{}, ErrNotMember
 	case m.PublicKey != "":
 		return Room{}, ErrKeySet
 	case r.group != "" && r.group != group:
@@ -461,13 +464,9 @@ func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte
 func (s *MemoryStore) Pending(ctx context.Context, room, id string, after uint64) ([]Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, err := s.lookup(room, s.now())
+	_, m, err := s.lookupMember(room, id, s.now())
 	if err != nil {
 		return nil, err
-	}
-	m := r.member(id)
-	if m == nil {
-		return nil, ErrNotMember
 	}
 	var out []Message
 	for _, msg := range m.mailbox {
@@ -485,13 +484,9 @@ func (s *MemoryStore) Ack(ctx context.Context, room, id string, seq uint64) erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	r, err := s.lookup(room, now)
+	r, m, err := s.lookupMember(room, id, now)
 	if err != nil {
 		return err
-	}
-	m := r.member(id)
-	if m == nil {
-		return ErrNotMember
 	}
 	// The mailbox is sorted by Seq; slices.Delete zeroes the tail so the
 	// discarded bodies can be collected.
