@@ -6,9 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"sync"
 
 	"github.com/keyrelay/keyrelay/relay/client"
 )
@@ -96,45 +93,5 @@ func waitPeerLeft(ctx context.Context, c *client.Client, reason string) error {
 			return stageError{"peer_left", fmt.Errorf("peer left with reason %q, want %q", ev.Reason, reason)}
 		}
 		return nil
-	}
-}
-
-// droppable returns a copy of base (nil means defaults) whose HTTP client
-// dials through a transport of its own that remembers the last TCP
-// connection it made, and a function that closes that connection abruptly
-// (reset, no WebSocket close frame): a network drop as the relay sees it.
-// It replaces base's HTTPClient, if any.
-func droppable(base *client.Options) (*client.Options, func()) {
-	var o client.Options
-	if base != nil {
-		o = *base
-	}
-	var (
-		mu   sync.Mutex
-		last net.Conn
-	)
-	var d net.Dialer
-	o.HTTPClient = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err == nil {
-				mu.Lock()
-				last = c
-				mu.Unlock()
-			}
-			return c, err
-		},
-	}}
-	return &o, func() {
-		mu.Lock()
-		c := last
-		mu.Unlock()
-		if c == nil {
-			return
-		}
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0) // reset rather than a graceful FIN
-		}
-		_ = c.Close()
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -20,6 +22,7 @@ const (
 	scenarioChat      = "chat"
 	scenarioIdle      = "idle"
 	scenarioChurn     = "churn"
+	scenarioFile      = "file" // --scenario-file
 )
 
 // config is the program's configuration, from flags and the environment.
@@ -37,6 +40,15 @@ type config struct {
 	jsonPath     string        // "" none, "-" stdout
 	maxErrorRate float64
 	progress     bool
+
+	rate            float64       // pairs started per second; 0: closed loop
+	messageRate     float64       // round trips per second per pair; 0: unpaced
+	sourceAddrs     []netip.Addr  // local addresses to dial from; nil: the system's choice
+	metricsURLs     []string      // relays' /metrics; nil: no scraping
+	metricsInterval time.Duration // between scrapes during the run; 0: start and end only
+	htmlPath        string        // "" none
+	scenarioFile    string        // "" none
+	script          *script       // from scenarioFile
 }
 
 // envPrefix starts the environment variable of every flag.
@@ -52,10 +64,12 @@ func envName(name string) string {
 // variable. stderrTTY says whether progress is shown by default.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer, stderrTTY bool) (config, error) {
 	var (
-		c        config
-		urls     string
-		group    string
-		progress = stderrTTY
+		c           config
+		urls        string
+		group       string
+		sourceAddrs string
+		metricsURLs string
+		progress    = stderrTTY
 	)
 	fs := flag.NewFlagSet("keyrelay-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -75,7 +89,54 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"  idle       hold --connections connections, each in a room of its own, for\n"+
 			"             --duration (required), answering the relay's keepalive pings;\n"+
 			"             reports connections opened, failed, dropped (by close code)\n"+
-			"             and still open at the end\n\n"+
+			"             and still open at the end\n"+
+			"  file       the steps of --scenario-file (see below)\n\n"+
+			"Load shape: by default the run is a closed loop, --concurrency pairs in\n"+
+			"flight, each starting the next pair when it ends. --rate N makes it an open\n"+
+			"loop: N pair arrivals per second, evenly spaced, whatever the relay's\n"+
+			"speed; --concurrency then caps the pairs in flight, and an arrival that\n"+
+			"finds the cap reached is not started but counted as a missed arrival (an\n"+
+			"overloaded relay shows up there rather than as a lower rate). --pairs then\n"+
+			"counts arrivals. --message-rate R paces each pair's round trips (chat,\n"+
+			"churn, chat steps) to at most R per second.\n\n"+
+			"Past one address's ~28000 ephemeral ports: --source-addrs spreads the\n"+
+			"connections round-robin over local IPv4 addresses (on Linux every address\n"+
+			"of 127.0.0.0/8 works against a relay on loopback; elsewhere, addresses of\n"+
+			"the machine's interfaces).\n\n"+
+			"Relay figures: unless --metrics-url none, the relays' Prometheus /metrics\n"+
+			"(by default derived from each --url: ws becomes http, wss https, path\n"+
+			"/metrics) are scraped at the start, every --metrics-interval, and at the\n"+
+			"end (idle: also just before the connections are released, while all are\n"+
+			"open). The summary gives per relay: CPU seconds used, RSS, goroutines,\n"+
+			"open fds and heap at the start and while loaded, keyrelay_* counters'\n"+
+			"increase, and for idle the RSS and goroutines per held connection. A relay\n"+
+			"whose /metrics cannot be read is reported as unreachable; the run goes on.\n\n"+
+			"Scenario file (--scenario-file, JSON): {\"name\": \"...\", \"steps\": [...]},\n"+
+			"steps run in order by every pair, with peers \"a\" and \"b\":\n"+
+			"  {\"do\": \"connect\"}                     dial both peers; {\"peer\": \"a\"} only one\n"+
+			"  {\"do\": \"create\"}                      a creates a room (--group)\n"+
+			"  {\"do\": \"join\"}                        b joins a's room\n"+
+			"  {\"do\": \"handshake\"}                   key exchange on both peers\n"+
+			"  {\"do\": \"send\", \"from\": \"a\", \"count\": N, \"size\": S}\n"+
+			"                                        N messages of S bytes; the other peer\n"+
+			"                                        receives and checks each (if it has\n"+
+			"                                        dropped, they wait for its resume)\n"+
+			"  {\"do\": \"chat\", \"count\": N, \"size\": S}\n"+
+			"                                        N round trips, as in chat\n"+
+			"  {\"do\": \"sleep\", \"duration\": \"100ms\"}  wait\n"+
+			"  {\"do\": \"leave\", \"peer\": \"a\"}          leave; the other must see peer_left \"left\"\n"+
+			"  {\"do\": \"drop\", \"peer\": \"a\"}           reset the TCP connection without a close;\n"+
+			"                                        the other must see peer_left \"dropped\"\n"+
+			"  {\"do\": \"resume\", \"peer\": \"a\"}         resume; it must receive what was sent\n"+
+			"                                        while it was away, exactly once (checked\n"+
+			"                                        with one more message from the other)\n"+
+			"  {\"do\": \"close\"}                       close both connections (also implied at the end)\n"+
+			"The arguments shown are required (connect's peer is optional) and no\n"+
+			"others are accepted; the file is checked (step kinds, arguments, and an\n"+
+			"order that can work) before any connection, and an error names the step\n"+
+			"by its index (from 0). Latencies: connect, join (create and join),\n"+
+			"handshake (from the step's start to both completions), round_trip (chat\n"+
+			"steps); send steps add no latency sample.\n\n"+
 			"A relay's default limits (20 frames/s per connection, 32 connections per\n"+
 			"IP, 10000 rooms) are meant for the public; start the relay under test with\n"+
 			"  keyrelay --max-conns-per-ip -1 --frames-per-second 100000 --max-rooms -1\n\nFlags:\n")
@@ -85,16 +146,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	fs.StringVar(&urls, "url", "ws://localhost:8080/v1/ws", doc("url", "relay WebSocket URL(s), comma-separated; with several, the two peers of a pair go to different URLs"))
 	fs.StringVar(&c.scenario, "scenario", scenarioHandshake, doc("scenario", "what each pair does: handshake (create, join, key exchange, close), chat (handshake, then --messages round trips), churn (chat, then pair i leaves if i is even, else drops its connection without close and resumes), or idle (hold --connections connections, each in its own room, for --duration)"))
 	fs.StringVar(&group, "group", "x25519", doc("group", "Diffie-Hellman group of the rooms: x25519, p256, modp14 … modp18, modp5"))
-	fs.IntVar(&c.pairs, "pairs", 100, doc("pairs", "total pairs to run; 0 runs until --duration"))
+	fs.IntVar(&c.pairs, "pairs", 100, doc("pairs", "total pairs to run (with --rate: arrivals, started or missed); 0 runs until --duration"))
 	fs.IntVar(&c.connections, "connections", 100, doc("connections", "idle: connections to hold open, each in a room of its own"))
-	fs.IntVar(&c.concurrency, "concurrency", 10, doc("concurrency", "pairs in flight at once (closed loop); idle: connections being opened at once"))
+	fs.IntVar(&c.concurrency, "concurrency", 10, doc("concurrency", "pairs in flight at once (closed loop); with --rate, the cap on pairs in flight; idle: connections being opened at once"))
 	fs.DurationVar(&c.duration, "duration", 0, doc("duration", "stop starting pairs after this long (e.g. 30s); 0 means no cap; idle: how long to hold the connections (required)"))
 	fs.IntVar(&c.messages, "messages", 10, doc("messages", "chat, churn: messages each way per pair"))
 	fs.IntVar(&c.size, "size", 256, doc("size", "chat, churn: plaintext bytes per message"))
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, doc("timeout", "bound on one pair's whole run; a pair that exceeds it fails with \"timeout\""))
 	fs.StringVar(&c.jsonPath, "json", "", doc("json", "write the summary as JSON to this file, or - for stdout (which then gets no text summary)"))
-	fs.Float64Var(&c.maxErrorRate, "max-error-rate", 0.01, doc("max-error-rate", "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1)"))
+	fs.Float64Var(&c.maxErrorRate, "max-error-rate", 0.01, doc("max-error-rate", "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1), or, with --rate, missed arrivals / arrivals"))
 	fs.BoolVar(&progress, "progress", progress, doc("progress", "show a live progress line on stderr at most once a second (default: when stderr is a terminal)"))
+	fs.Float64Var(&c.rate, "rate", 0, doc("rate", "open loop: pair arrivals per second, evenly spaced; --concurrency caps the pairs in flight and arrivals beyond it are counted as missed; 0 runs a closed loop (not for idle)"))
+	fs.Float64Var(&c.messageRate, "message-rate", 0, doc("message-rate", "chat, churn, chat steps: at most this many round trips per second per pair; 0 means as fast as possible"))
+	fs.StringVar(&sourceAddrs, "source-addrs", "", doc("source-addrs", "local IPv4 addresses to dial from, round-robin: a range (127.0.0.2-127.0.0.9) or a comma-separated list (ranges allowed); default: the system's choice"))
+	fs.StringVar(&metricsURLs, "metrics-url", "", doc("metrics-url", "relays' Prometheus endpoints to scrape, comma-separated, one per relay; default: from each --url (ws→http, wss→https, path /metrics); none turns scraping off"))
+	fs.DurationVar(&c.metricsInterval, "metrics-interval", 500*time.Millisecond, doc("metrics-interval", "time between /metrics scrapes during the run, for peaks; 0 scrapes only at the start and the end (idle: and while the connections are held)"))
+	fs.StringVar(&c.htmlPath, "html", "", doc("html", "write a self-contained HTML report (configuration, figures, percentiles, errors, relay figures, latency histograms) to this file"))
+	fs.StringVar(&c.scenarioFile, "scenario-file", "", doc("scenario-file", "run the steps of this JSON scenario file for every pair instead of --scenario (format above)"))
 
 	var envErrs []error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -137,6 +205,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	default:
 		return c, fmt.Errorf("--scenario %q: want handshake, chat, churn or idle", c.scenario)
 	}
+	if c.scenarioFile != "" {
+		s, err := loadScript(c.scenarioFile)
+		if err != nil {
+			return c, fmt.Errorf("--scenario-file: %w", err)
+		}
+		c.scenario, c.script = scenarioFile, s
+	}
 	g, err := dh.LookupGroup(group)
 	if err != nil {
 		return c, fmt.Errorf("--group: %w", err)
@@ -163,6 +238,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 		return c, fmt.Errorf("--size %d: must be at least 1", c.size)
 	case c.maxErrorRate < 0 || c.maxErrorRate > 1:
 		return c, fmt.Errorf("--max-error-rate %v: want a fraction from 0 to 1", c.maxErrorRate)
+	case c.rate < 0 || math.IsNaN(c.rate) || math.IsInf(c.rate, 0):
+		return c, fmt.Errorf("--rate %v: want a positive number of pairs per second, or 0", c.rate)
+	case c.rate > 0 && c.scenario == scenarioIdle:
+		return c, errors.New("--rate does not apply to --scenario idle (use --concurrency to pace the opening)")
+	case c.messageRate < 0 || math.IsNaN(c.messageRate) || math.IsInf(c.messageRate, 0):
+		return c, fmt.Errorf("--message-rate %v: want a positive number of round trips per second, or 0", c.messageRate)
+	case c.metricsInterval < 0:
+		return c, fmt.Errorf("--metrics-interval %v: must not be negative", c.metricsInterval)
+	}
+	if c.sourceAddrs, err = parseSourceAddrs(sourceAddrs); err != nil {
+		return c, fmt.Errorf("--source-addrs: %w", err)
+	}
+	if c.metricsURLs, err = parseMetricsURLs(metricsURLs, c.urls); err != nil {
+		return c, fmt.Errorf("--metrics-url: %w", err)
 	}
 	if c.scenario == scenarioIdle {
 		c.concurrency = min(c.concurrency, c.connections)
@@ -205,6 +294,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
+	if cfg.htmlPath != "" {
+		if err := writeHTML(cfg.htmlPath, cfg, sum); err != nil {
+			return err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
 	}
@@ -221,6 +315,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if sum.ErrorRate > cfg.maxErrorRate {
 		return fmt.Errorf("error rate %.4f (%d of %d pairs failed) exceeds --max-error-rate %v",
 			sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.maxErrorRate)
+	}
+	if o := sum.OpenLoop; o != nil && o.Arrivals > 0 {
+		if missed := float64(o.Missed) / float64(o.Arrivals); missed > cfg.maxErrorRate {
+			return fmt.Errorf("missed arrivals %.4f (%d of %d found --concurrency %d pairs in flight) exceed --max-error-rate %v",
+				missed, o.Missed, o.Arrivals, cfg.concurrency, cfg.maxErrorRate)
+		}
 	}
 	return nil
 }

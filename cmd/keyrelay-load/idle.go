@@ -5,21 +5,40 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // runIdle opens cfg.connections connections, at most cfg.concurrency being
 // opened at once, each of which creates a room of its own, and holds them
 // until cfg.duration has passed since the start, reading events so that
-// the client answers the relay's keepalive pings. A connection that the
-// relay or the network ends before then is an error (close_NNNN with the
-// relay's close code, or disconnected). Connections not started when the
-// duration ends, or still opening then, are not counted; if ctx ends first, the open ones are
+// the client answers the relay's keepalive pings. Then, with a relay
+// watch, it scrapes the relays while every connection is still open, and
+// releases them. A connection that the relay or the network ends before
+// its release is an error (close_NNNN with the relay's close code, or
+// disconnected). Connections not started when the duration ends, or still
+// opening then, are not counted; if ctx ends first, the open ones are
 // abandoned and not counted.
 func (l *load) runIdle(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
 	begin := time.Now()
 	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.duration))
 	defer cancel()
+	releaseCtx, release := context.WithCancel(ctx)
+	defer release()
+	l.openPerURL = make([]atomic.Int64, len(l.cfg.urls))
+	heldDone := make(chan struct{})
+	go func() {
+		defer close(heldDone)
+		<-holdCtx.Done()
+		if l.watch != nil && ctx.Err() == nil && errors.Is(holdCtx.Err(), context.DeadlineExceeded) {
+			open := make([]int64, len(l.openPerURL))
+			for i := range l.openPerURL {
+				open[i] = l.openPerURL[i].Load()
+			}
+			l.watch.held(ctx, open)
+		}
+		release()
+	}()
 
 	stopProgress := func() {}
 	if progress != nil {
@@ -36,20 +55,24 @@ start:
 			break start
 		}
 		l.started.Add(1)
-		wg.Go(func() { l.runIdleConn(ctx, holdCtx, i, func() { <-opening }) })
+		wg.Go(func() { l.runIdleConn(ctx, holdCtx, releaseCtx, i, func() { <-opening }) })
 	}
 	wg.Wait()
+	cancel() // if every connection ended early, the hold ends now
+	<-heldDone
 	elapsed := time.Since(begin)
 	stopProgress()
 	return l.stats.summary(l.cfg, elapsed)
 }
 
 // runIdleConn opens idle connection i, calls opened once it is open (or
-// failed to), holds it until holdCtx ends, and records its outcome.
-func (l *load) runIdleConn(ctx, holdCtx context.Context, i int, opened func()) {
+// failed to), holds it until releaseCtx ends, and records its outcome. It
+// gives up opening when holdCtx ends.
+func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, opened func()) {
 	p := &pair{l: l, timings: &timings{}}
 	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.timeout)
-	c, err := p.dial(openCtx, l.cfg.urls[i%len(l.cfg.urls)], l.opts)
+	u := i % len(l.cfg.urls)
+	c, err := p.dial(openCtx, l.cfg.urls[u], l.src.options())
 	if err == nil {
 		t0 := time.Now()
 		if _, err = c.Create(openCtx, l.cfg.group); err != nil {
@@ -76,21 +99,23 @@ func (l *load) runIdleConn(ctx, holdCtx context.Context, i int, opened func()) {
 	}
 
 	l.inFlight.Add(1)
-	defer l.inFlight.Add(-1)
+	l.openPerURL[u].Add(1)
 	// Next returns only when something arrives, which nothing should in
-	// a room of one, or when the connection ends, or at the end of the hold.
+	// a room of one, or when the connection ends, or at the release.
 	for {
-		_, err = c.Next(holdCtx)
+		_, err = c.Next(releaseCtx)
 		if err == nil {
 			continue
 		}
-		if holdCtx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		if releaseCtx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 			err = nil
 		} else {
 			err = stageError{"idle", err}
 		}
 		break
 	}
+	l.openPerURL[u].Add(-1)
+	l.inFlight.Add(-1)
 	if ctx.Err() != nil {
 		l.stats.abandoned()
 		return

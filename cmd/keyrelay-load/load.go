@@ -19,31 +19,56 @@ import (
 // load runs the pairs of one configuration and gathers their figures.
 type load struct {
 	// Static after newLoad.
-	cfg  config
-	opts *client.Options // for every client; nil means defaults
+	cfg config
+	src *sources // every client's options
 
 	stats *stats
+	watch *relayWatch // nil without --metrics-url
 
 	// Progress counters, read by the progress line.
 	started  atomic.Int64 // pairs started
 	inFlight atomic.Int64
+
+	openPerURL []atomic.Int64 // idle: connections open, by URL index; set by runIdle
 }
 
+// newLoad returns the load of cfg; opts (nil means defaults) is the base
+// of every client's options.
 func newLoad(cfg config, opts *client.Options) *load {
-	return &load{cfg: cfg, opts: opts, stats: newStats()}
+	return &load{cfg: cfg, src: newSources(opts, cfg.sourceAddrs), stats: newStats()}
 }
 
-// run starts pairs, at most cfg.concurrency at once, until cfg.pairs have
-// run or cfg.duration has passed (the pairs in flight then finish), or ctx
-// ends (the pairs in flight are abandoned and not counted). If progress is
-// not nil, a live line goes to it at most once a second.
+// run runs the configuration's scenario and returns its summary. With
+// metrics URLs, it scrapes the relays before the start, during the run and
+// after the end, and adds their figures to the summary.
+func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
+	if len(l.cfg.metricsURLs) > 0 {
+		l.watch = newRelayWatch(l.cfg.metricsURLs, l.cfg.urls)
+		l.watch.begin(ctx, l.cfg.metricsInterval)
+	}
+	var sum *summary
+	switch {
+	case l.cfg.scenario == scenarioIdle:
+		sum = l.runIdle(ctx, progress, progressTTY)
+	default:
+		sum = l.runPairs(ctx, progress, progressTTY)
+	}
+	if l.watch != nil {
+		sum.Relays = l.watch.end(ctx)
+	}
+	return sum
+}
+
+// runPairs starts pairs until cfg.pairs have run (or, with a rate, have
+// arrived) or cfg.duration has passed (the pairs in flight then finish),
+// or ctx ends (the pairs in flight are abandoned and not counted). Without
+// a rate, cfg.concurrency pairs run at once, each starting the next when
+// it ends (closed loop); with one, see runOpen. If progress is not nil, a
+// live line goes to it at most once a second.
 //
 // The progress line is rewritten in place ("\r") when progressTTY is set,
 // else each update is a line of its own.
-func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
-	if l.cfg.scenario == scenarioIdle {
-		return l.runIdle(ctx, progress, progressTTY)
-	}
+func (l *load) runPairs(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
 	startCtx := ctx // when to stop starting pairs
 	if l.cfg.duration > 0 {
 		var cancel context.CancelFunc
@@ -57,6 +82,22 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 		stopProgress = l.showProgress(progress, progressTTY, begin)
 	}
 
+	var open *openLoop
+	if l.cfg.rate > 0 {
+		open = l.runOpen(ctx, startCtx, begin)
+	} else {
+		l.runClosed(ctx, startCtx)
+	}
+	elapsed := time.Since(begin)
+	stopProgress()
+	sum := l.stats.summary(l.cfg, elapsed)
+	sum.OpenLoop = open
+	return sum
+}
+
+// runClosed runs cfg.concurrency workers, each running one pair after
+// another until startCtx ends or cfg.pairs have started.
+func (l *load) runClosed(ctx, startCtx context.Context) {
 	var next atomic.Int64 // index of the next pair
 	var wg sync.WaitGroup
 	for range l.cfg.concurrency {
@@ -74,9 +115,76 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(begin)
-	stopProgress()
-	return l.stats.summary(l.cfg, elapsed)
+}
+
+// openLoop reports an open-loop run's arrivals.
+type openLoop struct {
+	Rate      float64 `json:"rate"`     // arrivals per second asked for (--rate)
+	Arrivals  int64   `json:"arrivals"` // arrivals due during the run: started + missed
+	Started   int64   `json:"started"`
+	Missed    int64   `json:"missed_arrivals"` // found --concurrency pairs in flight: not started
+	Window    float64 `json:"arrival_window_seconds"`
+	StartRate float64 `json:"achieved_start_rate"` // started / window
+}
+
+// runOpen starts a pair at every arrival, rate arrivals per second evenly
+// spaced from begin, until startCtx ends or cfg.pairs arrivals have come,
+// then waits for the pairs in flight. An arrival that finds cfg.concurrency
+// pairs in flight is missed: not started, counted. Arrivals keep to their
+// schedule: if the loop falls behind (a pause), the overdue ones come at
+// once, so that the offered load does not depend on the relay's speed.
+//
+// The arrival window runs from begin to the time the next arrival would
+// have been due (or to the end, if later): the achieved start rate is the
+// pairs started over it.
+func (l *load) runOpen(ctx, startCtx context.Context, begin time.Time) *openLoop {
+	o := &openLoop{Rate: l.cfg.rate}
+	due := func(k int64) time.Time {
+		return begin.Add(time.Duration(float64(k) * float64(time.Second) / l.cfg.rate))
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	var wg sync.WaitGroup
+	var k int64 // arrivals so far
+arrivals:
+	for l.cfg.pairs == 0 || k < int64(l.cfg.pairs) {
+		if d := time.Until(due(k)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-startCtx.Done():
+				break arrivals
+			}
+		}
+		if startCtx.Err() != nil {
+			break
+		}
+		k++
+		// Only this goroutine increments inFlight, so the cap holds.
+		if l.inFlight.Load() >= int64(l.cfg.concurrency) {
+			o.Missed++
+			continue
+		}
+		i := l.started.Add(1) - 1
+		o.Started++
+		l.inFlight.Add(1)
+		wg.Go(func() {
+			l.runPair(ctx, int(i))
+			l.inFlight.Add(-1)
+		})
+	}
+	end := time.Now()
+	if next := due(k); startCtx.Err() == nil && next.After(end) {
+		end = next // stopped by the count: the last arrival's slot counts whole
+	}
+	o.Window = end.Sub(begin).Seconds()
+	o.Arrivals = k
+	if o.Window > 0 {
+		o.StartRate = float64(o.Started) / o.Window
+	}
+	wg.Wait()
+	return o
 }
 
 // showProgress writes a progress line to w every second until the returned
@@ -149,17 +257,25 @@ type pair struct {
 // run connects both peers, pairs them, completes the handshake and runs
 // the scenario's exchange.
 func (p *pair) run(ctx context.Context, i int) error {
+	if p.l.cfg.script != nil {
+		return p.runScript(ctx, i, p.l.cfg.script)
+	}
 	urlA, urlB := p.l.urlsFor(i)
-	optsA, dropA := p.l.opts, func() {}
+	var (
+		optsA *client.Options
+		dropA = func() {}
+	)
 	if p.l.cfg.scenario == scenarioChurn && churnAction(i) == churnDrop {
-		optsA, dropA = droppable(p.l.opts)
+		optsA, dropA = p.l.src.droppable()
+	} else {
+		optsA = p.l.src.options()
 	}
 	a, err := p.dial(ctx, urlA, optsA)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := p.dial(ctx, urlB, p.l.opts)
+	b, err := p.dial(ctx, urlB, p.l.src.options())
 	if err != nil {
 		return err
 	}
@@ -195,9 +311,9 @@ func (p *pair) run(ctx context.Context, i int) error {
 
 	switch p.l.cfg.scenario {
 	case scenarioChat:
-		return p.chat(ctx, a, b)
+		return p.chat(ctx, a, b, p.l.cfg.messages, p.l.cfg.size)
 	case scenarioChurn:
-		if err := p.chat(ctx, a, b); err != nil {
+		if err := p.chat(ctx, a, b, p.l.cfg.messages, p.l.cfg.size); err != nil {
 			return err
 		}
 		return p.churn(ctx, i, a, b, dropA)
@@ -215,10 +331,11 @@ func (p *pair) dial(ctx context.Context, url string, opts *client.Options) (*cli
 	return c, nil
 }
 
-// chat sends cfg.messages messages each way: A sends, B receives and
-// replies, A receives. Each round trip is one latency sample.
-func (p *pair) chat(ctx context.Context, a, b *client.Client) error {
-	n, size := p.l.cfg.messages, p.l.cfg.size
+// chat sends n messages of size bytes each way: A sends, B receives and
+// replies, A receives. Each round trip is one latency sample, from A's send
+// to A's receipt; with --message-rate, A waits before a round trip that
+// would exceed the rate, outside the sample.
+func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error {
 	msgA := make([]byte, size)
 	msgB := make([]byte, size)
 	rand.Read(msgA)
@@ -246,7 +363,11 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client) error {
 	}()
 	// A's loop; on failure, cancel stops B's.
 	errAFn := func() error {
+		pace := newPacer(p.l.cfg.messageRate)
 		for range n {
+			if err := pace.wait(ctx); err != nil {
+				return stageError{"send", err}
+			}
 			t0 := time.Now()
 			if _, err := a.Send(ctx, msgA); err != nil {
 				return stageError{"send", err}

@@ -29,16 +29,63 @@
 //	           open at the end, and connect latency; here the pair counts and
 //	           the error rate count connections. The relay keeps a room alive
 //	           while a member is connected, so holds may outlast its room TTL.
+//	file       the steps of --scenario-file, a JSON file of the form
+//	           {"name": "...", "steps": [{"do": "connect"}, ...]}, run in
+//	           order by every pair with peers "a" and "b": connect (both, or
+//	           {"peer": "a"}), create (a), join (b), handshake, send
+//	           {"from": "a", "count": N, "size": S} (the other peer receives
+//	           and checks each; if it has dropped, its resume checks them),
+//	           chat {"count": N, "size": S} (round trips as in chat), sleep
+//	           {"duration": "100ms"}, leave {"peer": "a"} (the other must see
+//	           peer_left "left"), drop {"peer": "a"} (TCP reset without a
+//	           close; the other must see "dropped"), resume {"peer": "a"}
+//	           (it must receive what was sent meanwhile exactly once, checked
+//	           with one more message from the other), close. The file is
+//	           checked before any connection (unknown steps, missing,
+//	           unexpected or bad arguments, an impossible order) with errors
+//	           that name the step's index. testdata/example-scenario.json is
+//	           an example.
+//
+// By default the load is a closed loop: --concurrency pairs in flight, each
+// starting the next pair when it ends. --rate N makes it an open loop: N
+// pair arrivals per second, evenly spaced and kept to their schedule;
+// --concurrency then caps the pairs in flight, and an arrival that finds the
+// cap reached is not started but counted as a missed arrival, so that an
+// overloaded relay shows up instead of silently lowering the rate. The
+// summary gives the arrivals, the pairs started, the achieved start rate
+// and the missed arrivals. --message-rate R paces the round trips of each
+// pair (chat, churn, chat steps) to at most R per second.
 //
 // With several --url values the two peers of a pair go to different relay
 // instances (pair i: A to URL i mod n, B to URL i+1 mod n), which exercises
 // cross-instance pairing through the relays' shared store.
 //
+// --source-addrs (127.0.0.2-127.0.0.9, or a comma-separated list of IPv4
+// addresses and ranges) spreads the connections round-robin over local
+// addresses, one HTTP transport per address, so that a run can open more
+// connections than one address's ephemeral ports allow.
+//
+// Unless --metrics-url is none, the relays' Prometheus /metrics (by default
+// one per --url: ws becomes http, wss https, path /metrics) are scraped at
+// the start, every --metrics-interval, at the end, and, for idle, just
+// before the connections are released while all are open. The summary
+// gives per relay the CPU seconds used during the run, RSS, heap in use,
+// goroutines and open fds at the start, while loaded, at their peak and at
+// the end, the increase of the keyrelay_* counters and the peak of its
+// gauges, and for idle the RSS and goroutines per held connection
+// ((value while held - value at start) / connections open). A relay whose
+// /metrics cannot be read is reported as unreachable, never as zeros, and
+// does not fail the run.
+//
 // At the end it prints pairs per second, messages per second, latency
 // percentiles (p50, p90, p99, p99.9, max, from HDR histograms) and errors
 // by wire code (the relay's error code, or dial, timeout, disconnected …);
-// --json writes the same summary as JSON. It exits non-zero when the failed
-// pairs exceed --max-error-rate of the pairs attempted. Keys and message
+// --json writes the same summary as JSON, and --html a self-contained
+// one-page report (no scripts, fonts or style sheets from elsewhere) with
+// the configuration, the figures, the relay figures and a latency
+// histogram per metric as inline SVG. It exits non-zero when the failed
+// pairs exceed --max-error-rate of the pairs attempted, or, with --rate,
+// when the missed arrivals exceed it of the arrivals. Keys and message
 // contents are never printed.
 //
 // Every flag can also be set with an environment variable KEYRELAY_LOAD_*

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -146,6 +148,12 @@ type summary struct {
 	Concurrency int      `json:"concurrency"`
 	Messages    int      `json:"messages_per_pair_each_way,omitempty"`
 	Size        int      `json:"message_size,omitempty"`
+	// ScenarioName is the name in --scenario-file (scenario "file").
+	ScenarioName string `json:"scenario_name,omitempty"`
+	// MessageRate is --message-rate, if set.
+	MessageRate float64 `json:"message_rate,omitempty"`
+	// SourceAddrs counts the --source-addrs addresses, if any.
+	SourceAddrs int `json:"source_addrs,omitempty"`
 
 	ElapsedSeconds    float64 `json:"elapsed_seconds"`
 	PairsAttempted    int64   `json:"pairs_attempted"`
@@ -169,6 +177,15 @@ type summary struct {
 	ErrorExamples map[string]string `json:"error_examples,omitempty"`
 	// Latency has, per metric with samples, percentiles in milliseconds.
 	Latency map[string]percentiles `json:"latency_ms"`
+
+	// OpenLoop has the arrivals of a run with --rate.
+	OpenLoop *openLoop `json:"open_loop,omitempty"`
+	// Relays has each relay's figures from its /metrics.
+	Relays []relayReport `json:"relays,omitempty"`
+
+	// histograms has, per metric with samples, its distribution for the
+	// HTML report.
+	histograms map[string][]histBar
 }
 
 // percentiles of one latency metric, in milliseconds.
@@ -199,10 +216,15 @@ func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
 		Errors:            maps.Clone(s.errors),
 		ErrorExamples:     maps.Clone(s.examples),
 		Latency:           make(map[string]percentiles),
+		MessageRate:       cfg.messageRate,
+		SourceAddrs:       len(cfg.sourceAddrs),
+		histograms:        make(map[string][]histBar),
 	}
 	switch cfg.scenario {
 	case scenarioChat, scenarioChurn:
 		sum.Messages, sum.Size = cfg.messages, cfg.size
+	case scenarioFile:
+		sum.ScenarioName = cfg.script.Name
 	case scenarioIdle:
 		c := s.conns
 		sum.Connections = &c
@@ -227,13 +249,33 @@ func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
 			P999:  ms(h.ValueAtPercentile(99.9)),
 			Max:   ms(h.Max()),
 		}
+		sum.histograms[name] = histBars(h)
 	}
 	return sum
 }
 
 // writeText prints the summary for people.
 func (sum *summary) writeText(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s, group %s, %d in flight, %d relay URL(s)\n", sum.Scenario, sum.Group, sum.Concurrency, len(sum.URLs))
+	name := sum.Scenario
+	if sum.ScenarioName != "" {
+		name += " " + strconv.Quote(sum.ScenarioName)
+	}
+	inFlight := fmt.Sprintf("%d in flight", sum.Concurrency)
+	if sum.OpenLoop != nil {
+		inFlight = fmt.Sprintf("%g arrivals/s, at most %d in flight", sum.OpenLoop.Rate, sum.Concurrency)
+	}
+	fmt.Fprintf(w, "scenario %s, group %s, %s, %d relay URL(s)", name, sum.Group, inFlight, len(sum.URLs))
+	if sum.SourceAddrs > 0 {
+		fmt.Fprintf(w, ", %d source addresses", sum.SourceAddrs)
+	}
+	if sum.MessageRate > 0 {
+		fmt.Fprintf(w, ", at most %g round trips/s per pair", sum.MessageRate)
+	}
+	fmt.Fprintln(w)
+	if o := sum.OpenLoop; o != nil {
+		fmt.Fprintf(w, "arrivals: %d in %.2fs, %d started (%.1f/s achieved of %g/s), %d missed (%d pairs in flight already)\n",
+			o.Arrivals, o.Window, o.Started, o.StartRate, o.Rate, o.Missed, sum.Concurrency)
+	}
 	if c := sum.Connections; c != nil {
 		fmt.Fprintf(w, "connections: %d opened, %d failed to open, %d dropped, %d still open after %.2fs\n",
 			c.Opened, c.Failed, c.Dropped, c.OpenAtEnd, sum.ElapsedSeconds)
@@ -244,8 +286,11 @@ func (sum *summary) writeText(w io.Writer) {
 	if sum.PairsAbandoned > 0 {
 		fmt.Fprintf(w, "          %d abandoned when the run was interrupted\n", sum.PairsAbandoned)
 	}
-	if sum.Scenario == scenarioChat || sum.Scenario == scenarioChurn {
+	switch sum.Scenario {
+	case scenarioChat, scenarioChurn:
 		fmt.Fprintf(w, "messages: %d delivered (%d bytes each): %.1f messages/s\n", sum.MessagesDelivered, sum.Size, sum.MessagesPerSecond)
+	case scenarioFile:
+		fmt.Fprintf(w, "messages: %d delivered: %.1f messages/s\n", sum.MessagesDelivered, sum.MessagesPerSecond)
 	}
 	if sum.Scenario == scenarioChurn {
 		fmt.Fprintf(w, "resumes:  %d\n", sum.Resumes)
@@ -258,6 +303,7 @@ func (sum *summary) writeText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-11s %8d %8.2f %8.2f %8.2f %8.2f %8.2f\n", m, p.Count, p.P50, p.P90, p.P99, p.P999, p.Max)
 	}
+	defer writeRelayText(w, sum.Relays)
 	if len(sum.Errors) == 0 {
 		fmt.Fprintf(w, "errors:   none\n")
 		return
@@ -298,4 +344,37 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// histBar is one bar of a latency histogram: the samples from From to To
+// microseconds, inclusive.
+type histBar struct {
+	From, To, Count int64
+}
+
+// histBins is the number of bars of a histogram in the HTML report.
+const histBins = 40
+
+// histBars groups h's distribution into at most histBins bars of equal
+// width on a logarithmic scale, from h's lowest to its highest value.
+func histBars(h *hdrhistogram.Histogram) []histBar {
+	lo, hi := max(h.Min(), histMin), max(h.Max(), histMin)
+	if hi <= lo {
+		return []histBar{{From: lo, To: hi, Count: h.TotalCount()}}
+	}
+	ratio := math.Log(float64(hi)/float64(lo)) / histBins
+	bars := make([]histBar, histBins)
+	for i := range bars {
+		bars[i].From = int64(math.Round(float64(lo) * math.Exp(ratio*float64(i))))
+		bars[i].To = int64(math.Round(float64(lo) * math.Exp(ratio*float64(i+1))))
+	}
+	for _, b := range h.Distribution() {
+		if b.Count == 0 {
+			continue
+		}
+		v := max((b.From+b.To)/2, lo)
+		i := int(math.Log(float64(v)/float64(lo)) / ratio)
+		bars[min(max(i, 0), histBins-1)].Count += b.Count
+	}
+	return bars
 }
