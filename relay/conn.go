@@ -20,17 +20,18 @@ import (
 )
 
 // conn is one client connection. Its handler goroutine runs the reader loop
-// (serve); a writer goroutine drains the bounded send queue; a pinger keeps
-// the connection alive; while the connection is in a room, a pump goroutine
-// turns the room's events into frames.
+// (serve). An idle connection has no other goroutine: a writer goroutine
+// runs only while frames wait in the send queue, the keepalive ping runs
+// from a timer, and a pump goroutine turns the room's events into frames
+// only while the connection is in a room.
 type conn struct {
 	// Static after construction.
 	s       *Server
 	ws      *websocket.Conn
 	id      string
 	logp    atomic.Pointer[slog.Logger] // per-connection logger; gains the room tag in a room
-	send    chan []byte
-	limiter *bucket // owned by the reader
+	limiter bucket                      // owned by the reader
+	space   chan struct{}               // capacity 1: the writer took a frame from a full queue
 
 	sendMu     sync.Mutex // serialises enqueue, so that frames queue in one order
 	overflowed bool       // guarded by sendMu: a frame was dropped or a close queued; queue nothing more
@@ -38,6 +39,13 @@ type conn struct {
 	// writer after it takes the marker.
 	flushCode   websocket.StatusCode
 	flushReason string
+
+	qMu       sync.Mutex // guards the following
+	queue     [][]byte   // frames for the writer, at most SendQueue; nil is the close marker
+	writing   bool       // a writer goroutine is running
+	stopped   bool       // serve is finishing: start no writer or ping
+	pingTimer *time.Timer
+	bg        sync.WaitGroup // writer and ping goroutines; Add only under qMu while !stopped
 
 	ctx       context.Context // ends when the connection ends; static
 	cancel    context.CancelFunc
@@ -54,6 +62,8 @@ type conn struct {
 	superseded          bool // a newer connection resumed this peer
 	pumpCancel          context.CancelFunc
 	pumpDone            chan struct{}
+
+	lastTouch time.Time // owned by ping, which never runs twice at once
 }
 
 // logger returns the connection's logger.
@@ -64,10 +74,9 @@ func (c *conn) serve() {
 	defer c.cancel()
 	c.logger().Debug("connected")
 
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.writeLoop() }()
-	go func() { defer wg.Done(); c.pingLoop() }()
+	c.qMu.Lock()
+	c.pingTimer = time.AfterFunc(c.s.cfg.PingInterval, c.ping)
+	c.qMu.Unlock()
 
 	for {
 		typ, data, err := c.ws.Read(c.ctx)
@@ -97,7 +106,12 @@ func (c *conn) serve() {
 
 	c.exitRoom("dropped")
 	c.cancel()
-	wg.Wait()
+	c.qMu.Lock()
+	c.stopped = true
+	c.pingTimer.Stop()
+	c.queue = nil
+	c.qMu.Unlock()
+	c.bg.Wait()
 	c.ws.CloseNow()
 	c.logger().Debug("disconnected")
 }
@@ -141,70 +155,117 @@ func (c *conn) closeAfterFlush(code websocket.StatusCode, reason string) {
 	}
 	c.overflowed = true // nothing may follow the close
 	c.flushCode, c.flushReason = code, reason
-	select {
-	case c.send <- nil:
-	default:
+	if !c.push(nil) {
 		c.closeWith(code, reason)
 	}
 }
 
+// push appends b to the send queue and starts the writer if it is not
+// running. It reports false if the queue is full (or the connection is
+// finishing, in which case the frame could not be written anyway).
+func (c *conn) push(b []byte) bool {
+	c.qMu.Lock()
+	defer c.qMu.Unlock()
+	if c.stopped {
+		return true // dropped: the connection is ending
+	}
+	if len(c.queue) >= c.s.cfg.SendQueue {
+		return false
+	}
+	c.queue = append(c.queue, b)
+	if !c.writing {
+		c.writing = true
+		c.bg.Add(1)
+		go c.writeLoop()
+	}
+	return true
+}
+
+// pop takes the next frame for the writer; ok is false when the queue is
+// empty, and the writer must then exit (it is marked as not running).
+func (c *conn) pop() (b []byte, ok bool) {
+	c.qMu.Lock()
+	defer c.qMu.Unlock()
+	if len(c.queue) == 0 || c.stopped {
+		c.writing = false
+		c.queue = nil // an idle connection keeps no queue
+		return nil, false
+	}
+	b = c.queue[0]
+	c.queue[0] = nil
+	c.queue = c.queue[1:]
+	return b, true
+}
+
+// writeLoop writes the queued frames until the queue is empty, then exits;
+// push starts it again for the next frame.
 func (c *conn) writeLoop() {
+	defer c.bg.Done()
 	for {
-		select {
-		case <-c.ctx.Done():
+		b, ok := c.pop()
+		if !ok {
 			return
-		case b := <-c.send:
-			if b == nil { // closeAfterFlush's marker: every earlier frame is written
-				c.closeWith(c.flushCode, c.flushReason)
-				return
+		}
+		select { // wake an enqueue waiting for room
+		case c.space <- struct{}{}:
+		default:
+		}
+		if b == nil { // closeAfterFlush's marker: every earlier frame is written
+			c.closeWith(c.flushCode, c.flushReason)
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.WriteTimeout)
+		err := c.ws.Write(ctx, websocket.MessageText, b)
+		cancel()
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.s.metrics.rejected.WithLabelValues("write_failed").Inc()
+				c.logger().Debug("write failed", "err", err)
 			}
-			ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.WriteTimeout)
-			err := c.ws.Write(ctx, websocket.MessageText, b)
-			cancel()
-			if err != nil {
-				if c.ctx.Err() == nil {
-					c.s.metrics.rejected.WithLabelValues("write_failed").Inc()
-					c.logger().Debug("write failed", "err", err)
-				}
-				c.cancel()
-				return
-			}
+			c.cancel()
+			return
 		}
 	}
 }
 
-// pingLoop pings the client every PingInterval and, while the connection is
-// in a room, keeps the room alive: a room expires only when no member is
-// connected and nothing happens in it for RoomTTL.
-func (c *conn) pingLoop() {
-	t := time.NewTicker(c.s.cfg.PingInterval)
-	defer t.Stop()
-	var lastTouch time.Time
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case now := <-t.C:
-			if room, _ := c.current(); room != "" && now.Sub(lastTouch) >= c.s.cfg.RoomTTL/3 {
-				ctx, cancel := c.storeCtx()
-				if err := c.s.store.Touch(ctx, room); err == nil {
-					lastTouch = now
-				}
-				cancel()
-			}
-			ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingTimeout)
-			err := c.ws.Ping(ctx)
-			cancel()
-			if err != nil {
-				if c.ctx.Err() == nil {
-					c.s.metrics.rejected.WithLabelValues("ping_timeout").Inc()
-					c.logger().Debug("ping failed", "err", err)
-				}
-				c.cancel()
-				return
-			}
-		}
+// ping runs from the ping timer every PingInterval: it pings the client
+// and, while the connection is in a room, keeps the room alive (a room
+// expires only when no member is connected and nothing happens in it for
+// RoomTTL). A failed ping ends the connection.
+func (c *conn) ping() {
+	c.qMu.Lock()
+	if c.stopped {
+		c.qMu.Unlock()
+		return
 	}
+	c.bg.Add(1)
+	c.qMu.Unlock()
+	defer c.bg.Done()
+
+	now := time.Now()
+	if room, _ := c.current(); room != "" && now.Sub(c.lastTouch) >= c.s.cfg.RoomTTL/3 {
+		ctx, cancel := c.storeCtx()
+		if err := c.s.store.Touch(ctx, room); err == nil {
+			c.lastTouch = now
+		}
+		cancel()
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingTimeout)
+	err := c.ws.Ping(ctx)
+	cancel()
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.s.metrics.rejected.WithLabelValues("ping_timeout").Inc()
+			c.logger().Debug("ping failed", "err", err)
+		}
+		c.cancel()
+		return
+	}
+	c.qMu.Lock()
+	if !c.stopped {
+		c.pingTimer.Reset(c.s.cfg.PingInterval)
+	}
+	c.qMu.Unlock()
 }
 
 // enqueue queues a frame for the writer, waiting up to SlowReaderTimeout
@@ -224,22 +285,27 @@ func (c *conn) enqueue(f *serverFrame) {
 	if c.overflowed {
 		return
 	}
-	select {
-	case c.send <- b:
+	if c.push(b) {
 		return
-	default:
 	}
 	t := time.NewTimer(c.s.cfg.SlowReaderTimeout)
 	defer t.Stop()
-	select {
-	case c.send <- b:
-	case <-c.ctx.Done():
-		c.overflowed = true
-	case <-t.C:
-		c.overflowed = true
-		c.s.metrics.rejected.WithLabelValues("slow_reader").Inc()
-		c.logger().Info("closing slow reader")
-		c.closeWith(CloseSlowReader, "you are not reading fast enough; reconnect and resume")
+	for {
+		select {
+		case <-c.space:
+			if c.push(b) {
+				return
+			}
+		case <-c.ctx.Done():
+			c.overflowed = true
+			return
+		case <-t.C:
+			c.overflowed = true
+			c.s.metrics.rejected.WithLabelValues("slow_reader").Inc()
+			c.logger().Info("closing slow reader")
+			c.closeWith(CloseSlowReader, "you are not reading fast enough; reconnect and resume")
+			return
+		}
 	}
 }
 
@@ -658,8 +724,10 @@ func (c *conn) handleKey(f *clientFrame) error {
 	name := g.Name()
 	c.mu.Lock()
 	c.keySet, c.group = true, name
-	c.mu.Unlock()
+	// key_ok is queued before c.mu is released: the pump, which may now
+	// complete the handshake, must not queue handshake_complete first.
 	c.enqueue(&serverFrame{Type: TypeKeyOK, ID: f.ID, Group: &name})
+	c.mu.Unlock()
 	c.s.store.Publish(ctx, session.Event{Type: session.EventKey, Room: room, Peer: peer, Key: pk.Hex(), Group: name, Conn: c.id})
 	if other, ok := r.Other(peer); ok && other.PublicKey != "" {
 		// The store serialises SetKey: exactly one of the two sees the

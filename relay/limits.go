@@ -11,8 +11,8 @@ type bucket struct {
 	last   time.Time
 }
 
-func newBucket(rate float64, burst int) *bucket {
-	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: time.Now()}
+func newBucket(rate float64, burst int) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: time.Now()}
 }
 
 // allow takes a token if there is one.

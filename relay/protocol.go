@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -178,6 +179,11 @@ func toWireError(err error) (*wireError, bool) {
 // type, only the fields of that type, each of the right JSON type, and an id
 // of at most 64 characters.
 func decodeFrame(data []byte) (*clientFrame, *wireError) {
+	if !utf8.Valid(data) {
+		// RFC 6455 text frames are UTF-8; nothing of this frame, not even
+		// its id, is echoed.
+		return nil, newWireError(CodeBadFrame, "a frame must be UTF-8 text")
+	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
 		return nil, newWireError(CodeBadFrame, "a frame must be one JSON object")
@@ -223,11 +229,12 @@ func decodeFrame(data []byte) (*clientFrame, *wireError) {
 	return &f, nil
 }
 
-// checkID accepts a string of at most 64 characters or an integer.
+// checkID accepts a string of at most 64 characters (Unicode code points)
+// or an integer; null is neither.
 func checkID(raw json.RawMessage) *wireError {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		if len(s) > 64 {
+	var s *string
+	if json.Unmarshal(raw, &s) == nil && s != nil {
+		if utf8.RuneCountInString(*s) > 64 {
 			return newWireError(CodeBadRequest, "id longer than 64 characters")
 		}
 		return nil

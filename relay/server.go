@@ -1,12 +1,15 @@
 package relay
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -68,6 +71,13 @@ type Config struct {
 	// Registerer receives the relay's Prometheus metrics. Nil means none
 	// are registered (they are still counted).
 	Registerer prometheus.Registerer
+	// ClientIP returns the client address a request's connection is
+	// counted under for MaxConnsPerIP, for a relay behind proxies (see
+	// package realip: its Resolver.ClientIP honours X-Forwarded-For from
+	// trusted proxies only). It must not trust headers from just anyone,
+	// or clients choose their own address. Nil, or an empty result, means
+	// the host part of the request's RemoteAddr.
+	ClientIP func(*http.Request) string
 }
 
 func (c *Config) setDefaults() error {
@@ -181,10 +191,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Count the connection against its IP before the upgrade, so that
 	// connections are counted in the order their upgrades complete.
-	ip := clientIP(r)
+	ip := s.clientIP(r)
 	n := s.addIP(ip)
-	defer s.releaseIP(ip)
-	ws, err := websocket.Accept(w, r, opts)
+	served := false
+	defer func() {
+		if !served {
+			s.releaseIP(ip)
+		}
+	}()
+	ws, err := websocket.Accept(smallBuffers{w}, r, opts)
 	if err != nil {
 		// Accept has written the HTTP error (e.g. 403 for a foreign origin).
 		s.log.Debug("websocket accept failed", "err", err)
@@ -205,8 +220,62 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.Close(websocket.StatusGoingAway, "relay shutting down")
 		return
 	}
-	defer s.removeConn(c)
-	c.serve()
+	// Serve the connection from a goroutine of its own and return: the
+	// HTTP server's goroutine, its request and response, and their buffers
+	// are then freed, which keeps an idle connection small.
+	served = true
+	go func() {
+		defer s.releaseIP(ip)
+		defer s.removeConn(c)
+		c.serve()
+	}()
+}
+
+// Buffer sizes of a WebSocket connection's reader and writer. The HTTP
+// server's are 4 KiB each; relay frames are small (JSON of a few hundred
+// bytes), and a larger frame is read and written past the buffer in one
+// system call, so small buffers save memory per connection at no cost.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 1024
+)
+
+// smallBuffers is an http.ResponseWriter whose Hijack, which
+// websocket.Accept calls, returns a connection with readBufferSize and
+// writeBufferSize buffers in place of the HTTP server's.
+type smallBuffers struct{ http.ResponseWriter }
+
+// Hijack implements http.Hijacker. Bytes the HTTP server has read past the
+// request are kept: the new reader returns them first.
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("relay: the ResponseWriter cannot be hijacked")
+	}
+	nc, brw, err := h.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(nc, readBufferSize)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The client wrote before the upgrade completed. websocket.Accept
+		// takes over what the reader has buffered, so the early bytes must
+		// be in the new reader's buffer, not behind it.
+		if n > readBufferSize {
+			return nc, brw, nil
+		}
+		early, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), nc), readBufferSize)
+		if _, err := br.Peek(n); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, writeBufferSize)), nil
 }
 
 // addIP counts a connection from ip and returns the count, this one
@@ -241,7 +310,7 @@ func (s *Server) newConn(ws *websocket.Conn) *conn {
 		s:       s,
 		ws:      ws,
 		id:      id,
-		send:    make(chan []byte, s.cfg.SendQueue),
+		space:   make(chan struct{}, 1),
 		limiter: newBucket(s.cfg.FramesPerSecond, s.cfg.FrameBurst),
 	}
 	c.logp.Store(s.log.With("conn", id))
@@ -299,8 +368,15 @@ func (s *Server) roomTag(room string) string {
 	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
-// clientIP returns the host part of the request's remote address.
-func clientIP(r *http.Request) string {
+// clientIP returns the address r's connection is counted under:
+// Config.ClientIP's answer if it gives one, else the host part of the
+// request's remote address.
+func (s *Server) clientIP(r *http.Request) string {
+	if s.cfg.ClientIP != nil {
+		if ip := s.cfg.ClientIP(r); ip != "" {
+			return ip
+		}
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

@@ -82,7 +82,7 @@ type memMember struct {
 // memSub is one subscription. Its fields are guarded by MemoryStore.mu;
 // ch is closed exactly once, under mu, when the subscription ends.
 type memSub struct {
-	ch    chan Event
+	ch    chan *Event
 	room  *memRoom
 	ended bool
 	err   error
@@ -533,7 +533,7 @@ func (s *MemoryStore) Publish(ctx context.Context, ev Event) error {
 		e := ev
 		e.Body = slices.Clone(ev.Body)
 		select {
-		case sub.ch <- e:
+		case sub.ch <- &e:
 		default:
 			s.endLocked(sub, ErrSlowSubscriber)
 		}
@@ -557,7 +557,7 @@ func (s *MemoryStore) Subscribe(ctx context.Context, room string) (*Subscription
 		return nil, err
 	}
 	sub := &memSub{
-		ch:   make(chan Event, s.subBuffer),
+		ch:   make(chan *Event, s.subBuffer),
 		room: r,
 	}
 	// No goroutine waits for ctx: AfterFunc runs only if ctx ends first,

@@ -193,7 +193,7 @@ type redisChan struct {
 // redisSub is one subscription. Its fields are guarded by RedisStore.mu;
 // ch is closed exactly once, under mu, when the subscription ends.
 type redisSub struct {
-	ch    chan Event
+	ch    chan *Event
 	c     *redisChan
 	gen   string // the room's gen, once Subscribe has read it
 	ended bool
@@ -764,7 +764,7 @@ func (s *RedisStore) attach(ctx context.Context, room string) (*redisSub, error)
 		s.pongs[ping] = c
 		p.queueLocked(pubsubOp{channels: []string{name}, ping: ping})
 	}
-	sub := &redisSub{ch: make(chan Event, s.subBuffer), c: c}
+	sub := &redisSub{ch: make(chan *Event, s.subBuffer), c: c}
 	c.subs[sub] = struct{}{}
 	s.mu.Unlock()
 	var err error
@@ -914,7 +914,7 @@ func (s *RedisStore) dispatch(p *redisPubSub, m *redis.Message) {
 			e := ev
 			e.Body = bytes.Clone(ev.Body)
 			select {
-			case sub.ch <- e:
+			case sub.ch <- &e:
 			default:
 				s.endLocked(sub, ErrSlowSubscriber)
 			}

@@ -645,9 +645,9 @@ func TestRedisStoreRoomRecreated(t *testing.T) {
 		t.Errorf("old subscription got %d events and Err %v, want none and %v", len(evs), err, session.ErrRoomNotFound)
 	}
 	select {
-	case ev := <-sub.C:
-		if ev.Peer != "a" {
-			t.Errorf("new subscription's event = %+v", ev)
+	case ev, ok := <-sub.C:
+		if !ok || ev.Peer != "a" {
+			t.Errorf("new subscription's event = %+v, %v (Err %v)", ev, ok, sub.Err())
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("new subscription got no event within 5s")
@@ -759,7 +759,7 @@ func drainSub(t *testing.T, sub *session.Subscription) ([]session.Event, error) 
 			if !ok {
 				return evs, sub.Err()
 			}
-			evs = append(evs, ev)
+			evs = append(evs, *ev)
 		case <-timeout:
 			t.Fatalf("subscription did not end within 10s (%d events read)", len(evs))
 		}

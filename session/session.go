@@ -253,14 +253,14 @@ var ErrSlowSubscriber = errors.New("session: subscriber fell behind")
 // Subscription is a stream of a room's events.
 type Subscription struct {
 	// C delivers the events; it is closed when the subscription ends.
-	C <-chan Event
+	C <-chan *Event
 	// err is read after C is closed.
 	err func() error
 }
 
 // NewSubscription returns a Subscription over c whose Err is errFn. It is
 // for Store implementations.
-func NewSubscription(c <-chan Event, errFn func() error) *Subscription {
+func NewSubscription(c <-chan *Event, errFn func() error) *Subscription {
 	return &Subscription{C: c, err: errFn}
 }
 

@@ -28,8 +28,22 @@
 //	--ping-interval  KEYRELAY_PING_INTERVAL  keepalive ping interval (default 20s)
 //	--write-timeout  KEYRELAY_WRITE_TIMEOUT  timeout of each frame write (default 10s)
 //	--slow-reader-timeout KEYRELAY_SLOW_READER_TIMEOUT how long a full send queue is tolerated (default 5s)
+//	--tls-cert       KEYRELAY_TLS_CERT       PEM certificate chain: serve HTTPS and WSS (with --tls-key)
+//	--tls-key        KEYRELAY_TLS_KEY        PEM private key of --tls-cert
+//	--trusted-proxies KEYRELAY_TRUSTED_PROXIES comma-separated CIDR prefixes whose X-Forwarded-For is honoured (default: none)
+//	--http-read-header-timeout KEYRELAY_HTTP_READ_HEADER_TIMEOUT time to read a request's header (default 10s)
+//	--http-read-timeout KEYRELAY_HTTP_READ_TIMEOUT time to read an HTTP request, body included (default 30s)
+//	--http-write-timeout KEYRELAY_HTTP_WRITE_TIMEOUT time to write an HTTP response (default 30s)
+//	--http-idle-timeout KEYRELAY_HTTP_IDLE_TIMEOUT how long an idle keep-alive connection stays open (default 120s)
+//	--max-header-bytes KEYRELAY_MAX_HEADER_BYTES largest request header (default 16384)
 //
-// It shuts down gracefully on SIGINT or SIGTERM.
+// The HTTP timeouts apply to HTTP requests, the WebSocket handshake
+// included; once a WebSocket is established net/http clears them, and the
+// relay's ping and write timeouts govern the connection.
+//
+// It shuts down gracefully on SIGINT or SIGTERM. On SIGHUP it re-reads
+// --tls-cert and --tls-key; if they cannot be loaded it logs an error and
+// keeps serving the certificate it has.
 package main
 
 import (
@@ -54,6 +68,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/keyapi"
+	"github.com/keyrelay/keyrelay/relay/realip"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/web"
 )
@@ -61,7 +76,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	reload, stopReload := notifyReload()
+	defer stopReload()
+	if err := run(ctx, os.Args[1:], os.Getenv, reload, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "keyrelay:", err)
 		}
@@ -79,6 +96,10 @@ type config struct {
 	origins     string
 	redisURL    string
 	relay       relay.Config
+
+	tlsCert, tlsKey string
+	trustedProxies  *realip.Resolver // nil: trust no proxy
+	http            httpConfig
 }
 
 // parseConfig reads flags, each defaulting to its KEYRELAY_* variable.
@@ -130,6 +151,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	durFlag(&c.relay.PingInterval, "ping-interval", "KEYRELAY_PING_INTERVAL", 20*time.Second, "keepalive ping interval")
 	durFlag(&c.relay.WriteTimeout, "write-timeout", "KEYRELAY_WRITE_TIMEOUT", 10*time.Second, "timeout of each frame write")
 	durFlag(&c.relay.SlowReaderTimeout, "slow-reader-timeout", "KEYRELAY_SLOW_READER_TIMEOUT", 5*time.Second, "how long a client's send queue may stay full before it is disconnected")
+	fs.StringVar(&c.tlsCert, "tls-cert", env("KEYRELAY_TLS_CERT", ""), "PEM certificate (chain) file; with --tls-key, serve HTTPS and WSS; re-read on SIGHUP (env KEYRELAY_TLS_CERT)")
+	fs.StringVar(&c.tlsKey, "tls-key", env("KEYRELAY_TLS_KEY", ""), "PEM private key file of --tls-cert (env KEYRELAY_TLS_KEY)")
+	var trusted string
+	fs.StringVar(&trusted, "trusted-proxies", env("KEYRELAY_TRUSTED_PROXIES", ""), "comma-separated CIDR prefixes of reverse proxies whose X-Forwarded-For gives the client IP; empty: trust none (env KEYRELAY_TRUSTED_PROXIES)")
+	durFlag(&c.http.readHeaderTimeout, "http-read-header-timeout", "KEYRELAY_HTTP_READ_HEADER_TIMEOUT", 10*time.Second, "time to read a request's header; 0 for none")
+	durFlag(&c.http.readTimeout, "http-read-timeout", "KEYRELAY_HTTP_READ_TIMEOUT", 30*time.Second, "time to read an HTTP request, body included (not WebSocket traffic); 0 for none")
+	durFlag(&c.http.writeTimeout, "http-write-timeout", "KEYRELAY_HTTP_WRITE_TIMEOUT", 30*time.Second, "time to write an HTTP response (not WebSocket traffic); 0 for none")
+	durFlag(&c.http.idleTimeout, "http-idle-timeout", "KEYRELAY_HTTP_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open; 0 for none")
+	intFlag(&c.http.maxHeaderBytes, "max-header-bytes", "KEYRELAY_MAX_HEADER_BYTES", 16<<10, "largest request header, in bytes")
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
@@ -145,6 +175,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.relay.AllowedOrigins = splitList(c.origins)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return c, errors.New("--tls-cert and --tls-key go together: set both or neither")
+	}
+	if err := c.http.validate(); err != nil {
+		return c, err
+	}
+	if trusted != "" {
+		r, err := realip.Parse(trusted)
+		if err != nil {
+			return c, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		if len(r.Prefixes()) > 0 {
+			c.trustedProxies = r
+			c.relay.ClientIP = r.ClientIP
+		}
 	}
 	return c, nil
 }
@@ -164,8 +210,20 @@ func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is neither text nor json", c.logFormat)
 }
 
+// notifyReload returns the channel on which SIGHUP, the signal to re-read
+// the TLS certificate, arrives, and a function that stops the
+// notification. While it is installed SIGHUP no longer terminates the
+// process.
+func notifyReload() (<-chan os.Signal, func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	return c, func() { signal.Stop(c) }
+}
+
 // run starts the server and serves until ctx is done, then shuts down.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Each value received from reload (nil: never) re-reads the TLS
+// certificate.
+func run(ctx context.Context, args []string, getenv func(string) string, reload <-chan os.Signal, stdout, stderr io.Writer) error {
 	c, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -173,6 +231,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger, err := newLogger(c, stderr)
 	if err != nil {
 		return err
+	}
+	var cert *certificate
+	if c.tlsCert != "" {
+		if cert, err = loadCertificate(c.tlsCert, c.tlsKey); err != nil {
+			return fmt.Errorf("--tls-cert, --tls-key: %w", err)
+		}
+		logger.Info("tls certificate loaded", cert.logAttrs()...)
+	}
+	if c.trustedProxies != nil {
+		logger.Info("client IPs from X-Forwarded-For", "trusted_proxies", fmt.Sprint(c.trustedProxies.Prefixes()))
 	}
 	origins := splitList(c.corsOrigins)
 	if origins == nil {
@@ -225,24 +293,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           logRequests(logger, mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+	srv := newHTTPServer(ctx, logRequests(logger, mux), c.http, cert, logger)
+	scheme := "http"
+	if cert != nil {
+		scheme = "https"
 	}
-	logger.Info("listening", "addr", ln.Addr().String())
+	logger.Info("listening", "addr", ln.Addr().String(), "scheme", scheme)
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	go func() {
+		if cert != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	for done := false; !done; {
+		select {
+		case err := <-errc:
+			return err
+		case <-reload:
+			if cert == nil {
+				logger.Info("SIGHUP: no TLS certificate to reload")
+				continue
+			}
+			if err := cert.reload(); err != nil {
+				logger.Error("tls certificate reload failed; serving the previous one", "err", err)
+				continue
+			}
+			logger.Info("tls certificate loaded", cert.logAttrs()...)
+		case <-ctx.Done():
+			done = true
+		}
 	}
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -51,6 +52,14 @@ func (b *syncBuffer) String() string {
 // and a function that stops it and returns run's error.
 func start(t *testing.T, args ...string) (string, *syncBuffer, func() error) {
 	t.Helper()
+	addr, logs, stop := startWith(t, nil, args...)
+	return "http://" + addr, logs, stop
+}
+
+// startWith is start with a reload channel for run; it returns the
+// address the server listens on, not a URL.
+func startWith(t *testing.T, reload <-chan os.Signal, args ...string) (string, *syncBuffer, func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{addrc: make(chan string, 1)}
 	done := make(chan struct{})
@@ -58,13 +67,13 @@ func start(t *testing.T, args ...string) (string, *syncBuffer, func() error) {
 	getenv := func(string) string { return "" }
 	go func() {
 		defer close(done)
-		runErr = run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), getenv, io.Discard, logs)
+		runErr = run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), getenv, reload, io.Discard, logs)
 	}()
 	select {
 	case addr := <-logs.addrc:
 		stop := func() error { cancel(); <-done; return runErr }
 		t.Cleanup(func() { cancel(); <-done })
-		return "http://" + addr, logs, stop
+		return addr, logs, stop
 	case <-done:
 		cancel()
 		t.Fatalf("run returned before listening: %v\n%s", runErr, logs.String())
@@ -166,11 +175,19 @@ func TestConfigErrors(t *testing.T) {
 		{"zero frames", []string{"--frames-per-second", "0"}, nil, "must be positive"},
 		{"small frames", []string{"--max-frame-bytes", "100"}, nil, "MaxFrameBytes"},
 		{"bad redis url", []string{"--redis-url", "ftp://127.0.0.1:1"}, nil, "--redis-url"},
+		{"cert without key", []string{"--tls-cert", "cert.pem"}, nil, "set both or neither"},
+		{"env key without cert", nil, map[string]string{"KEYRELAY_TLS_KEY": "key.pem"}, "set both or neither"},
+		{"missing cert files", []string{"--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"}, nil, "/nonexistent/cert.pem"},
+		{"bad trusted proxy", []string{"--trusted-proxies", "10.0.0.0/8,nope"}, nil, `--trusted-proxies: realip: trusted proxy "nope"`},
+		{"bad env trusted proxy", nil, map[string]string{"KEYRELAY_TRUSTED_PROXIES": "10.0.0.0/99"}, "--trusted-proxies"},
+		{"negative timeout", []string{"--http-read-timeout", "-1s"}, nil, "must not be negative"},
+		{"bad env timeout", nil, map[string]string{"KEYRELAY_HTTP_IDLE_TIMEOUT": "long"}, "KEYRELAY_HTTP_IDLE_TIMEOUT"},
+		{"zero header bytes", []string{"--max-header-bytes", "0"}, nil, "--max-header-bytes must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			getenv := func(k string) string { return tt.env[k] }
-			err := run(context.Background(), tt.args, getenv, io.Discard, io.Discard)
+			err := run(context.Background(), tt.args, getenv, nil, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("run = %v, want an error containing %q", err, tt.want)
 			}

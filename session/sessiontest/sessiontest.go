@@ -1264,7 +1264,7 @@ func recv(t *testing.T, sub *session.Subscription) session.Event {
 		if !ok {
 			t.Fatalf("subscription ended (Err %v), want an event", sub.Err())
 		}
-		return ev
+		return *ev
 	case <-time.After(patience):
 		t.Fatalf("no event within %v", patience)
 		panic("unreachable")
@@ -1283,7 +1283,7 @@ func drain(t *testing.T, sub *session.Subscription) ([]session.Event, error) {
 			if !ok {
 				return evs, sub.Err()
 			}
-			evs = append(evs, ev)
+			evs = append(evs, *ev)
 		case <-timeout:
 			t.Fatalf("subscription did not end within %v (%d events read)", patience, len(evs))
 		}
