@@ -248,11 +248,9 @@ type smallBuffers struct{ http.ResponseWriter }
 // Hijack implements http.Hijacker. Bytes the HTTP server has read past the
 // request are kept: the new reader returns them first.
 func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	h, ok := w.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("relay: the ResponseWriter cannot be hijacked")
-	}
-	nc, brw, err := h.Hijack()
+	// The controller finds the Hijacker of wrapping ResponseWriters
+	// (through their Unwrap method), as websocket.Accept would.
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
