@@ -21,12 +21,15 @@
 package keyapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"slices"
 	"strconv"
@@ -112,8 +115,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// cors sets the CORS response headers and answers a preflight request,
-// reporting whether it did.
+// cors sets the CORS response headers and answers OPTIONS requests (CORS
+// preflights and plain ones), reporting whether it did.
 func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	allowed := ""
@@ -128,10 +131,11 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	if allowed != "" {
 		w.Header().Set("Access-Control-Allow-Origin", allowed)
 	}
-	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
+	if r.Method != http.MethodOptions {
 		return false
 	}
-	if allowed != "" {
+	// OPTIONS is answered here, preflight or not, as Flask answers it.
+	if allowed != "" && r.Header.Get("Access-Control-Request-Method") != "" {
 		w.Header().Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
 		w.Header().Set("Access-Control-Max-Age", "600")
@@ -250,28 +254,52 @@ func (h *Handler) sharedKeyParams(r *http.Request) (priv, pub, group string, err
 		}
 		return q.Get("local_private_key"), q.Get("remote_public_key"), q.Get("group"), nil
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return "", "", "", fail(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return "", "", "", fail(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, h.cfg.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	var req sharedKeyRequest
-	if err := dec.Decode(&req); err != nil {
+	// The whole body is read first, so that its size limit holds whatever
+	// the JSON in it.
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return "", "", "", fail(http.StatusRequestEntityTooLarge, "Request body larger than %d bytes", h.cfg.MaxBodyBytes)
 		}
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: field %s must be a string", typeErr.Field)
-		}
-		if strings.HasPrefix(err.Error(), "json: unknown field") {
-			return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
-		}
-		return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: expected {\"local_private_key\": …, \"remote_public_key\": …}")
+		return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: the body could not be read")
+	}
+	malformed := fail(http.StatusBadRequest, "Malformed JSON body: expected {\"local_private_key\": …, \"remote_public_key\": …}")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return "", "", "", malformed
 	}
 	if dec.More() {
 		return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: trailing data after the object")
+	}
+	if string(raw) != "null" {
+		// Field names are matched exactly, as Python's dict lookups do
+		// (encoding/json alone would accept LOCAL_PRIVATE_KEY).
+		var fields map[string]json.RawMessage
+		if raw[0] != '{' || json.Unmarshal(raw, &fields) != nil {
+			return "", "", "", malformed
+		}
+		for name := range fields {
+			switch name {
+			case "local_private_key", "remote_public_key", "group":
+			default:
+				return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: unknown field %q (the fields are local_private_key, remote_public_key and group)", truncate(name))
+			}
+		}
+	}
+	var req sharedKeyRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return "", "", "", fail(http.StatusBadRequest, "Malformed JSON body: field %s must be a string", typeErr.Field)
+		}
+		return "", "", "", malformed
 	}
 	if req.LocalPrivateKey == nil {
 		return "", "", "", fail(http.StatusBadRequest, "Missing parameter: local_private_key")
