@@ -18,6 +18,7 @@ import (
 
 // load runs the pairs of one configuration and gathers their figures.
 type load struct {
+	pool []string // relay-only: public keys (hex), from generateKeyPool
 	// Static after newLoad.
 	cfg config
 	src *sources // every client's options
@@ -45,6 +46,14 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 	if len(l.cfg.metricsURLs) > 0 {
 		l.watch = newRelayWatch(l.cfg.metricsURLs, l.cfg.urls)
 		l.watch.begin(ctx, l.cfg.metricsInterval)
+	}
+	if l.cfg.relayOnly {
+		if err := l.generateKeyPool(); err != nil {
+			sum := l.stats.summary(l.cfg, 0)
+			sum.Errors["key_pool"] = 1
+			sum.ErrorExamples["key_pool"] = err.Error()
+			return sum
+		}
 	}
 	var sum *summary
 	switch {
@@ -295,12 +304,16 @@ func (p *pair) run(ctx context.Context, i int) error {
 		return stageError{"join", err}
 	}
 	p.timings.add(metricJoin, time.Since(t0))
+	handshake := func(c *client.Client, _ int) error {
+		_, err := c.Handshake(ctx)
+		return err
+	}
+	if p.l.cfg.relayOnly {
+		handshake = func(c *client.Client, k int) error { return p.l.sendPoolKey(ctx, c, k) }
+	}
 	errA := make(chan error, 1)
-	go func() {
-		_, err := a.Handshake(ctx)
-		errA <- err
-	}()
-	_, errB := b.Handshake(ctx)
+	go func() { errA <- handshake(a, 2*i) }()
+	errB := handshake(b, 2*i+1)
 	if errB != nil {
 		return stageError{"handshake", errB}
 	}

@@ -40,7 +40,9 @@ func startRelay(t *testing.T, store session.Store) string {
 // startRelayConfig is startRelay with the relay's configuration.
 func startRelayConfig(t *testing.T, store session.Store, cfg relay.Config) string {
 	t.Helper()
-	cfg.Registerer = prometheus.NewRegistry()
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
 	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -364,6 +366,9 @@ func TestBadFlags(t *testing.T) {
 		{"error rate", []string{"--max-error-rate", "1.5"}, nil, "--max-error-rate"},
 		{"argument", []string{"extra"}, nil, "unexpected argument"},
 		{"bad env", nil, map[string]string{"KEYRELAY_LOAD_PAIRS": "many"}, "KEYRELAY_LOAD_PAIRS"},
+		{"client crypto", []string{"--client-crypto", "none"}, nil, "--client-crypto"},
+		{"relay-only chat", []string{"--scenario", "chat", "--client-crypto", "relay-only"}, nil, "relay-only"},
+		{"key pool", []string{"--client-crypto", "relay-only", "--key-pool", "1"}, nil, "--key-pool"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -396,4 +401,41 @@ func TestHelp(t *testing.T) {
 			t.Errorf("--help does not describe the %s scenario", sc)
 		}
 	}
+}
+
+// TestRelayOnly: --client-crypto relay-only completes handshakes with pool
+// keys, which the relay validates and counts as handshakes (TestBadFlags:
+// it is refused where a scenario needs the shared key).
+func TestRelayOnly(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	url := startRelayConfig(t, session.NewMemoryStore(session.MemoryConfig{}), relay.Config{Registerer: reg})
+	for _, group := range []string{"x25519", "modp14"} {
+		t.Run(group, func(t *testing.T) {
+			before := handshakesCounted(t, reg)
+			sum, err := runLoad(t, "--url", url, "--group", group, "--client-crypto", "relay-only", "--key-pool", "4", "--pairs", "6", "--concurrency", "3")
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			checkClean(t, sum, 6, 0, metricConnect, metricJoin, metricHandshake)
+			if got := handshakesCounted(t, reg) - before; got != 6 {
+				t.Errorf("the relay counted %v handshakes, want 6", got)
+			}
+		})
+	}
+}
+
+// handshakesCounted reads keyrelay_handshakes_total from reg.
+func handshakesCounted(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "keyrelay_handshakes_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("keyrelay_handshakes_total not registered")
+	return 0
 }
