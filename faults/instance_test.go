@@ -3,8 +3,8 @@ package faults
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,26 +140,20 @@ func TestRelayKilledMidConversation(t *testing.T) {
 	}
 }
 
-// TestRelayKilledBeforePublish: relay 1 stores A's message (Redis
-// Append), confirms it to A with sent, and dies before it publishes the
-// message event (Redis Publish) that would have taken it to B's relay. The
-// test holds that one publish in a proxy between relay 1 and Redis, so the
-// kill lands exactly there; in TestRelayKilledMidConversation the same
-// window is hit only by chance.
+// TestRelayKilledAfterStore: relay 1 stores A's message in Redis, confirms
+// it to A with sent, and dies at once: a proxy between relay 1 and Redis
+// lets the store command through and nothing after it, so the kill lands
+// exactly there (TestRelayKilledMidConversation hits that window only by
+// chance).
 //
 // docs/protocol.md §3 promises that a message the relay stored is
-// delivered ("nothing is lost when a connection drops"), and relay/client
-// that a confirmed message is not lost. But B stays connected (its relay
-// lives), so nothing makes its relay read the stored message: B gets A's
-// next message, seq+1, delivers it and acknowledges everything up to it,
-// and the confirmed message is gone for good.
-//
-// It fails against the relay as it is, every time, so it is skipped unless
-// KEYRELAY_FAULTS_KNOWN_BUGS=1: remove the skip with the fix.
-func TestRelayKilledBeforePublish(t *testing.T) {
-	if os.Getenv("KEYRELAY_FAULTS_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a message confirmed with sent is lost when its relay dies between storing and publishing it (set KEYRELAY_FAULTS_KNOWN_BUGS=1 to run)")
-	}
+// delivered, and relay/client that a confirmed message is not lost. B stays
+// connected to relay 2, so nothing but the message's event brings it to B.
+// The relay once published that event in a second Redis call, which this
+// kill cut off: B then got A's next message, acknowledged past the first,
+// and the confirmed message was gone. Storing and announcing are now one
+// Redis script (session.Store.Append).
+func TestRelayKilledAfterStore(t *testing.T) {
 	rs := redistest.StartServer(t)
 	px := startRedisProxy(t, rs.Addr)
 	r1 := startRelay(t, "relay1", "redis://"+px.addr())
@@ -168,15 +162,17 @@ func TestRelayKilledBeforePublish(t *testing.T) {
 	a, b := newPair(t, ctx, r1.addr, r2.addr)
 	exchange(t, ctx, a, b)
 
-	px.holdMessagePublish()
-	seq1, err := a.c.Send(ctx, []byte(text("A", 1)))
+	room, _ := a.c.Room()
+	first := text("A", 1) + strings.Repeat(".", 4096)
+	px.freezeAfter(room.Peer, 4096)
+	seq1, err := a.c.Send(ctx, []byte(first))
 	if err != nil {
 		t.Fatalf("A: send 1: %v", err)
 	}
 	select {
 	case <-px.held:
 	case <-ctx.Done():
-		t.Fatal("relay 1 never published message 1")
+		t.Fatal("relay 1 never stored message 1")
 	}
 	r1.kill()
 	a.r.point(r2.addr)
@@ -191,9 +187,9 @@ func TestRelayKilledBeforePublish(t *testing.T) {
 	if err != nil {
 		t.Fatalf("B: receive: %v", err)
 	}
-	if string(m.Plaintext) != text("A", 1) {
+	if string(m.Plaintext) != first {
 		t.Errorf("B's next message is %q (seq %d); message 1 (seq %d), confirmed to A with sent before relay 1 died, was never delivered (message 2 has seq %d)",
-			m.Plaintext, m.Seq, seq1, seq2)
+			truncate40(m.Plaintext), m.Seq, seq1, seq2)
 	}
 	// Even a resume does not bring it back: B acknowledged past it.
 	if err := b.c.Resume(phase(t, ctx, 5*time.Second)); err != nil {
@@ -210,4 +206,12 @@ func TestRelayKilledBeforePublish(t *testing.T) {
 		}
 		t.Logf("B after resume: %q seq %d", m.Plaintext, m.Seq)
 	}
+}
+
+// truncate40 shortens a plaintext for a failure message.
+func truncate40(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
 }

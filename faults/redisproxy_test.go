@@ -9,15 +9,15 @@ import (
 	"testing"
 )
 
-// redisProxy forwards TCP connections to a Redis server, and can hold the
-// next command that publishes a message event: it stops forwarding that
-// connection there, as if the relay had died just before the command left
-// it. Everything else passes through unchanged.
+// redisProxy forwards TCP connections to a Redis server, and can freeze a
+// connection right after the next command that names a given member: that
+// command reaches Redis, nothing after it does, as if the relay had died
+// just after it. Everything else passes through unchanged.
 type redisProxy struct {
 	ln     net.Listener
 	target string
-	hold   atomic.Bool   // hold the next message publish
-	held   chan struct{} // closed when a publish was held
+	after  atomic.Pointer[freezeRule] // freeze after the next command it matches
+	held   chan struct{}              // closed when a connection froze
 	once   sync.Once
 	done   chan struct{} // closed when the test ends
 	mu     sync.Mutex    // guards conns
@@ -48,9 +48,19 @@ func startRedisProxy(t *testing.T, target string) *redisProxy {
 
 func (px *redisProxy) addr() string { return px.ln.Addr().String() }
 
-// holdMessagePublish arms the proxy: the next command that publishes a
-// message event is held, never reaching Redis.
-func (px *redisProxy) holdMessagePublish() { px.hold.Store(true) }
+// freezeRule picks a command: one carrying member and at least size bytes.
+type freezeRule struct {
+	member string
+	size   int
+}
+
+// freezeAfter arms the proxy: the next command that carries member (a peer
+// ID) and is at least size bytes long (a message's store command, which
+// carries the ciphertext, not an ack) is forwarded, and nothing the same
+// connection sends after it.
+func (px *redisProxy) freezeAfter(member string, size int) {
+	px.after.Store(&freezeRule{member, size})
+}
 
 func (px *redisProxy) serve() {
 	for {
@@ -74,11 +84,8 @@ func (px *redisProxy) serve() {
 	}
 }
 
-// forward copies commands from the relay to Redis, holding a message
-// publish if armed. A publish is the publish script's call, whose
-// arguments name the room's event channel ("events:{room}") and carry the
-// encoded event, which starts with its type; SUBSCRIBE also names the
-// channel, but not "message" in the same write.
+// forward copies commands from the relay to Redis, freezing after the
+// armed member's next command.
 func (px *redisProxy) forward(c, up net.Conn) {
 	defer up.Close()
 	buf := make([]byte, 256<<10)
@@ -86,15 +93,16 @@ func (px *redisProxy) forward(c, up net.Conn) {
 		n, err := c.Read(buf)
 		if n > 0 {
 			chunk := buf[:n]
-			if px.hold.Load() && bytes.Contains(chunk, []byte("events:{")) &&
-				bytes.Contains(chunk, []byte("message")) &&
-				!bytes.Contains(bytes.ToLower(chunk), []byte("subscribe")) {
-				px.hold.Store(false)
-				px.once.Do(func() { close(px.held) })
-				<-px.done // the relay dies with the command unsent
-				return
+			freeze := false
+			if m := px.after.Load(); m != nil && len(chunk) >= m.size && bytes.Contains(chunk, []byte(m.member)) && px.after.CompareAndSwap(m, nil) {
+				freeze = true
 			}
 			if _, err := up.Write(chunk); err != nil {
+				return
+			}
+			if freeze {
+				px.once.Do(func() { close(px.held) })
+				<-px.done // the relay dies with nothing more sent
 				return
 			}
 		}

@@ -380,6 +380,15 @@ func (c *conn) handleCreate(f *clientFrame) error {
 		group = g.Name()
 	}
 	id := uuid.NewString()
+	if f.Room != nil {
+		if !c.s.cfg.ClientRoomIDs {
+			return newWireError(CodeBadRequest, "this relay chooses room IDs: leave out room")
+		}
+		if !c.s.clientRoomID(*f.Room) {
+			return newWireError(CodeBadRequest, "room must be %d to %d characters from A-Z, a-z, 0-9, - and _", c.s.cfg.MinRoomIDLength, maxRoomIDLength)
+		}
+		id = *f.Room
+	}
 	cfg := session.RoomConfig{Group: group, TTL: c.s.cfg.RoomTTL, ResumeGrace: c.s.cfg.ResumeGrace, MaxPending: c.s.cfg.MaxPending}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
@@ -394,7 +403,7 @@ func (c *conn) handleJoin(f *clientFrame) error {
 	if room, _ := c.current(); room != "" {
 		return errInRoom
 	}
-	if !isRoomID(*f.Room) {
+	if !c.s.roomID(*f.Room) {
 		return newWireError(CodeBadRequest, "room must be a room ID as create returns it")
 	}
 	return c.join(f, *f.Room)
@@ -419,7 +428,7 @@ func (c *conn) handleResume(f *clientFrame) error {
 	if room, _ := c.current(); room != "" {
 		return errInRoom
 	}
-	if !isRoomID(*f.Room) || !isRoomID(*f.Peer) {
+	if !c.s.roomID(*f.Room) || !isRoomID(*f.Peer) {
 		return newWireError(CodeBadRequest, "room and peer must be IDs as the relay returned them")
 	}
 	tok, err := base64.RawURLEncoding.DecodeString(*f.ResumeToken)
@@ -761,10 +770,12 @@ func (c *conn) handleMsg(f *clientFrame) error {
 	if err != nil {
 		return err
 	}
+	// Append announced the message to the room (atomically with storing
+	// it: a confirmed message reaches the peer even if this relay dies now).
 	c.enqueue(&serverFrame{Type: TypeSent, ID: f.ID, Seq: seq})
 	c.s.metrics.messages.Inc()
 	c.s.metrics.bytes.Add(float64(len(body)))
-	return c.s.store.Publish(ctx, session.Event{Type: session.EventMessage, Room: room, Peer: peer, Seq: seq, Body: body, Conn: c.id})
+	return nil
 }
 
 func (c *conn) handleAck(f *clientFrame) error {
@@ -793,6 +804,30 @@ func newToken() (string, [32]byte, error) {
 		return "", [32]byte{}, err
 	}
 	return base64.RawURLEncoding.EncodeToString(b[:]), sha256.Sum256(b[:]), nil
+}
+
+// maxRoomIDLength bounds client-chosen room IDs.
+const maxRoomIDLength = 64
+
+// roomID reports whether s can name a room: a relay-made ID, or, when the
+// relay allows them, a client-chosen one.
+func (s *Server) roomID(id string) bool {
+	return isRoomID(id) || (s.cfg.ClientRoomIDs && s.clientRoomID(id))
+}
+
+// clientRoomID reports whether id is a well-formed client-chosen room ID.
+func (s *Server) clientRoomID(id string) bool {
+	if len(id) < s.cfg.MinRoomIDLength || len(id) > maxRoomIDLength {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '-', b == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // isRoomID reports whether s is a UUID in the canonical lowercase form the

@@ -454,6 +454,7 @@ func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte
 	}
 	r.lastSeq++
 	*box = append(*box, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
+	s.publishLocked(r, Event{Type: EventMessage, Room: room, Peer: from, Seq: r.lastSeq, Body: body})
 	r.touch(now)
 	return r.lastSeq, nil
 }
@@ -529,6 +530,14 @@ func (s *MemoryStore) Publish(ctx context.Context, ev Event) error {
 	if err != nil {
 		return err
 	}
+	s.publishLocked(r, ev)
+	r.touch(now)
+	return nil
+}
+
+// publishLocked sends a copy of ev to r's subscribers, ending those that
+// are too far behind. s.mu must be held.
+func (s *MemoryStore) publishLocked(r *memRoom, ev Event) {
 	for sub := range r.subs {
 		e := ev
 		e.Body = slices.Clone(ev.Body)
@@ -538,8 +547,6 @@ func (s *MemoryStore) Publish(ctx context.Context, ev Event) error {
 			s.endLocked(sub, ErrSlowSubscriber)
 		}
 	}
-	r.touch(now)
-	return nil
 }
 
 // Subscribe returns the room's events from now on. The subscription ends,

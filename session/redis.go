@@ -625,7 +625,9 @@ func (s *RedisStore) Append(ctx context.Context, room, from string, body []byte)
 	if body == nil {
 		body = []byte{}
 	}
-	v, err := s.run(ctx, "append", scriptAppend, room, from, body)
+	ev := encodeEvent(Event{Type: EventMessage, Room: room, Peer: from})
+	prefix := ev[:len(ev)-1] // without the uvarint of seq 0, a single 0 byte
+	v, err := s.run(ctx, "append", scriptAppend, room, from, body, s.channel(room), prefix)
 	if err != nil {
 		return 0, err
 	}

@@ -202,7 +202,10 @@ type Store interface {
 	SetKey(ctx context.Context, room, id, group, key string) (Room, error)
 
 	// Append stores body, from member from, for the room's other member,
-	// and returns the message's sequence number. It returns
+	// and returns the message's sequence number. In the same atomic step it
+	// publishes the message's EventMessage (Peer: from, Seq, Body; no
+	// Conn) to the room's subscribers, so that a stored message is always
+	// announced, even if its sender's relay dies right after. It returns
 	// ErrRoomNotFound, ErrNotMember, or ErrMailboxFull when the other
 	// member already has Config.MaxPending unacknowledged messages. (With
 	// no other member, the message waits for whoever joins.)

@@ -801,6 +801,20 @@ func testPubSub(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("Append announces the message", func(t *testing.T) {
+		s := open(t)
+		create(t, s, "r", longCfg)
+		join(t, s, "r", "a")
+		join(t, s, "r", "b")
+		sub := subscribe(t, s, "r")
+		seq, err := s.Append(t.Context(), "r", "a", []byte("ciphertext"))
+		wantErr(t, "Append", err, nil)
+		want := session.Event{Type: session.EventMessage, Room: "r", Peer: "a", Seq: seq, Body: []byte("ciphertext")}
+		if got := recv(t, sub); !eventEqual(got, want) {
+			t.Errorf("event after Append = %+v, want %+v", got, want)
+		}
+	})
+
 	t.Run("bodies are copied", func(t *testing.T) {
 		s := open(t)
 		create(t, s, "r", longCfg)
