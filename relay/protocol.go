@@ -52,6 +52,10 @@ const (
 	CodeGroupMismatch       = "group_mismatch"
 	CodeKeyAlreadySet       = "key_already_set"
 	CodeRoomNotFound        = "room_not_found"
+	CodeRoomExists          = "room_exists"
+	CodeKeyReused           = "key_reused"
+	CodeJoinRateLimited     = "join_rate_limited"
+	CodeTooManyAttempts     = "too_many_attempts"
 	CodeRoomFull            = "room_full"
 	CodeRoomExpired         = "room_expired"
 	CodeTooManyRooms        = "too_many_rooms"
@@ -92,7 +96,7 @@ type clientFrame struct {
 // allowedFields lists, per type, the fields besides type and id that a
 // frame may carry; required ones are marked true.
 var allowedFields = map[string]map[string]bool{
-	TypeCreate: {"group": false},
+	TypeCreate: {"group": false, "room": false},
 	TypeJoin:   {"room": true},
 	TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false},
 	TypeKey:    {"public_key": true, "group": false},
@@ -146,6 +150,7 @@ var errorCodes = []struct {
 	{session.ErrGroupMismatch, CodeGroupMismatch, "the key's group is not the room's"},
 	{session.ErrKeySet, CodeKeyAlreadySet, "you already sent a key in this room"},
 	{session.ErrRoomNotFound, CodeRoomNotFound, "no such room"},
+	{session.ErrRoomExists, CodeRoomExists, "a room with this ID exists; choose another"},
 	{session.ErrRoomFull, CodeRoomFull, "the room already has two peers"},
 	{session.ErrTooManyRooms, CodeTooManyRooms, "the relay holds its maximum number of rooms"},
 	{session.ErrMailboxFull, CodeMailboxFull, "the peer has too many unacknowledged messages"},

@@ -68,6 +68,14 @@ type Config struct {
 	// "scheme://host" patterns, matched with path.Match. Nil or empty means
 	// the relay's own origin only; "*" allows any origin.
 	AllowedOrigins []string
+	// ClientRoomIDs lets create name its room (a "room" field): IDs of
+	// MinRoomIDLength to 64 characters from A-Z, a-z, 0-9, "-" and "_".
+	// Off by default: the relay's own IDs are random UUIDs (122 random
+	// bits), which nobody can guess; a client's may be weaker, so the
+	// minimum length is the operator's guard. Zero MinRoomIDLength means
+	// 22 (the length of 128 random bits in base64url).
+	ClientRoomIDs   bool
+	MinRoomIDLength int
 	// Registerer receives the relay's Prometheus metrics. Nil means none
 	// are registered (they are still counted).
 	Registerer prometheus.Registerer
@@ -101,6 +109,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxRooms == 0 {
 		c.MaxRooms = 10000
 	}
+	if c.MinRoomIDLength == 0 {
+		c.MinRoomIDLength = 22
+	}
 	if c.SendQueue == 0 {
 		c.SendQueue = 64
 	}
@@ -117,6 +128,8 @@ func (c *Config) setDefaults() error {
 	switch {
 	case c.MaxFrameBytes < 1024:
 		return fmt.Errorf("relay: MaxFrameBytes %d is below 1024", c.MaxFrameBytes)
+	case c.MinRoomIDLength < 1 || c.MinRoomIDLength > maxRoomIDLength:
+		return fmt.Errorf("relay: MinRoomIDLength %d: want 1 to %d", c.MinRoomIDLength, maxRoomIDLength)
 	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1:
 		return errors.New("relay: FramesPerSecond, FrameBurst, SendQueue and MaxPending must be positive")
 	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:

@@ -21,6 +21,8 @@
 //	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames per second per connection (default 20, burst twice that)
 //	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
+//	--client-room-ids KEYRELAY_CLIENT_ROOM_IDS let create name its room (default false)
+//	--min-room-id-length KEYRELAY_MIN_ROOM_ID_LENGTH shortest client-chosen room ID (default 22)
 //	--send-queue     KEYRELAY_SEND_QUEUE     frames queued for a slow reader before it is disconnected (default 64)
 //	--max-pending    KEYRELAY_MAX_PENDING    unacknowledged messages waiting for one peer (default 256)
 //	--room-ttl       KEYRELAY_ROOM_TTL       idle time after which a room expires (default 10m)
@@ -120,6 +122,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("KEYRELAY_KEY_API_GET: %w", err)
 	}
 	fs.BoolVar(&c.keyAPIGet, "key-api-get", getDefault, "accept GET /generate-shared-key, with private keys in the URL (env KEYRELAY_KEY_API_GET)")
+	clientRooms, err := strconv.ParseBool(env("KEYRELAY_CLIENT_ROOM_IDS", "false"))
+	if err != nil {
+		return c, fmt.Errorf("KEYRELAY_CLIENT_ROOM_IDS: %w", err)
+	}
+	fs.BoolVar(&c.relay.ClientRoomIDs, "client-room-ids", clientRooms, "let create name its room (IDs of --min-room-id-length to 64 characters A-Z a-z 0-9 - _); off: the relay's random IDs only (env KEYRELAY_CLIENT_ROOM_IDS)")
 	fs.StringVar(&c.logLevel, "log-level", env("KEYRELAY_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYRELAY_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("KEYRELAY_LOG_FORMAT", "text"), "text or json (env KEYRELAY_LOG_FORMAT)")
 	fs.StringVar(&c.redisURL, "redis-url", env("KEYRELAY_REDIS_URL", ""), "Redis for shared session state (redis://, rediss://, Sentinel or Cluster URLs); empty: in memory, one process (env KEYRELAY_REDIS_URL)")
@@ -144,6 +151,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames per second per connection, bursts of twice that")
 	intFlag(&c.relay.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP; -1 for no limit")
 	intFlag(&c.relay.MaxRooms, "max-rooms", "KEYRELAY_MAX_ROOMS", 10000, "rooms in total; -1 for no limit")
+	intFlag(&c.relay.MinRoomIDLength, "min-room-id-length", "KEYRELAY_MIN_ROOM_ID_LENGTH", 22, "shortest client-chosen room ID, with --client-room-ids")
 	intFlag(&c.relay.SendQueue, "send-queue", "KEYRELAY_SEND_QUEUE", 64, "frames queued for a slow reader before it is disconnected")
 	intFlag(&c.relay.MaxPending, "max-pending", "KEYRELAY_MAX_PENDING", 256, "unacknowledged messages waiting for one peer")
 	durFlag(&c.relay.RoomTTL, "room-ttl", "KEYRELAY_ROOM_TTL", 10*time.Minute, "idle time after which a room expires")
