@@ -13,7 +13,7 @@ import (
 
 // FuzzKeyAPI sends arbitrary requests (method, path and query, content
 // type, body) to the key API: it never answers 500 or panics, and every
-// answer but a bodiless one (204) is a JSON object.
+// answer of its own is a JSON object.
 func FuzzKeyAPI(f *testing.F) {
 	h, err := keyapi.New(keyapi.Config{MaxBodyBytes: 4096}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -48,7 +48,9 @@ func FuzzKeyAPI(f *testing.F) {
 		if w.Code >= 500 {
 			t.Fatalf("%s %q: %d %s", m, target, w.Code, w.Body)
 		}
-		if w.Code == http.StatusNoContent || w.Code == http.StatusNotFound || m == "HEAD" {
+		// 204 and HEAD have no body; 404 and the redirects of unclean paths
+		// ("/." to "/", found by fuzzing) are net/http's ServeMux's.
+		if w.Code == http.StatusNoContent || w.Code == http.StatusNotFound || w.Code/100 == 3 || m == "HEAD" {
 			return
 		}
 		var v map[string]any
