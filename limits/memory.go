@@ -1,0 +1,234 @@
+package limits
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Sweep interval bounds of a Memory: it sweeps every smallest window (of
+// those that are on), but at most every memSweepMin and at least every
+// memSweepMax.
+const (
+	memSweepMin = 10 * time.Millisecond
+	memSweepMax = time.Second
+)
+
+// Memory is the in-memory [Limiter]. It serves one process: its counts are
+// not shared with other relay instances and do not survive a restart.
+//
+// All state sits behind one mutex; no method blocks on anything else. Its
+// memory is bounded by what the windows can hold: a background goroutine,
+// stopped by Close, removes the join counters and key records that no
+// longer affect any decision, every smallest window (at least every
+// second), and an IP's connection count goes when its last connection is
+// released.
+//
+// Create one with [NewMemory]; the zero Memory is not usable.
+type Memory struct {
+	// Static after construction.
+	lim        limits
+	now        func() time.Time
+	sweepEvery time.Duration
+	stop       chan struct{} // closed by Close to stop the sweeper
+	swept      chan struct{} // closed by the sweeper when it returns
+
+	mu     sync.Mutex
+	closed bool                   // guarded by mu
+	conns  map[string]int         // guarded by mu; open connections by IP, never 0
+	ips    map[string]*sliding    // guarded by mu; join attempts by IP
+	rooms  map[string]*sliding    // guarded by mu; join attempts by room
+	keys   map[[32]byte]memKeyUse // guarded by mu; by digest of the key
+}
+
+var _ Limiter = (*Memory)(nil)
+
+// memKeyUse is where and until when a public key is remembered.
+type memKeyUse struct {
+	room    [32]byte // digest of the room ID
+	expires time.Time
+}
+
+// NewMemory returns a Memory enforcing cfg. Call Close to stop its
+// sweeper.
+func NewMemory(cfg Config) *Memory {
+	return newMemory(cfg, time.Now)
+}
+
+// newMemory is NewMemory with a clock, for tests.
+func newMemory(cfg Config, now func() time.Time) *Memory {
+	lim := resolve(cfg)
+	sweep := memSweepMax
+	for _, w := range []time.Duration{lim.joinWindow, lim.roomWindow, lim.keyWindow} {
+		if w > 0 {
+			sweep = min(sweep, w)
+		}
+	}
+	m := &Memory{
+		lim:        lim,
+		now:        now,
+		sweepEvery: max(sweep, memSweepMin),
+		stop:       make(chan struct{}),
+		swept:      make(chan struct{}),
+		conns:      make(map[string]int),
+		ips:        make(map[string]*sliding),
+		rooms:      make(map[string]*sliding),
+		keys:       make(map[[32]byte]memKeyUse),
+	}
+	go m.sweep()
+	return m
+}
+
+// Connect counts a connection from ip and returns its release function,
+// or returns ErrConnLimit if ip has MaxConnsPerIP connections open, or
+// ErrClosed after Close.
+func (m *Memory) Connect(ctx context.Context, ip string) (func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if m.lim.conns == 0 {
+		return func() {}, nil
+	}
+	if m.conns[ip] >= m.lim.conns {
+		return nil, ErrConnLimit
+	}
+	m.conns[ip]++
+	var once sync.Once
+	return func() { once.Do(func() { m.release(ip) }) }, nil
+}
+
+// release uncounts a connection from ip.
+func (m *Memory) release(ip string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns[ip]--; m.conns[ip] <= 0 {
+		delete(m.conns, ip)
+	}
+}
+
+// Join counts an attempt by ip on room. It returns ErrJoinRate,
+// ErrRoomAttempts (see [Limiter]), or ErrClosed after Close.
+func (m *Memory) Join(ctx context.Context, ip, room string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	now := m.now().UnixNano()
+	ipOK, roomOK := true, true
+	if m.lim.joinsIP > 0 {
+		ipOK = admit(m.ips, ip, now, m.lim.joinWindow, m.lim.joinsIP)
+	}
+	if m.lim.joinsRoom > 0 && room != "" {
+		roomOK = admit(m.rooms, room, now, m.lim.roomWindow, m.lim.joinsRoom)
+	}
+	switch {
+	case !ipOK:
+		return ErrJoinRate
+	case !roomOK:
+		return ErrRoomAttempts
+	}
+	return nil
+}
+
+// admit counts an attempt at now on counters[id], creating it if need be,
+// and reports whether it is admitted.
+func admit(counters map[string]*sliding, id string, now int64, window time.Duration, limit int) bool {
+	c := counters[id]
+	if c == nil {
+		c = new(sliding)
+	}
+	if !c.admit(now, int64(window), limit) {
+		return false
+	}
+	counters[id] = c
+	return true
+}
+
+// UseKey records that key is used in room. It returns ErrKeyReused (see
+// [Limiter]), or ErrClosed after Close.
+func (m *Memory) UseKey(ctx context.Context, key, room string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if m.lim.keyWindow == 0 {
+		return nil
+	}
+	now := m.now()
+	k, r := digest(key), digest(room)
+	if u, ok := m.keys[k]; ok && now.Before(u.expires) && u.room != r {
+		return ErrKeyReused
+	}
+	m.keys[k] = memKeyUse{room: r, expires: now.Add(m.lim.keyWindow)}
+	return nil
+}
+
+// Close stops the sweeper and forgets every count. Every method, Close
+// included, returns ErrClosed afterwards; release functions may still be
+// called and do nothing.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.closed = true
+	clear(m.conns)
+	clear(m.ips)
+	clear(m.rooms)
+	clear(m.keys)
+	m.mu.Unlock()
+	close(m.stop)
+	<-m.swept
+	return nil
+}
+
+// sweep runs sweepOnce every m.sweepEvery until Close.
+func (m *Memory) sweep() {
+	defer close(m.swept)
+	t := time.NewTicker(m.sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.sweepOnce()
+		}
+	}
+}
+
+// sweepOnce removes the counters and key records that no longer affect
+// any decision.
+func (m *Memory) sweepOnce() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	ns := now.UnixNano()
+	for id, c := range m.ips {
+		if c.expired(ns, int64(m.lim.joinWindow)) {
+			delete(m.ips, id)
+		}
+	}
+	for id, c := range m.rooms {
+		if c.expired(ns, int64(m.lim.roomWindow)) {
+			delete(m.rooms, id)
+		}
+	}
+	for k, u := range m.keys {
+		if !now.Before(u.expires) {
+			delete(m.keys, k)
+		}
+	}
+}
+
+// size returns the number of entries the Memory holds, for tests.
+func (m *Memory) size() (conns, ips, rooms, keys int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.conns), len(m.ips), len(m.rooms), len(m.keys)
+}
