@@ -182,9 +182,17 @@ start_servers() {
 start_servers throughput
 measure raw-upgrade "$TMP/baseline" load --url "$BASE_URL" --scenario upgrade \
 	--pairs 0 --concurrency "$CONCURRENCY" --duration "$DURATION" --json "$OUT/raw-upgrade.json"
+# The targets are read on relay-only handshakes (pool keys: the relay does
+# all its handshake work, the generator skips its own Diffie-Hellman, which
+# on 2 shared cores would otherwise be most of what is measured); the
+# full-crypto runs, where each client generates, validates and derives as
+# users do, are reported beside them.
 for g in x25519 modp14; do
 	measure "relay-handshake-$g" "$TMP/keyrelay-load" --url "$RELAY_WS" --scenario handshake --group "$g" \
+		--client-crypto relay-only --key-pool 4096 \
 		--pairs 0 --concurrency "$CONCURRENCY" --duration "$DURATION" --json "$OUT/relay-handshake-$g.json"
+	measure "relay-handshake-$g-full" "$TMP/keyrelay-load" --url "$RELAY_WS" --scenario handshake --group "$g" \
+		--pairs 0 --concurrency "$CONCURRENCY" --duration "$DURATION" --json "$OUT/relay-handshake-$g-full.json"
 done
 measure raw-forward "$TMP/baseline" load --url "$BASE_URL" --scenario forward \
 	--pairs 0 --concurrency "$FORWARD_PAIRS" --duration "$DURATION" --messages "$MESSAGES" --size "$SIZE" \
@@ -287,7 +295,7 @@ redis_phase() {
 		urls+=${urls:+,}"ws://127.0.0.1:$q/v1/ws"
 	done
 	measure redis-handshake-x25519 "$TMP/keyrelay-load" --url "$urls" --scenario handshake --group x25519 \
-		--pairs 0 --concurrency "$CONCURRENCY" --duration "$DURATION" --json "$OUT/redis-handshake-x25519.json"
+		--client-crypto relay-only --key-pool 4096 --pairs 0 --concurrency "$CONCURRENCY" --duration "$DURATION" --json "$OUT/redis-handshake-x25519.json"
 	measure redis-chat "$TMP/keyrelay-load" --url "$urls" --scenario chat \
 		--pairs 0 --concurrency "$FORWARD_PAIRS" --duration "$DURATION" --messages "$MESSAGES" --size "$SIZE" \
 		--json "$OUT/redis-chat.json"
@@ -319,6 +327,8 @@ R=$OUT
 raw_up=$(jv "$R/raw-upgrade.json" .pairs_per_second)
 hs_x=$(jv "$R/relay-handshake-x25519.json" .pairs_per_second)
 hs_m=$(jv "$R/relay-handshake-modp14.json" .pairs_per_second)
+hs_xf=$(jv "$R/relay-handshake-x25519-full.json" .pairs_per_second)
+hs_mf=$(jv "$R/relay-handshake-modp14-full.json" .pairs_per_second)
 raw_mps=$(jv "$R/raw-forward.json" .messages_per_second)
 chat_mps=$(jv "$R/relay-chat.json" .messages_per_second)
 raw_p50=$(jv "$R/raw-forward.json" .latency_ms.round_trip.p50)
@@ -343,14 +353,16 @@ redis_mps=$(jv "$R/redis-chat.json" .messages_per_second)
 	echo
 	echo "| figure | relay | baseline | relay/baseline | target | result |"
 	echo "| --- | ---: | ---: | ---: | --- | --- |"
-	echo "| handshake pairs/s, x25519 (baseline: bare upgrade pairs/s) | $(f1 "$hs_x") | $(f1 "$raw_up") | $(pct "$hs_x" "$raw_up") | ≥ 2000/s and ≥ 60% | $(check 'a >= 2000 && a >= 0.6 * b' "$hs_x" "$raw_up") |"
-	echo "| handshake pairs/s, modp14 (baseline: bare upgrade pairs/s) | $(f1 "$hs_m") | $(f1 "$raw_up") | $(pct "$hs_m" "$raw_up") | ≥ 1500/s | $(check 'a >= 1500' "$hs_m") |"
+	echo "| handshake pairs/s, x25519, relay-only (baseline: bare upgrade pairs/s) | $(f1 "$hs_x") | $(f1 "$raw_up") | $(pct "$hs_x" "$raw_up") | ≥ 2000/s and ≥ 60% | $(check 'a >= 2000 && a >= 0.6 * b' "$hs_x" "$raw_up") |"
+	echo "| handshake pairs/s, modp14, relay-only (baseline: bare upgrade pairs/s) | $(f1 "$hs_m") | $(f1 "$raw_up") | $(pct "$hs_m" "$raw_up") | ≥ 1500/s and ≥ 60% | $(check 'a >= 1500 && a >= 0.6 * b' "$hs_m" "$raw_up") |"
+	echo "| handshake pairs/s, x25519, full client crypto | $(f1 "$hs_xf") | $(f1 "$raw_up") | $(pct "$hs_xf" "$raw_up") | — | — |"
+	echo "| handshake pairs/s, modp14, full client crypto | $(f1 "$hs_mf") | $(f1 "$raw_up") | $(pct "$hs_mf" "$raw_up") | — | — |"
 	echo "| forwarded messages/s, $FORWARD_PAIRS pairs | $(f1 "$chat_mps") | $(f1 "$raw_mps") | $(pct "$chat_mps" "$raw_mps") | ≥ 70% | $(check 'a >= 0.7 * b' "$chat_mps" "$raw_mps") |"
 	echo "| round trip p99 (ms), $FORWARD_PAIRS pairs | $(f2 "$chat_p99") | $(f2 "$raw_p99") | $(pct "$chat_p99" "$raw_p99") | ≤ 150% (1.5×) | $(check 'a <= 1.5 * b' "$chat_p99" "$raw_p99") |"
 	echo "| round trip p50 (ms), $FORWARD_PAIRS pairs | $(f2 "$chat_p50") | $(f2 "$raw_p50") | $(pct "$chat_p50" "$raw_p50") | — | — |"
 	echo "| server RSS per idle connection ($relay_idle_n relay, $raw_idle_n bare) | $(kb "$relay_idle") | $(kb "$raw_idle") | $(pct "$relay_idle" "$raw_idle") | ≤ 12 KB | $(check 'a <= 12 * 1024' "$relay_idle") |"
 	echo "| server goroutines per idle connection | $(f2 "$relay_gor") | $(f2 "$raw_gor") | $(pct "$relay_gor" "$raw_gor") | — | — |"
-	echo "| 2 instances on Redis: handshake pairs/s, x25519 (baseline: 1 instance in memory) | $(f1 "$redis_hs") | $(f1 "$hs_x") | $(pct "$redis_hs" "$hs_x") | ≥ 50% | $(check 'a >= 0.5 * b' "$redis_hs" "$hs_x") |"
+	echo "| 2 instances on Redis: handshake pairs/s, x25519, relay-only (baseline: 1 instance in memory) | $(f1 "$redis_hs") | $(f1 "$hs_x") | $(pct "$redis_hs" "$hs_x") | ≥ 50% | $(check 'a >= 0.5 * b' "$redis_hs" "$hs_x") |"
 	echo "| 2 instances on Redis: messages/s (baseline: 1 instance in memory) | $(f1 "$redis_mps") | $(f1 "$chat_mps") | $(pct "$redis_mps" "$chat_mps") | ≥ 50% | $(check 'a >= 0.5 * b' "$redis_mps" "$chat_mps") |"
 	echo
 	echo "Failed pairs (or connections) per run:"

@@ -21,6 +21,7 @@
 //	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames per second per connection (default 20, burst twice that)
 //	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
+//	--debug-addr     KEYRELAY_DEBUG_ADDR     serve /debug/pprof/ on this address (default: off)
 //	--client-room-ids KEYRELAY_CLIENT_ROOM_IDS let create name its room (default false)
 //	--min-room-id-length KEYRELAY_MIN_ROOM_ID_LENGTH shortest client-chosen room ID (default 22)
 //	--send-queue     KEYRELAY_SEND_QUEUE     frames queued for a slow reader before it is disconnected (default 64)
@@ -99,6 +100,7 @@ type config struct {
 	redisURL    string
 	relay       relay.Config
 
+	debugAddr       string // "" none
 	tlsCert, tlsKey string
 	trustedProxies  *realip.Resolver // nil: trust no proxy
 	http            httpConfig
@@ -122,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("KEYRELAY_KEY_API_GET: %w", err)
 	}
 	fs.BoolVar(&c.keyAPIGet, "key-api-get", getDefault, "accept GET /generate-shared-key, with private keys in the URL (env KEYRELAY_KEY_API_GET)")
+	fs.StringVar(&c.debugAddr, "debug-addr", env("KEYRELAY_DEBUG_ADDR", ""), "serve Go's profiles (/debug/pprof/) on this address, apart from --addr; bind it to loopback (e.g. 127.0.0.1:6060); empty: off (env KEYRELAY_DEBUG_ADDR)")
 	clientRooms, err := strconv.ParseBool(env("KEYRELAY_CLIENT_ROOM_IDS", "false"))
 	if err != nil {
 		return c, fmt.Errorf("KEYRELAY_CLIENT_ROOM_IDS: %w", err)
@@ -300,6 +303,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return err
+	}
+	if c.debugAddr != "" {
+		if err := startDebug(ctx, c.debugAddr, logger); err != nil {
+			ln.Close()
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
 	}
 	srv := newHTTPServer(ctx, logRequests(logger, mux), c.http, cert, logger)
 	scheme := "http"

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -397,5 +398,31 @@ func TestChatPage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestDebugAddr: --debug-addr serves Go's profiles on a listener of its
+// own; the public address does not.
+func TestDebugAddr(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	debug := ln.Addr().String()
+	ln.Close()
+	base, logs, _ := start(t, "--debug-addr", debug)
+	if !strings.Contains(logs.String(), "debug listener") {
+		t.Errorf("no log line for the debug listener:\n%s", logs)
+	}
+	if body := mustGet(t, "http://"+debug+"/debug/pprof/goroutine?debug=1"); !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("goroutine profile: %.200s", body)
+	}
+	resp, err := http.Get(base + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Error("the public listener serves /debug/pprof/")
 	}
 }
