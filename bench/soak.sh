@@ -58,7 +58,7 @@ for _ in $(seq 100); do [[ $(redis-cli -p "$RP" ping 2>/dev/null) == PONG ]] && 
 
 # Short TTLs so that the load's leftovers (rooms of dropped peers waiting
 # for a resume) expire within a minute of its end.
-RELAY_FLAGS=(--max-conns-per-ip -1 --frames-per-second 100000 --max-rooms -1 --log-level warn
+RELAY_FLAGS=(--max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --max-rooms -1 --log-level warn
 	--room-ttl 20s --resume-grace 10s --redis-url "redis://127.0.0.1:$RP")
 HTTP=() DEBUG=() URLS=""
 for i in 1 2; do

@@ -61,7 +61,7 @@ func startRelay(t *testing.T, name, redisURL string, extra ...string) *relayProc
 	p := &relayProc{
 		t:    t,
 		name: name,
-		args: append([]string{"--redis-url", redisURL, "--max-conns-per-ip", "-1", "--log-level", "warn"}, extra...),
+		args: append([]string{"--redis-url", redisURL, "--max-conns-per-ip", "-1", "--joins-per-ip", "-1", "--log-level", "warn"}, extra...),
 	}
 	t.Cleanup(p.cleanup)
 	var errs []error

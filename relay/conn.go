@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
 )
 
@@ -29,6 +30,7 @@ type conn struct {
 	s       *Server
 	ws      *websocket.Conn
 	id      string
+	ip      string                      // the client's address, as the limits count it
 	logp    atomic.Pointer[slog.Logger] // per-connection logger; gains the room tag in a room
 	limiter bucket                      // owned by the reader
 	space   chan struct{}               // capacity 1: the writer took a frame from a full queue
@@ -379,6 +381,11 @@ func (c *conn) handleCreate(f *clientFrame) error {
 		}
 		group = g.Name()
 	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if err := c.s.limiter.Join(ctx, c.ip, ""); err != nil {
+		return err
+	}
 	id := uuid.NewString()
 	if f.Room != nil {
 		if !c.s.cfg.ClientRoomIDs {
@@ -390,8 +397,6 @@ func (c *conn) handleCreate(f *clientFrame) error {
 		id = *f.Room
 	}
 	cfg := session.RoomConfig{Group: group, TTL: c.s.cfg.RoomTTL, ResumeGrace: c.s.cfg.ResumeGrace, MaxPending: c.s.cfg.MaxPending}
-	ctx, cancel := c.storeCtx()
-	defer cancel()
 	if err := c.s.store.CreateRoom(ctx, id, cfg, c.s.cfg.MaxRooms); err != nil {
 		return err
 	}
@@ -405,6 +410,11 @@ func (c *conn) handleJoin(f *clientFrame) error {
 	}
 	if !c.s.roomID(*f.Room) {
 		return newWireError(CodeBadRequest, "room must be a room ID as create returns it")
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
+		return err
 	}
 	return c.join(f, *f.Room)
 }
@@ -437,6 +447,9 @@ func (c *conn) handleResume(f *clientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
+	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
+		return err
+	}
 	if _, err := c.s.store.Reconnect(ctx, *f.Room, *f.Peer, sha256.Sum256(tok)); err != nil {
 		return err
 	}
@@ -721,6 +734,12 @@ func (c *conn) handleKey(f *clientFrame) error {
 	if err != nil {
 		we, _ := toWireError(err)
 		c.s.metrics.validationErrors.WithLabelValues(we.code).Inc()
+		return err
+	}
+	if err := c.s.limiter.UseKey(ctx, pk.Hex(), room); err != nil {
+		if errors.Is(err, limits.ErrKeyReused) {
+			c.s.metrics.validationErrors.WithLabelValues(CodeKeyReused).Inc()
+		}
 		return err
 	}
 	r, err := c.s.store.SetKey(ctx, room, peer, g.Name(), pk.Hex())

@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
 )
 
@@ -151,6 +152,10 @@ var errorCodes = []struct {
 	{session.ErrKeySet, CodeKeyAlreadySet, "you already sent a key in this room"},
 	{session.ErrRoomNotFound, CodeRoomNotFound, "no such room"},
 	{session.ErrRoomExists, CodeRoomExists, "a room with this ID exists; choose another"},
+	{limits.ErrJoinRate, CodeJoinRateLimited, "too many creates, joins and resumes from your address; wait and retry"},
+	{limits.ErrRoomAttempts, CodeTooManyAttempts, "too many join attempts on this room; wait and retry"},
+	{limits.ErrKeyReused, CodeKeyReused, "this public key was used in another room; generate a new key pair"},
+	{limits.ErrClosed, CodeUnavailable, "the relay is shutting down; reconnect and resume"},
 	{session.ErrRoomFull, CodeRoomFull, "the room already has two peers"},
 	{session.ErrTooManyRooms, CodeTooManyRooms, "the relay holds its maximum number of rooms"},
 	{session.ErrMailboxFull, CodeMailboxFull, "the peer has too many unacknowledged messages"},

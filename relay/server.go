@@ -21,8 +21,26 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
 )
+
+// Limiter is the admission control the relay asks before it admits a
+// connection, a create, join or resume, and a public key. limits.Memory
+// and limits.Redis implement it; their errors (limits.ErrConnLimit,
+// ErrJoinRate, ErrRoomAttempts, ErrKeyReused, and errors wrapping
+// session.ErrUnavailable) are what the relay maps to wire codes.
+type Limiter interface {
+	// Connect counts a connection from ip and returns the function that
+	// releases it, or an error (nothing counted).
+	Connect(ctx context.Context, ip string) (release func(), err error)
+	// Join counts an attempt by ip to create (room "") or to join or
+	// resume room.
+	Join(ctx context.Context, ip, room string) error
+	// UseKey records that public key key (hex) is used in room, and
+	// refuses a key recently used in another room.
+	UseKey(ctx context.Context, key, room string) error
+}
 
 // Config configures a Server. The zero value is valid: every zero field
 // means the default its comment gives.
@@ -37,6 +55,7 @@ type Config struct {
 	FrameBurst      int
 	// MaxConnsPerIP bounds concurrent connections from one client IP;
 	// more are closed with 4429. Zero means 32; negative means no limit.
+	// It applies only when Limiter is nil (a Limiter has its own).
 	MaxConnsPerIP int
 	// MaxRooms bounds the rooms in the store. Zero means 10000; negative
 	// means no limit.
@@ -68,6 +87,12 @@ type Config struct {
 	// "scheme://host" patterns, matched with path.Match. Nil or empty means
 	// the relay's own origin only; "*" allows any origin.
 	AllowedOrigins []string
+	// Limiter counts connections, join attempts and public keys against
+	// the admission limits; with many instances, give them one that
+	// shares its counts (limits.NewRedis), so that ten instances do not
+	// give a client ten times the budget. Nil means a limits.Memory with
+	// MaxConnsPerIP and no join or key limits.
+	Limiter Limiter
 	// ClientRoomIDs lets create name its room (a "room" field): IDs of
 	// MinRoomIDLength to 64 characters from A-Z, a-z, 0-9, "-" and "_".
 	// Off by default: the relay's own IDs are random UUIDs (122 random
@@ -144,6 +169,8 @@ type Server struct {
 	// Static after construction.
 	store   session.Store
 	cfg     Config
+	limiter Limiter
+	ownLim  *limits.Memory // the default limiter, closed by Close
 	log     *slog.Logger
 	metrics *metrics
 	logKey  [32]byte // keys the hash under which room IDs appear in logs
@@ -151,7 +178,6 @@ type Server struct {
 
 	mu     sync.Mutex // guards the following
 	conns  map[*conn]struct{}
-	perIP  map[string]int
 	closed bool
 
 	wg sync.WaitGroup // one per running connection handler
@@ -174,7 +200,12 @@ func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) 
 		cfg:   cfg,
 		log:   logger,
 		conns: make(map[*conn]struct{}),
-		perIP: make(map[string]int),
+	}
+	s.limiter = cfg.Limiter
+	if s.limiter == nil {
+		// Connections per IP only, in this process, as configured.
+		s.ownLim = limits.NewMemory(limits.Config{MaxConnsPerIP: cfg.MaxConnsPerIP, JoinsPerIP: -1, JoinsPerRoom: -1})
+		s.limiter = s.ownLim
 	}
 	if _, err := rand.Read(s.logKey[:]); err != nil {
 		return nil, err
@@ -203,13 +234,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		opts.OriginPatterns = s.cfg.AllowedOrigins
 	}
 	// Count the connection against its IP before the upgrade, so that
-	// connections are counted in the order their upgrades complete.
+	// connections are counted in the order their upgrades complete. A
+	// connection over the limit is upgraded, to be told why (4429).
 	ip := s.clientIP(r)
-	n := s.addIP(ip)
+	release, lerr := s.limiter.Connect(r.Context(), ip)
+	switch {
+	case lerr == nil:
+	case errors.Is(lerr, limits.ErrConnLimit):
+		release = func() {} // nothing was counted
+	default:
+		// The shared limiter is unreachable (Redis is down): admit the
+		// connection uncounted. What it asks of the store fails the same
+		// way, with unavailable, so nothing is served unchecked for long.
+		s.log.Warn("admission limiter unavailable; connection admitted uncounted", "err", lerr)
+		release, lerr = func() {}, nil
+	}
 	served := false
 	defer func() {
 		if !served {
-			s.releaseIP(ip)
+			release()
 		}
 	}()
 	ws, err := websocket.Accept(smallBuffers{w}, r, opts)
@@ -223,12 +266,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.Close(CloseNoSubprotocol, "offer the "+Subprotocol+" subprotocol")
 		return
 	}
-	if s.cfg.MaxConnsPerIP > 0 && n > s.cfg.MaxConnsPerIP {
+	if lerr != nil {
 		s.metrics.rejected.WithLabelValues("too_many_conns_per_ip").Inc()
 		ws.Close(CloseTooManyConnsPerIP, "too many connections from your address")
 		return
 	}
-	c := s.newConn(ws)
+	c := s.newConn(ws, ip)
 	if c == nil {
 		ws.Close(websocket.StatusGoingAway, "relay shutting down")
 		return
@@ -238,8 +281,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// are then freed, which keeps an idle connection small.
 	served = true
 	go func() {
-		defer s.releaseIP(ip)
-		defer s.removeConn(c)
+		defer s.removeConn(c) // last: Close waits for the release
+		defer release()
 		c.serve()
 	}()
 }
@@ -289,25 +332,8 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, writeBufferSize)), nil
 }
 
-// addIP counts a connection from ip and returns the count, this one
-// included.
-func (s *Server) addIP(ip string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.perIP[ip]++
-	return s.perIP[ip]
-}
-
-func (s *Server) releaseIP(ip string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
-}
-
 // newConn registers a connection, or returns nil if the server is closed.
-func (s *Server) newConn(ws *websocket.Conn) *conn {
+func (s *Server) newConn(ws *websocket.Conn, ip string) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -321,6 +347,7 @@ func (s *Server) newConn(ws *websocket.Conn) *conn {
 		s:       s,
 		ws:      ws,
 		id:      id,
+		ip:      ip,
 		space:   make(chan struct{}, 1),
 		limiter: newBucket(s.cfg.FramesPerSecond, s.cfg.FrameBurst),
 	}
@@ -355,6 +382,9 @@ func (s *Server) Close() error {
 		c.closeWith(websocket.StatusGoingAway, "relay shutting down")
 	}
 	s.wg.Wait()
+	if s.ownLim != nil {
+		s.ownLim.Close() // a second Close's ErrClosed is of no interest
+	}
 	return nil
 }
 

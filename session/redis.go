@@ -265,6 +265,11 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	return s, nil
 }
 
+// Client returns the store's go-redis client, for other state that should
+// live in the same Redis (the relay's admission limits). It stays the
+// store's: Close closes it if the store made it from a URL.
+func (s *RedisStore) Client() redis.UniversalClient { return s.client }
+
 // redisClientFromURL returns a client for rawURL (see RedisConfig.URL).
 // Its errors do not repeat the URL, which may hold a password.
 func redisClientFromURL(rawURL string) (redis.UniversalClient, error) {

@@ -21,6 +21,11 @@
 //	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames per second per connection (default 20, burst twice that)
 //	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
+//	--joins-per-ip   KEYRELAY_JOINS_PER_IP   creates, joins and resumes per IP per --join-window (default 60; -1 no limit)
+//	--join-window    KEYRELAY_JOIN_WINDOW    sliding window of --joins-per-ip (default 1m)
+//	--joins-per-room KEYRELAY_JOINS_PER_ROOM join and resume attempts per room per --room-window (default 30; -1 no limit)
+//	--room-window    KEYRELAY_ROOM_WINDOW    sliding window of --joins-per-room (default 10m)
+//	--key-reuse-window KEYRELAY_KEY_REUSE_WINDOW refuse a key used in another room within this window (default 10m; 0 off)
 //	--debug-addr     KEYRELAY_DEBUG_ADDR     serve /debug/pprof/ on this address (default: off)
 //	--client-room-ids KEYRELAY_CLIENT_ROOM_IDS let create name its room (default false)
 //	--min-room-id-length KEYRELAY_MIN_ROOM_ID_LENGTH shortest client-chosen room ID (default 22)
@@ -69,6 +74,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/keyapi"
 	"github.com/keyrelay/keyrelay/relay/realip"
@@ -99,6 +105,7 @@ type config struct {
 	origins     string
 	redisURL    string
 	relay       relay.Config
+	limits      limits.Config
 
 	debugAddr       string // "" none
 	tlsCert, tlsKey string
@@ -152,7 +159,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var maxFrame, fps int
 	intFlag(&maxFrame, "max-frame-bytes", "KEYRELAY_MAX_FRAME_BYTES", 64<<10, "largest frame a client may send")
 	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames per second per connection, bursts of twice that")
-	intFlag(&c.relay.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP; -1 for no limit")
+	intFlag(&c.limits.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP, counted across instances sharing Redis; -1 for no limit")
+	intFlag(&c.limits.JoinsPerIP, "joins-per-ip", "KEYRELAY_JOINS_PER_IP", 60, "creates, joins and resumes per client IP per --join-window (over: join_rate_limited); -1 for no limit")
+	durFlag(&c.limits.JoinWindow, "join-window", "KEYRELAY_JOIN_WINDOW", time.Minute, "window of --joins-per-ip (sliding)")
+	intFlag(&c.limits.JoinsPerRoom, "joins-per-room", "KEYRELAY_JOINS_PER_ROOM", 30, "join and resume attempts on one room per --room-window, from anyone (over: too_many_attempts); -1 for no limit")
+	durFlag(&c.limits.RoomWindow, "room-window", "KEYRELAY_ROOM_WINDOW", 10*time.Minute, "window of --joins-per-room (sliding)")
+	durFlag(&c.limits.KeyReuseWindow, "key-reuse-window", "KEYRELAY_KEY_REUSE_WINDOW", 10*time.Minute, "refuse a public key used in another room within this window (key_reused: ephemeral keys should be ephemeral); 0 turns the check off")
 	intFlag(&c.relay.MaxRooms, "max-rooms", "KEYRELAY_MAX_ROOMS", 10000, "rooms in total; -1 for no limit")
 	intFlag(&c.relay.MinRoomIDLength, "min-room-id-length", "KEYRELAY_MIN_ROOM_ID_LENGTH", 22, "shortest client-chosen room ID, with --client-room-ids")
 	intFlag(&c.relay.SendQueue, "send-queue", "KEYRELAY_SEND_QUEUE", 64, "frames queued for a slow reader before it is disconnected")
@@ -267,6 +279,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 		return err
 	}
 	defer store.Close()
+	lim := newLimiter(store, c.limits, logger)
+	defer lim.Close() // after rl.Close (deferred below), which releases every connection
+	c.relay.Limiter = lim
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c.relay.Registerer = reg
@@ -357,6 +372,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// newLimiter returns the admission limits: in Redis beside the session
+// state when the store is Redis (every instance then shares one budget per
+// client), else in memory.
+func newLimiter(store session.Store, cfg limits.Config, logger *slog.Logger) limits.Limiter {
+	if rs, ok := store.(*session.RedisStore); ok {
+		return limits.NewRedis(rs.Client(), cfg, limits.RedisOptions{Logger: logger})
+	}
+	return limits.NewMemory(cfg)
 }
 
 // newStore returns the session store the configuration asks for: Redis

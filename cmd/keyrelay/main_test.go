@@ -426,3 +426,33 @@ func TestDebugAddr(t *testing.T) {
 		t.Error("the public listener serves /debug/pprof/")
 	}
 }
+
+// TestLimitsSharedOnRedis: two servers on one Redis count a client's
+// connections together (the limits live in Redis beside the rooms).
+func TestLimitsSharedOnRedis(t *testing.T) {
+	addr := redistest.Start(t)
+	base1, _, _ := start(t, "--redis-url", "redis://"+addr, "--max-conns-per-ip", "1")
+	base2, _, _ := start(t, "--redis-url", "redis://"+addr, "--max-conns-per-ip", "1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dial := func(base string) *websocket.Conn {
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		return ws
+	}
+	first := dial(base1)
+	if err := first.Write(ctx, websocket.MessageText, []byte(`{"type":"create"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := first.Read(ctx); err != nil || !strings.Contains(string(b), `"type":"room"`) {
+		t.Fatalf("first connection: %s, %v", b, err)
+	}
+	second := dial(base2)
+	_, _, err := second.Read(ctx)
+	if got := websocket.CloseStatus(err); got != relay.CloseTooManyConnsPerIP {
+		t.Fatalf("second connection, on the other server: %v, want close %d", err, relay.CloseTooManyConnsPerIP)
+	}
+}
