@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"reflect"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecodeFrame checks that no input makes the frame decoder panic, that
@@ -20,12 +22,25 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"join","room":null}`,
 		`{"type":"key","public_key":"02","Public_Key":"03"}`,
 		`{"type":"create","id":{"a":[1,2]}}`,
+		`{"TYPE":"leave"}`, `{"type":"leave","type":"ack","seq":1}`, `{"type":"ack","seq":1,"seq":null}`,
+		`{"type":"msg","bo\u0064y":"AAAA"}`, `{ "type" : "join" , "room" : "r" , "id" : "a\"b" }`,
 		`[]`, `null`, `"x"`, `{`, "\xff\xfe", `{"type":"msg","body":"` + "\u0000" + `"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	codes := map[string]bool{CodeBadFrame: true, CodeBadRequest: true, CodeUnknownType: true}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The fast path accepts nothing the slow path refuses, and decodes
+		// what it accepts to the same frame.
+		if fast := decodeFast(data); fast != nil && utf8.Valid(data) {
+			slow, werr := decodeSlow(data)
+			if werr != nil {
+				t.Fatalf("fast path accepted %q, slow path refuses it: %v", data, werr)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("%q: fast path %+v, slow path %+v", data, fast, slow)
+			}
+		}
 		fr, werr := decodeFrame(data)
 		if werr != nil {
 			if !codes[werr.code] || werr.msg == "" {

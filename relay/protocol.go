@@ -194,6 +194,15 @@ func decodeFrame(data []byte) (*clientFrame, *wireError) {
 		// its id, is echoed.
 		return nil, newWireError(CodeBadFrame, "a frame must be UTF-8 text")
 	}
+	if f := decodeFast(data); f != nil {
+		return f, nil
+	}
+	return decodeSlow(data)
+}
+
+// decodeSlow is decodeFrame for any frame: it finds what is wrong with a
+// bad one.
+func decodeSlow(data []byte) (*clientFrame, *wireError) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
 		return nil, newWireError(CodeBadFrame, "a frame must be one JSON object")
@@ -260,4 +269,148 @@ func truncate(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+// fieldNames are the client frame's field names, exactly; a frame whose
+// keys are not all among them goes to decodeSlow.
+var fieldNames = [...]string{"type", "id", "group", "room", "peer", "resume_token", "last_seq", "public_key", "body", "seq"}
+
+// present reports, per fieldNames entry, whether f's field is set.
+func (f *clientFrame) present() [len(fieldNames)]bool {
+	return [...]bool{f.Type != "", f.ID != nil, f.Group != nil, f.Room != nil, f.Peer != nil,
+		f.ResumeToken != nil, f.LastSeq != nil, f.PublicKey != nil, f.Body != nil, f.Seq != nil}
+}
+
+// decodeFast decodes a well-formed frame in one pass, for the common case;
+// it returns nil for anything decodeSlow must judge (any error, and any
+// doubt: escaped or unknown keys, nulls). What it accepts, decodeSlow
+// accepts with the same result (FuzzDecodeFrame checks it).
+func decodeFast(data []byte) *clientFrame {
+	var f clientFrame
+	if json.Unmarshal(data, &f) != nil { // also refuses what is not an object
+		return nil
+	}
+	allowed, ok := allowedFields[f.Type]
+	if !ok {
+		return nil
+	}
+	// encoding/json matches keys without regard to case and skips unknown
+	// ones: the keys must be checked as written.
+	var seen [len(fieldNames)]bool
+	if !eachKey(data, func(k []byte) bool {
+		for i, name := range fieldNames {
+			if string(k) == name {
+				if _, ok := allowed[name]; !ok && i > 1 {
+					return false
+				}
+				seen[i] = true
+				return true
+			}
+		}
+		return false
+	}) {
+		return nil
+	}
+	set := f.present()
+	for i, name := range fieldNames {
+		if seen[i] != set[i] && i != 1 { // a key whose value was null
+			return nil
+		}
+		if required := allowed[name]; required && !seen[i] {
+			return nil
+		}
+	}
+	if seen[1] && checkID(f.ID) != nil {
+		return nil
+	}
+	return &f
+}
+
+// eachKey calls fn with each top-level key of data, a JSON object that
+// encoding/json has already accepted, until fn returns false. It returns
+// false if fn did, or if a key holds an escape (the caller then takes the
+// slow path, which decodes keys fully).
+func eachKey(data []byte, fn func(key []byte) bool) bool {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false
+	}
+	i++
+	for {
+		i = skipSpace(data, i)
+		if i >= len(data) {
+			return false
+		}
+		switch data[i] {
+		case '}':
+			return true
+		case ',':
+			i++
+			continue
+		case '"':
+		default:
+			return false
+		}
+		end := i + 1
+		for end < len(data) && data[end] != '"' {
+			if data[end] == '\\' {
+				return false
+			}
+			end++
+		}
+		if end >= len(data) || !fn(data[i+1:end]) {
+			return false
+		}
+		i = skipSpace(data, end+1)
+		if i >= len(data) || data[i] != ':' {
+			return false
+		}
+		if i = skipValue(data, i+1); i < 0 {
+			return false
+		}
+	}
+}
+
+// skipSpace returns the index of the first non-space byte at or after i.
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just after the JSON value starting at or
+// after i (valid JSON assumed), or -1.
+func skipValue(data []byte, i int) int {
+	depth := 0
+	for i = skipSpace(data, i); i < len(data); i++ {
+		switch c := data[i]; c {
+		case '"':
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+			if i >= len(data) {
+				return -1
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // the end of the enclosing object
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return -1
 }

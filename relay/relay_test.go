@@ -485,8 +485,17 @@ func TestLimits(t *testing.T) {
 		// A client that stops reading stops answering pings; the relay
 		// closes it after PingInterval + PingTimeout.
 		tr := newRelay(t, relay.Config{PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
-		live, dead := tr.dial(t), tr.dial(t)
-		dead.stopReading()
+		live := tr.dial(t)
+		// The dead client never calls Read, so nothing answers the
+		// relay's pings (a peer's reader, even paused, may be inside a
+		// Read that answers them).
+		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+		defer cancel()
+		dead, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dead.CloseNow()
 		waitFor(t, func() bool { return metricValue(t, tr, "keyrelay_connections_closed_total") >= 1 })
 		// The client that reads answers pings and stays.
 		live.send(map[string]any{"type": "create"})
