@@ -231,15 +231,46 @@ func TestTwoRelaysOnRedis(t *testing.T) {
 		}
 		return s
 	}
-	url1, url2 := startRelay(t, newStore()), startRelay(t, newStore())
-	sum, err := runLoad(t, "--url", url1+","+url2, "--scenario", "chat", "--pairs", "5", "--concurrency", "2", "--messages", "3")
-	if err != nil {
-		t.Fatalf("run: %v", err)
+	cfg := loadConfig
+	cfg.PingInterval = 100 * time.Millisecond
+	url1, url2 := startRelayConfig(t, newStore(), cfg), startRelayConfig(t, newStore(), cfg)
+	urls := url1 + "," + url2
+	// Every scenario, at small scale, with the peers of each pair on
+	// different instances.
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		pairs    int
+		messages int
+		metrics  []string
+	}{
+		{"handshake", []string{"--scenario", "handshake", "--pairs", "4"}, 4, 0, []string{metricConnect, metricJoin, metricHandshake}},
+		{"handshake relay-only modp14", []string{"--scenario", "handshake", "--group", "modp14", "--client-crypto", "relay-only", "--key-pool", "8", "--pairs", "4"}, 4, 0, []string{metricHandshake}},
+		{"chat", []string{"--scenario", "chat", "--pairs", "5", "--messages", "3"}, 5, 30, []string{metricConnect, metricJoin, metricHandshake, metricRoundTrip}},
+		{"chat open loop", []string{"--scenario", "chat", "--pairs", "4", "--messages", "2", "--rate", "20", "--message-rate", "50"}, 4, 16, []string{metricRoundTrip}},
+		{"churn", []string{"--scenario", "churn", "--pairs", "4", "--messages", "2"}, 4, 4*4 + 2*2, []string{metricRoundTrip}},
+		{"scenario file", []string{"--scenario-file", "testdata/example-scenario.json", "--pairs", "2"}, 2, 2 * 12, []string{metricHandshake, metricRoundTrip}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sum, err := runLoad(t, append([]string{"--url", urls, "--concurrency", "2"}, tt.args...)...)
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			checkClean(t, sum, tt.pairs, tt.messages, tt.metrics...)
+			if len(sum.URLs) != 2 {
+				t.Errorf("urls = %v, want 2", sum.URLs)
+			}
+		})
 	}
-	checkClean(t, sum, 5, 30, metricConnect, metricJoin, metricHandshake, metricRoundTrip)
-	if len(sum.URLs) != 2 {
-		t.Errorf("urls = %v, want 2", sum.URLs)
-	}
+	t.Run("idle", func(t *testing.T) {
+		sum, err := runLoad(t, "--url", urls, "--scenario", "idle", "--connections", "6", "--concurrency", "3", "--duration", "1s")
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		if want := (connCounts{Opened: 6, OpenAtEnd: 6}); sum.Connections == nil || *sum.Connections != want {
+			t.Errorf("connections = %+v, want %+v (errors %v)", sum.Connections, want, sum.Errors)
+		}
+	})
 }
 
 func TestURLsFor(t *testing.T) {
