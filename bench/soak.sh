@@ -23,7 +23,8 @@
 # It exits non-zero when a load failed to run, when the loads' error rate
 # exceeded 1%, or when a figure did not return to its idle baseline
 # (goroutines exactly; fds exactly but for Redis pool connections, which
-# are counted on the Redis side; heap in use within 4 MiB; Redis: no keys).
+# are counted on the Redis side; heap in use after a forced collection
+# within 4 MiB; Redis: no keys).
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -93,8 +94,11 @@ settle() {
 		[[ $(rediskeys) == 0 ]] && break
 		sleep 2
 	done
-	sleep 5 # a GC cycle or two on the idle relays
+	sleep 5
 	for i in 0 1; do
+		# A heap profile with gc=1 runs a garbage collection first, so
+		# that the heap figure read next is live memory, not garbage.
+		curl -fsS -o "$OUT/$1-heap-$i.pprof" "${DEBUG[$i]}/debug/pprof/heap?gc=1"
 		figures "${HTTP[$i]}" >"$OUT/$1-$i.txt"
 		curl -fsS "${DEBUG[$i]}/debug/pprof/goroutine?debug=1" >"$OUT/$1-goroutines-$i.txt"
 	done
