@@ -162,3 +162,25 @@ func TestLimitsAcrossInstances(t *testing.T) {
 		break
 	}
 }
+
+// TestLimiterUnavailable: when the shared limiter's Redis is down, a
+// connection is admitted uncounted (SECURITY.md: what it asks of a store
+// that is down fails with unavailable anyway), and joins, which the
+// limiter must count, get unavailable; the connection survives both.
+func TestLimiterUnavailable(t *testing.T) {
+	if os.Getenv(storeEnv) != "" {
+		t.Skip("runs once, in the parent process of TestSuiteOnRedis")
+	}
+	rs := redistest.StartServer(t)
+	c := redis.NewClient(&redis.Options{Addr: rs.Addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	l := limits.NewRedis(c, limits.Config{MaxConnsPerIP: 1}, limits.RedisOptions{Prefix: "limits:unavailable:"})
+	t.Cleanup(func() { l.Close(); c.Close() })
+	tr := newRelay(t, relay.Config{Limiter: l, StoreTimeout: time.Second})
+	rs.Stop()
+	a := tr.dial(t)
+	b := tr.dial(t) // over the limit of 1, but nothing can be counted
+	a.send(map[string]any{"type": "create", "id": 1})
+	a.expectError(relay.CodeUnavailable)
+	b.send(map[string]any{"type": "leave"})
+	b.expectError(relay.CodeNotInRoom)
+}
