@@ -11,6 +11,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // Keepalive of the relays in TestClientVanishes: the ping interval is a
@@ -43,13 +44,13 @@ func TestClientVanishes(t *testing.T) {
 			// The bound is what the docs allow, plus slack for a loaded
 			// machine; how fast it comes is only logged.
 			ev := nextPeerEvent(t, phase(t, ctx, pingInterval+pingTimeout+5*time.Second), b)
-			if ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonDropped {
+			if ev.Type != client.EventPeerLeft || ev.Reason != wire.ReasonDropped {
 				t.Fatalf("B saw %v %+v, want peer_left dropped", ev.Type, ev)
 			}
 			t.Logf("B saw peer_left dropped %v after the %s", time.Since(cut).Round(time.Millisecond), mode)
 
 			c := newTalker(t, ctx, "C", r2.addr)
-			if _, err := c.c.Join(ctx, room.ID); !isCode(err, client.CodeRoomFull) {
+			if _, err := c.c.Join(ctx, room.ID); !isCode(err, wire.CodeRoomFull) {
 				t.Errorf("C joining A's room while A may resume: %v, want room_full", err)
 			}
 
@@ -101,7 +102,7 @@ func nextPeerEvent(t *testing.T, ctx context.Context, tk *talker) client.Event {
 }
 
 // isCode reports whether err is a relay error with code.
-func isCode(err error, code string) bool {
+func isCode(err error, code wire.Code) bool {
 	var re *client.Error
 	return errors.As(err, &re) && re.Code == code
 }

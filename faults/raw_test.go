@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // rawPeer is a peer that speaks the protocol's frames itself on a raw
@@ -48,7 +49,7 @@ type rawMsg struct {
 func dialRaw(t *testing.T, ctx context.Context, addr string) *rawPeer {
 	t.Helper()
 	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/v1/ws", &websocket.DialOptions{
-		Subprotocols:    []string{client.Subprotocol},
+		Subprotocols:    []string{wire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {

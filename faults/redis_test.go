@@ -12,6 +12,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // TestRedisFailure: Redis fails under a conversation between A on relay 1
@@ -61,7 +62,7 @@ func TestRedisFailure(t *testing.T) {
 				// A paused Redis would make this wait for the store timeout.
 				c := newTalker(t, ctx, "C", r1.addr)
 				_, err := c.c.Create(phase(t, ctx, 10*time.Second), dh.X25519())
-				if re := (*client.Error)(nil); !errors.As(err, &re) || re.Code != client.CodeUnavailable {
+				if re := (*client.Error)(nil); !errors.As(err, &re) || re.Code != wire.CodeUnavailable {
 					t.Errorf("create with Redis down: %v, want error unavailable", err)
 				}
 			}
@@ -77,7 +78,7 @@ func TestRedisFailure(t *testing.T) {
 				tk.mu.Lock()
 				events, closes, rerr := slices.Clone(tk.events), slices.Clone(tk.closes), tk.resumeErr
 				tk.mu.Unlock()
-				if !slices.Contains(events, "error "+client.CodeUnavailable) {
+				if !slices.Contains(events, "error "+string(wire.CodeUnavailable)) {
 					t.Errorf("%s's events %q lack error unavailable", tk.name, events)
 				}
 				if closes[0] != int(websocket.StatusTryAgainLater) {
@@ -87,7 +88,7 @@ func TestRedisFailure(t *testing.T) {
 				switch {
 				case tc.dataKept && rerr != nil:
 					t.Errorf("%s: resume after Redis kept its data: %v", tk.name, rerr)
-				case !tc.dataKept && (!errors.As(rerr, &re) || re.Code != client.CodeRoomNotFound):
+				case !tc.dataKept && (!errors.As(rerr, &re) || re.Code != wire.CodeRoomNotFound):
 					t.Errorf("%s: resume after Redis lost its data: %v, want room_not_found", tk.name, rerr)
 				}
 			}

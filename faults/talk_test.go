@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // talker is one side of a conversation: a client that sends numbered
@@ -148,7 +149,7 @@ func (tk *talker) sendLoop(ctx context.Context, stop <-chan struct{}, pace time.
 		case err == nil:
 			tk.confirmed[i] = seq
 		case errors.As(err, &re):
-			tk.refused[i] = re.Code // not stored: sent again never
+			tk.refused[i] = string(re.Code) // not stored: sent again never
 		default:
 			tk.uncertain[i] = true
 		}
@@ -217,13 +218,13 @@ func (tk *talker) receiveLoop(ctx context.Context, from string) {
 			desc := ev.Type.String()
 			switch ev.Type {
 			case client.EventPeerLeft:
-				desc += " " + ev.Reason
+				desc += " " + string(ev.Reason)
 			case client.EventPeerJoined:
 				desc += fmt.Sprintf(" resumed=%t", ev.Resumed)
 			}
 			tk.record(desc)
 		case errors.As(err, &re):
-			tk.record("error " + re.Code)
+			tk.record("error " + string(re.Code))
 		case errors.Is(err, client.ErrDisconnected):
 			tk.mu.Lock()
 			tk.closes = append(tk.closes, int(websocket.CloseStatus(err)))
@@ -263,7 +264,7 @@ func (tk *talker) resume(ctx context.Context) bool {
 			tk.notifyLocked()
 			tk.mu.Unlock()
 			return true
-		case errors.As(err, &re) && re.Code != client.CodeUnavailable,
+		case errors.As(err, &re) && re.Code != wire.CodeUnavailable,
 			errors.Is(err, client.ErrNotInRoom), errors.Is(err, client.ErrClosed):
 			tk.mu.Lock()
 			tk.resumeErr = err

@@ -13,6 +13,7 @@ import (
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // The relay's benchmarks over real loopback WebSocket connections, each in
@@ -31,7 +32,7 @@ type benchPeer struct {
 func benchDial(b *testing.B, url string) *benchPeer {
 	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func (p *benchPeer) send(frame string) {
 }
 
 // until reads frames until one of type typ arrives and returns it.
-func (p *benchPeer) until(typ string) map[string]any {
+func (p *benchPeer) until(typ wire.FrameType) map[string]any {
 	for {
 		_, data, err := p.ws.Read(context.Background())
 		if err != nil {
@@ -55,7 +56,7 @@ func (p *benchPeer) until(typ string) map[string]any {
 		if err := json.Unmarshal(data, &f); err != nil {
 			p.b.Fatal(err)
 		}
-		if f["type"] == relay.TypeError {
+		if f["type"] == string(wire.TypeError) {
 			p.b.Fatalf("error frame %v", f)
 		}
 		if f["type"] == typ {
@@ -123,9 +124,9 @@ func benchHandshake(b *testing.B, urlA, urlB string) {
 	{
 		a, c := benchDial(b, urlA), benchDial(b, urlB)
 		a.send(`{"type":"create","group":"x25519"}`)
-		room := a.until(relay.TypeRoom)["room"].(string)
+		room := a.until(wire.TypeRoom)["room"].(string)
 		c.send(`{"type":"join","room":"` + room + `"}`)
-		c.until(relay.TypeRoom)
+		c.until(wire.TypeRoom)
 		for _, p := range []*benchPeer{a, c} {
 			k, err := dh.X25519().GenerateKey(rand.Reader)
 			if err != nil {
@@ -133,8 +134,8 @@ func benchHandshake(b *testing.B, urlA, urlB string) {
 			}
 			p.send(`{"type":"key","public_key":"` + k.PublicKey().Hex() + `"}`)
 		}
-		a.until(relay.TypeHandshakeComplete)
-		c.until(relay.TypeHandshakeComplete)
+		a.until(wire.TypeHandshakeComplete)
+		c.until(wire.TypeHandshakeComplete)
 		a.ws.Close(websocket.StatusNormalClosure, "")
 		c.ws.Close(websocket.StatusNormalClosure, "")
 	}
@@ -155,24 +156,24 @@ func BenchmarkMessageRoundTrip(b *testing.B) {
 func benchRoundTrip(b *testing.B, urlA, urlB string) {
 	a, c := benchDial(b, urlA), benchDial(b, urlB)
 	a.send(`{"type":"create","group":"x25519"}`)
-	room := a.until(relay.TypeRoom)["room"].(string)
+	room := a.until(wire.TypeRoom)["room"].(string)
 	c.send(`{"type":"join","room":"` + room + `"}`)
-	c.until(relay.TypeRoom)
+	c.until(wire.TypeRoom)
 	for _, p := range []*benchPeer{a, c} {
 		k, _ := dh.X25519().GenerateKey(rand.Reader)
 		p.send(`{"type":"key","public_key":"` + k.PublicKey().Hex() + `"}`)
 	}
-	a.until(relay.TypeHandshakeComplete)
-	c.until(relay.TypeHandshakeComplete)
+	a.until(wire.TypeHandshakeComplete)
+	c.until(wire.TypeHandshakeComplete)
 	body := make([]byte, 256)
 	rand.Read(body)
 	msg := `{"type":"msg","body":"` + b64(body) + `"}`
 	for b.Loop() {
 		a.send(msg)
-		m := c.until(relay.TypeMsg)
+		m := c.until(wire.TypeMsg)
 		c.send(`{"type":"ack","seq":` + jsonNum(m["seq"]) + `}`)
 		c.send(msg)
-		m = a.until(relay.TypeMsg)
+		m = a.until(wire.TypeMsg)
 		a.send(`{"type":"ack","seq":` + jsonNum(m["seq"]) + `}`)
 	}
 }

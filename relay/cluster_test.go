@@ -16,6 +16,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // twoInstances starts two relays sharing one real Redis, as two processes
@@ -38,24 +39,24 @@ func handshakeAcross(t *testing.T, ra, rb *testRelay, g *dh.Group) *pair {
 	t.Helper()
 	p := &pair{a: ra.dial(t), b: rb.dial(t), aKey: newKey(t, g), bKey: newKey(t, g)}
 	p.a.send(map[string]any{"type": "create", "group": g.Name()})
-	room := p.a.expect(relay.TypeRoom)
+	room := p.a.expect(wire.TypeRoom)
 	p.room, p.aID, p.aTok = room.str("room"), room.str("peer"), room.str("resume_token")
 	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex()})
-	p.a.expect(relay.TypeKeyOK)
+	p.a.expect(wire.TypeKeyOK)
 	p.b.send(map[string]any{"type": "join", "room": p.room})
-	joined := p.b.expect(relay.TypeRoom)
+	joined := p.b.expect(wire.TypeRoom)
 	p.bID, p.bTok = joined.str("peer"), joined.str("resume_token")
-	if f := p.b.expect(relay.TypePeerKey); f.str("public_key") != p.aKey.PublicKey().Hex() {
+	if f := p.b.expect(wire.TypePeerKey); f.str("public_key") != p.aKey.PublicKey().Hex() {
 		t.Fatalf("B got %v", f)
 	}
-	p.a.expect(relay.TypePeerJoined)
+	p.a.expect(wire.TypePeerJoined)
 	p.b.send(map[string]any{"type": "key", "public_key": p.bKey.PublicKey().Hex()})
-	p.b.expect(relay.TypeKeyOK)
-	p.b.expect(relay.TypeHandshakeComplete)
-	if f := p.a.expect(relay.TypePeerKey); f.str("public_key") != p.bKey.PublicKey().Hex() {
+	p.b.expect(wire.TypeKeyOK)
+	p.b.expect(wire.TypeHandshakeComplete)
+	if f := p.a.expect(wire.TypePeerKey); f.str("public_key") != p.bKey.PublicKey().Hex() {
 		t.Fatalf("A got %v", f)
 	}
-	p.a.expect(relay.TypeHandshakeComplete)
+	p.a.expect(wire.TypeHandshakeComplete)
 	p.aCh = channel(t, p.aKey, p.bKey.PublicKey())
 	p.bCh = channel(t, p.bKey, p.aKey.PublicKey())
 	return p
@@ -99,7 +100,7 @@ func TestCrossInstanceRacingJoins(t *testing.T) {
 	for i := 0; i < rooms; i++ {
 		a := r1.dial(t)
 		a.send(map[string]any{"type": "create"})
-		room := a.expect(relay.TypeRoom).str("room")
+		room := a.expect(wire.TypeRoom).str("room")
 		var wg sync.WaitGroup
 		results := make(chan string, racers)
 		for j := 0; j < racers; j++ {
@@ -113,7 +114,7 @@ func TestCrossInstanceRacingJoins(t *testing.T) {
 					results <- "read error: " + err.Error()
 					return
 				}
-				if f.str("type") == relay.TypeError {
+				if wire.FrameType(f.str("type")) == wire.TypeError {
 					results <- f.str("code")
 				} else {
 					results <- f.str("type")
@@ -126,7 +127,7 @@ func TestCrossInstanceRacingJoins(t *testing.T) {
 		for r := range results {
 			count[r]++
 		}
-		if count[relay.TypeRoom] != 1 || count[relay.CodeRoomFull] != racers-1 {
+		if count[string(wire.TypeRoom)] != 1 || count[string(wire.CodeRoomFull)] != racers-1 {
 			t.Fatalf("room %d: outcomes %v, want 1 room and %d room_full", i, count, racers-1)
 		}
 	}
@@ -142,7 +143,7 @@ func TestInstanceStoppedMidConversation(t *testing.T) {
 	p.b.send(map[string]any{"type": "ack", "seq": 1})
 	r2.relay.Close()
 	p.b.expectClose(websocket.StatusGoingAway)
-	if f := p.a.expect(relay.TypePeerLeft); f.str("reason") != "dropped" {
+	if f := p.a.expect(wire.TypePeerLeft); f.str("reason") != "dropped" {
 		t.Fatalf("peer_left %v", f)
 	}
 	var seqs []uint64
@@ -151,13 +152,13 @@ func TestInstanceStoppedMidConversation(t *testing.T) {
 	}
 	b2 := r1.dial(t)
 	b2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok, "last_seq": 1})
-	b2.expect(relay.TypeRoom)
-	b2.expect(relay.TypePeerKey)
-	b2.expect(relay.TypeHandshakeComplete)
+	b2.expect(wire.TypeRoom)
+	b2.expect(wire.TypePeerKey)
+	b2.expect(wire.TypeHandshakeComplete)
 	for i, s := range seqs {
 		recvMsg(t, b2, p.bCh, s, fmt.Sprint("while away ", i))
 	}
-	p.a.expect(relay.TypePeerJoined)
+	p.a.expect(wire.TypePeerJoined)
 	recvMsg(t, b2, p.bCh, sendMsg(t, p.a, p.aCh, "after"), "after")
 	b2.expectQuiet(100 * time.Millisecond)
 }
@@ -179,17 +180,17 @@ func TestInstanceCrashMidConversation(t *testing.T) {
 	s2 := sendMsg(t, p.a, p.aCh, "two")
 	b2 := r1.dial(t)
 	b2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok}) // last_seq 0: B lost track
-	b2.expect(relay.TypeRoom)
-	b2.expect(relay.TypePeerKey)
-	b2.expect(relay.TypeHandshakeComplete)
+	b2.expect(wire.TypeRoom)
+	b2.expect(wire.TypePeerKey)
+	b2.expect(wire.TypeHandshakeComplete)
 	// "one" comes again because it was never acknowledged; the client's
 	// channel refuses it as a replay, so the application sees it once.
-	f := b2.expect(relay.TypeMsg)
+	f := b2.expect(wire.TypeMsg)
 	if f.num("seq") != s1 {
 		t.Fatalf("first replayed seq %d, want %d", f.num("seq"), s1)
 	}
 	recvMsg(t, b2, p.bCh, s2, "two")
-	if f := p.a.expect(relay.TypePeerJoined); f["resumed"] != true {
+	if f := p.a.expect(wire.TypePeerJoined); f["resumed"] != true {
 		t.Fatalf("peer_joined %v", f)
 	}
 }
@@ -205,7 +206,7 @@ func TestRedisOutage(t *testing.T) {
 
 	rs.Stop()
 	for _, c := range []*peer{p.a, p.b} {
-		c.expectError(relay.CodeUnavailable)
+		c.expectError(wire.CodeUnavailable)
 		c.expectClose(websocket.StatusTryAgainLater)
 	}
 	ctx := context.Background()
@@ -214,14 +215,14 @@ func TestRedisOutage(t *testing.T) {
 	}
 	c := r1.dial(t)
 	c.send(map[string]any{"type": "create", "id": 1})
-	c.expectError(relay.CodeUnavailable)
+	c.expectError(wire.CodeUnavailable)
 
 	rs.Restart()
 	waitFor(t, func() bool { return r1.relay.Ready(ctx) == nil && r2.relay.Ready(ctx) == nil })
 	// This redis-server keeps nothing on disk, so the old room is gone;
 	// new rooms work at once, across instances.
 	c.send(map[string]any{"type": "create"})
-	c.expect(relay.TypeRoom)
+	c.expect(wire.TypeRoom)
 	q := handshakeAcross(t, r1, r2, dh.X25519())
 	recvMsg(t, q.b, q.bCh, sendMsg(t, q.a, q.aCh, "after"), "after")
 }
@@ -239,9 +240,9 @@ func TestCrossInstanceConcurrentHandshakes(t *testing.T) {
 	for i := 0; i < pairs; i++ {
 		a, b := r1.dial(t), r2.dial(t)
 		a.send(map[string]any{"type": "create", "group": "x25519"})
-		room := a.expect(relay.TypeRoom).str("room")
+		room := a.expect(wire.TypeRoom).str("room")
 		b.send(map[string]any{"type": "join", "room": room})
-		b.expect(relay.TypeRoom)
+		b.expect(wire.TypeRoom)
 		for _, p := range []*peer{a, b} {
 			wg.Add(1)
 			go func() {
@@ -260,7 +261,7 @@ func TestCrossInstanceConcurrentHandshakes(t *testing.T) {
 						errs <- fmt.Errorf("waiting for handshake_complete: %w", err)
 						return
 					}
-					if f.str("type") == relay.TypeHandshakeComplete {
+					if wire.FrameType(f.str("type")) == wire.TypeHandshakeComplete {
 						return
 					}
 				}

@@ -18,6 +18,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // conn is one client connection. Its handler goroutine runs the reader loop
@@ -87,11 +88,11 @@ func (c *conn) serve() {
 			break
 		}
 		if !c.limiter.allow(time.Now()) {
-			c.sendError(nil, newWireError(CodeRateLimited, "too many frames per second; frame ignored"))
+			c.sendError(nil, newWireError(wire.CodeRateLimited, "too many frames per second; frame ignored"))
 			continue
 		}
 		if typ != websocket.MessageText {
-			c.sendError(nil, newWireError(CodeBadFrame, "binary frames are not part of the protocol; send JSON text frames"))
+			c.sendError(nil, newWireError(wire.CodeBadFrame, "binary frames are not part of the protocol; send JSON text frames"))
 			continue
 		}
 		f, werr := decodeFrame(data)
@@ -276,7 +277,7 @@ func (c *conn) ping() {
 // client never sees a gap it could mistake for delivery: on resume it gets
 // everything after the last frame it read), and the connection is closed
 // with 4408. Memory stays bounded by SendQueue frames.
-func (c *conn) enqueue(f *serverFrame) {
+func (c *conn) enqueue(f *wire.ServerFrame) {
 	b, err := json.Marshal(f)
 	if err != nil {
 		c.logger().Error("marshal frame", "err", err)
@@ -305,23 +306,23 @@ func (c *conn) enqueue(f *serverFrame) {
 			c.overflowed = true
 			c.s.metrics.rejected.WithLabelValues("slow_reader").Inc()
 			c.logger().Info("closing slow reader")
-			c.closeWith(CloseSlowReader, "you are not reading fast enough; reconnect and resume")
+			c.closeWith(wire.CloseSlowReader, "you are not reading fast enough; reconnect and resume")
 			return
 		}
 	}
 }
 
 func (c *conn) sendError(id json.RawMessage, we *wireError) {
-	c.s.metrics.errors.WithLabelValues(we.code).Inc()
-	c.enqueue(&serverFrame{Type: TypeError, ID: id, Code: we.code, Message: we.msg})
+	c.s.metrics.errors.WithLabelValues(string(we.code)).Inc()
+	c.enqueue(&wire.ServerFrame{Type: wire.TypeError, ID: id, Code: we.code, Message: we.msg})
 }
 
 // fail sends err as an error frame. A room that vanished under a member
 // means it expired; internal errors are logged.
-func (c *conn) fail(f *clientFrame, err error) {
-	if errors.Is(err, session.ErrRoomNotFound) && f.Type != TypeJoin && f.Type != TypeResume && f.Type != TypeCreate {
+func (c *conn) fail(f *wire.ClientFrame, err error) {
+	if errors.Is(err, session.ErrRoomNotFound) && f.Type != wire.TypeJoin && f.Type != wire.TypeResume && f.Type != wire.TypeCreate {
 		if c.exitRoom("") {
-			c.sendError(f.ID, newWireError(CodeRoomExpired, "the room expired"))
+			c.sendError(f.ID, newWireError(wire.CodeRoomExpired, "the room expired"))
 			return
 		}
 	}
@@ -336,22 +337,22 @@ func (c *conn) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.ctx, c.s.cfg.StoreTimeout)
 }
 
-func (c *conn) handle(f *clientFrame) {
+func (c *conn) handle(f *wire.ClientFrame) {
 	var err error
 	switch f.Type {
-	case TypeCreate:
+	case wire.TypeCreate:
 		err = c.handleCreate(f)
-	case TypeJoin:
+	case wire.TypeJoin:
 		err = c.handleJoin(f)
-	case TypeResume:
+	case wire.TypeResume:
 		err = c.handleResume(f)
-	case TypeKey:
+	case wire.TypeKey:
 		err = c.handleKey(f)
-	case TypeMsg:
+	case wire.TypeMsg:
 		err = c.handleMsg(f)
-	case TypeAck:
+	case wire.TypeAck:
 		err = c.handleAck(f)
-	case TypeLeave:
+	case wire.TypeLeave:
 		err = c.handleLeave(f)
 	}
 	if err != nil {
@@ -366,10 +367,10 @@ func (c *conn) current() (room, peer string) {
 	return c.room, c.peer
 }
 
-var errNotInRoom = newWireError(CodeNotInRoom, "join or create a room first")
-var errInRoom = newWireError(CodeAlreadyInRoom, "leave this room first")
+var errNotInRoom = newWireError(wire.CodeNotInRoom, "join or create a room first")
+var errInRoom = newWireError(wire.CodeAlreadyInRoom, "leave this room first")
 
-func (c *conn) handleCreate(f *clientFrame) error {
+func (c *conn) handleCreate(f *wire.ClientFrame) error {
 	if room, _ := c.current(); room != "" {
 		return errInRoom
 	}
@@ -389,10 +390,10 @@ func (c *conn) handleCreate(f *clientFrame) error {
 	id := uuid.NewString()
 	if f.Room != nil {
 		if !c.s.cfg.ClientRoomIDs {
-			return newWireError(CodeBadRequest, "this relay chooses room IDs: leave out room")
+			return newWireError(wire.CodeBadRequest, "this relay chooses room IDs: leave out room")
 		}
 		if !c.s.clientRoomID(*f.Room) {
-			return newWireError(CodeBadRequest, "room must be %d to %d characters from A-Z, a-z, 0-9, - and _", c.s.cfg.MinRoomIDLength, maxRoomIDLength)
+			return newWireError(wire.CodeBadRequest, "room must be %d to %d characters from A-Z, a-z, 0-9, - and _", c.s.cfg.MinRoomIDLength, maxRoomIDLength)
 		}
 		id = *f.Room
 	}
@@ -404,12 +405,12 @@ func (c *conn) handleCreate(f *clientFrame) error {
 	return c.join(f, id)
 }
 
-func (c *conn) handleJoin(f *clientFrame) error {
+func (c *conn) handleJoin(f *wire.ClientFrame) error {
 	if room, _ := c.current(); room != "" {
 		return errInRoom
 	}
 	if !c.s.roomID(*f.Room) {
-		return newWireError(CodeBadRequest, "room must be a room ID as create returns it")
+		return newWireError(wire.CodeBadRequest, "room must be a room ID as create returns it")
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
@@ -420,7 +421,7 @@ func (c *conn) handleJoin(f *clientFrame) error {
 }
 
 // join adds a new member to room id and enters it.
-func (c *conn) join(f *clientFrame, id string) error {
+func (c *conn) join(f *wire.ClientFrame, id string) error {
 	token, hash, err := newToken()
 	if err != nil {
 		return err
@@ -434,16 +435,16 @@ func (c *conn) join(f *clientFrame, id string) error {
 	return c.enter(f, id, peer, token, false, 0)
 }
 
-func (c *conn) handleResume(f *clientFrame) error {
+func (c *conn) handleResume(f *wire.ClientFrame) error {
 	if room, _ := c.current(); room != "" {
 		return errInRoom
 	}
 	if !c.s.roomID(*f.Room) || !isRoomID(*f.Peer) {
-		return newWireError(CodeBadRequest, "room and peer must be IDs as the relay returned them")
+		return newWireError(wire.CodeBadRequest, "room and peer must be IDs as the relay returned them")
 	}
 	tok, err := base64.RawURLEncoding.DecodeString(*f.ResumeToken)
 	if err != nil || len(tok) != 32 {
-		return newWireError(CodeInvalidResume, "unknown peer or wrong resume token")
+		return newWireError(wire.CodeInvalidResume, "unknown peer or wrong resume token")
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
@@ -464,7 +465,7 @@ func (c *conn) handleResume(f *clientFrame) error {
 // room's events, replies with the room frame and whatever the member must
 // catch up on (the other key, handshake_complete, waiting messages after
 // lastSeq), tells the other peer, and starts the pump.
-func (c *conn) enter(f *clientFrame, id, peer, token string, resumed bool, lastSeq uint64) error {
+func (c *conn) enter(f *wire.ClientFrame, id, peer, token string, resumed bool, lastSeq uint64) error {
 	pumpCtx, pumpCancel := context.WithCancel(c.ctx)
 	ctx, cancel := c.storeCtx()
 	defer cancel()
@@ -488,7 +489,7 @@ func (c *conn) enter(f *clientFrame, id, peer, token string, resumed bool, lastS
 	return err
 }
 
-func (c *conn) entered(f *clientFrame, sub *session.Subscription, room session.Room, peer, token string, resumed bool, lastSeq uint64, pumpCtx context.Context, pumpCancel context.CancelFunc) error {
+func (c *conn) entered(f *wire.ClientFrame, sub *session.Subscription, room session.Room, peer, token string, resumed bool, lastSeq uint64, pumpCtx context.Context, pumpCancel context.CancelFunc) error {
 	me, _ := room.Member(peer)
 	other, hasOther := room.Other(peer)
 	group := room.Group
@@ -501,8 +502,8 @@ func (c *conn) entered(f *clientFrame, sub *session.Subscription, room session.R
 	c.logp.Store(c.s.log.With("conn", c.id, "room", c.roomTag))
 	c.mu.Unlock()
 
-	c.enqueue(&serverFrame{
-		Type: TypeRoom, ID: f.ID, Room: room.ID, Peer: peer, ResumeToken: token,
+	c.enqueue(&wire.ServerFrame{
+		Type: wire.TypeRoom, ID: f.ID, Room: room.ID, Peer: peer, ResumeToken: token,
 		Group: &group, Peers: len(room.Members), Resumed: &resumed,
 	})
 	if hasOther && other.PublicKey != "" {
@@ -520,7 +521,7 @@ func (c *conn) entered(f *clientFrame, sub *session.Subscription, room session.R
 			c.logger().Warn("pending messages unavailable on resume", "err", err)
 		}
 		for _, m := range msgs {
-			c.enqueue(&serverFrame{Type: TypeMsg, Seq: m.Seq, Body: base64.StdEncoding.EncodeToString(m.Body)})
+			c.enqueue(&wire.ServerFrame{Type: wire.TypeMsg, Seq: m.Seq, Body: base64.StdEncoding.EncodeToString(m.Body)})
 			delivered = m.Seq
 		}
 	}
@@ -552,7 +553,7 @@ func (c *conn) sendPeerKey(key, group string) {
 	if group != "" {
 		c.group = group
 	}
-	c.enqueue(&serverFrame{Type: TypePeerKey, PublicKey: key, Group: &group})
+	c.enqueue(&wire.ServerFrame{Type: wire.TypePeerKey, PublicKey: key, Group: &group})
 }
 
 // sendHandshake sends handshake_complete once, and reports whether it did.
@@ -565,7 +566,7 @@ func (c *conn) sendHandshake() bool {
 	c.hsSent = true
 	group := c.group
 	c.s.metrics.handshakeLatency.Observe(time.Since(c.joinedAt).Seconds())
-	c.enqueue(&serverFrame{Type: TypeHandshakeComplete, Group: &group})
+	c.enqueue(&wire.ServerFrame{Type: wire.TypeHandshakeComplete, Group: &group})
 	return true
 }
 
@@ -594,7 +595,7 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer, 
 				continue
 			}
 			knownOther = ev.Peer
-			c.enqueue(&serverFrame{Type: TypePeerJoined, Resumed: &resumed})
+			c.enqueue(&wire.ServerFrame{Type: wire.TypePeerJoined, Resumed: &resumed})
 		case session.EventLeft:
 			if ev.Peer == peer {
 				continue
@@ -607,7 +608,7 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer, 
 				c.peerKeySent, c.hsSent = false, false
 				c.mu.Unlock()
 			}
-			c.enqueue(&serverFrame{Type: TypePeerLeft, Reason: ev.Reason})
+			c.enqueue(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: wire.Reason(ev.Reason)})
 		case session.EventKey:
 			if ev.Peer == peer {
 				continue
@@ -619,7 +620,7 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer, 
 				continue
 			}
 			delivered = ev.Seq
-			c.enqueue(&serverFrame{Type: TypeMsg, Seq: ev.Seq, Body: base64.StdEncoding.EncodeToString(ev.Body)})
+			c.enqueue(&wire.ServerFrame{Type: wire.TypeMsg, Seq: ev.Seq, Body: base64.StdEncoding.EncodeToString(ev.Body)})
 		}
 	}
 	if ctx.Err() != nil {
@@ -635,14 +636,14 @@ func (c *conn) pump(ctx context.Context, sub *session.Subscription, room, peer, 
 		c.mu.Unlock()
 		if stillIn {
 			c.logger().Info("room expired")
-			c.sendError(nil, newWireError(CodeRoomExpired, "the room expired"))
+			c.sendError(nil, newWireError(wire.CodeRoomExpired, "the room expired"))
 		}
 	case errors.Is(err, session.ErrSlowSubscriber):
 		c.s.metrics.rejected.WithLabelValues("slow_reader").Inc()
-		c.closeWith(CloseSlowReader, "you are not reading fast enough; reconnect and resume")
+		c.closeWith(wire.CloseSlowReader, "you are not reading fast enough; reconnect and resume")
 	default:
 		c.logger().Warn("room events ended", "err", err)
-		c.sendError(nil, newWireError(CodeUnavailable, "the session store is unavailable; reconnect and resume"))
+		c.sendError(nil, newWireError(wire.CodeUnavailable, "the session store is unavailable; reconnect and resume"))
 		c.closeAfterFlush(websocket.StatusTryAgainLater, "session store unavailable")
 	}
 }
@@ -694,7 +695,7 @@ func (c *conn) exitRoom(reason string) bool {
 	return true
 }
 
-func (c *conn) handleKey(f *clientFrame) error {
+func (c *conn) handleKey(f *wire.ClientFrame) error {
 	c.mu.Lock()
 	room, peer, group, keySet := c.room, c.peer, c.group, c.keySet
 	c.mu.Unlock()
@@ -722,30 +723,30 @@ func (c *conn) handleKey(f *clientFrame) error {
 			return err
 		}
 		if group != "" && g.Name() != group {
-			c.s.metrics.validationErrors.WithLabelValues(CodeGroupMismatch).Inc()
+			c.s.metrics.validationErrors.WithLabelValues(string(wire.CodeGroupMismatch)).Inc()
 			return session.ErrGroupMismatch
 		}
 	case group != "":
 		g, _ = dh.LookupGroup(group)
 	default:
-		return newWireError(CodeBadRequest, "the room has no group yet: name it in the group field")
+		return newWireError(wire.CodeBadRequest, "the room has no group yet: name it in the group field")
 	}
 	pk, err := g.ParsePublicKey(*f.PublicKey)
 	if err != nil {
 		we, _ := toWireError(err)
-		c.s.metrics.validationErrors.WithLabelValues(we.code).Inc()
+		c.s.metrics.validationErrors.WithLabelValues(string(we.code)).Inc()
 		return err
 	}
 	if err := c.s.limiter.UseKey(ctx, pk.Hex(), room); err != nil {
 		if errors.Is(err, limits.ErrKeyReused) {
-			c.s.metrics.validationErrors.WithLabelValues(CodeKeyReused).Inc()
+			c.s.metrics.validationErrors.WithLabelValues(string(wire.CodeKeyReused)).Inc()
 		}
 		return err
 	}
 	r, err := c.s.store.SetKey(ctx, room, peer, g.Name(), pk.Hex())
 	if err != nil {
 		if errors.Is(err, session.ErrGroupMismatch) {
-			c.s.metrics.validationErrors.WithLabelValues(CodeGroupMismatch).Inc()
+			c.s.metrics.validationErrors.WithLabelValues(string(wire.CodeGroupMismatch)).Inc()
 		}
 		return err
 	}
@@ -754,7 +755,7 @@ func (c *conn) handleKey(f *clientFrame) error {
 	c.keySet, c.group = true, name
 	// key_ok is queued before c.mu is released: the pump, which may now
 	// complete the handshake, must not queue handshake_complete first.
-	c.enqueue(&serverFrame{Type: TypeKeyOK, ID: f.ID, Group: &name})
+	c.enqueue(&wire.ServerFrame{Type: wire.TypeKeyOK, ID: f.ID, Group: &name})
 	c.mu.Unlock()
 	c.s.store.Publish(ctx, session.Event{Type: session.EventKey, Room: room, Peer: peer, Key: pk.Hex(), Group: name, Conn: c.id})
 	if other, ok := r.Other(peer); ok && other.PublicKey != "" {
@@ -769,7 +770,7 @@ func (c *conn) handleKey(f *clientFrame) error {
 	return nil
 }
 
-func (c *conn) handleMsg(f *clientFrame) error {
+func (c *conn) handleMsg(f *wire.ClientFrame) error {
 	c.mu.Lock()
 	room, peer, hs := c.room, c.peer, c.hsSent
 	c.mu.Unlock()
@@ -777,11 +778,11 @@ func (c *conn) handleMsg(f *clientFrame) error {
 		return errNotInRoom
 	}
 	if !hs {
-		return newWireError(CodeHandshakeIncomplete, "both peers must send their keys first")
+		return newWireError(wire.CodeHandshakeIncomplete, "both peers must send their keys first")
 	}
 	body, err := base64.StdEncoding.DecodeString(*f.Body)
 	if err != nil || len(body) == 0 {
-		return newWireError(CodeBadRequest, "body must be non-empty standard base64")
+		return newWireError(wire.CodeBadRequest, "body must be non-empty standard base64")
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
@@ -791,13 +792,13 @@ func (c *conn) handleMsg(f *clientFrame) error {
 	}
 	// Append announced the message to the room (atomically with storing
 	// it: a confirmed message reaches the peer even if this relay dies now).
-	c.enqueue(&serverFrame{Type: TypeSent, ID: f.ID, Seq: seq})
+	c.enqueue(&wire.ServerFrame{Type: wire.TypeSent, ID: f.ID, Seq: seq})
 	c.s.metrics.messages.Inc()
 	c.s.metrics.bytes.Add(float64(len(body)))
 	return nil
 }
 
-func (c *conn) handleAck(f *clientFrame) error {
+func (c *conn) handleAck(f *wire.ClientFrame) error {
 	room, peer := c.current()
 	if room == "" {
 		return errNotInRoom
@@ -807,11 +808,11 @@ func (c *conn) handleAck(f *clientFrame) error {
 	return c.s.store.Ack(ctx, room, peer, *f.Seq)
 }
 
-func (c *conn) handleLeave(f *clientFrame) error {
+func (c *conn) handleLeave(f *wire.ClientFrame) error {
 	if !c.exitRoom("left") {
 		return errNotInRoom
 	}
-	c.enqueue(&serverFrame{Type: TypeLeft, ID: f.ID})
+	c.enqueue(&wire.ServerFrame{Type: wire.TypeLeft, ID: f.ID})
 	return nil
 }
 

@@ -1,6 +1,10 @@
 package relay
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/keyrelay/keyrelay/wire"
+)
 
 // BenchmarkDecodeFrame measures the frame decoder on a typical msg frame:
 // decodeFrame (the fast path) against decodeSlow, the path that explains
@@ -9,7 +13,7 @@ func BenchmarkDecodeFrame(b *testing.B) {
 	data := []byte(`{"type":"msg","id":3,"body":"ZGVjb2RlIGZyYW1lIGJlbmNobWFyayBib2R5IGJ5dGVzIGJ5dGVzIGJ5dGVzIGJ5dGVzIGJ5dGVzIGJ5dGVz"}`)
 	for _, bm := range []struct {
 		name   string
-		decode func([]byte) (*clientFrame, *wireError)
+		decode func([]byte) (*wire.ClientFrame, *wireError)
 	}{{"decodeFrame", decodeFrame}, {"decodeSlow", decodeSlow}} {
 		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // FuzzDecodeFrame checks that no input makes the frame decoder panic, that
@@ -28,7 +30,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	codes := map[string]bool{CodeBadFrame: true, CodeBadRequest: true, CodeUnknownType: true}
+	codes := map[wire.Code]bool{wire.CodeBadFrame: true, wire.CodeBadRequest: true, wire.CodeUnknownType: true}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// The fast path accepts nothing the slow path refuses, and decodes
 		// what it accepts to the same frame.

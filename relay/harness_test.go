@@ -21,6 +21,7 @@ import (
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // frameTimeout bounds every wait for a frame; tests never assert on speed,
@@ -137,7 +138,7 @@ func (tr *testRelay) dial(t *testing.T) *peer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+	ws, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -204,20 +205,20 @@ func (p *peer) tryRead(d time.Duration) (frame, error) {
 }
 
 // expect reads the next frame and checks its type.
-func (p *peer) expect(typ string) frame {
+func (p *peer) expect(typ wire.FrameType) frame {
 	p.t.Helper()
 	f := p.read()
-	if f.str("type") != typ {
+	if wire.FrameType(f.str("type")) != typ {
 		p.t.Fatalf("got frame %v, want type %q", f, typ)
 	}
 	return f
 }
 
 // expectError reads the next frame and checks it is an error with code.
-func (p *peer) expectError(code string) frame {
+func (p *peer) expectError(code wire.Code) frame {
 	p.t.Helper()
-	f := p.expect(relay.TypeError)
-	if f.str("code") != code || f.str("message") == "" {
+	f := p.expect(wire.TypeError)
+	if wire.Code(f.str("code")) != code || f.str("message") == "" {
 		p.t.Fatalf("got error %v, want code %q with a message", f, code)
 	}
 	return f
@@ -270,34 +271,34 @@ func handshake(t *testing.T, tr *testRelay, g *dh.Group) *pair {
 	t.Helper()
 	p := &pair{a: tr.dial(t), b: tr.dial(t), aKey: newKey(t, g), bKey: newKey(t, g)}
 	p.a.send(map[string]any{"type": "create", "group": g.Name(), "id": 1})
-	room := p.a.expect(relay.TypeRoom)
+	room := p.a.expect(wire.TypeRoom)
 	if room["id"] != float64(1) || room.str("group") != g.Name() || room.num("peers") != 1 || room["resumed"] != false {
 		t.Fatalf("room frame %v", room)
 	}
 	p.room, p.aID, p.aTok = room.str("room"), room.str("peer"), room.str("resume_token")
 	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "id": "k"})
-	if f := p.a.expect(relay.TypeKeyOK); f.str("group") != g.Name() || f["id"] != "k" {
+	if f := p.a.expect(wire.TypeKeyOK); f.str("group") != g.Name() || f["id"] != "k" {
 		t.Fatalf("key_ok %v", f)
 	}
 	p.b.send(map[string]any{"type": "join", "room": p.room})
-	joined := p.b.expect(relay.TypeRoom)
+	joined := p.b.expect(wire.TypeRoom)
 	if joined.str("room") != p.room || joined.num("peers") != 2 || joined.str("peer") == p.aID {
 		t.Fatalf("join reply %v", joined)
 	}
 	p.bID, p.bTok = joined.str("peer"), joined.str("resume_token")
-	if f := p.b.expect(relay.TypePeerKey); f.str("public_key") != p.aKey.PublicKey().Hex() || f.str("group") != g.Name() {
+	if f := p.b.expect(wire.TypePeerKey); f.str("public_key") != p.aKey.PublicKey().Hex() || f.str("group") != g.Name() {
 		t.Fatalf("B got %v, want A's key", f)
 	}
-	if f := p.a.expect(relay.TypePeerJoined); f["resumed"] != false {
+	if f := p.a.expect(wire.TypePeerJoined); f["resumed"] != false {
 		t.Fatalf("peer_joined %v", f)
 	}
 	p.b.send(map[string]any{"type": "key", "public_key": p.bKey.PublicKey().Hex()})
-	p.b.expect(relay.TypeKeyOK)
-	if f := p.a.expect(relay.TypePeerKey); f.str("public_key") != p.bKey.PublicKey().Hex() {
+	p.b.expect(wire.TypeKeyOK)
+	if f := p.a.expect(wire.TypePeerKey); f.str("public_key") != p.bKey.PublicKey().Hex() {
 		t.Fatalf("A got %v, want B's key", f)
 	}
-	p.a.expect(relay.TypeHandshakeComplete)
-	p.b.expect(relay.TypeHandshakeComplete)
+	p.a.expect(wire.TypeHandshakeComplete)
+	p.b.expect(wire.TypeHandshakeComplete)
 	p.aCh = channel(t, p.aKey, p.bKey.PublicKey())
 	p.bCh = channel(t, p.bKey, p.aKey.PublicKey())
 	return p

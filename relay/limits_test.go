@@ -14,6 +14,7 @@ import (
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session/redistest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // memoryLimiter returns a limits.Memory closed when the test ends.
@@ -33,24 +34,24 @@ func TestJoinLimits(t *testing.T) {
 		tr := newRelay(t, relay.Config{Limiter: memoryLimiter(t, limits.Config{JoinsPerIP: 2, JoinsPerRoom: -1})})
 		a := tr.dial(t)
 		a.send(map[string]any{"type": "create"})
-		room := a.expect(relay.TypeRoom).str("room")
+		room := a.expect(wire.TypeRoom).str("room")
 		b := tr.dial(t)
 		b.send(map[string]any{"type": "join", "room": room})
-		b.expect(relay.TypeRoom)
-		a.expect(relay.TypePeerJoined)
+		b.expect(wire.TypeRoom)
+		a.expect(wire.TypePeerJoined)
 		c := tr.dial(t)
 		c.send(map[string]any{"type": "create", "id": 7})
-		if f := c.expectError(relay.CodeJoinRateLimited); f.num("id") != 7 {
+		if f := c.expectError(wire.CodeJoinRateLimited); f.num("id") != 7 {
 			t.Errorf("error without the id: %v", f)
 		}
 		c.send(map[string]any{"type": "join", "room": room})
-		c.expectError(relay.CodeJoinRateLimited)
+		c.expectError(wire.CodeJoinRateLimited)
 		// c is still connected; a and b still talk.
 		c.send(map[string]any{"type": "leave"})
-		c.expectError(relay.CodeNotInRoom)
+		c.expectError(wire.CodeNotInRoom)
 		a.send(map[string]any{"type": "leave"})
-		a.expect(relay.TypeLeft)
-		if f := b.expect(relay.TypePeerLeft); f.str("reason") != "left" {
+		a.expect(wire.TypeLeft)
+		if f := b.expect(wire.TypePeerLeft); f.str("reason") != "left" {
 			t.Errorf("b got %v", f)
 		}
 	})
@@ -58,19 +59,19 @@ func TestJoinLimits(t *testing.T) {
 		tr := newRelay(t, relay.Config{Limiter: memoryLimiter(t, limits.Config{JoinsPerIP: -1, JoinsPerRoom: 2})})
 		a := tr.dial(t)
 		a.send(map[string]any{"type": "create"})
-		room := a.expect(relay.TypeRoom).str("room")
+		room := a.expect(wire.TypeRoom).str("room")
 		b := tr.dial(t)
 		b.send(map[string]any{"type": "join", "room": room})
-		b.expect(relay.TypeRoom)
-		a.expect(relay.TypePeerJoined)
+		b.expect(wire.TypeRoom)
+		a.expect(wire.TypePeerJoined)
 		c := tr.dial(t)
 		c.send(map[string]any{"type": "join", "room": room})
-		c.expectError(relay.CodeRoomFull) // the second attempt: within budget
+		c.expectError(wire.CodeRoomFull) // the second attempt: within budget
 		c.send(map[string]any{"type": "join", "room": room})
-		c.expectError(relay.CodeTooManyAttempts)
+		c.expectError(wire.CodeTooManyAttempts)
 		// Other rooms are not affected, and neither is c.
 		c.send(map[string]any{"type": "create"})
-		c.expect(relay.TypeRoom)
+		c.expect(wire.TypeRoom)
 		a.expectQuiet(100 * time.Millisecond)
 	})
 }
@@ -84,23 +85,23 @@ func TestKeyReused(t *testing.T) {
 	p := handshake(t, tr, g)
 	q := tr.dial(t)
 	q.send(map[string]any{"type": "create", "group": g.Name()})
-	room := q.expect(relay.TypeRoom).str("room")
+	room := q.expect(wire.TypeRoom).str("room")
 	r := tr.dial(t)
 	r.send(map[string]any{"type": "join", "room": room})
-	r.expect(relay.TypeRoom)
-	q.expect(relay.TypePeerJoined)
+	r.expect(wire.TypeRoom)
+	q.expect(wire.TypePeerJoined)
 	q.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "id": "reuse"})
-	if f := q.expectError(relay.CodeKeyReused); f.str("id") != "reuse" {
+	if f := q.expectError(wire.CodeKeyReused); f.str("id") != "reuse" {
 		t.Errorf("error %v", f)
 	}
 	r.expectQuiet(100 * time.Millisecond)
 	q.send(map[string]any{"type": "key", "public_key": newKey(t, g).PublicKey().Hex()})
-	q.expect(relay.TypeKeyOK)
-	r.expect(relay.TypePeerKey)
+	q.expect(wire.TypeKeyOK)
+	r.expect(wire.TypePeerKey)
 	// The same key again in its own room is not a reuse: it is already
 	// set there.
 	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex()})
-	p.a.expectError(relay.CodeKeyAlreadySet)
+	p.a.expectError(wire.CodeKeyAlreadySet)
 }
 
 // TestLimitsAcrossInstances: two relays sharing one limits.Redis give a
@@ -124,26 +125,26 @@ func TestLimitsAcrossInstances(t *testing.T) {
 	a := r1.dial(t)
 	b := r2.dial(t)
 	c := r1.dial(t) // the third from this address, on either instance
-	c.expectClose(relay.CloseTooManyConnsPerIP)
+	c.expectClose(wire.CloseTooManyConnsPerIP)
 	d := r2.dial(t)
-	d.expectClose(relay.CloseTooManyConnsPerIP)
+	d.expectClose(wire.CloseTooManyConnsPerIP)
 
 	// Joins: 3 in all, whichever instance they reach.
 	a.send(map[string]any{"type": "create"})
-	room := a.expect(relay.TypeRoom).str("room")
+	room := a.expect(wire.TypeRoom).str("room")
 	b.send(map[string]any{"type": "join", "room": room})
-	b.expect(relay.TypeRoom)
-	a.expect(relay.TypePeerJoined)
+	b.expect(wire.TypeRoom)
+	a.expect(wire.TypePeerJoined)
 	b.send(map[string]any{"type": "leave"})
-	b.expect(relay.TypeLeft)
-	a.expect(relay.TypePeerLeft)
+	b.expect(wire.TypeLeft)
+	a.expect(wire.TypePeerLeft)
 	b.send(map[string]any{"type": "join", "room": room})
-	b.expect(relay.TypeRoom)
-	a.expect(relay.TypePeerJoined)
+	b.expect(wire.TypeRoom)
+	a.expect(wire.TypePeerJoined)
 	b.send(map[string]any{"type": "leave"})
-	b.expect(relay.TypeLeft)
+	b.expect(wire.TypeLeft)
 	b.send(map[string]any{"type": "join", "room": room})
-	b.expectError(relay.CodeJoinRateLimited)
+	b.expectError(wire.CodeJoinRateLimited)
 
 	// A closed connection frees its slot on the other instance too.
 	a.ws.Close(websocket.StatusNormalClosure, "")
@@ -151,7 +152,7 @@ func TestLimitsAcrossInstances(t *testing.T) {
 	defer cancel()
 	for {
 		e := r2.dial(t)
-		if f, err := e.tryRead(200 * time.Millisecond); err != nil && websocket.CloseStatus(err) == relay.CloseTooManyConnsPerIP {
+		if f, err := e.tryRead(200 * time.Millisecond); err != nil && websocket.CloseStatus(err) == wire.CloseTooManyConnsPerIP {
 			if ctx.Err() != nil {
 				t.Fatal("the closed connection's slot was not freed within 5s")
 			}
@@ -180,7 +181,7 @@ func TestLimiterUnavailable(t *testing.T) {
 	a := tr.dial(t)
 	b := tr.dial(t) // over the limit of 1, but nothing can be counted
 	a.send(map[string]any{"type": "create", "id": 1})
-	a.expectError(relay.CodeUnavailable)
+	a.expectError(wire.CodeUnavailable)
 	b.send(map[string]any{"type": "leave"})
-	b.expectError(relay.CodeNotInRoom)
+	b.expectError(wire.CodeNotInRoom)
 }

@@ -8,133 +8,34 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
-
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/wire"
 )
-
-// Subprotocol is the WebSocket subprotocol a client must offer.
-const Subprotocol = "keyrelay.v1"
-
-// Frame types, client to relay.
-const (
-	TypeCreate = "create"
-	TypeJoin   = "join"
-	TypeResume = "resume"
-	TypeKey    = "key"
-	TypeMsg    = "msg"
-	TypeAck    = "ack"
-	TypeLeave  = "leave"
-)
-
-// Frame types, relay to client.
-const (
-	TypeRoom              = "room"
-	TypePeerJoined        = "peer_joined"
-	TypePeerLeft          = "peer_left"
-	TypeKeyOK             = "key_ok"
-	TypePeerKey           = "peer_key"
-	TypeHandshakeComplete = "handshake_complete"
-	TypeSent              = "sent"
-	TypeLeft              = "left"
-	TypeError             = "error"
-)
-
-// Error codes of error frames (docs/protocol.md §4).
-const (
-	CodeBadFrame            = "bad_frame"
-	CodeBadRequest          = "bad_request"
-	CodeUnknownType         = "unknown_type"
-	CodeUnknownGroup        = "unknown_group"
-	CodeMalformedKey        = "malformed_key"
-	CodeInvalidPublicKey    = "invalid_public_key"
-	CodeGroupMismatch       = "group_mismatch"
-	CodeKeyAlreadySet       = "key_already_set"
-	CodeRoomNotFound        = "room_not_found"
-	CodeRoomExists          = "room_exists"
-	CodeKeyReused           = "key_reused"
-	CodeJoinRateLimited     = "join_rate_limited"
-	CodeTooManyAttempts     = "too_many_attempts"
-	CodeRoomFull            = "room_full"
-	CodeRoomExpired         = "room_expired"
-	CodeTooManyRooms        = "too_many_rooms"
-	CodeAlreadyInRoom       = "already_in_room"
-	CodeNotInRoom           = "not_in_room"
-	CodeHandshakeIncomplete = "handshake_incomplete"
-	CodeMailboxFull         = "mailbox_full"
-	CodeInvalidResume       = "invalid_resume"
-	CodeResumeExpired       = "resume_expired"
-	CodeRateLimited         = "rate_limited"
-	CodeUnavailable         = "unavailable"
-	CodeInternal            = "internal"
-)
-
-// Close codes (docs/protocol.md §4), besides the standard 1000, 1001 and
-// 1009.
-const (
-	CloseNoSubprotocol     websocket.StatusCode = 4400
-	CloseSlowReader        websocket.StatusCode = 4408
-	CloseTooManyConnsPerIP websocket.StatusCode = 4429
-)
-
-// clientFrame is any frame a client sends; which fields may be present
-// depends on Type (see allowedFields).
-type clientFrame struct {
-	Type        string          `json:"type"`
-	ID          json.RawMessage `json:"id,omitempty"`
-	Group       *string         `json:"group,omitempty"`
-	Room        *string         `json:"room,omitempty"`
-	Peer        *string         `json:"peer,omitempty"`
-	ResumeToken *string         `json:"resume_token,omitempty"`
-	LastSeq     *uint64         `json:"last_seq,omitempty"`
-	PublicKey   *string         `json:"public_key,omitempty"`
-	Body        *string         `json:"body,omitempty"`
-	Seq         *uint64         `json:"seq,omitempty"`
-}
 
 // allowedFields lists, per type, the fields besides type and id that a
 // frame may carry; required ones are marked true.
-var allowedFields = map[string]map[string]bool{
-	TypeCreate: {"group": false, "room": false},
-	TypeJoin:   {"room": true},
-	TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false},
-	TypeKey:    {"public_key": true, "group": false},
-	TypeMsg:    {"body": true},
-	TypeAck:    {"seq": true},
-	TypeLeave:  {},
-}
-
-// serverFrame is any frame the relay sends. Zero fields are omitted except
-// where the protocol always carries them (see the constructors).
-type serverFrame struct {
-	Type        string          `json:"type"`
-	ID          json.RawMessage `json:"id,omitempty"`
-	Code        string          `json:"code,omitempty"`
-	Message     string          `json:"message,omitempty"`
-	Room        string          `json:"room,omitempty"`
-	Peer        string          `json:"peer,omitempty"`
-	ResumeToken string          `json:"resume_token,omitempty"`
-	Group       *string         `json:"group,omitempty"`
-	Peers       int             `json:"peers,omitempty"`
-	Resumed     *bool           `json:"resumed,omitempty"`
-	Reason      string          `json:"reason,omitempty"`
-	PublicKey   string          `json:"public_key,omitempty"`
-	Seq         uint64          `json:"seq,omitempty"`
-	Body        string          `json:"body,omitempty"`
+var allowedFields = map[wire.FrameType]map[string]bool{
+	wire.TypeCreate: {"group": false, "room": false},
+	wire.TypeJoin:   {"room": true},
+	wire.TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false},
+	wire.TypeKey:    {"public_key": true, "group": false},
+	wire.TypeMsg:    {"body": true},
+	wire.TypeAck:    {"seq": true},
+	wire.TypeLeave:  {},
 }
 
 // wireError is an error with a wire code, sent to the client in an error
 // frame. Its message is safe to show.
 type wireError struct {
-	code string
+	code wire.Code
 	msg  string
 }
 
-func (e *wireError) Error() string { return e.code + ": " + e.msg }
+func (e *wireError) Error() string { return string(e.code) + ": " + e.msg }
 
-func newWireError(code, format string, args ...any) *wireError {
+func newWireError(code wire.Code, format string, args ...any) *wireError {
 	return &wireError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
@@ -142,27 +43,27 @@ func newWireError(code, format string, args ...any) *wireError {
 // between the packages' sentinels and the protocol.
 var errorCodes = []struct {
 	err  error
-	code string
+	code wire.Code
 	msg  string
 }{
-	{dh.ErrUnknownGroup, CodeUnknownGroup, "unknown group"},
-	{dh.ErrMalformedKey, CodeMalformedKey, ""},
-	{dh.ErrInvalidPublicKey, CodeInvalidPublicKey, ""},
-	{session.ErrGroupMismatch, CodeGroupMismatch, "the key's group is not the room's"},
-	{session.ErrKeySet, CodeKeyAlreadySet, "you already sent a key in this room"},
-	{session.ErrRoomNotFound, CodeRoomNotFound, "no such room"},
-	{session.ErrRoomExists, CodeRoomExists, "a room with this ID exists; choose another"},
-	{limits.ErrJoinRate, CodeJoinRateLimited, "too many creates, joins and resumes from your address; wait and retry"},
-	{limits.ErrRoomAttempts, CodeTooManyAttempts, "too many join attempts on this room; wait and retry"},
-	{limits.ErrKeyReused, CodeKeyReused, "this public key was used in another room; generate a new key pair"},
-	{limits.ErrClosed, CodeUnavailable, "the relay is shutting down; reconnect and resume"},
-	{session.ErrRoomFull, CodeRoomFull, "the room already has two peers"},
-	{session.ErrTooManyRooms, CodeTooManyRooms, "the relay holds its maximum number of rooms"},
-	{session.ErrMailboxFull, CodeMailboxFull, "the peer has too many unacknowledged messages"},
-	{session.ErrBadToken, CodeInvalidResume, "unknown peer or wrong resume token"},
-	{session.ErrNotMember, CodeInvalidResume, "unknown peer or wrong resume token"},
-	{session.ErrResumeExpired, CodeResumeExpired, "the resume grace period is over"},
-	{session.ErrUnavailable, CodeUnavailable, "the session store is unavailable; try again"},
+	{dh.ErrUnknownGroup, wire.CodeUnknownGroup, "unknown group"},
+	{dh.ErrMalformedKey, wire.CodeMalformedKey, ""},
+	{dh.ErrInvalidPublicKey, wire.CodeInvalidPublicKey, ""},
+	{session.ErrGroupMismatch, wire.CodeGroupMismatch, "the key's group is not the room's"},
+	{session.ErrKeySet, wire.CodeKeyAlreadySet, "you already sent a key in this room"},
+	{session.ErrRoomNotFound, wire.CodeRoomNotFound, "no such room"},
+	{session.ErrRoomExists, wire.CodeRoomExists, "a room with this ID exists; choose another"},
+	{limits.ErrJoinRate, wire.CodeJoinRateLimited, "too many creates, joins and resumes from your address; wait and retry"},
+	{limits.ErrRoomAttempts, wire.CodeTooManyAttempts, "too many join attempts on this room; wait and retry"},
+	{limits.ErrKeyReused, wire.CodeKeyReused, "this public key was used in another room; generate a new key pair"},
+	{limits.ErrClosed, wire.CodeUnavailable, "the relay is shutting down; reconnect and resume"},
+	{session.ErrRoomFull, wire.CodeRoomFull, "the room already has two peers"},
+	{session.ErrTooManyRooms, wire.CodeTooManyRooms, "the relay holds its maximum number of rooms"},
+	{session.ErrMailboxFull, wire.CodeMailboxFull, "the peer has too many unacknowledged messages"},
+	{session.ErrBadToken, wire.CodeInvalidResume, "unknown peer or wrong resume token"},
+	{session.ErrNotMember, wire.CodeInvalidResume, "unknown peer or wrong resume token"},
+	{session.ErrResumeExpired, wire.CodeResumeExpired, "the resume grace period is over"},
+	{session.ErrUnavailable, wire.CodeUnavailable, "the session store is unavailable; try again"},
 }
 
 // toWireError converts err to the error frame the client gets. Errors with
@@ -182,17 +83,17 @@ func toWireError(err error) (*wireError, bool) {
 			return &wireError{code: e.code, msg: msg}, true
 		}
 	}
-	return &wireError{code: CodeInternal, msg: "internal error"}, false
+	return &wireError{code: wire.CodeInternal, msg: "internal error"}, false
 }
 
 // decodeFrame parses and checks a client frame: a JSON object with a known
 // type, only the fields of that type, each of the right JSON type, and an id
 // of at most 64 characters.
-func decodeFrame(data []byte) (*clientFrame, *wireError) {
+func decodeFrame(data []byte) (*wire.ClientFrame, *wireError) {
 	if !utf8.Valid(data) {
 		// RFC 6455 text frames are UTF-8; nothing of this frame, not even
 		// its id, is echoed.
-		return nil, newWireError(CodeBadFrame, "a frame must be UTF-8 text")
+		return nil, newWireError(wire.CodeBadFrame, "a frame must be UTF-8 text")
 	}
 	if f := decodeFast(data); f != nil {
 		return f, nil
@@ -202,12 +103,12 @@ func decodeFrame(data []byte) (*clientFrame, *wireError) {
 
 // decodeSlow is decodeFrame for any frame: it finds what is wrong with a
 // bad one.
-func decodeSlow(data []byte) (*clientFrame, *wireError) {
+func decodeSlow(data []byte) (*wire.ClientFrame, *wireError) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
-		return nil, newWireError(CodeBadFrame, "a frame must be one JSON object")
+		return nil, newWireError(wire.CodeBadFrame, "a frame must be one JSON object")
 	}
-	var f clientFrame
+	var f wire.ClientFrame
 	if raw, ok := fields["id"]; ok {
 		if err := checkID(raw); err != nil {
 			return nil, err
@@ -216,35 +117,35 @@ func decodeSlow(data []byte) (*clientFrame, *wireError) {
 	}
 	var typ string
 	if err := json.Unmarshal(fields["type"], &typ); err != nil {
-		return &f, newWireError(CodeUnknownType, "missing or non-string type")
+		return &f, newWireError(wire.CodeUnknownType, "missing or non-string type")
 	}
-	allowed, ok := allowedFields[typ]
+	allowed, ok := allowedFields[wire.FrameType(typ)]
 	if !ok {
-		return &f, newWireError(CodeUnknownType, "unknown type %q", truncate(typ, 32))
+		return &f, newWireError(wire.CodeUnknownType, "unknown type %q", truncate(typ, 32))
 	}
 	for name := range fields {
 		if _, ok := allowed[name]; !ok && name != "type" && name != "id" {
-			return &f, newWireError(CodeBadRequest, "field %q is not allowed in %s", truncate(name, 32), typ)
+			return &f, newWireError(wire.CodeBadRequest, "field %q is not allowed in %s", truncate(name, 32), typ)
 		}
 	}
 	for name, required := range allowed {
 		if _, ok := fields[name]; required && !ok {
-			return &f, newWireError(CodeBadRequest, "%s needs field %q", typ, name)
+			return &f, newWireError(wire.CodeBadRequest, "%s needs field %q", typ, name)
 		}
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return &f, newWireError(CodeBadRequest, "field %q has the wrong type", te.Field)
+			return &f, newWireError(wire.CodeBadRequest, "field %q has the wrong type", te.Field)
 		}
-		return &f, newWireError(CodeBadRequest, "malformed field")
+		return &f, newWireError(wire.CodeBadRequest, "malformed field")
 	}
 	for name := range allowed {
 		if bytes.Equal(fields[name], []byte("null")) {
-			return &f, newWireError(CodeBadRequest, "field %q must not be null", name)
+			return &f, newWireError(wire.CodeBadRequest, "field %q must not be null", name)
 		}
 	}
-	f.Type = typ
+	f.Type = wire.FrameType(typ)
 	return &f, nil
 }
 
@@ -254,14 +155,14 @@ func checkID(raw json.RawMessage) *wireError {
 	var s *string
 	if json.Unmarshal(raw, &s) == nil && s != nil {
 		if utf8.RuneCountInString(*s) > 64 {
-			return newWireError(CodeBadRequest, "id longer than 64 characters")
+			return newWireError(wire.CodeBadRequest, "id longer than 64 characters")
 		}
 		return nil
 	}
 	if _, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
 		return nil
 	}
-	return newWireError(CodeBadRequest, "id must be a string or an integer")
+	return newWireError(wire.CodeBadRequest, "id must be a string or an integer")
 }
 
 func truncate(s string, n int) string {
@@ -276,7 +177,7 @@ func truncate(s string, n int) string {
 var fieldNames = [...]string{"type", "id", "group", "room", "peer", "resume_token", "last_seq", "public_key", "body", "seq"}
 
 // present reports, per fieldNames entry, whether f's field is set.
-func (f *clientFrame) present() [len(fieldNames)]bool {
+func present(f *wire.ClientFrame) [len(fieldNames)]bool {
 	return [...]bool{f.Type != "", f.ID != nil, f.Group != nil, f.Room != nil, f.Peer != nil,
 		f.ResumeToken != nil, f.LastSeq != nil, f.PublicKey != nil, f.Body != nil, f.Seq != nil}
 }
@@ -285,8 +186,8 @@ func (f *clientFrame) present() [len(fieldNames)]bool {
 // it returns nil for anything decodeSlow must judge (any error, and any
 // doubt: escaped or unknown keys, nulls). What it accepts, decodeSlow
 // accepts with the same result (FuzzDecodeFrame checks it).
-func decodeFast(data []byte) *clientFrame {
-	var f clientFrame
+func decodeFast(data []byte) *wire.ClientFrame {
+	var f wire.ClientFrame
 	if json.Unmarshal(data, &f) != nil { // also refuses what is not an object
 		return nil
 	}
@@ -311,7 +212,7 @@ func decodeFast(data []byte) *clientFrame {
 	}) {
 		return nil
 	}
-	set := f.present()
+	set := present(&f)
 	for i, name := range fieldNames {
 		if seen[i] != set[i] && i != 1 { // a key whose value was null
 			return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
@@ -28,13 +29,13 @@ func sendMsg(t *testing.T, p *peer, ch *dh.Channel, text string) uint64 {
 		t.Fatal(err)
 	}
 	p.send(map[string]any{"type": "msg", "body": b64(body)})
-	return p.expect(relay.TypeSent).num("seq")
+	return p.expect(wire.TypeSent).num("seq")
 }
 
 // recvMsg reads a msg frame on p, opens it with ch and checks text and seq.
 func recvMsg(t *testing.T, p *peer, ch *dh.Channel, seq uint64, text string) {
 	t.Helper()
-	f := p.expect(relay.TypeMsg)
+	f := p.expect(wire.TypeMsg)
 	body, err := base64.StdEncoding.DecodeString(f.str("body"))
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +82,8 @@ func TestStoresOnlyCiphertext(t *testing.T) {
 	secret := "attack at dawn, the password is hunter2"
 	body, _ := p.aCh.Seal([]byte(secret))
 	p.a.send(map[string]any{"type": "msg", "body": b64(body)})
-	p.a.expect(relay.TypeSent)
-	p.b.expect(relay.TypeMsg) // not acked: it stays in the store
+	p.a.expect(wire.TypeSent)
+	p.b.expect(wire.TypeMsg) // not acked: it stays in the store
 	ctx := context.Background()
 	msgs, err := tr.store.Pending(ctx, p.room, p.bID, 0)
 	if err != nil || len(msgs) != 1 {
@@ -118,34 +119,34 @@ func TestLateJoiner(t *testing.T) {
 	a := tr.dial(t)
 	ka := newKey(t, dh.MODP14())
 	a.send(map[string]any{"type": "create"}) // no group: the first key fixes it
-	room := a.expect(relay.TypeRoom)
+	room := a.expect(wire.TypeRoom)
 	if room.str("group") != "" {
 		t.Fatalf("group = %q, want unset", room.str("group"))
 	}
 	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
 	// A key with no group in a room with none is refused, then accepted with one.
-	a.expectError(relay.CodeBadRequest)
+	a.expectError(wire.CodeBadRequest)
 	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex(), "group": "14"})
-	if f := a.expect(relay.TypeKeyOK); f.str("group") != "modp14" {
+	if f := a.expect(wire.TypeKeyOK); f.str("group") != "modp14" {
 		t.Fatalf("key_ok %v", f)
 	}
 	a.expectQuiet(200 * time.Millisecond) // waiting, nobody there
 
 	b := tr.dial(t)
 	b.send(map[string]any{"type": "join", "room": room.str("room")})
-	if f := b.expect(relay.TypeRoom); f.str("group") != "modp14" {
+	if f := b.expect(wire.TypeRoom); f.str("group") != "modp14" {
 		t.Fatalf("joiner sees group %q", f.str("group"))
 	}
-	if f := b.expect(relay.TypePeerKey); f.str("public_key") != ka.PublicKey().Hex() {
+	if f := b.expect(wire.TypePeerKey); f.str("public_key") != ka.PublicKey().Hex() {
 		t.Fatalf("late joiner got %v", f)
 	}
-	a.expect(relay.TypePeerJoined)
+	a.expect(wire.TypePeerJoined)
 	kb := newKey(t, dh.MODP14())
 	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()}) // group from the room
-	b.expect(relay.TypeKeyOK)
-	b.expect(relay.TypeHandshakeComplete)
-	a.expect(relay.TypePeerKey)
-	a.expect(relay.TypeHandshakeComplete)
+	b.expect(wire.TypeKeyOK)
+	b.expect(wire.TypeHandshakeComplete)
+	a.expect(wire.TypePeerKey)
+	a.expect(wire.TypeHandshakeComplete)
 }
 
 func TestRoomFull(t *testing.T) {
@@ -153,12 +154,12 @@ func TestRoomFull(t *testing.T) {
 	p := handshake(t, tr, dh.X25519())
 	c := tr.dial(t)
 	c.send(map[string]any{"type": "join", "room": p.room, "id": "third"})
-	if f := c.expectError(relay.CodeRoomFull); f["id"] != "third" {
+	if f := c.expectError(wire.CodeRoomFull); f["id"] != "third" {
 		t.Fatalf("error lacks the frame id: %v", f)
 	}
 	// The third connection is still usable, and the two peers saw nothing.
 	c.send(map[string]any{"type": "create"})
-	c.expect(relay.TypeRoom)
+	c.expect(wire.TypeRoom)
 	p.a.expectQuiet(100 * time.Millisecond)
 	p.b.expectQuiet(100 * time.Millisecond)
 }
@@ -173,30 +174,30 @@ func TestInvalidKeys(t *testing.T) {
 	tests := []struct {
 		name  string
 		frame map[string]any
-		code  string
+		code  wire.Code
 	}{
-		{"zero", map[string]any{"public_key": "0"}, relay.CodeInvalidPublicKey},
-		{"one", map[string]any{"public_key": "1"}, relay.CodeInvalidPublicKey},
-		{"p-1", map[string]any{"public_key": hexOf(-1)}, relay.CodeInvalidPublicKey},
-		{"p", map[string]any{"public_key": hexOf(0)}, relay.CodeInvalidPublicKey},
-		{"p+1", map[string]any{"public_key": hexOf(1)}, relay.CodeInvalidPublicKey},
-		{"non-residue p-2", map[string]any{"public_key": hexOf(-2)}, relay.CodeInvalidPublicKey},
-		{"too long", map[string]any{"public_key": strings.Repeat("1", 513)}, relay.CodeMalformedKey},
-		{"0x prefix", map[string]any{"public_key": "0x1234"}, relay.CodeMalformedKey},
-		{"sign", map[string]any{"public_key": "-1234"}, relay.CodeMalformedKey},
-		{"space", map[string]any{"public_key": "12 34"}, relay.CodeMalformedKey},
-		{"empty", map[string]any{"public_key": ""}, relay.CodeMalformedKey},
-		{"wrong group", map[string]any{"public_key": x.PublicKey().Hex(), "group": "x25519"}, relay.CodeGroupMismatch},
-		{"unknown group", map[string]any{"public_key": "1234", "group": "modp2"}, relay.CodeUnknownGroup},
-		{"number", map[string]any{"public_key": 1234}, relay.CodeBadRequest},
+		{"zero", map[string]any{"public_key": "0"}, wire.CodeInvalidPublicKey},
+		{"one", map[string]any{"public_key": "1"}, wire.CodeInvalidPublicKey},
+		{"p-1", map[string]any{"public_key": hexOf(-1)}, wire.CodeInvalidPublicKey},
+		{"p", map[string]any{"public_key": hexOf(0)}, wire.CodeInvalidPublicKey},
+		{"p+1", map[string]any{"public_key": hexOf(1)}, wire.CodeInvalidPublicKey},
+		{"non-residue p-2", map[string]any{"public_key": hexOf(-2)}, wire.CodeInvalidPublicKey},
+		{"too long", map[string]any{"public_key": strings.Repeat("1", 513)}, wire.CodeMalformedKey},
+		{"0x prefix", map[string]any{"public_key": "0x1234"}, wire.CodeMalformedKey},
+		{"sign", map[string]any{"public_key": "-1234"}, wire.CodeMalformedKey},
+		{"space", map[string]any{"public_key": "12 34"}, wire.CodeMalformedKey},
+		{"empty", map[string]any{"public_key": ""}, wire.CodeMalformedKey},
+		{"wrong group", map[string]any{"public_key": x.PublicKey().Hex(), "group": "x25519"}, wire.CodeGroupMismatch},
+		{"unknown group", map[string]any{"public_key": "1234", "group": "modp2"}, wire.CodeUnknownGroup},
+		{"number", map[string]any{"public_key": 1234}, wire.CodeBadRequest},
 	}
 	tr := newRelay(t, relay.Config{})
 	a, b := tr.dial(t), tr.dial(t)
 	a.send(map[string]any{"type": "create", "group": "modp14"})
-	room := a.expect(relay.TypeRoom).str("room")
+	room := a.expect(wire.TypeRoom).str("room")
 	b.send(map[string]any{"type": "join", "room": room})
-	b.expect(relay.TypeRoom)
-	a.expect(relay.TypePeerJoined)
+	b.expect(wire.TypeRoom)
+	a.expect(wire.TypePeerJoined)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.frame["type"] = "key"
@@ -214,15 +215,15 @@ func TestInvalidKeys(t *testing.T) {
 	}
 	ka, kb := newKey(t, dh.MODP14()), newKey(t, dh.MODP14())
 	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
-	a.expect(relay.TypeKeyOK)
+	a.expect(wire.TypeKeyOK)
 	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
-	a.expectError(relay.CodeKeyAlreadySet)
-	b.expect(relay.TypePeerKey)
+	a.expectError(wire.CodeKeyAlreadySet)
+	b.expect(wire.TypePeerKey)
 	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()})
-	b.expect(relay.TypeKeyOK)
-	b.expect(relay.TypeHandshakeComplete)
-	a.expect(relay.TypePeerKey)
-	a.expect(relay.TypeHandshakeComplete)
+	b.expect(wire.TypeKeyOK)
+	b.expect(wire.TypeHandshakeComplete)
+	a.expect(wire.TypePeerKey)
+	a.expect(wire.TypeHandshakeComplete)
 }
 
 // TestBadFrames feeds malformed frames; each gets its code and the
@@ -232,33 +233,33 @@ func TestBadFrames(t *testing.T) {
 	tests := []struct {
 		name string
 		raw  string
-		code string
+		code wire.Code
 	}{
-		{"not json", `{"type":`, relay.CodeBadFrame},
-		{"array", `[1,2]`, relay.CodeBadFrame},
-		{"string", `"create"`, relay.CodeBadFrame},
-		{"null", `null`, relay.CodeBadFrame},
-		{"no type", `{"room":"x"}`, relay.CodeUnknownType},
-		{"type number", `{"type":5}`, relay.CodeUnknownType},
-		{"unknown type", `{"type":"hello"}`, relay.CodeUnknownType},
-		{"extra field", `{"type":"create","colour":"red"}`, relay.CodeBadRequest},
-		{"case-folded field", `{"type":"join","Room":"6f1c0e8e-0000-4000-8000-000000000000"}`, relay.CodeBadRequest},
-		{"missing field", `{"type":"join"}`, relay.CodeBadRequest},
-		{"wrong type", `{"type":"join","room":7}`, relay.CodeBadRequest},
-		{"null field", `{"type":"join","room":null}`, relay.CodeBadRequest},
-		{"room shape", `{"type":"join","room":"../../etc"}`, relay.CodeBadRequest},
-		{"room upper case", `{"type":"join","room":"6F1C0E8E-0000-4000-8000-000000000000"}`, relay.CodeBadRequest},
-		{"unknown room", `{"type":"join","room":"6f1c0e8e-0000-4000-8000-000000000000"}`, relay.CodeRoomNotFound},
-		{"unknown group", `{"type":"create","group":"rsa"}`, relay.CodeUnknownGroup},
-		{"long id", `{"type":"create","id":"` + strings.Repeat("i", 65) + `"}`, relay.CodeBadRequest},
-		{"object id", `{"type":"create","id":{}}`, relay.CodeBadRequest},
-		{"key outside room", `{"type":"key","public_key":"02"}`, relay.CodeNotInRoom},
-		{"msg outside room", `{"type":"msg","body":"AAAA"}`, relay.CodeNotInRoom},
-		{"ack outside room", `{"type":"ack","seq":1}`, relay.CodeNotInRoom},
-		{"leave outside room", `{"type":"leave"}`, relay.CodeNotInRoom},
-		{"negative seq", `{"type":"ack","seq":-1}`, relay.CodeBadRequest},
-		{"forged resume", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"` + strings.Repeat("A", 43) + `"}`, relay.CodeRoomNotFound},
-		{"resume bad token", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"short"}`, relay.CodeInvalidResume},
+		{"not json", `{"type":`, wire.CodeBadFrame},
+		{"array", `[1,2]`, wire.CodeBadFrame},
+		{"string", `"create"`, wire.CodeBadFrame},
+		{"null", `null`, wire.CodeBadFrame},
+		{"no type", `{"room":"x"}`, wire.CodeUnknownType},
+		{"type number", `{"type":5}`, wire.CodeUnknownType},
+		{"unknown type", `{"type":"hello"}`, wire.CodeUnknownType},
+		{"extra field", `{"type":"create","colour":"red"}`, wire.CodeBadRequest},
+		{"case-folded field", `{"type":"join","Room":"6f1c0e8e-0000-4000-8000-000000000000"}`, wire.CodeBadRequest},
+		{"missing field", `{"type":"join"}`, wire.CodeBadRequest},
+		{"wrong type", `{"type":"join","room":7}`, wire.CodeBadRequest},
+		{"null field", `{"type":"join","room":null}`, wire.CodeBadRequest},
+		{"room shape", `{"type":"join","room":"../../etc"}`, wire.CodeBadRequest},
+		{"room upper case", `{"type":"join","room":"6F1C0E8E-0000-4000-8000-000000000000"}`, wire.CodeBadRequest},
+		{"unknown room", `{"type":"join","room":"6f1c0e8e-0000-4000-8000-000000000000"}`, wire.CodeRoomNotFound},
+		{"unknown group", `{"type":"create","group":"rsa"}`, wire.CodeUnknownGroup},
+		{"long id", `{"type":"create","id":"` + strings.Repeat("i", 65) + `"}`, wire.CodeBadRequest},
+		{"object id", `{"type":"create","id":{}}`, wire.CodeBadRequest},
+		{"key outside room", `{"type":"key","public_key":"02"}`, wire.CodeNotInRoom},
+		{"msg outside room", `{"type":"msg","body":"AAAA"}`, wire.CodeNotInRoom},
+		{"ack outside room", `{"type":"ack","seq":1}`, wire.CodeNotInRoom},
+		{"leave outside room", `{"type":"leave"}`, wire.CodeNotInRoom},
+		{"negative seq", `{"type":"ack","seq":-1}`, wire.CodeBadRequest},
+		{"forged resume", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"` + strings.Repeat("A", 43) + `"}`, wire.CodeRoomNotFound},
+		{"resume bad token", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"short"}`, wire.CodeInvalidResume},
 	}
 	p := tr.dial(t)
 	for _, tt := range tests {
@@ -269,23 +270,23 @@ func TestBadFrames(t *testing.T) {
 	}
 	t.Run("binary frame", func(t *testing.T) {
 		p.sendRaw(websocket.MessageBinary, []byte(`{"type":"create"}`))
-		p.expectError(relay.CodeBadFrame)
+		p.expectError(wire.CodeBadFrame)
 	})
 	// Still usable, and in-room errors.
 	p.send(map[string]any{"type": "create", "group": "x25519"})
-	room := p.expect(relay.TypeRoom)
+	room := p.expect(wire.TypeRoom)
 	p.send(map[string]any{"type": "create"})
-	p.expectError(relay.CodeAlreadyInRoom)
+	p.expectError(wire.CodeAlreadyInRoom)
 	p.send(map[string]any{"type": "msg", "body": "AAAA"})
-	p.expectError(relay.CodeHandshakeIncomplete)
+	p.expectError(wire.CodeHandshakeIncomplete)
 	// A resume token that does not match an existing room's member.
 	q := tr.dial(t)
 	q.send(map[string]any{"type": "resume", "room": room.str("room"), "peer": room.str("peer"), "resume_token": strings.Repeat("A", 43)})
-	q.expectError(relay.CodeInvalidResume)
+	q.expectError(wire.CodeInvalidResume)
 	q.send(map[string]any{"type": "resume", "room": room.str("room"), "peer": "6f1c0e8e-0000-4000-8000-000000000001", "resume_token": room.str("resume_token")})
-	q.expectError(relay.CodeInvalidResume)
+	q.expectError(wire.CodeInvalidResume)
 	p.send(map[string]any{"type": "leave", "id": 9})
-	if f := p.expect(relay.TypeLeft); f["id"] != float64(9) {
+	if f := p.expect(wire.TypeLeft); f["id"] != float64(9) {
 		t.Fatalf("left %v", f)
 	}
 }
@@ -294,14 +295,14 @@ func TestMessageErrors(t *testing.T) {
 	tr := newRelay(t, relay.Config{MaxPending: 2})
 	p := handshake(t, tr, dh.X25519())
 	p.a.send(map[string]any{"type": "msg", "body": "not base64!"})
-	p.a.expectError(relay.CodeBadRequest)
+	p.a.expectError(wire.CodeBadRequest)
 	p.a.send(map[string]any{"type": "msg", "body": ""})
-	p.a.expectError(relay.CodeBadRequest)
+	p.a.expectError(wire.CodeBadRequest)
 	sendMsg(t, p.a, p.aCh, "one")
 	sendMsg(t, p.a, p.aCh, "two")
 	body, _ := p.aCh.Seal([]byte("three"))
 	p.a.send(map[string]any{"type": "msg", "body": b64(body)})
-	p.a.expectError(relay.CodeMailboxFull)
+	p.a.expectError(wire.CodeMailboxFull)
 	recvMsg(t, p.b, p.bCh, 1, "one")
 	recvMsg(t, p.b, p.bCh, 2, "two")
 	p.b.send(map[string]any{"type": "ack", "seq": 2})
@@ -310,7 +311,7 @@ func TestMessageErrors(t *testing.T) {
 	waitFor(t, func() bool {
 		p.a.send(map[string]any{"type": "msg", "body": b64(body)})
 		f := p.a.read()
-		return f.str("type") == relay.TypeSent
+		return wire.FrameType(f.str("type")) == wire.TypeSent
 	})
 	recvMsg(t, p.b, p.bCh, 3, "three")
 }
@@ -325,7 +326,7 @@ func TestResume(t *testing.T) {
 	recvMsg(t, p.b, p.bCh, seq, "before the drop")
 	// B received seq 1 but its ack is lost with the connection.
 	p.b.ws.CloseNow()
-	if f := p.a.expect(relay.TypePeerLeft); f.str("reason") != "dropped" {
+	if f := p.a.expect(wire.TypePeerLeft); f.str("reason") != "dropped" {
 		t.Fatalf("peer_left %v", f)
 	}
 	var sent []uint64
@@ -334,16 +335,16 @@ func TestResume(t *testing.T) {
 	}
 	b2 := tr.dial(t)
 	b2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok, "last_seq": seq, "id": "r"})
-	f := b2.expect(relay.TypeRoom)
+	f := b2.expect(wire.TypeRoom)
 	if f["resumed"] != true || f.str("peer") != p.bID || f.str("resume_token") != "" || f["id"] != "r" {
 		t.Fatalf("resume reply %v", f)
 	}
-	b2.expect(relay.TypePeerKey)
-	b2.expect(relay.TypeHandshakeComplete)
+	b2.expect(wire.TypePeerKey)
+	b2.expect(wire.TypeHandshakeComplete)
 	for i, s := range sent {
 		recvMsg(t, b2, p.bCh, s, fmt.Sprintf("while away %d", i))
 	}
-	if f := p.a.expect(relay.TypePeerJoined); f["resumed"] != true {
+	if f := p.a.expect(wire.TypePeerJoined); f["resumed"] != true {
 		t.Fatalf("peer_joined %v", f)
 	}
 	// Live messages flow again, both ways, with no duplicate.
@@ -358,15 +359,15 @@ func TestResumeExpired(t *testing.T) {
 	tr := newRelay(t, relay.Config{ResumeGrace: 100 * time.Millisecond})
 	p := handshake(t, tr, dh.X25519())
 	p.b.ws.CloseNow()
-	p.a.expect(relay.TypePeerLeft)
+	p.a.expect(wire.TypePeerLeft)
 	time.Sleep(150 * time.Millisecond) // past the grace period (not a speed assertion)
 	b2 := tr.dial(t)
 	b2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok})
-	b2.expectError(relay.CodeResumeExpired)
+	b2.expectError(wire.CodeResumeExpired)
 	// The seat is free again.
 	c := tr.dial(t)
 	c.send(map[string]any{"type": "join", "room": p.room})
-	c.expect(relay.TypeRoom)
+	c.expect(wire.TypeRoom)
 }
 
 // TestRoomKeptAliveWhileConnected: a connected member keeps its room alive
@@ -375,11 +376,11 @@ func TestRoomKeptAliveWhileConnected(t *testing.T) {
 	tr := newRelay(t, relay.Config{RoomTTL: time.Second, PingInterval: 50 * time.Millisecond})
 	a := tr.dial(t)
 	a.send(map[string]any{"type": "create"})
-	room := a.expect(relay.TypeRoom).str("room")
+	room := a.expect(wire.TypeRoom).str("room")
 	a.expectQuiet(2500 * time.Millisecond) // well past the TTL
 	b := tr.dial(t)
 	b.send(map[string]any{"type": "join", "room": room})
-	b.expect(relay.TypeRoom)
+	b.expect(wire.TypeRoom)
 }
 
 // TestExpiry: a room expires after RoomTTL without activity (here the TTL is
@@ -388,34 +389,34 @@ func TestExpiry(t *testing.T) {
 	tr := newRelay(t, relay.Config{RoomTTL: 300 * time.Millisecond})
 	a := tr.dial(t)
 	a.send(map[string]any{"type": "create"})
-	room := a.expect(relay.TypeRoom).str("room")
-	a.expectError(relay.CodeRoomExpired)
+	room := a.expect(wire.TypeRoom).str("room")
+	a.expectError(wire.CodeRoomExpired)
 	if n, _ := tr.store.Rooms(context.Background()); n != 0 {
 		t.Fatalf("%d rooms left after expiry", n)
 	}
 	// Out of the room, still connected: a new room works; the old one is gone.
 	b := tr.dial(t)
 	b.send(map[string]any{"type": "join", "room": room})
-	b.expectError(relay.CodeRoomNotFound)
+	b.expectError(wire.CodeRoomNotFound)
 	a.send(map[string]any{"type": "create"})
-	a.expect(relay.TypeRoom)
+	a.expect(wire.TypeRoom)
 }
 
 func TestLeave(t *testing.T) {
 	tr := newRelay(t, relay.Config{})
 	p := handshake(t, tr, dh.X25519())
 	p.b.send(map[string]any{"type": "leave"})
-	p.b.expect(relay.TypeLeft)
-	if f := p.a.expect(relay.TypePeerLeft); f.str("reason") != "left" {
+	p.b.expect(wire.TypeLeft)
+	if f := p.a.expect(wire.TypePeerLeft); f.str("reason") != "left" {
 		t.Fatalf("peer_left %v", f)
 	}
 	p.a.send(map[string]any{"type": "msg", "body": "AAAA"})
-	p.a.expectError(relay.CodeHandshakeIncomplete)
+	p.a.expectError(wire.CodeHandshakeIncomplete)
 	// The seat is free.
 	c := tr.dial(t)
 	c.send(map[string]any{"type": "join", "room": p.room})
-	c.expect(relay.TypeRoom)
-	c.expect(relay.TypePeerKey)
+	c.expect(wire.TypeRoom)
+	c.expect(wire.TypePeerKey)
 }
 
 func TestLimits(t *testing.T) {
@@ -432,23 +433,23 @@ func TestLimits(t *testing.T) {
 			p.send(map[string]any{"type": "leave"})
 		}
 		for i := 0; i < 3; i++ {
-			p.expectError(relay.CodeNotInRoom)
+			p.expectError(wire.CodeNotInRoom)
 		}
-		p.expectError(relay.CodeRateLimited)
+		p.expectError(wire.CodeRateLimited)
 	})
 	t.Run("connections per IP", func(t *testing.T) {
 		tr := newRelay(t, relay.Config{MaxConnsPerIP: 2})
 		tr.dial(t)
 		tr.dial(t)
-		tr.dial(t).expectClose(relay.CloseTooManyConnsPerIP)
+		tr.dial(t).expectClose(wire.CloseTooManyConnsPerIP)
 	})
 	t.Run("rooms in total", func(t *testing.T) {
 		tr := newRelay(t, relay.Config{MaxRooms: 1})
 		a, b := tr.dial(t), tr.dial(t)
 		a.send(map[string]any{"type": "create"})
-		a.expect(relay.TypeRoom)
+		a.expect(wire.TypeRoom)
 		b.send(map[string]any{"type": "create"})
-		b.expectError(relay.CodeTooManyRooms)
+		b.expectError(wire.CodeTooManyRooms)
 	})
 	t.Run("no subprotocol", func(t *testing.T) {
 		tr := newRelay(t, relay.Config{})
@@ -458,14 +459,14 @@ func TestLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		newPeer(t, ws).expectClose(relay.CloseNoSubprotocol)
+		newPeer(t, ws).expectClose(wire.CloseNoSubprotocol)
 	})
 	t.Run("foreign origin", func(t *testing.T) {
 		tr := newRelay(t, relay.Config{})
 		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 		defer cancel()
 		_, resp, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{
-			Subprotocols: []string{relay.Subprotocol},
+			Subprotocols: []string{wire.Subprotocol},
 			HTTPHeader:   http.Header{"Origin": {"https://evil.example"}},
 		})
 		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
@@ -473,7 +474,7 @@ func TestLimits(t *testing.T) {
 		}
 		tr2 := newRelay(t, relay.Config{AllowedOrigins: []string{"evil.example"}})
 		ws, _, err := websocket.Dial(ctx, tr2.url, &websocket.DialOptions{
-			Subprotocols: []string{relay.Subprotocol},
+			Subprotocols: []string{wire.Subprotocol},
 			HTTPHeader:   http.Header{"Origin": {"https://evil.example"}},
 		})
 		if err != nil {
@@ -491,7 +492,7 @@ func TestLimits(t *testing.T) {
 		// Read that answers them).
 		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 		defer cancel()
-		dead, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		dead, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -499,7 +500,7 @@ func TestLimits(t *testing.T) {
 		waitFor(t, func() bool { return metricValue(t, tr, "keyrelay_connections_closed_total") >= 1 })
 		// The client that reads answers pings and stays.
 		live.send(map[string]any{"type": "create"})
-		live.expect(relay.TypeRoom)
+		live.expect(wire.TypeRoom)
 		waitFor(t, func() bool { return metricValue(t, tr, "keyrelay_connections") == 1 })
 	})
 	t.Run("slow reader", func(t *testing.T) {
@@ -542,7 +543,7 @@ func TestLimits(t *testing.T) {
 		close(done)
 		wg.Wait()
 		p.b.resumeReading()
-		p.b.expectClose(relay.CloseSlowReader)
+		p.b.expectClose(wire.CloseSlowReader)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // TestClientRoomIDs: create may name its room only when the relay allows
@@ -15,17 +16,17 @@ func TestClientRoomIDs(t *testing.T) {
 		name   string
 		cfg    relay.Config
 		room   string
-		create string // error code; "" means created
-		join   string // join error code for a created or a made-up room
+		create wire.Code // error code; "" means created
+		join   wire.Code // join error code for a created or a made-up room
 	}{
-		{"off: create refused", relay.Config{}, good, relay.CodeBadRequest, relay.CodeBadRequest},
+		{"off: create refused", relay.Config{}, good, wire.CodeBadRequest, wire.CodeBadRequest},
 		{"on", relay.Config{ClientRoomIDs: true}, good, "", ""},
-		{"on: too short", relay.Config{ClientRoomIDs: true}, "short-room-id", relay.CodeBadRequest, relay.CodeBadRequest},
-		{"on: longer minimum", relay.Config{ClientRoomIDs: true, MinRoomIDLength: 40}, good, relay.CodeBadRequest, relay.CodeBadRequest},
-		{"on: too long", relay.Config{ClientRoomIDs: true}, strings.Repeat("a", 65), relay.CodeBadRequest, relay.CodeBadRequest},
-		{"on: slash", relay.Config{ClientRoomIDs: true}, good + "/x", relay.CodeBadRequest, relay.CodeBadRequest},
-		{"on: space", relay.Config{ClientRoomIDs: true}, good + " x", relay.CodeBadRequest, relay.CodeBadRequest},
-		{"on: non-ASCII", relay.Config{ClientRoomIDs: true}, good + "é", relay.CodeBadRequest, relay.CodeBadRequest},
+		{"on: too short", relay.Config{ClientRoomIDs: true}, "short-room-id", wire.CodeBadRequest, wire.CodeBadRequest},
+		{"on: longer minimum", relay.Config{ClientRoomIDs: true, MinRoomIDLength: 40}, good, wire.CodeBadRequest, wire.CodeBadRequest},
+		{"on: too long", relay.Config{ClientRoomIDs: true}, strings.Repeat("a", 65), wire.CodeBadRequest, wire.CodeBadRequest},
+		{"on: slash", relay.Config{ClientRoomIDs: true}, good + "/x", wire.CodeBadRequest, wire.CodeBadRequest},
+		{"on: space", relay.Config{ClientRoomIDs: true}, good + " x", wire.CodeBadRequest, wire.CodeBadRequest},
+		{"on: non-ASCII", relay.Config{ClientRoomIDs: true}, good + "é", wire.CodeBadRequest, wire.CodeBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -36,7 +37,7 @@ func TestClientRoomIDs(t *testing.T) {
 				if f := a.expectError(tt.create); f.num("id") != 1 {
 					t.Errorf("error without the create's id: %v", f)
 				}
-			} else if got := a.expect(relay.TypeRoom).str("room"); got != tt.room {
+			} else if got := a.expect(wire.TypeRoom).str("room"); got != tt.room {
 				t.Fatalf("room %q, want %q", got, tt.room)
 			}
 			b := tr.dial(t)
@@ -45,15 +46,15 @@ func TestClientRoomIDs(t *testing.T) {
 				b.expectError(tt.join)
 				// The connection survives: a relay-made room still works.
 				b.send(map[string]any{"type": "create"})
-				b.expect(relay.TypeRoom)
+				b.expect(wire.TypeRoom)
 				return
 			}
-			b.expect(relay.TypeRoom)
-			a.expect(relay.TypePeerJoined)
+			b.expect(wire.TypeRoom)
+			a.expect(wire.TypePeerJoined)
 			// The ID is taken now.
 			c := tr.dial(t)
 			c.send(map[string]any{"type": "create", "room": tt.room})
-			c.expectError(relay.CodeRoomExists)
+			c.expectError(wire.CodeRoomExists)
 		})
 	}
 	if _, err := relay.New(nil, relay.Config{MinRoomIDLength: 65}, nil); err == nil {

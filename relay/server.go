@@ -23,6 +23,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // Limiter is the admission control the relay asks before it admits a
@@ -222,7 +223,7 @@ func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) 
 // until it ends.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := &websocket.AcceptOptions{
-		Subprotocols:    []string{Subprotocol},
+		Subprotocols:    []string{wire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled, // ciphertext does not compress
 	}
 	for _, o := range s.cfg.AllowedOrigins {
@@ -262,13 +263,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
-	if ws.Subprotocol() != Subprotocol {
-		ws.Close(CloseNoSubprotocol, "offer the "+Subprotocol+" subprotocol")
+	if ws.Subprotocol() != wire.Subprotocol {
+		ws.Close(wire.CloseNoSubprotocol, "offer the "+wire.Subprotocol+" subprotocol")
 		return
 	}
 	if lerr != nil {
 		s.metrics.rejected.WithLabelValues("too_many_conns_per_ip").Inc()
-		ws.Close(CloseTooManyConnsPerIP, "too many connections from your address")
+		ws.Close(wire.CloseTooManyConnsPerIP, "too many connections from your address")
 		return
 	}
 	c := s.newConn(ws, ip)

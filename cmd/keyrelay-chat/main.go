@@ -40,6 +40,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 func main() {
@@ -241,7 +242,7 @@ func (s *conversation) send(ctx context.Context, line string) error {
 	case errors.Is(err, client.ErrHandshakeIncomplete):
 		s.out.printf("* not sent: nobody to send to yet\n")
 		return nil
-	case errors.As(err, &re) && re.Code != client.CodeRoomExpired:
+	case errors.As(err, &re) && re.Code != wire.CodeRoomExpired:
 		s.out.printf("* not sent: %s\n", re.Message)
 		return nil
 	}
@@ -287,7 +288,7 @@ func (s *conversation) reconnect(ctx context.Context, gen int) error {
 			return nil
 		}
 		var re *client.Error
-		if errors.As(err, &re) && (re.Code == client.CodeResumeExpired || re.Code == client.CodeRoomNotFound || re.Code == client.CodeInvalidResume) {
+		if errors.As(err, &re) && (re.Code == wire.CodeResumeExpired || re.Code == wire.CodeRoomNotFound || re.Code == wire.CodeInvalidResume) {
 			return fmt.Errorf("cannot rejoin the room: %w", err)
 		}
 		if try == resumeTries {
@@ -315,7 +316,7 @@ func (s *conversation) receive(ctx context.Context) error {
 		case errors.Is(err, client.ErrBadMessage):
 			s.out.printf("* a message could not be decrypted and was dropped\n")
 		case errors.As(err, &re):
-			if re.Code == client.CodeRoomExpired {
+			if re.Code == wire.CodeRoomExpired {
 				return errors.New("the room expired")
 			}
 			s.out.printf("* relay: %s\n", re.Message)
@@ -341,7 +342,7 @@ func (s *conversation) show(ctx context.Context, ev client.Event) {
 			s.out.printf("* the other person joined\n")
 		}
 	case client.EventPeerLeft:
-		if ev.Reason == client.ReasonDropped {
+		if ev.Reason == wire.ReasonDropped {
 			s.out.printf("* the other person's connection dropped; they may come back\n")
 		} else {
 			s.out.printf("* the other person left; someone new may join\n")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // Churn actions, chosen by pair index.
@@ -36,11 +37,11 @@ func (p *pair) churn(ctx context.Context, i int, a, b *client.Client, dropA func
 		if err := a.Leave(ctx); err != nil {
 			return stageError{"leave", err}
 		}
-		return waitPeerLeft(ctx, b, client.ReasonLeft)
+		return waitPeerLeft(ctx, b, wire.ReasonLeft)
 	}
 
 	dropA()
-	if err := waitPeerLeft(ctx, b, client.ReasonDropped); err != nil {
+	if err := waitPeerLeft(ctx, b, wire.ReasonDropped); err != nil {
 		return err
 	}
 	away, after := make([]byte, p.l.cfg.size), make([]byte, p.l.cfg.size)
@@ -80,7 +81,7 @@ func (p *pair) churn(ctx context.Context, i int, a, b *client.Client, dropA func
 
 // waitPeerLeft reads c's events until peer_left, which must have the
 // given reason.
-func waitPeerLeft(ctx context.Context, c *client.Client, reason string) error {
+func waitPeerLeft(ctx context.Context, c *client.Client, reason wire.Reason) error {
 	for {
 		ev, err := c.Next(ctx)
 		if err != nil {

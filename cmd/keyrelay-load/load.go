@@ -424,7 +424,7 @@ func (e stageError) Unwrap() error { return e.err }
 func errorCode(err error) string {
 	var ce *client.Error
 	if errors.As(err, &ce) {
-		return ce.Code
+		return string(ce.Code)
 	}
 	var se stageError
 	stage := "other"

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // script is a scenario file: steps that every pair runs in order, with
@@ -427,11 +428,11 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		if err := r.clients[st.Peer].Leave(ctx); err != nil {
 			return stageError{"leave", err}
 		}
-		return waitPeerLeft(ctx, r.clients[1-st.Peer], client.ReasonLeft)
+		return waitPeerLeft(ctx, r.clients[1-st.Peer], wire.ReasonLeft)
 	case stepDrop:
 		r.drop[st.Peer]()
 		r.dropped[st.Peer] = true
-		return waitPeerLeft(ctx, r.clients[1-st.Peer], client.ReasonDropped)
+		return waitPeerLeft(ctx, r.clients[1-st.Peer], wire.ReasonDropped)
 	case stepResume:
 		return r.resume(ctx, st.Peer)
 	case stepClose:

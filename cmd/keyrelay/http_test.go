@@ -13,7 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // readUntilClosed reads conn until the server closes it and returns what
@@ -96,7 +96,7 @@ func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws",
-		&websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		&websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func dialAs(t *testing.T, base, xff string, want websocket.StatusCode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{
-		Subprotocols: []string{relay.Subprotocol},
+		Subprotocols: []string{wire.Subprotocol},
 		HTTPHeader:   http.Header{"X-Forwarded-For": {xff}},
 	})
 	if err != nil {
@@ -133,8 +133,8 @@ func dialAs(t *testing.T, base, xff string, want websocket.StatusCode) {
 		_, b, err = ws.Read(ctx)
 	}
 	if want == -1 {
-		var f struct{ Type string }
-		if err != nil || json.Unmarshal(b, &f) != nil || f.Type != relay.TypeRoom {
+		var f struct{ Type wire.FrameType }
+		if err != nil || json.Unmarshal(b, &f) != nil || f.Type != wire.TypeRoom {
 			t.Fatalf("X-Forwarded-For %q: got %s, %v; want a room", xff, b, err)
 		}
 		return
@@ -155,11 +155,11 @@ func TestTrustedProxies(t *testing.T) {
 		want2      websocket.StatusCode
 	}{
 		{"trusted, two clients", []string{"--trusted-proxies", "127.0.0.1/32"}, "203.0.113.1", "203.0.113.2", served},
-		{"trusted, one client twice", []string{"--trusted-proxies", "127.0.0.1/32"}, "203.0.113.1", "203.0.113.1", relay.CloseTooManyConnsPerIP},
-		{"trusted, spoofed entries left of the client", []string{"--trusted-proxies", "127.0.0.1/32"}, "198.51.100.1, 203.0.113.1", "198.51.100.2, 203.0.113.1", relay.CloseTooManyConnsPerIP},
-		{"trusted, IPv6 client in two spellings", []string{"--trusted-proxies", "127.0.0.1"}, "2001:db8::1", "[2001:DB8:0::1]:4711", relay.CloseTooManyConnsPerIP},
-		{"not trusted: header ignored", nil, "203.0.113.1", "203.0.113.2", relay.CloseTooManyConnsPerIP},
-		{"other proxies trusted: header ignored", []string{"--trusted-proxies", "10.0.0.0/8"}, "203.0.113.1", "203.0.113.2", relay.CloseTooManyConnsPerIP},
+		{"trusted, one client twice", []string{"--trusted-proxies", "127.0.0.1/32"}, "203.0.113.1", "203.0.113.1", wire.CloseTooManyConnsPerIP},
+		{"trusted, spoofed entries left of the client", []string{"--trusted-proxies", "127.0.0.1/32"}, "198.51.100.1, 203.0.113.1", "198.51.100.2, 203.0.113.1", wire.CloseTooManyConnsPerIP},
+		{"trusted, IPv6 client in two spellings", []string{"--trusted-proxies", "127.0.0.1"}, "2001:db8::1", "[2001:DB8:0::1]:4711", wire.CloseTooManyConnsPerIP},
+		{"not trusted: header ignored", nil, "203.0.113.1", "203.0.113.2", wire.CloseTooManyConnsPerIP},
+		{"other proxies trusted: header ignored", []string{"--trusted-proxies", "10.0.0.0/8"}, "203.0.113.1", "203.0.113.2", wire.CloseTooManyConnsPerIP},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

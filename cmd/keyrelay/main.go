@@ -80,6 +80,7 @@ import (
 	"github.com/keyrelay/keyrelay/relay/realip"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/web"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 func main() {
@@ -296,7 +297,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	// page never shadows the relay, the key API, metrics or health checks.
 	mux.Handle("/", web.Handler())
 	keys.Register(mux)
-	mux.Handle("/v1/ws", rl)
+	mux.Handle(wire.Path, rl)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -19,9 +19,9 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyrelay/keyrelay/dh"
-	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/web"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // syncBuffer is a goroutine-safe log sink that reports the address the
@@ -211,7 +211,7 @@ func TestRelayEndpoints(t *testing.T) {
 	base, _, stop := start(t, "--log-level", "debug")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 	if err != nil {
 		t.Fatalf("dial /v1/ws: %v", err)
 	}
@@ -269,7 +269,7 @@ func TestTwoInstancesOnRedis(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dial := func(base string) *websocket.Conn {
-		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +436,7 @@ func TestLimitsSharedOnRedis(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dial := func(base string) *websocket.Conn {
-		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{relay.Subprotocol}})
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -452,7 +452,7 @@ func TestLimitsSharedOnRedis(t *testing.T) {
 	}
 	second := dial(base2)
 	_, _, err := second.Read(ctx)
-	if got := websocket.CloseStatus(err); got != relay.CloseTooManyConnsPerIP {
-		t.Fatalf("second connection, on the other server: %v, want close %d", err, relay.CloseTooManyConnsPerIP)
+	if got := websocket.CloseStatus(err); got != wire.CloseTooManyConnsPerIP {
+		t.Fatalf("second connection, on the other server: %v, want close %d", err, wire.CloseTooManyConnsPerIP)
 	}
 }

@@ -71,10 +71,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-)
 
-// Subprotocol is the WebSocket subprotocol the client offers.
-const Subprotocol = "keyrelay.v1"
+	"github.com/keyrelay/keyrelay/wire"
+)
 
 // Defaults of Options.
 const (
@@ -224,15 +223,15 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
 		HTTPClient:      c.opts.HTTPClient,
 		HTTPHeader:      c.opts.HTTPHeader,
-		Subprotocols:    []string{Subprotocol},
+		Subprotocols:    []string{wire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: dial: %w", err)
 	}
-	if p := ws.Subprotocol(); p != Subprotocol {
-		ws.Close(websocket.StatusPolicyViolation, "keyrelay.v1 required")
-		return nil, fmt.Errorf("client: dial: the relay selected subprotocol %q, not %s", p, Subprotocol)
+	if p := ws.Subprotocol(); p != wire.Subprotocol {
+		ws.Close(websocket.StatusPolicyViolation, wire.Subprotocol+" required")
+		return nil, fmt.Errorf("client: dial: the relay selected subprotocol %q, not %s", p, wire.Subprotocol)
 	}
 	// A relayed msg frame is the sender's frame plus a seq.
 	ws.SetReadLimit(int64(c.opts.MaxFrameSize) + 1024)
@@ -342,8 +341,7 @@ func (c *Client) start(f *outFrame, fields map[string]any, apply func(*inFrame))
 		m["id"] = id
 		data, err = json.Marshal(m)
 	} else {
-		f.ID = id
-		data, err = json.Marshal(f)
+		data, err = f.marshal(id)
 	}
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("client: encode frame: %w", err)
@@ -384,7 +382,7 @@ func (c *Client) wait(ctx context.Context, cn *conn, key string, cl *call) (*inF
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if f.Type == typeError {
+	if f.Type == wire.TypeError {
 		return nil, f.relayError()
 	}
 	return f, nil
@@ -481,14 +479,14 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		c.logger.Debug("frame", "type", f.Type)
 	}
 	switch f.Type {
-	case typeRoom, typeKeyOK, typeSent, typeLeft, typeError:
+	case wire.TypeRoom, wire.TypeKeyOK, wire.TypeSent, wire.TypeLeft, wire.TypeError:
 		if key := idKey(f.ID); key != "" {
 			cn.mu.Lock()
 			cl := cn.pending[key]
 			delete(cn.pending, key)
 			cn.mu.Unlock()
 			if cl != nil {
-				if cl.apply != nil && f.Type != typeError {
+				if cl.apply != nil && f.Type != wire.TypeError {
 					c.mu.Lock()
 					cl.apply(f)
 					c.notifyLocked()
@@ -498,11 +496,11 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 				return true
 			}
 		}
-		if f.Type != typeError {
+		if f.Type != wire.TypeError {
 			c.logger.Debug("reply to no pending request; dropped", "type", f.Type)
 			return true
 		}
-		if f.Code == CodeRoomExpired {
+		if f.Code == wire.CodeRoomExpired {
 			c.mu.Lock()
 			if c.room != nil {
 				c.room.expired = true
@@ -512,7 +510,7 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 			c.mu.Unlock()
 		}
 		return c.enqueue(cn, item{err: f.relayError()})
-	case typePeerKey:
+	case wire.TypePeerKey:
 		c.mu.Lock()
 		ev, ok := c.onPeerKey(f)
 		c.notifyLocked()
@@ -520,12 +518,12 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		if ok {
 			return c.enqueue(cn, ev)
 		}
-	case typeHandshakeComplete:
+	case wire.TypeHandshakeComplete:
 		c.mu.Lock()
 		c.onHandshakeComplete(f)
 		c.notifyLocked()
 		c.mu.Unlock()
-	case typePeerJoined, typePeerLeft:
+	case wire.TypePeerJoined, wire.TypePeerLeft:
 		c.mu.Lock()
 		it, ok := c.onPeerEvent(f)
 		c.notifyLocked()
@@ -533,7 +531,7 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		if ok {
 			return c.enqueue(cn, it)
 		}
-	case typeMsg:
+	case wire.TypeMsg:
 		c.mu.Lock()
 		it, ok := c.onMsg(f)
 		c.mu.Unlock()

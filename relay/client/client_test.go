@@ -20,6 +20,7 @@ import (
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // testTimeout bounds each test's waits; tests never assert on speed, it only
@@ -243,7 +244,7 @@ func TestEvents(t *testing.T) {
 	if err := b.Leave(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonLeft {
+	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerLeft || ev.Reason != wire.ReasonLeft {
 		t.Errorf("after Leave: %+v", ev)
 	}
 	if _, ok := b.Room(); ok {
@@ -270,7 +271,7 @@ func TestEvents(t *testing.T) {
 	}
 
 	b.Close()
-	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonDropped {
+	if ev := nextPeerEvent(t, ctx, a); ev.Type != client.EventPeerLeft || ev.Reason != wire.ReasonDropped {
 		t.Errorf("after Close: %+v", ev)
 	}
 	if err := b.Leave(ctx); !errors.Is(err, client.ErrClosed) {
@@ -331,11 +332,11 @@ func TestRelayErrors(t *testing.T) {
 	tests := []struct {
 		name string
 		call func() error
-		code string
+		code wire.Code
 	}{
-		{"third peer", func() error { _, err := c.Join(ctx, room.ID); return err }, client.CodeRoomFull},
-		{"no such room", func() error { _, err := c.Join(ctx, "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60"); return err }, client.CodeRoomNotFound},
-		{"create in a room", func() error { _, err := a.Create(ctx, nil); return err }, client.CodeAlreadyInRoom},
+		{"third peer", func() error { _, err := c.Join(ctx, room.ID); return err }, wire.CodeRoomFull},
+		{"no such room", func() error { _, err := c.Join(ctx, "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60"); return err }, wire.CodeRoomNotFound},
+		{"create in a room", func() error { _, err := a.Create(ctx, nil); return err }, wire.CodeAlreadyInRoom},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,7 +345,7 @@ func TestRelayErrors(t *testing.T) {
 			if !errors.As(err, &e) || e.Code != tt.code {
 				t.Fatalf("err = %v, want *client.Error with code %s", err, tt.code)
 			}
-			if e.Message == "" || !strings.Contains(err.Error(), tt.code) {
+			if e.Message == "" || !strings.Contains(err.Error(), string(tt.code)) {
 				t.Errorf("err = %q", err)
 			}
 		})
@@ -387,7 +388,7 @@ func TestRelayErrors(t *testing.T) {
 			continue
 		}
 		var e *client.Error
-		if !errors.As(err, &e) || e.Code != client.CodeUnknownType {
+		if !errors.As(err, &e) || e.Code != wire.CodeUnknownType {
 			t.Errorf("Next after a bad raw frame = %v, want unknown_type", err)
 		}
 		break
@@ -401,17 +402,17 @@ func TestInvalidKey(t *testing.T) {
 	tests := []struct {
 		group *dh.Group
 		key   string
-		code  string
+		code  wire.Code
 	}{
-		{dh.X25519(), strings.Repeat("00", 32), client.CodeInvalidPublicKey},               // low order
-		{dh.X25519(), "ed" + strings.Repeat("ff", 30) + "7f", client.CodeInvalidPublicKey}, // u = p: not canonical
-		{dh.P256(), "04" + strings.Repeat("00", 64), client.CodeInvalidPublicKey},          // not on the curve
-		{dh.MODP14(), "1", client.CodeInvalidPublicKey},                                    // out of range
-		{dh.MODP14(), "0x02", client.CodeMalformedKey},
-		{dh.X25519(), "abc", client.CodeMalformedKey},
+		{dh.X25519(), strings.Repeat("00", 32), wire.CodeInvalidPublicKey},               // low order
+		{dh.X25519(), "ed" + strings.Repeat("ff", 30) + "7f", wire.CodeInvalidPublicKey}, // u = p: not canonical
+		{dh.P256(), "04" + strings.Repeat("00", 64), wire.CodeInvalidPublicKey},          // not on the curve
+		{dh.MODP14(), "1", wire.CodeInvalidPublicKey},                                    // out of range
+		{dh.MODP14(), "0x02", wire.CodeMalformedKey},
+		{dh.X25519(), "abc", wire.CodeMalformedKey},
 	}
 	for _, tt := range tests {
-		t.Run(tt.group.Name()+"/"+tt.code, func(t *testing.T) {
+		t.Run(tt.group.Name()+"/"+string(tt.code), func(t *testing.T) {
 			ctx := testContext(t)
 			a, b := dial(t, ctx, url, nil), dial(t, ctx, url, nil)
 			room, err := a.Create(ctx, tt.group)
@@ -510,7 +511,7 @@ func TestResume(t *testing.T) {
 	}
 
 	tracker.cut()
-	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerLeft || ev.Reason != client.ReasonDropped {
+	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerLeft || ev.Reason != wire.ReasonDropped {
 		t.Fatalf("b saw %+v, want peer_left dropped", ev)
 	}
 	for i := range 3 { // stored for a while it is away
@@ -690,7 +691,7 @@ func receiveAll(t *testing.T, ctx context.Context, c *client.Client, n int) int 
 		if errors.Is(err, client.ErrDisconnected) {
 			drops++
 			var ce websocket.CloseError
-			if errors.As(err, &ce) && ce.Code != relay.CloseSlowReader {
+			if errors.As(err, &ce) && ce.Code != wire.CloseSlowReader {
 				t.Errorf("closed with %v, want 4408", ce.Code)
 			}
 			resume(t, ctx, c)

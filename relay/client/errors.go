@@ -1,6 +1,10 @@
 package client
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/keyrelay/keyrelay/wire"
+)
 
 // Errors returned by the Client's methods. Branch on them with errors.Is.
 var (
@@ -33,50 +37,21 @@ var (
 )
 
 // Error is an error frame from the relay (docs/protocol.md §4). Code is
-// stable and is one of the Code constants; Message is for humans and may
+// stable and is one of package wire's Code constants; Message is for humans and may
 // change. Unless the protocol says otherwise, the connection, room and
 // keys are unchanged after an Error, and the client may go on.
 //
 //	var e *client.Error
-//	if errors.As(err, &e) && e.Code == client.CodeRoomFull { … }
+//	if errors.As(err, &e) && e.Code == wire.CodeRoomFull { … }
 type Error struct {
-	Code    string
+	Code    wire.Code
 	Message string
 }
 
 // Error returns "keyrelay: code: message".
 func (e *Error) Error() string {
 	if e.Message == "" {
-		return "keyrelay: " + e.Code
+		return "keyrelay: " + string(e.Code)
 	}
-	return "keyrelay: " + e.Code + ": " + e.Message
+	return "keyrelay: " + string(e.Code) + ": " + e.Message
 }
-
-// The error codes of docs/protocol.md §4.
-const (
-	CodeBadFrame            = "bad_frame"
-	CodeBadRequest          = "bad_request"
-	CodeUnknownType         = "unknown_type"
-	CodeUnknownGroup        = "unknown_group"
-	CodeMalformedKey        = "malformed_key"
-	CodeInvalidPublicKey    = "invalid_public_key"
-	CodeGroupMismatch       = "group_mismatch"
-	CodeKeyAlreadySet       = "key_already_set"
-	CodeRoomNotFound        = "room_not_found"
-	CodeRoomExists          = "room_exists"
-	CodeKeyReused           = "key_reused"
-	CodeJoinRateLimited     = "join_rate_limited"
-	CodeTooManyAttempts     = "too_many_attempts"
-	CodeRoomFull            = "room_full"
-	CodeRoomExpired         = "room_expired"
-	CodeTooManyRooms        = "too_many_rooms"
-	CodeAlreadyInRoom       = "already_in_room"
-	CodeNotInRoom           = "not_in_room"
-	CodeHandshakeIncomplete = "handshake_incomplete"
-	CodeMailboxFull         = "mailbox_full"
-	CodeInvalidResume       = "invalid_resume"
-	CodeResumeExpired       = "resume_expired"
-	CodeRateLimited         = "rate_limited"
-	CodeUnavailable         = "unavailable"
-	CodeInternal            = "internal"
-)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // The tests in this file run the client against a scripted relay, to check
@@ -150,7 +151,7 @@ func TestHostileRelay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			url := fakeRelay(t, client.Subprotocol, func(ctx context.Context, r *scripted) {
+			url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
 				r.handshake(ctx, tt.peerKey)
 				r.read(ctx) // until the client goes
 			})
@@ -173,7 +174,7 @@ func TestHostileRelay(t *testing.T) {
 // handshake makes the room unusable rather than silently re-keying.
 func TestKeySwap(t *testing.T) {
 	peer, other := mustKey(t), mustKey(t)
-	url := fakeRelay(t, client.Subprotocol, func(ctx context.Context, r *scripted) {
+	url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
 		r.handshake(ctx, peer.PublicKey().Hex())
 		r.write(ctx, map[string]any{"type": "peer_key", "public_key": other.PublicKey().Hex(), "group": "x25519"})
 		// A stray error frame marks, through Next, that the swap was read.
@@ -210,7 +211,7 @@ func TestKeySwap(t *testing.T) {
 // are refused with ErrBadMessage, and the messages after them still arrive.
 func TestForgedMessages(t *testing.T) {
 	peer := mustKey(t)
-	url := fakeRelay(t, client.Subprotocol, func(ctx context.Context, r *scripted) {
+	url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
 		clientKey := r.handshake(ctx, peer.PublicKey().Hex())
 		if clientKey == nil {
 			return
@@ -285,7 +286,7 @@ func TestForgedMessages(t *testing.T) {
 // TestPeerEvents: the client reports what the peer did, and drops a
 // peer_joined for a peer it knows is there.
 func TestPeerEvents(t *testing.T) {
-	url := fakeRelay(t, client.Subprotocol, func(ctx context.Context, r *scripted) {
+	url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
 		f := r.read(ctx)
 		r.write(ctx, map[string]any{"type": "room", "id": f["id"], "room": "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60",
 			"peer": "b2", "resume_token": "tok", "group": "x25519", "peers": 2, "resumed": false})
@@ -308,9 +309,9 @@ func TestPeerEvents(t *testing.T) {
 		t.Fatalf("Join = %+v, %v", room, err)
 	}
 	want := []client.Event{
-		{Type: client.EventPeerLeft, Reason: client.ReasonDropped},
+		{Type: client.EventPeerLeft, Reason: wire.ReasonDropped},
 		{Type: client.EventPeerJoined, Resumed: true},
-		{Type: client.EventPeerLeft, Reason: client.ReasonLeft},
+		{Type: client.EventPeerLeft, Reason: wire.ReasonLeft},
 		{Type: client.EventPeerJoined},
 	}
 	for i, w := range want {
@@ -320,7 +321,7 @@ func TestPeerEvents(t *testing.T) {
 		}
 	}
 	var e *client.Error
-	if _, err := c.Next(ctx); !errors.As(err, &e) || e.Code != client.CodeRoomExpired {
+	if _, err := c.Next(ctx); !errors.As(err, &e) || e.Code != wire.CodeRoomExpired {
 		t.Errorf("Next = %v, want room_expired", err)
 	}
 	if _, ok := c.Room(); ok {

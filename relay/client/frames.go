@@ -3,68 +3,66 @@ package client
 import (
 	"encoding/json"
 	"strconv"
+
+	"github.com/keyrelay/keyrelay/wire"
 )
 
-// Frame types of docs/protocol.md §2.
-const (
-	typeCreate = "create"
-	typeJoin   = "join"
-	typeResume = "resume"
-	typeKey    = "key"
-	typeMsg    = "msg"
-	typeAck    = "ack"
-	typeLeave  = "leave"
-
-	typeRoom              = "room"
-	typePeerJoined        = "peer_joined"
-	typePeerLeft          = "peer_left"
-	typeKeyOK             = "key_ok"
-	typePeerKey           = "peer_key"
-	typeHandshakeComplete = "handshake_complete"
-	typeSent              = "sent"
-	typeLeft              = "left"
-	typeError             = "error"
-)
-
-// outFrame is a frame to the relay. The relay refuses unknown fields, so
-// every field but type is omitted when zero: each frame type sets only its
-// own fields (a msg body, a seq or an id is never zero or empty).
+// outFrame builds a frame to the relay. The relay refuses unknown fields
+// and nulls, so every optional field is set only when it has a value: each
+// frame type sets only its own fields (a msg body, a seq or an id is never
+// zero or empty).
 type outFrame struct {
-	Type        string `json:"type"`
-	ID          uint64 `json:"id,omitempty"`
-	Group       string `json:"group,omitempty"`
-	Room        string `json:"room,omitempty"`
-	Peer        string `json:"peer,omitempty"`
-	ResumeToken string `json:"resume_token,omitempty"`
-	LastSeq     uint64 `json:"last_seq,omitempty"`
-	PublicKey   string `json:"public_key,omitempty"`
-	Body        string `json:"body,omitempty"`
-	Seq         uint64 `json:"seq,omitempty"`
+	Type        wire.FrameType
+	Group       string
+	Room        string
+	Peer        string
+	ResumeToken string
+	LastSeq     uint64
+	PublicKey   string
+	Body        string
+	Seq         uint64
 }
 
-// marshal encodes the frame.
-func (f *outFrame) marshal() ([]byte, error) { return json.Marshal(f) }
+// frame returns f as the wire's client frame, with id (0 for none).
+func (f *outFrame) frame(id uint64) *wire.ClientFrame {
+	w := &wire.ClientFrame{Type: f.Type, Group: opt(f.Group), Room: opt(f.Room), Peer: opt(f.Peer),
+		ResumeToken: opt(f.ResumeToken), LastSeq: opt(f.LastSeq), PublicKey: opt(f.PublicKey),
+		Body: opt(f.Body), Seq: opt(f.Seq)}
+	if id != 0 {
+		w.ID = strconv.AppendUint(nil, id, 10)
+	}
+	return w
+}
 
-// inFrame is a frame from the relay: the union of the fields of §2.2.
-// Unknown fields are ignored, so that a newer relay can add some.
+// opt returns nil for the zero value, else a pointer to v.
+func opt[T comparable](v T) *T {
+	var zero T
+	if v == zero {
+		return nil
+	}
+	return &v
+}
+
+// marshal encodes the frame with id (0 for none).
+func (f *outFrame) marshal(id uint64) ([]byte, error) { return json.Marshal(f.frame(id)) }
+
+// inFrame is a frame from the relay. Unknown fields are ignored, so that a
+// newer relay can add some.
 type inFrame struct {
-	Type        string          `json:"type"`
-	ID          json.RawMessage `json:"id"`
-	Code        string          `json:"code"`
-	Message     string          `json:"message"`
-	Room        string          `json:"room"`
-	Peer        string          `json:"peer"`
-	ResumeToken string          `json:"resume_token"`
-	Group       string          `json:"group"`
-	Peers       int             `json:"peers"`
-	Resumed     bool            `json:"resumed"`
-	Reason      string          `json:"reason"`
-	PublicKey   string          `json:"public_key"`
-	Seq         uint64          `json:"seq"`
-	Body        string          `json:"body"`
-
+	wire.ServerFrame
 	raw []byte // the frame as received
 }
+
+// group returns the frame's group, or "" for none.
+func (f *inFrame) group() string {
+	if f.Group == nil {
+		return ""
+	}
+	return *f.Group
+}
+
+// resumed reports the frame's resumed flag.
+func (f *inFrame) resumed() bool { return f.Resumed != nil && *f.Resumed }
 
 // parseFrame decodes a relay frame. A frame that is not a JSON object with
 // a string type is an error.

@@ -3,6 +3,8 @@ package client
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // TestOutFrameFields checks that each client frame carries exactly the
@@ -11,23 +13,24 @@ func TestOutFrameFields(t *testing.T) {
 	tests := []struct {
 		name string
 		f    outFrame
+		id   uint64
 		want string
 	}{
-		{"create", outFrame{Type: typeCreate, ID: 1, Group: "x25519"}, `{"type":"create","id":1,"group":"x25519"}`},
-		{"create without group", outFrame{Type: typeCreate, ID: 2}, `{"type":"create","id":2}`},
-		{"join", outFrame{Type: typeJoin, ID: 3, Room: "r"}, `{"type":"join","id":3,"room":"r"}`},
-		{"resume", outFrame{Type: typeResume, ID: 4, Room: "r", Peer: "p", ResumeToken: "t", LastSeq: 9},
+		{"create", outFrame{Type: wire.TypeCreate, Group: "x25519"}, 1, `{"type":"create","id":1,"group":"x25519"}`},
+		{"create without group", outFrame{Type: wire.TypeCreate}, 2, `{"type":"create","id":2}`},
+		{"join", outFrame{Type: wire.TypeJoin, Room: "r"}, 3, `{"type":"join","id":3,"room":"r"}`},
+		{"resume", outFrame{Type: wire.TypeResume, Room: "r", Peer: "p", ResumeToken: "t", LastSeq: 9}, 4,
 			`{"type":"resume","id":4,"room":"r","peer":"p","resume_token":"t","last_seq":9}`},
-		{"resume from the start", outFrame{Type: typeResume, ID: 5, Room: "r", Peer: "p", ResumeToken: "t"},
+		{"resume from the start", outFrame{Type: wire.TypeResume, Room: "r", Peer: "p", ResumeToken: "t"}, 5,
 			`{"type":"resume","id":5,"room":"r","peer":"p","resume_token":"t"}`},
-		{"key", outFrame{Type: typeKey, ID: 6, PublicKey: "ab", Group: "p256"}, `{"type":"key","id":6,"group":"p256","public_key":"ab"}`},
-		{"msg", outFrame{Type: typeMsg, ID: 7, Body: "AAAA"}, `{"type":"msg","id":7,"body":"AAAA"}`},
-		{"ack", outFrame{Type: typeAck, Seq: 12}, `{"type":"ack","seq":12}`},
-		{"leave", outFrame{Type: typeLeave, ID: 8}, `{"type":"leave","id":8}`},
+		{"key", outFrame{Type: wire.TypeKey, PublicKey: "ab", Group: "p256"}, 6, `{"type":"key","id":6,"group":"p256","public_key":"ab"}`},
+		{"msg", outFrame{Type: wire.TypeMsg, Body: "AAAA"}, 7, `{"type":"msg","id":7,"body":"AAAA"}`},
+		{"ack", outFrame{Type: wire.TypeAck, Seq: 12}, 0, `{"type":"ack","seq":12}`},
+		{"leave", outFrame{Type: wire.TypeLeave}, 8, `{"type":"leave","id":8}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.f.marshal()
+			got, err := tt.f.marshal(tt.id)
 			if err != nil || string(got) != tt.want {
 				t.Errorf("marshal = %s, %v; want %s", got, err, tt.want)
 			}
@@ -40,7 +43,7 @@ func TestParseFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Type != typeRoom || idKey(f.ID) != "3" || f.Room != "r" || f.Peer != "p" || f.ResumeToken != "t" || f.Peers != 1 || f.Resumed {
+	if f.Type != wire.TypeRoom || idKey(f.ID) != "3" || f.Room != "r" || f.Peer != "p" || f.ResumeToken != "t" || f.Peers != 1 || f.resumed() {
 		t.Errorf("parsed %+v", f)
 	}
 	for _, bad := range []string{``, `[]`, `"room"`, `{}`, `{"type":""}`, `{"type":3}`, `{"type":"msg","seq":-1}`, `{"type":"msg","seq":"1"}`} {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // Room describes the client's place in a room, as the relay's room frame
@@ -47,8 +48,8 @@ const (
 	EventMessage EventType = iota + 1
 	// EventPeerJoined: the peer joined, or came back (Event.Resumed).
 	EventPeerJoined
-	// EventPeerLeft: the peer left (Event.Reason "left": for good) or its
-	// connection dropped (Event.Reason "dropped": it may resume).
+	// EventPeerLeft: the peer left (Event.Reason wire.ReasonLeft: for good)
+	// or its connection dropped (wire.ReasonDropped: it may resume).
 	EventPeerLeft
 	// EventPeerKey: the peer's public key arrived and is valid
 	// (Event.PeerKey); the handshake completes once both keys are stored.
@@ -61,20 +62,14 @@ func (t EventType) String() string {
 	case EventMessage:
 		return "message"
 	case EventPeerJoined:
-		return "peer_joined"
+		return string(wire.TypePeerJoined)
 	case EventPeerLeft:
-		return "peer_left"
+		return string(wire.TypePeerLeft)
 	case EventPeerKey:
-		return "peer_key"
+		return string(wire.TypePeerKey)
 	}
 	return fmt.Sprintf("EventType(%d)", int(t))
 }
-
-// Peer-left reasons.
-const (
-	ReasonLeft    = "left"    // the peer sent leave
-	ReasonDropped = "dropped" // the peer's connection ended; it may resume
-)
 
 // Event is something that happened in the room, as Next returns it.
 type Event struct {
@@ -85,8 +80,8 @@ type Event struct {
 	// Resumed, for EventPeerJoined, reports that the peer took its place
 	// back after a drop rather than being a new peer.
 	Resumed bool
-	// Reason, for EventPeerLeft, is ReasonLeft or ReasonDropped.
-	Reason string
+	// Reason, for EventPeerLeft, is wire.ReasonLeft or wire.ReasonDropped.
+	Reason wire.Reason
 	// PeerKey, for EventPeerKey, is the peer's public key.
 	PeerKey *dh.PublicKey
 }
@@ -167,9 +162,9 @@ func (c *Client) Room() (Room, bool) {
 // Create creates a room and joins it. group fixes the room's group; nil
 // leaves it to the first key (Handshake then uses x25519 unless the peer's
 // key came first). It returns an *Error from the relay, such as
-// CodeAlreadyInRoom or CodeTooManyRooms, ErrDisconnected, or ctx's error.
+// wire.CodeAlreadyInRoom or wire.CodeTooManyRooms, ErrDisconnected, or ctx's error.
 func (c *Client) Create(ctx context.Context, group *dh.Group) (Room, error) {
-	f := &outFrame{Type: typeCreate}
+	f := &outFrame{Type: wire.TypeCreate}
 	if group != nil {
 		f.Group = group.Name()
 	}
@@ -177,11 +172,11 @@ func (c *Client) Create(ctx context.Context, group *dh.Group) (Room, error) {
 }
 
 // Join joins the existing room id. It returns an *Error from the relay,
-// such as CodeRoomNotFound, CodeRoomFull or CodeAlreadyInRoom,
+// such as wire.CodeRoomNotFound, wire.CodeRoomFull or wire.CodeAlreadyInRoom,
 // ErrDisconnected, or ctx's error. If the other peer's key is already
 // stored it arrives at once (EventPeerKey).
 func (c *Client) Join(ctx context.Context, id string) (Room, error) {
-	return c.enter(ctx, &outFrame{Type: typeJoin, Room: id})
+	return c.enter(ctx, &outFrame{Type: wire.TypeJoin, Room: id})
 }
 
 // enter sends create or join and makes the room the client's.
@@ -189,7 +184,7 @@ func (c *Client) enter(ctx context.Context, f *outFrame) (Room, error) {
 	var room Room
 	_, err := c.roundTrip(ctx, f, func(r *inFrame) {
 		rs := &roomState{id: r.Room, peerID: r.Peer, token: r.ResumeToken, peers: r.Peers, peer: &peerState{}}
-		rs.setGroup(r.Group)
+		rs.setGroup(r.group())
 		c.room = rs
 		room = rs.snapshot(false)
 	})
@@ -208,7 +203,7 @@ func (c *Client) enter(ctx context.Context, f *outFrame) (Room, error) {
 // messages the client has not seen.
 //
 // It returns ErrNotInRoom outside a room, ErrClosed, a dial error, or an
-// *Error such as CodeInvalidResume, CodeResumeExpired or CodeRoomNotFound;
+// *Error such as wire.CodeInvalidResume, wire.CodeResumeExpired or wire.CodeRoomNotFound;
 // after the last two the place is gone and the client is in no room. After
 // any other failure it may be called again.
 func (c *Client) Resume(ctx context.Context) error {
@@ -236,16 +231,16 @@ func (c *Client) Resume(ctx context.Context) error {
 		return ErrClosed
 	}
 	c.conn = cn
-	f := &outFrame{Type: typeResume, Room: rs.id, Peer: rs.peerID, ResumeToken: rs.token, LastSeq: rs.lastSeq}
+	f := &outFrame{Type: wire.TypeResume, Room: rs.id, Peer: rs.peerID, ResumeToken: rs.token, LastSeq: rs.lastSeq}
 	c.mu.Unlock()
 
 	_, err = c.roundTrip(ctx, f, func(r *inFrame) {
 		rs.peers = r.Peers
-		rs.setGroup(r.Group)
+		rs.setGroup(r.group())
 		c.room = rs
 	})
 	var re *Error
-	if errors.As(err, &re) && (re.Code == CodeResumeExpired || re.Code == CodeRoomNotFound) {
+	if errors.As(err, &re) && (re.Code == wire.CodeResumeExpired || re.Code == wire.CodeRoomNotFound) {
 		c.mu.Lock()
 		if c.room == rs {
 			c.room = nil // the place is gone
@@ -280,7 +275,7 @@ func (c *Client) Leave(ctx context.Context) error {
 	if rs == nil {
 		return ErrNotInRoom
 	}
-	_, err := c.roundTrip(ctx, &outFrame{Type: typeLeave}, func(*inFrame) {
+	_, err := c.roundTrip(ctx, &outFrame{Type: wire.TypeLeave}, func(*inFrame) {
 		if c.room == rs {
 			c.room = nil
 		}
@@ -338,7 +333,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 		rs.keySent = true
 		c.mu.Unlock()
 
-		_, err := c.roundTrip(ctx, &outFrame{Type: typeKey, PublicKey: priv.PublicKey().Hex(), Group: group.Name()}, func(*inFrame) {
+		_, err := c.roundTrip(ctx, &outFrame{Type: wire.TypeKey, PublicKey: priv.PublicKey().Hex(), Group: group.Name()}, func(*inFrame) {
 			if rs.priv == priv {
 				rs.keyStored = true
 			}
@@ -347,7 +342,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 		switch {
 		case err == nil:
 			return priv.PublicKey(), nil
-		case errors.As(err, &re) && re.Code == CodeKeyAlreadySet && resend:
+		case errors.As(err, &re) && re.Code == wire.CodeKeyAlreadySet && resend:
 			// Sent before a drop, stored, and its key_ok lost.
 			c.mu.Lock()
 			if rs.priv == priv {
@@ -362,7 +357,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 				rs.priv, rs.keySent = nil, false
 			}
 			c.mu.Unlock()
-			if re.Code == CodeGroupMismatch && !retried {
+			if re.Code == wire.CodeGroupMismatch && !retried {
 				retried = true
 				if err := c.waitPeerGroup(ctx, rs); err != nil {
 					return nil, err
@@ -497,7 +492,7 @@ func (c *Client) MaxPlaintext() int {
 //
 // It returns ErrTooLarge, ErrNotInRoom, ErrHandshakeIncomplete, the
 // handshake's error if the exchange failed, an *Error from the relay (such
-// as CodeMailboxFull or CodeRateLimited: the message was not stored, send
+// as wire.CodeMailboxFull or wire.CodeRateLimited: the message was not stored, send
 // it again later), ErrDisconnected (the message may or may not have been
 // stored), or ctx's error (likewise).
 func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
@@ -529,7 +524,7 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 		c.sendMu.Unlock()
 		return 0, fmt.Errorf("client: send: %w", err)
 	}
-	cn, key, cl, err := c.start(&outFrame{Type: typeMsg, Body: base64.StdEncoding.EncodeToString(body)}, nil, nil)
+	cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: base64.StdEncoding.EncodeToString(body)}, nil, nil)
 	c.sendMu.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("client: send: %w", err)
@@ -547,8 +542,8 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 //
 // Errors that concern one frame leave the client usable; call Next again:
 // an *Error from the relay that answers no request (such as
-// CodeRoomExpired, after which the client is in no room, or
-// CodeRateLimited), and ErrBadMessage for a message that could not be
+// wire.CodeRoomExpired, after which the client is in no room, or
+// wire.CodeRateLimited), and ErrBadMessage for a message that could not be
 // opened. ErrDisconnected means the connection ended and the queue is
 // empty: call Resume. It also returns ErrClosed and ctx's error.
 func (c *Client) Next(ctx context.Context) (Event, error) {
@@ -651,7 +646,7 @@ func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 // ack acknowledges the messages up to seq. A failure is not reported: the
 // messages stay stored at the relay, and Resume acknowledges them again.
 func (c *Client) ack(rs *roomState, seq uint64) {
-	data, _ := (&outFrame{Type: typeAck, Seq: seq}).marshal()
+	data, _ := (&outFrame{Type: wire.TypeAck, Seq: seq}).marshal(0)
 	if err := c.write(c.current(), data); err != nil {
 		c.logger.Debug("ack not sent", "seq", seq, "err", err)
 		return
@@ -670,7 +665,7 @@ func (c *Client) onPeerKey(f *inFrame) (item, bool) {
 		return item{}, false
 	}
 	ps := rs.peer
-	g, err := dh.LookupGroup(f.Group)
+	g, err := dh.LookupGroup(f.group())
 	if err == nil && rs.group != nil && g != rs.group {
 		err = fmt.Errorf("%w: the peer key's group %s is not the room's %s", dh.ErrGroupMismatch, g, rs.group)
 	}
@@ -700,7 +695,7 @@ func (c *Client) onHandshakeComplete(f *inFrame) {
 	if rs == nil {
 		return
 	}
-	rs.setGroup(f.Group)
+	rs.setGroup(f.group())
 	rs.peer.complete = true
 	rs.keyStored = rs.priv != nil // both keys are stored, ours included
 }
@@ -713,25 +708,25 @@ func (c *Client) onPeerEvent(f *inFrame) (item, bool) {
 	if rs == nil {
 		return item{}, false
 	}
-	ev := Event{Resumed: f.Resumed, Reason: f.Reason}
+	ev := Event{Resumed: f.resumed(), Reason: f.Reason}
 	switch f.Type {
-	case typePeerJoined:
+	case wire.TypePeerJoined:
 		ev.Type = EventPeerJoined
-		if !f.Resumed && rs.peers == 2 && !rs.peer.gone {
+		if !f.resumed() && rs.peers == 2 && !rs.peer.gone {
 			// The peer was already here (the relay can report the
 			// creator's join to a fast joiner): nothing happened.
 			c.logger.Debug("peer_joined for a peer already present; ignored")
 			return item{}, false
 		}
 		rs.peers = 2
-		if !f.Resumed && rs.peer.gone {
+		if !f.resumed() && rs.peer.gone {
 			rs.peer = &peerState{} // a new peer in the old one's place
 		}
-	case typePeerLeft:
+	case wire.TypePeerLeft:
 		ev.Type = EventPeerLeft
 		rs.peers = 1
 		rs.peer.gone = true
-		if f.Reason == ReasonLeft {
+		if f.Reason == wire.ReasonLeft {
 			rs.peer = &peerState{}
 		}
 	}
