@@ -1101,7 +1101,7 @@ const eventVersion = 1
 // Key, Group, Reason and Conn, each as a uvarint length and bytes, Seq as
 // a uvarint, and Body last, without a length.
 func encodeEvent(ev Event) []byte {
-	strs := [...]string{string(ev.Type), ev.Room, ev.Peer, ev.Key, ev.Group, ev.Reason, ev.Conn}
+	strs := [...]string{string(ev.Type), ev.Room, ev.Peer, ev.Key, ev.Group, string(ev.Reason), ev.Conn}
 	n := 1 + binary.MaxVarintLen64 + len(ev.Body)
 	for _, s := range strs {
 		n += binary.MaxVarintLen64 + len(s)
@@ -1138,7 +1138,7 @@ func decodeEvent(p string) (Event, error) {
 	}
 	return Event{
 		Type: EventType(strs[0]), Room: strs[1], Peer: strs[2], Key: strs[3],
-		Group: strs[4], Reason: strs[5], Conn: strs[6], Seq: seq, Body: b[k:],
+		Group: strs[4], Reason: Reason(strs[5]), Conn: strs[6], Seq: seq, Body: b[k:],
 	}, nil
 }
 

@@ -355,7 +355,7 @@ func TestRedisStoreCrossInstance(t *testing.T) {
 		}
 		want := []session.Event{
 			{Type: session.EventKey, Room: "r", Peer: "alice", Key: "aa01", Group: "x25519", Conn: "c1"},
-			{Type: session.EventLeft, Room: "r", Peer: "bob", Reason: "dropped", Conn: "c2"},
+			{Type: session.EventLeft, Room: "r", Peer: "bob", Reason: session.ReasonDropped, Conn: "c2"},
 			{Type: session.EventJoined, Room: "r"},
 			{Type: session.EventMessage, Room: "r", Peer: "alice", Seq: 1<<64 - 1, Body: all, Conn: "c1"},
 		}

@@ -140,6 +140,18 @@ const (
 	EventMessage EventType = "message" // Peer sent message Seq (Body)
 )
 
+// Reason says why a member joined or left, in an Event. The values are
+// stored in shared stores as they are: a new one must keep the old ones'
+// spelling.
+type Reason string
+
+// Reasons of events.
+const (
+	ReasonLeft    Reason = "left"    // EventLeft: the member left for good
+	ReasonDropped Reason = "dropped" // EventLeft: its connection ended; it may resume
+	ReasonResumed Reason = "resumed" // EventJoined: the member took its seat back
+)
+
 // Event is something that happened in a room, published to every
 // subscriber of the room (in every process sharing the store), in the order
 // Publish was called for events from one publisher.
@@ -151,7 +163,7 @@ type Event struct {
 	Group  string // EventKey: the room's group
 	Seq    uint64 // EventMessage
 	Body   []byte // EventMessage
-	Reason string // EventLeft: "left" or "dropped"
+	Reason Reason // EventLeft: ReasonLeft or ReasonDropped; EventJoined: ReasonResumed or ""
 	// Conn identifies the publishing connection, so that a connection can
 	// tell its own events, and a superseded connection its successor's,
 	// apart. The store carries it unchanged.

@@ -781,7 +781,7 @@ func testPubSub(t *testing.T, open opener) {
 				}
 			}
 		}
-		left := session.Event{Type: session.EventLeft, Room: "y", Peer: "b", Reason: "dropped"}
+		left := session.Event{Type: session.EventLeft, Room: "y", Peer: "b", Reason: session.ReasonDropped}
 		wantErr(t, "Publish(y)", s.Publish(t.Context(), left), nil)
 		if got := recv(t, y1); !eventEqual(got, left) {
 			t.Errorf("y1's first event = %+v, want %+v (nothing from room x)", got, left)
