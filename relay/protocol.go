@@ -39,6 +39,11 @@ func newWireError(code wire.Code, format string, args ...any) *wireError {
 	return &wireError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// errRoomExpired is the error of a frame acting on the connection's room
+// when the store no longer has the room: it expired under the member,
+// who is now in no room.
+var errRoomExpired = errors.New("relay: the room expired")
+
 // errorCodes maps the errors of dh and session to wire codes: the one table
 // between the packages' sentinels and the protocol.
 var errorCodes = []struct {
@@ -51,6 +56,7 @@ var errorCodes = []struct {
 	{dh.ErrInvalidPublicKey, wire.CodeInvalidPublicKey, ""},
 	{session.ErrGroupMismatch, wire.CodeGroupMismatch, "the key's group is not the room's"},
 	{session.ErrKeySet, wire.CodeKeyAlreadySet, "you already sent a key in this room"},
+	{errRoomExpired, wire.CodeRoomExpired, "the room expired"},
 	{session.ErrRoomNotFound, wire.CodeRoomNotFound, "no such room"},
 	{session.ErrRoomExists, wire.CodeRoomExists, "a room with this ID exists; choose another"},
 	{limits.ErrJoinRate, wire.CodeJoinRateLimited, "too many creates, joins and resumes from your address; wait and retry"},

@@ -340,19 +340,7 @@ func (s *Server) newConn(ws *websocket.Conn, ip string) *conn {
 	if s.closed {
 		return nil
 	}
-	id := strconv.FormatUint(s.nextID.Add(1), 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{
-		ctx:     ctx,
-		cancel:  cancel,
-		s:       s,
-		ws:      ws,
-		id:      id,
-		ip:      ip,
-		space:   make(chan struct{}, 1),
-		limiter: newBucket(s.cfg.FramesPerSecond, s.cfg.FrameBurst),
-	}
-	c.logp.Store(s.log.With("conn", id))
+	c := newConn(s, ws, strconv.FormatUint(s.nextID.Add(1), 10), ip)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.metrics.connections.Inc()
@@ -380,7 +368,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.closeWith(websocket.StatusGoingAway, "relay shutting down")
+		c.closeWith(wire.CloseGoingAway, "relay shutting down")
 	}
 	s.wg.Wait()
 	if s.ownLim != nil {

@@ -1,0 +1,289 @@
+package relay
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+
+	"github.com/google/uuid"
+
+	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/wire"
+)
+
+// The frame handlers: handle dispatches each decoded client frame to the
+// handler of its type, which answers it (or returns an error that fail
+// turns into an error frame).
+
+func (c *conn) handle(f *wire.ClientFrame) {
+	var err error
+	switch f.Type {
+	case wire.TypeCreate:
+		err = c.handleCreate(f)
+	case wire.TypeJoin:
+		err = c.handleJoin(f)
+	case wire.TypeResume:
+		err = c.handleResume(f)
+	case wire.TypeKey:
+		err = c.handleKey(f)
+	case wire.TypeMsg:
+		err = c.handleMsg(f)
+	case wire.TypeAck:
+		err = c.handleAck(f)
+	case wire.TypeLeave:
+		err = c.handleLeave(f)
+	}
+	if err != nil {
+		c.fail(f, err)
+	}
+}
+
+// current returns the room and peer the connection is in, or "" if none.
+func (c *conn) current() (room, peer string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.room, c.peer
+}
+
+var errNotInRoom = newWireError(wire.CodeNotInRoom, "join or create a room first")
+var errInRoom = newWireError(wire.CodeAlreadyInRoom, "leave this room first")
+
+// inRoomFrame reports whether frames of type t act on the connection's
+// room (so that the room's absence means it expired under the member).
+func inRoomFrame(t wire.FrameType) bool {
+	return t == wire.TypeKey || t == wire.TypeMsg || t == wire.TypeAck || t == wire.TypeLeave
+}
+
+// handleCreate creates a room and joins it.
+func (c *conn) handleCreate(f *wire.ClientFrame) error {
+	if room, _ := c.current(); room != "" {
+		return errInRoom
+	}
+	group := ""
+	if f.Group != nil {
+		g, err := dh.LookupGroup(*f.Group)
+		if err != nil {
+			return err
+		}
+		group = g.Name()
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if err := c.s.limiter.Join(ctx, c.ip, ""); err != nil {
+		return err
+	}
+	id := uuid.NewString()
+	if f.Room != nil {
+		if !c.s.cfg.ClientRoomIDs {
+			return newWireError(wire.CodeBadRequest, "this relay chooses room IDs: leave out room")
+		}
+		if !c.s.clientRoomID(*f.Room) {
+			return newWireError(wire.CodeBadRequest, "room must be %d to %d characters from A-Z, a-z, 0-9, - and _", c.s.cfg.MinRoomIDLength, maxRoomIDLength)
+		}
+		id = *f.Room
+	}
+	cfg := session.RoomConfig{Group: group, TTL: c.s.cfg.RoomTTL, ResumeGrace: c.s.cfg.ResumeGrace, MaxPending: c.s.cfg.MaxPending}
+	if err := c.s.store.CreateRoom(ctx, id, cfg, c.s.cfg.MaxRooms); err != nil {
+		return err
+	}
+	c.logger().Info("room created", "room", c.s.roomTag(id), "group", group)
+	return c.join(f, id)
+}
+
+// handleJoin joins an existing room as a new member.
+func (c *conn) handleJoin(f *wire.ClientFrame) error {
+	if room, _ := c.current(); room != "" {
+		return errInRoom
+	}
+	if !c.s.roomID(*f.Room) {
+		return newWireError(wire.CodeBadRequest, "room must be a room ID as create returns it")
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
+		return err
+	}
+	return c.join(f, *f.Room)
+}
+
+// join adds a new member to room id and enters it.
+func (c *conn) join(f *wire.ClientFrame, id string) error {
+	token, hash, err := newToken()
+	if err != nil {
+		return err
+	}
+	peer := uuid.NewString()
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if _, err := c.s.store.Join(ctx, id, session.Member{ID: peer, TokenHash: hash, Connected: true}); err != nil {
+		return err
+	}
+	return c.enter(f, id, peer, token, false, 0)
+}
+
+// handleResume takes a dropped member's seat back.
+func (c *conn) handleResume(f *wire.ClientFrame) error {
+	if room, _ := c.current(); room != "" {
+		return errInRoom
+	}
+	if !c.s.roomID(*f.Room) || !isRoomID(*f.Peer) {
+		return newWireError(wire.CodeBadRequest, "room and peer must be IDs as the relay returned them")
+	}
+	tok, err := base64.RawURLEncoding.DecodeString(*f.ResumeToken)
+	if err != nil || len(tok) != 32 {
+		return newWireError(wire.CodeInvalidResume, "unknown peer or wrong resume token")
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
+		return err
+	}
+	if _, err := c.s.store.Reconnect(ctx, *f.Room, *f.Peer, sha256.Sum256(tok)); err != nil {
+		return err
+	}
+	var last uint64
+	if f.LastSeq != nil {
+		last = *f.LastSeq
+	}
+	return c.enter(f, *f.Room, *f.Peer, "", true, last)
+}
+
+// validationCodes are the codes of a key refused by validation, which the
+// keyrelay_key_validation_failures_total metric counts.
+var validationCodes = map[wire.Code]bool{
+	wire.CodeMalformedKey:     true,
+	wire.CodeInvalidPublicKey: true,
+	wire.CodeGroupMismatch:    true,
+	wire.CodeKeyReused:        true,
+}
+
+// handleKey validates and stores the member's public key and forwards it to
+// the other peer.
+func (c *conn) handleKey(f *wire.ClientFrame) error {
+	err := c.setKey(f)
+	if err != nil {
+		if we, _ := toWireError(err); validationCodes[we.code] {
+			c.s.metrics.validationErrors.WithLabelValues(string(we.code)).Inc()
+		}
+	}
+	return err
+}
+
+// setKey is handleKey but for the metric: it validates the key
+// (dh.Group.ParsePublicKey), stores it, and tells the member and the room.
+func (c *conn) setKey(f *wire.ClientFrame) error {
+	c.mu.Lock()
+	room, peer, group, keySet := c.room, c.peer, c.group, c.keySet
+	c.mu.Unlock()
+	if room == "" {
+		return errNotInRoom
+	}
+	if keySet {
+		return session.ErrKeySet
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	if group == "" && f.Group == nil {
+		// Another member may have fixed the group since we last heard.
+		r, err := c.s.store.Room(ctx, room)
+		if err != nil {
+			return err
+		}
+		group = r.Group
+	}
+	var g *dh.Group
+	var err error
+	switch {
+	case f.Group != nil:
+		if g, err = dh.LookupGroup(*f.Group); err != nil {
+			return err
+		}
+		if group != "" && g.Name() != group {
+			return session.ErrGroupMismatch
+		}
+	case group != "":
+		g, _ = dh.LookupGroup(group)
+	default:
+		return newWireError(wire.CodeBadRequest, "the room has no group yet: name it in the group field")
+	}
+	pk, err := g.ParsePublicKey(*f.PublicKey)
+	if err != nil {
+		return err
+	}
+	if err := c.s.limiter.UseKey(ctx, pk.Hex(), room); err != nil {
+		return err
+	}
+	r, err := c.s.store.SetKey(ctx, room, peer, g.Name(), pk.Hex())
+	if err != nil {
+		return err
+	}
+	name := g.Name()
+	c.mu.Lock()
+	c.keySet, c.group = true, name
+	// key_ok is queued before c.mu is released: the forwarder, which may
+	// now complete the handshake, must not queue handshake_complete first.
+	c.queueLocked(&wire.ServerFrame{Type: wire.TypeKeyOK, ID: f.ID, Group: &name})
+	c.mu.Unlock()
+	c.q.wait(c.ctx)
+	c.publish(ctx, session.Event{Type: session.EventKey, Room: room, Peer: peer, Key: pk.Hex(), Group: name, Conn: c.id})
+	if other, ok := r.Other(peer); ok && other.PublicKey != "" {
+		// The store serialises SetKey: exactly one of the two sees the
+		// other key, so the room's handshake is counted once.
+		c.s.metrics.handshakes.Inc()
+		c.sendPeerKey(other.PublicKey, name)
+	}
+	// The forwarder may have delivered the other key between SetKey and
+	// keySet above, when it could not yet complete the handshake.
+	c.sendHandshake()
+	return nil
+}
+
+// handleMsg stores a message for the other peer (Store.Append, which also
+// announces it to the room) and confirms it with sent.
+func (c *conn) handleMsg(f *wire.ClientFrame) error {
+	c.mu.Lock()
+	room, peer, hs := c.room, c.peer, c.hsSent
+	c.mu.Unlock()
+	if room == "" {
+		return errNotInRoom
+	}
+	if !hs {
+		return newWireError(wire.CodeHandshakeIncomplete, "both peers must send their keys first")
+	}
+	body, err := base64.StdEncoding.DecodeString(*f.Body)
+	if err != nil || len(body) == 0 {
+		return newWireError(wire.CodeBadRequest, "body must be non-empty standard base64")
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	seq, err := c.s.store.Append(ctx, room, peer, body)
+	if err != nil {
+		return err
+	}
+	// Append announced the message to the room (atomically with storing
+	// it: a confirmed message reaches the peer even if this relay dies now).
+	c.send(&wire.ServerFrame{Type: wire.TypeSent, ID: f.ID, Seq: seq})
+	c.s.metrics.messages.Inc()
+	c.s.metrics.bytes.Add(float64(len(body)))
+	return nil
+}
+
+// handleAck removes the messages the member has read from its mailbox.
+func (c *conn) handleAck(f *wire.ClientFrame) error {
+	room, peer := c.current()
+	if room == "" {
+		return errNotInRoom
+	}
+	ctx, cancel := c.storeCtx()
+	defer cancel()
+	return c.s.store.Ack(ctx, room, peer, *f.Seq)
+}
+
+// handleLeave leaves the room for good.
+func (c *conn) handleLeave(f *wire.ClientFrame) error {
+	if !c.exitRoom(exitLeft) {
+		return errNotInRoom
+	}
+	c.send(&wire.ServerFrame{Type: wire.TypeLeft, ID: f.ID})
+	return nil
+}
