@@ -130,10 +130,13 @@ type Client struct {
 
 	closeOnce sync.Once
 	resumeMu  sync.Mutex // serialises Resume
-	keyMu     sync.Mutex // serialises SendKey and Handshake
+	keyMu     sync.Mutex // serialises SendKey, also when Handshake calls it
 	sendMu    sync.Mutex // makes Seal and the msg write one step, so counters go out in order
 
-	mu      sync.Mutex // guards the following
+	// mu guards the following and every roomState and peerState. Methods
+	// named …Locked (notifyLocked, channelLocked, the frame handlers in
+	// handlers.go, roomState's) must be called with it held.
+	mu      sync.Mutex
 	conn    *conn
 	room    *roomState    // nil outside a room
 	changed chan struct{} // closed and replaced whenever the room's state changes
@@ -462,6 +465,7 @@ func (c *Client) notify() {
 	c.mu.Unlock()
 }
 
+// notifyLocked is notify for a caller that holds c.mu.
 func (c *Client) notifyLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})

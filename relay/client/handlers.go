@@ -7,7 +7,10 @@ import (
 	"github.com/keyrelay/keyrelay/wire"
 )
 
-// dispatch handles one frame. It returns false if the reader must stop.
+// dispatch handles one frame, in cn's reader goroutine. It takes
+// Client.mu for each state change (a reply's call.apply, room_expired, the
+// …Locked handlers below) and releases it before enqueue, which may wait
+// for room in the queue. It returns false if the reader must stop.
 func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 	if f.Seq != 0 {
 		c.logger.Debug("frame", "type", f.Type, "seq", f.Seq)
@@ -48,7 +51,7 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		return c.enqueue(cn, item{err: f.relayError()})
 	case wire.TypePeerKey:
 		c.mu.Lock()
-		ev, ok := c.onPeerKey(f)
+		ev, ok := c.onPeerKeyLocked(f)
 		c.notifyLocked()
 		c.mu.Unlock()
 		if ok {
@@ -56,12 +59,12 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		}
 	case wire.TypeHandshakeComplete:
 		c.mu.Lock()
-		c.onHandshakeComplete(f)
+		c.onHandshakeCompleteLocked(f)
 		c.notifyLocked()
 		c.mu.Unlock()
 	case wire.TypePeerJoined, wire.TypePeerLeft:
 		c.mu.Lock()
-		it, ok := c.onPeerEvent(f)
+		it, ok := c.onPeerEventLocked(f)
 		c.notifyLocked()
 		c.mu.Unlock()
 		if ok {
@@ -69,7 +72,7 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		}
 	case wire.TypeMsg:
 		c.mu.Lock()
-		it, ok := c.onMsg(f)
+		it, ok := c.onMsgLocked(f)
 		c.mu.Unlock()
 		if !ok {
 			return true
@@ -93,9 +96,10 @@ func (c *Client) enqueue(cn *conn, it item) bool {
 	return c.events.push(it, cn.stop)
 }
 
-// onPeerKey handles peer_key: it validates the key in the room's group. It
-// returns an EventPeerKey item for a new valid key.
-func (c *Client) onPeerKey(f *inFrame) (item, bool) {
+// onPeerKeyLocked handles peer_key: it validates the key in the room's
+// group. It returns an EventPeerKey item for a new valid key. The caller
+// (dispatch) holds Client.mu.
+func (c *Client) onPeerKeyLocked(f *inFrame) (item, bool) {
 	rs := c.room
 	if rs == nil {
 		c.logger.Warn("peer_key outside a room; ignored")
@@ -116,7 +120,7 @@ func (c *Client) onPeerKey(f *inFrame) (item, bool) {
 		ps.err = fmt.Errorf("peer key: %w", err)
 		return item{}, false
 	case ps.key == nil:
-		rs.setGroup(g.Name())
+		rs.setGroupLocked(g.Name())
 		ps.key = key
 		return item{room: rs, ev: Event{Type: EventPeerKey, PeerKey: key}}, true
 	case !ps.key.Equal(key):
@@ -126,21 +130,22 @@ func (c *Client) onPeerKey(f *inFrame) (item, bool) {
 	return item{}, false // the same key again, after a resume
 }
 
-// onHandshakeComplete handles handshake_complete.
-func (c *Client) onHandshakeComplete(f *inFrame) {
+// onHandshakeCompleteLocked handles handshake_complete. The caller
+// (dispatch) holds Client.mu.
+func (c *Client) onHandshakeCompleteLocked(f *inFrame) {
 	rs := c.room
 	if rs == nil {
 		return
 	}
-	rs.setGroup(f.group())
+	rs.setGroupLocked(f.group())
 	rs.peer.complete = true
 	rs.keyStored = rs.priv != nil // both keys are stored, ours included
 }
 
-// onPeerEvent handles peer_joined and peer_left. A new peer (joined, not
-// resumed) or a peer that left for good ends the key exchange with the
-// previous peer.
-func (c *Client) onPeerEvent(f *inFrame) (item, bool) {
+// onPeerEventLocked handles peer_joined and peer_left. A new peer (joined,
+// not resumed) or a peer that left for good ends the key exchange with the
+// previous peer. The caller (dispatch) holds Client.mu.
+func (c *Client) onPeerEventLocked(f *inFrame) (item, bool) {
 	rs := c.room
 	if rs == nil {
 		return item{}, false
@@ -170,9 +175,11 @@ func (c *Client) onPeerEvent(f *inFrame) (item, bool) {
 	return item{room: rs, ev: ev}, true
 }
 
-// onMsg handles msg: it returns the item to queue, or false for a seq
-// already queued. The caller advances lastSeq once the item is queued.
-func (c *Client) onMsg(f *inFrame) (item, bool) {
+// onMsgLocked handles msg: it returns the item to queue, or false for a
+// seq already queued. The caller (dispatch) holds Client.mu; it releases
+// it to queue the item, then takes it again to advance lastSeq once the
+// item is queued.
+func (c *Client) onMsgLocked(f *inFrame) (item, bool) {
 	rs := c.room
 	if rs == nil {
 		c.logger.Warn("msg outside a room; ignored")

@@ -152,7 +152,8 @@ func (c *Client) Handshake(ctx context.Context) (*Handshake, error) {
 
 // channelLocked returns ps's Handshake, deriving the Channel on the first
 // call after both keys are known and the relay reported handshake_complete.
-// It returns nil, nil while the exchange is not complete.
+// It returns nil, nil while the exchange is not complete. The caller holds
+// Client.mu.
 func (c *Client) channelLocked(rs *roomState, ps *peerState) (*Handshake, error) {
 	if ps.err != nil {
 		return nil, ps.err

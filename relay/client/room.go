@@ -53,15 +53,16 @@ type peerState struct {
 	hs       *Handshake
 }
 
-// snapshot returns the Room the caller sees.
-func (rs *roomState) snapshot(resumed bool) Room {
+// snapshotLocked returns the Room the caller sees. The caller holds
+// Client.mu.
+func (rs *roomState) snapshotLocked(resumed bool) Room {
 	return Room{ID: rs.id, Peer: rs.peerID, Group: rs.group, Peers: rs.peers, Resumed: resumed}
 }
 
-// setGroup records the room's group from a frame's group field ("" means
-// not fixed yet). An unknown name is ignored here; the key exchange then
-// fails on it.
-func (rs *roomState) setGroup(name string) {
+// setGroupLocked records the room's group from a frame's group field (""
+// means not fixed yet). An unknown name is ignored here; the key exchange
+// then fails on it. The caller holds Client.mu.
+func (rs *roomState) setGroupLocked(name string) {
 	if name == "" || rs.group != nil {
 		return
 	}
@@ -77,7 +78,7 @@ func (c *Client) Room() (Room, bool) {
 	if c.room == nil {
 		return Room{}, false
 	}
-	return c.room.snapshot(false), true
+	return c.room.snapshotLocked(false), true
 }
 
 // Create creates a room and joins it. group fixes the room's group; nil
@@ -105,9 +106,9 @@ func (c *Client) enter(ctx context.Context, f *outFrame) (Room, error) {
 	var room Room
 	_, err := c.roundTrip(ctx, f, func(r *inFrame) {
 		rs := &roomState{id: r.Room, peerID: r.Peer, token: r.ResumeToken, peers: r.Peers, peer: &peerState{}}
-		rs.setGroup(r.group())
+		rs.setGroupLocked(r.group())
 		c.room = rs
-		room = rs.snapshot(false)
+		room = rs.snapshotLocked(false)
 	})
 	if err != nil {
 		return Room{}, fmt.Errorf("client: %s: %w", f.Type, err)
@@ -157,7 +158,7 @@ func (c *Client) Resume(ctx context.Context) error {
 
 	_, err = c.roundTrip(ctx, f, func(r *inFrame) {
 		rs.peers = r.Peers
-		rs.setGroup(r.group())
+		rs.setGroupLocked(r.group())
 		c.room = rs
 	})
 	var re *Error
