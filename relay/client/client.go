@@ -86,10 +86,6 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 )
 
-// ackBatch is how many delivered messages may wait before the client sends
-// an ack while more are queued; with an empty queue it acks at once.
-const ackBatch = 16
-
 // Options configures a Client. A nil *Options, like every zero field, means
 // the documented defaults.
 type Options struct {
@@ -134,10 +130,13 @@ type Client struct {
 
 	closeOnce sync.Once
 	resumeMu  sync.Mutex // serialises Resume
-	keyMu     sync.Mutex // serialises SendKey and Handshake
+	keyMu     sync.Mutex // serialises SendKey, also when Handshake calls it
 	sendMu    sync.Mutex // makes Seal and the msg write one step, so counters go out in order
 
-	mu      sync.Mutex // guards the following
+	// mu guards the following and every roomState and peerState. Methods
+	// named …Locked (notifyLocked, channelLocked, the frame handlers in
+	// handlers.go, roomState's) must be called with it held.
+	mu      sync.Mutex
 	conn    *conn
 	room    *roomState    // nil outside a room
 	changed chan struct{} // closed and replaced whenever the room's state changes
@@ -466,98 +465,8 @@ func (c *Client) notify() {
 	c.mu.Unlock()
 }
 
+// notifyLocked is notify for a caller that holds c.mu.
 func (c *Client) notifyLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
-}
-
-// dispatch handles one frame. It returns false if the reader must stop.
-func (c *Client) dispatch(cn *conn, f *inFrame) bool {
-	if f.Seq != 0 {
-		c.logger.Debug("frame", "type", f.Type, "seq", f.Seq)
-	} else {
-		c.logger.Debug("frame", "type", f.Type)
-	}
-	switch f.Type {
-	case wire.TypeRoom, wire.TypeKeyOK, wire.TypeSent, wire.TypeLeft, wire.TypeError:
-		if key := idKey(f.ID); key != "" {
-			cn.mu.Lock()
-			cl := cn.pending[key]
-			delete(cn.pending, key)
-			cn.mu.Unlock()
-			if cl != nil {
-				if cl.apply != nil && f.Type != wire.TypeError {
-					c.mu.Lock()
-					cl.apply(f)
-					c.notifyLocked()
-					c.mu.Unlock()
-				}
-				cl.reply <- f
-				return true
-			}
-		}
-		if f.Type != wire.TypeError {
-			c.logger.Debug("reply to no pending request; dropped", "type", f.Type)
-			return true
-		}
-		if f.Code == wire.CodeRoomExpired {
-			c.mu.Lock()
-			if c.room != nil {
-				c.room.expired = true
-			}
-			c.room = nil
-			c.notifyLocked()
-			c.mu.Unlock()
-		}
-		return c.enqueue(cn, item{err: f.relayError()})
-	case wire.TypePeerKey:
-		c.mu.Lock()
-		ev, ok := c.onPeerKey(f)
-		c.notifyLocked()
-		c.mu.Unlock()
-		if ok {
-			return c.enqueue(cn, ev)
-		}
-	case wire.TypeHandshakeComplete:
-		c.mu.Lock()
-		c.onHandshakeComplete(f)
-		c.notifyLocked()
-		c.mu.Unlock()
-	case wire.TypePeerJoined, wire.TypePeerLeft:
-		c.mu.Lock()
-		it, ok := c.onPeerEvent(f)
-		c.notifyLocked()
-		c.mu.Unlock()
-		if ok {
-			return c.enqueue(cn, it)
-		}
-	case wire.TypeMsg:
-		c.mu.Lock()
-		it, ok := c.onMsg(f)
-		c.mu.Unlock()
-		if !ok {
-			return true
-		}
-		if !c.enqueue(cn, it) {
-			return false // not queued: the relay will send it again after Resume
-		}
-		c.mu.Lock()
-		it.room.lastSeq = max(it.room.lastSeq, f.Seq)
-		c.mu.Unlock()
-	default:
-		c.logger.Debug("unknown frame type; ignored", "type", f.Type)
-	}
-	return true
-}
-
-// enqueue puts it in the events queue, blocking while the queue is full:
-// the client then stops reading from the connection. It returns false if
-// the connection is being shut down.
-func (c *Client) enqueue(cn *conn, it item) bool {
-	return c.events.push(it, cn.stop)
-}
-
-// badMessage is the error Next returns for a message it cannot open.
-func badMessage(seq uint64, err error) error {
-	return fmt.Errorf("%w: seq %d: %w", ErrBadMessage, seq, err)
 }

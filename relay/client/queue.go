@@ -6,6 +6,15 @@ import "sync"
 // left, peer key, stray errors) waiting for Next, besides the messages.
 const maxOtherEvents = 64
 
+// item is an entry of the events queue.
+type item struct {
+	room *roomState // nil for errors, which are never stale
+	peer *peerState // for messages: the key exchange they belong to
+	ev   Event      // Message.Plaintext empty: body holds the ciphertext
+	body string     // msg: the base64 body
+	err  error      // an error frame that answers no request
+}
+
 // queue is the bounded FIFO between the reader goroutine and Next.
 // Messages and other events have separate bounds, so that the few events
 // of a key exchange never wait behind a full queue of messages (nor
