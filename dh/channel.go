@@ -14,13 +14,17 @@ import (
 // MessageOverhead is the number of bytes [Channel.Seal] adds to a plaintext:
 // the 8-byte counter and the 16-byte AES-GCM tag. A body shorter than this
 // is never valid.
-const MessageOverhead = counterSize + tagSize
+const MessageOverhead = 24 // counter (8) + tag (16)
 
 const (
 	counterSize = 8
 	tagSize     = 16
 	messageAAD  = "keyrelay/v1/msg"
 )
+
+// The exported constant is written as a number so that go doc shows its
+// value; this keeps it equal to its parts.
+var _ [MessageOverhead - counterSize - tagSize]struct{} = [0]struct{}{}
 
 // Errors returned by [NewChannel], [Channel.Seal], [Channel.Open] and
 // [Channel.SetState]. Each is distinct, so that a caller can tell a replay
