@@ -38,15 +38,16 @@ export const encoder = new TextEncoder();
 
 /**
  * The error every function of keyrelay's modules throws. `code` is stable:
- * a relay error code of protocol.md §4 for errors the relay sent
- * (`fromRelay` is then true), or a code the library raised itself: one of
- * DHCode (the cryptography: `unknown_group`, `unsupported_group`,
- * `malformed_key`, `invalid_public_key`, `same_key`, `bad_hex`,
- * `bad_base64`, `short_message`, `replay`, `decrypt`, `counter_exhausted`,
- * `counter_regression` …), one of the client's (`connect_failed`,
- * `disconnected` (call resume()), `closed`, `peer_key_changed`,
- * `too_large`, `aborted`), or a relay code the client detected before
- * asking (`not_in_room`, `handshake_incomplete`, `group_mismatch`).
+ * a relay error code of protocol.md §4 (Code in wire.js) for errors the
+ * relay sent (`fromRelay` is then true), or a code the library raised
+ * itself: one of DHCode (the cryptography: `unknown_group`,
+ * `unsupported_group`, `malformed_key`, `invalid_public_key`, `same_key`,
+ * `bad_hex`, `bad_base64`, `short_message`, `replay`, `decrypt`,
+ * `counter_exhausted`, `counter_regression` …), one of the client's
+ * LocalCode (`connect_failed`, `disconnected` (call resume()), `closed`,
+ * `peer_key_changed`, `too_large`, `aborted`), or a relay code the client
+ * detected before asking (`not_in_room`, `handshake_incomplete`,
+ * `group_mismatch`).
  */
 export class KeyrelayError extends Error {
   /**

@@ -5,9 +5,11 @@
 // (pass a WebSocket implementation to Client.connect where there is no
 // global one).
 //
-// The library is two modules; import this one, which re-exports the
-// other's API:
+// The library is three modules; import this one, which re-exports the
+// others' API:
 // - keyrelay.js (this file): the client;
+// - wire.js: the protocol's vocabulary (SUBPROTOCOL, FrameType, Code,
+//   CloseCode, Reason), checked against Go's wire/codes.json by the tests;
 // - dh.js (with modp.js and bytes.js): all cryptography, like Go's package
 //   dh. Key pairs are generated there, in the client; the relay only ever
 //   sees public keys and ciphertext.
@@ -27,6 +29,7 @@ import {
   generateKeyPair, parsePublicKey, safetyNumber, sharedSecret, utf8Decode, utf8Encode,
 } from "./dh.js";
 import { bytesEqual, fail } from "./bytes.js";
+import { CloseCode, Code, FrameType, PATH, Reason, SUBPROTOCOL } from "./wire.js";
 
 export {
   Channel, DEFAULT_GROUP, DHCode, FALLBACK_GROUP, GROUPS, KEY_SIZE, KeyrelayError, MESSAGE_OVERHEAD,
@@ -34,9 +37,21 @@ export {
   generateKeyPair, hexToBytes, isGroupSupported, keyPairFromCryptoKey, parsePublicKey, publicKeySize,
   safetyNumber, sharedSecret, utf8Decode, utf8Encode,
 } from "./dh.js";
+export { CloseCode, Code, FrameType, PATH, Reason, SUBPROTOCOL } from "./wire.js";
 
-/** The WebSocket subprotocol the relay requires. */
-export const SUBPROTOCOL = "keyrelay.v1";
+/**
+ * The codes of the errors (and "error" events) the client raises itself
+ * that are neither relay codes (Code) nor the cryptography's (DHCode).
+ */
+export const LocalCode = Object.freeze({
+  CONNECT_FAILED: "connect_failed", // the WebSocket could not be opened
+  DISCONNECTED: "disconnected", // the connection ended: call resume()
+  CLOSED: "closed", // close() was called
+  ABORTED: "aborted", // the request's AbortSignal fired
+  PEER_KEY_CHANGED: "peer_key_changed", // the relay forwarded another key for the same peer
+  TOO_LARGE: "too_large", // the message is longer than maxPlaintext
+  BAD_MESSAGE: "bad_message", // an "error" event: a message that could not be opened
+});
 
 /** The relay's default frame-size limit (bytes). */
 export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
@@ -54,13 +69,13 @@ const ACK_DELAY_MS = 200; // else ack after this delay, covering every message s
  * @returns {string}
  */
 export function relayURLFromLocation(loc = globalThis.location) {
-  if (!loc || !loc.host) throw fail("connect_failed", "no location to derive the relay URL from");
-  return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/v1/ws`;
+  if (!loc || !loc.host) throw fail(LocalCode.CONNECT_FAILED, "no location to derive the relay URL from");
+  return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}${PATH}`;
 }
 
 
 function relayError(f) {
-  return fail(String(f.code || "internal"), typeof f.message === "string" ? f.message : "", {
+  return fail(String(f.code || Code.INTERNAL), typeof f.message === "string" ? f.message : "", {
     fromRelay: true,
     relayMessage: typeof f.message === "string" ? f.message : "",
   });
@@ -145,7 +160,7 @@ export class Client {
       maxFrameSize: opts.maxFrameSize || DEFAULT_MAX_FRAME_SIZE,
       connectTimeoutMs: opts.connectTimeoutMs || 10000,
     };
-    if (typeof o.WebSocket !== "function") throw fail("connect_failed", "no WebSocket implementation: pass one as opts.WebSocket");
+    if (typeof o.WebSocket !== "function") throw fail(LocalCode.CONNECT_FAILED, "no WebSocket implementation: pass one as opts.WebSocket");
     checkGroup(o.group);
     const c = new Client(url, o);
     c._conn = await c._dial();
@@ -160,7 +175,7 @@ export class Client {
       try {
         ws = new this._WS(this._url, this._protocols);
       } catch (e) {
-        reject(fail("connect_failed", e && e.message ? e.message : "WebSocket constructor failed"));
+        reject(fail(LocalCode.CONNECT_FAILED, e && e.message ? e.message : "WebSocket constructor failed"));
         return;
       }
       try {
@@ -178,15 +193,15 @@ export class Client {
         } catch {
           // ignore
         }
-        reject(fail("connect_failed", "timed out"));
+        reject(fail(LocalCode.CONNECT_FAILED, "timed out"));
       }, this._connectTimeoutMs);
       ws.addEventListener("open", () => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         if (ws.protocol !== SUBPROTOCOL) {
-          ws.close(1000);
-          reject(fail("connect_failed", `the relay selected subprotocol ${JSON.stringify(ws.protocol)}, not ${SUBPROTOCOL}`));
+          ws.close(CloseCode.NORMAL);
+          reject(fail(LocalCode.CONNECT_FAILED, `the relay selected subprotocol ${JSON.stringify(ws.protocol)}, not ${SUBPROTOCOL}`));
           return;
         }
         conn.open = true;
@@ -198,7 +213,7 @@ export class Client {
         if (!settled) {
           settled = true;
           clearTimeout(timer);
-          reject(fail("connect_failed", `closed during the handshake (code ${ev.code})`, { closeCode: ev.code }));
+          reject(fail(LocalCode.CONNECT_FAILED, `closed during the handshake (code ${ev.code})`, { closeCode: ev.code }));
           return;
         }
         this._serial(() => this._onClose(conn, ev.code, ev.reason));
@@ -214,7 +229,7 @@ export class Client {
         } catch {
           // ignore
         }
-        reject(fail("connect_failed", "the WebSocket connection failed"));
+        reject(fail(LocalCode.CONNECT_FAILED, "the WebSocket connection failed"));
       });
     });
   }
@@ -239,7 +254,7 @@ export class Client {
   }
 
   _onClose(conn, code, reason) {
-    const err = this._closed ? fail("closed", "the client was closed") : fail("disconnected", `connection closed (code ${code})`, { closeCode: code });
+    const err = this._closed ? fail(LocalCode.CLOSED, "the client was closed") : fail(LocalCode.DISCONNECTED, `connection closed (code ${code})`, { closeCode: code });
     for (const [id, p] of this._pending) {
       if (p.conn === conn) {
         this._pending.delete(id);
@@ -255,8 +270,8 @@ export class Client {
   }
 
   _write(conn, frame) {
-    if (this._closed) throw fail("closed", "the client was closed");
-    if (!conn || !conn.open || conn.ws.readyState !== 1) throw fail("disconnected", "the connection is not open");
+    if (this._closed) throw fail(LocalCode.CLOSED, "the client was closed");
+    if (!conn || !conn.open || conn.ws.readyState !== 1) throw fail(LocalCode.DISCONNECTED, "the connection is not open");
     conn.ws.send(JSON.stringify(frame));
   }
 
@@ -267,7 +282,7 @@ export class Client {
     const key = String(id);
     return new Promise((resolve, reject) => {
       if (signal && signal.aborted) {
-        reject(fail("aborted", "aborted"));
+        reject(fail(LocalCode.ABORTED, "aborted"));
         return;
       }
       const entry = { conn, apply, resolve, reject };
@@ -276,7 +291,7 @@ export class Client {
         const onAbort = () => {
           if (this._pending.get(key) === entry) {
             this._pending.delete(key);
-            reject(fail("aborted", "aborted"));
+            reject(fail(LocalCode.ABORTED, "aborted"));
           }
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -300,7 +315,7 @@ export class Client {
       };
       const onAbort = () => {
         done();
-        reject(fail("aborted", "aborted"));
+        reject(fail(LocalCode.ABORTED, "aborted"));
       };
       w.resolve = (v) => {
         done();
@@ -315,10 +330,10 @@ export class Client {
         if (signal.aborted) return onAbort();
         signal.addEventListener("abort", onAbort, { once: true });
       }
-      if (this._closed) return w.reject(fail("closed", "the client was closed"));
+      if (this._closed) return w.reject(fail(LocalCode.CLOSED, "the client was closed"));
       this._waiters.add(w);
       this._changed();
-      if (this._waiters.has(w) && (!w.conn || !w.conn.open)) w.reject(fail("disconnected", "the connection is not open"));
+      if (this._waiters.has(w) && (!w.conn || !w.conn.open)) w.reject(fail(LocalCode.DISCONNECTED, "the connection is not open"));
     });
   }
 
@@ -340,16 +355,16 @@ export class Client {
   async _dispatch(conn, f) {
     if (conn !== this._conn) return; // a connection resume() replaced
     switch (f.type) {
-      case "room":
-      case "key_ok":
-      case "sent":
-      case "left":
-      case "error": {
+      case FrameType.ROOM:
+      case FrameType.KEY_OK:
+      case FrameType.SENT:
+      case FrameType.LEFT:
+      case FrameType.ERROR: {
         const key = f.id === undefined || f.id === null ? "" : String(f.id);
         const p = key ? this._pending.get(key) : undefined;
         if (p) {
           this._pending.delete(key);
-          if (f.type === "error") {
+          if (f.type === FrameType.ERROR) {
             p.reject(relayError(f));
           } else {
             if (p.apply) p.apply(f);
@@ -358,8 +373,8 @@ export class Client {
           this._changed();
           return;
         }
-        if (f.type !== "error") return; // a reply nobody waits for
-        if (f.code === "room_expired" && this._room) {
+        if (f.type !== FrameType.ERROR) return; // a reply nobody waits for
+        if (f.code === Code.ROOM_EXPIRED && this._room) {
           this._room.expired = true;
           this._room = null;
           this._changed();
@@ -367,9 +382,9 @@ export class Client {
         this._emit({ type: "error", code: String(f.code), message: typeof f.message === "string" ? f.message : "" }, null);
         return;
       }
-      case "peer_key":
+      case FrameType.PEER_KEY:
         return this._onPeerKey(f);
-      case "handshake_complete": {
+      case FrameType.HANDSHAKE_COMPLETE: {
         const rs = this._room;
         if (!rs) return;
         rs.setGroup(f.group);
@@ -379,10 +394,10 @@ export class Client {
         this._changed();
         return;
       }
-      case "peer_joined":
-      case "peer_left":
+      case FrameType.PEER_JOINED:
+      case FrameType.PEER_LEFT:
         return this._onPeerEvent(f);
-      case "msg":
+      case FrameType.MSG:
         return this._onMsg(f);
       default:
         return; // unknown frame types are ignored
@@ -396,7 +411,7 @@ export class Client {
     let bytes;
     try {
       checkGroup(f.group);
-      if (rs.group && f.group !== rs.group) throw fail("group_mismatch", `the peer key's group ${f.group} is not the room's ${rs.group}`);
+      if (rs.group && f.group !== rs.group) throw fail(Code.GROUP_MISMATCH, `the peer key's group ${f.group} is not the room's ${rs.group}`);
       bytes = parsePublicKey(f.group, f.public_key);
     } catch (e) {
       ps.err = e; // the relay forwarded an invalid key: the exchange failed
@@ -411,7 +426,7 @@ export class Client {
       this._changed();
       this._emit({ type: "peer_key", publicKey: ps.keyHex, group: f.group }, rs);
     } else if (!bytesEqual(ps.keyBytes, bytes) || ps.group !== f.group) {
-      ps.err = fail("peer_key_changed", "the relay forwarded a different key for the same peer");
+      ps.err = fail(LocalCode.PEER_KEY_CHANGED, "the relay forwarded a different key for the same peer");
       this._changed();
     }
   }
@@ -420,7 +435,7 @@ export class Client {
     const rs = this._room;
     if (!rs) return;
     let ev;
-    if (f.type === "peer_joined") {
+    if (f.type === FrameType.PEER_JOINED) {
       const resumed = f.resumed === true;
       if (!resumed && rs.peers === 2 && !rs.peer.gone) return; // the peer was already here
       rs.peers = 2;
@@ -429,7 +444,7 @@ export class Client {
     } else {
       rs.peers = 1;
       rs.peer.gone = true;
-      if (f.reason === "left") rs.peer = newPeerState();
+      if (f.reason === Reason.LEFT) rs.peer = newPeerState();
       ev = { type: "peer_left", reason: String(f.reason || "") };
     }
     this._changed();
@@ -447,11 +462,11 @@ export class Client {
     try {
       await this._derive(rs, ps);
       if (ps.err) throw ps.err;
-      if (!ps.channel) throw fail("handshake_incomplete", "message before the handshake");
+      if (!ps.channel) throw fail(Code.HANDSHAKE_INCOMPLETE, "message before the handshake");
       const pt = await ps.channel.open(base64ToBytes(f.body));
       ev = { type: "message", seq, text: utf8Decode(pt), bytes: pt };
     } catch (e) {
-      ev = { type: "error", code: "bad_message", message: `message ${seq} refused: ${e && e.code ? e.code : "error"}`, seq, cause: e && e.code };
+      ev = { type: "error", code: LocalCode.BAD_MESSAGE, message: `message ${seq} refused: ${e && e.code ? e.code : "error"}`, seq, cause: e && e.code };
     }
     this._emit(ev, rs, seq);
   }
@@ -464,7 +479,7 @@ export class Client {
     const priv = rs.priv;
     ps.deriving = (async () => {
       try {
-        if (priv.group !== ps.group) throw fail("group_mismatch", "the keys belong to different groups");
+        if (priv.group !== ps.group) throw fail(Code.GROUP_MISMATCH, "the keys belong to different groups");
         const z = await sharedSecret(priv, ps.keyHex);
         const ch = await Channel.create(priv.group, z, priv.publicKeyHex, ps.keyHex);
         const sn = await safetyNumber(priv.group, priv.publicKeyHex, ps.keyHex);
@@ -603,7 +618,7 @@ export class Client {
       if (signal) {
         signal.addEventListener("abort", () => {
           off();
-          reject(fail("aborted", "aborted"));
+          reject(fail(LocalCode.ABORTED, "aborted"));
         }, { once: true });
       }
     });
@@ -627,7 +642,7 @@ export class Client {
   _ackNow(rs) {
     if (rs.delivered <= rs.acked) return;
     try {
-      this._write(this._conn, { type: "ack", seq: rs.delivered });
+      this._write(this._conn, { type: FrameType.ACK, seq: rs.delivered });
       rs.acked = rs.delivered;
     } catch {
       // not sent: the messages stay stored at the relay; resume() acks again
@@ -684,7 +699,7 @@ export class Client {
    * @returns {Promise<{room: string, peer: string, group: string|null, peers: number}>}
    */
   async create(group, { signal } = {}) {
-    const frame = { type: "create" };
+    const frame = { type: FrameType.CREATE };
     if (group) {
       checkGroup(group);
       frame.group = group;
@@ -699,7 +714,7 @@ export class Client {
    * @param {{signal?: AbortSignal}} [opts]
    */
   async join(room, { signal } = {}) {
-    return this._enter({ type: "join", room: String(room) }, signal);
+    return this._enter({ type: FrameType.JOIN, room: String(room) }, signal);
   }
 
   async _withKeyLock(fn) {
@@ -726,12 +741,12 @@ export class Client {
       let retried = false;
       for (;;) {
         const rs = this._room;
-        if (!rs) throw fail("not_in_room", "not in a room");
+        if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
         if (rs.keyStored && rs.priv) return rs.priv.publicKeyHex;
         const group = rs.group || rs.peer.group || this._defaultGroup;
         if (!rs.priv || rs.priv.group !== group) {
           const kp = await generateKeyPair(group);
-          if (this._room !== rs) throw fail("not_in_room", "the room ended");
+          if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
           rs.priv = kp;
           rs.keySent = false;
         }
@@ -739,12 +754,12 @@ export class Client {
         const resend = rs.keySent;
         rs.keySent = true;
         try {
-          await this._start({ type: "key", public_key: priv.publicKeyHex, group }, () => {
+          await this._start({ type: FrameType.KEY, public_key: priv.publicKeyHex, group }, () => {
             if (rs.priv === priv) rs.keyStored = true;
           }, signal);
           return priv.publicKeyHex;
         } catch (e) {
-          if (e.fromRelay && e.code === "key_already_set" && resend) {
+          if (e.fromRelay && e.code === Code.KEY_ALREADY_SET && resend) {
             if (rs.priv === priv) rs.keyStored = true; // stored before a drop; its key_ok was lost
             return priv.publicKeyHex;
           }
@@ -753,10 +768,10 @@ export class Client {
               rs.priv = null;
               rs.keySent = false;
             }
-            if (e.code === "group_mismatch" && !retried) {
+            if (e.code === Code.GROUP_MISMATCH && !retried) {
               retried = true;
               await this._waitState(() => {
-                if (this._room !== rs) throw fail("not_in_room", "the room ended");
+                if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
                 return rs.group || rs.peer.group;
               }, signal);
               continue;
@@ -783,9 +798,9 @@ export class Client {
   async handshake({ signal } = {}) {
     await this.sendKey({ signal });
     const rs = this._room;
-    if (!rs) throw fail("not_in_room", "not in a room");
+    if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
     return this._waitState(() => {
-      if (this._room !== rs) throw fail("not_in_room", "the room ended");
+      if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
       const ps = rs.peer;
       if (ps.err) throw ps.err;
       if (ps.hs) return ps.hs;
@@ -806,19 +821,19 @@ export class Client {
    */
   async send(message, { signal } = {}) {
     const pt = typeof message === "string" ? utf8Encode(message) : message;
-    if (!(pt instanceof Uint8Array)) throw fail("bad_request", "send takes a string or a Uint8Array");
-    if (pt.length > this.maxPlaintext) throw fail("too_large", `longer than ${this.maxPlaintext} bytes`);
+    if (!(pt instanceof Uint8Array)) throw fail(Code.BAD_REQUEST, "send takes a string or a Uint8Array");
+    if (pt.length > this.maxPlaintext) throw fail(LocalCode.TOO_LARGE, `longer than ${this.maxPlaintext} bytes`);
     const rs = this._room;
-    if (!rs) throw fail("not_in_room", "not in a room");
+    if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
     const ps = rs.peer;
     if (ps.err) throw ps.err;
     const ch = ps.channel;
-    if (!ch) throw fail("handshake_incomplete", "the handshake is not complete");
+    if (!ch) throw fail(Code.HANDSHAKE_INCOMPLETE, "the handshake is not complete");
     // Seal and write one after the other, so counters go out in order.
     const step = this._sendChain.then(async () => {
-      if (this._conn === null || !this._conn.open) throw fail("disconnected", "the connection is not open");
+      if (this._conn === null || !this._conn.open) throw fail(LocalCode.DISCONNECTED, "the connection is not open");
       const body = await ch.seal(pt);
-      return { reply: this._start({ type: "msg", body: bytesToBase64(body) }, null, signal) };
+      return { reply: this._start({ type: FrameType.MSG, body: bytesToBase64(body) }, null, signal) };
     });
     this._sendChain = step.catch(() => {});
     const { reply } = await step;
@@ -846,28 +861,28 @@ export class Client {
   }
 
   async _resume(signal) {
-    if (this._closed) throw fail("closed", "the client was closed");
+    if (this._closed) throw fail(LocalCode.CLOSED, "the client was closed");
     const rs = this._room;
-    if (!rs) throw fail("not_in_room", "not in a room");
+    if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
     const old = this._conn;
     if (old) {
       old.replaced = true;
       old.open = false;
       try {
-        old.ws.close(1000);
+        old.ws.close(CloseCode.NORMAL);
       } catch {
         // already closed
       }
       // Requests on the old connection get no reply now.
-      await this._serial(() => this._onClose(old, 1000, "replaced"));
+      await this._serial(() => this._onClose(old, CloseCode.NORMAL, "replaced"));
     }
     const conn = await this._dial();
     if (this._closed) {
-      conn.ws.close(1000);
-      throw fail("closed", "the client was closed");
+      conn.ws.close(CloseCode.NORMAL);
+      throw fail(LocalCode.CLOSED, "the client was closed");
     }
     this._conn = conn;
-    const frame = { type: "resume", room: rs.id, peer: rs.peerID, resume_token: rs.token };
+    const frame = { type: FrameType.RESUME, room: rs.id, peer: rs.peerID, resume_token: rs.token };
     if (rs.lastSeq > 0) frame.last_seq = rs.lastSeq;
     try {
       await this._start(frame, (f) => {
@@ -876,7 +891,7 @@ export class Client {
         this._room = rs;
       }, signal);
     } catch (e) {
-      if (e.fromRelay && (e.code === "resume_expired" || e.code === "room_not_found") && this._room === rs) {
+      if (e.fromRelay && (e.code === Code.RESUME_EXPIRED || e.code === Code.ROOM_NOT_FOUND) && this._room === rs) {
         this._room = null; // the place is gone
         this._changed();
       }
@@ -894,9 +909,9 @@ export class Client {
    */
   async leave({ signal } = {}) {
     const rs = this._room;
-    if (!rs) throw fail("not_in_room", "not in a room");
+    if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
     this._ackNow(rs);
-    await this._start({ type: "leave" }, () => {
+    await this._start({ type: FrameType.LEAVE }, () => {
       if (this._room === rs) this._room = null;
     }, signal);
   }
@@ -917,7 +932,7 @@ export class Client {
       this._ackTimer = null;
     }
     const conn = this._conn;
-    const err = fail("closed", "the client was closed");
+    const err = fail(LocalCode.CLOSED, "the client was closed");
     for (const [id, p] of this._pending) {
       this._pending.delete(id);
       p.reject(err);
@@ -933,7 +948,7 @@ export class Client {
           resolve();
         });
         try {
-          conn.ws.close(1000);
+          conn.ws.close(CloseCode.NORMAL);
         } catch {
           clearTimeout(t);
           resolve();

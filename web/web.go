@@ -6,6 +6,8 @@
 //
 //   - keyrelay.js: the protocol client (Client), like Go's relay/client; it
 //     re-exports the others' API, so pages and apps import it alone;
+//   - wire.js: the protocol's vocabulary, like Go's package wire, checked
+//     against wire/codes.json by test/wire.test.mjs;
 //   - dh.js: the cryptography, like Go's package dh (groups, key
 //     validation, key derivation, sealing, safety numbers), with modp.js
 //     (the RFC 3526 groups in BigInt arithmetic) and bytes.js (the error
@@ -30,7 +32,7 @@ import (
 // files are the page's files. Each is listed by name, so that a build
 // without one fails instead of serving a page that cannot load.
 //
-//go:embed index.html app.js style.css keyrelay.js dh.js modp.js bytes.js
+//go:embed index.html app.js style.css keyrelay.js wire.js dh.js modp.js bytes.js
 var files embed.FS
 
 // ContentSecurityPolicy is the Content-Security-Policy header of every
@@ -55,6 +57,7 @@ var served = map[string]file{
 	"/index.html":  {name: "index.html", contentType: "text/html; charset=utf-8"},
 	"/app.js":      {name: "app.js", contentType: "text/javascript; charset=utf-8"},
 	"/keyrelay.js": {name: "keyrelay.js", contentType: "text/javascript; charset=utf-8"},
+	"/wire.js":     {name: "wire.js", contentType: "text/javascript; charset=utf-8"},
 	"/dh.js":       {name: "dh.js", contentType: "text/javascript; charset=utf-8"},
 	"/modp.js":     {name: "modp.js", contentType: "text/javascript; charset=utf-8"},
 	"/bytes.js":    {name: "bytes.js", contentType: "text/javascript; charset=utf-8"},
@@ -76,7 +79,7 @@ func init() {
 
 // Handler returns the handler of the chat page: GET and HEAD of /,
 // /index.html, /app.js, /style.css and the library's modules /keyrelay.js,
-// /dh.js, /modp.js and /bytes.js. Any other path gets 404,
+// /wire.js, /dh.js, /modp.js and /bytes.js. Any other path gets 404,
 // any other method 405. Mount it at "/" of a mux whose more specific
 // patterns (/v1/ws, /metrics, …) keep their own handlers.
 //

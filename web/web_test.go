@@ -46,7 +46,7 @@ func TestModulesServed(t *testing.T) {
 			modules = append(modules, "/"+e.Name())
 		}
 	}
-	for _, want := range []string{"/app.js", "/keyrelay.js", "/dh.js"} {
+	for _, want := range []string{"/app.js", "/keyrelay.js", "/wire.js", "/dh.js"} {
 		if !slices.Contains(modules, want) {
 			t.Errorf("%s is not in web/", want)
 		}
@@ -74,7 +74,7 @@ func TestModulesServed(t *testing.T) {
 			modules = append(modules, path.Join(path.Dir(p), m[1]))
 		}
 	}
-	for _, p := range []string{"/dh.js", "/modp.js", "/bytes.js"} {
+	for _, p := range []string{"/wire.js", "/dh.js", "/modp.js", "/bytes.js"} {
 		if !seen[p] {
 			t.Errorf("%s is not imported by the page's scripts", p)
 		}
