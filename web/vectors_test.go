@@ -191,7 +191,7 @@ func buildVectors(t *testing.T) *jsVectors {
 }
 
 // TestWriteVectors checks that test/vectors.json, the known answers the
-// JavaScript tests check web/keyrelay.js against, is what package dh
+// JavaScript tests check web/dh.js against, is what package dh
 // computes today; with -update it rewrites the file.
 func TestWriteVectors(t *testing.T) {
 	v := buildVectors(t)

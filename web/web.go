@@ -1,6 +1,17 @@
 // Package web holds keyrelay's browser client: the chat page (index.html,
-// app.js, style.css) and the JavaScript client library keyrelay.js, embedded
-// in the binary and served by [Handler], with their tests.
+// app.js, style.css) and the JavaScript client library, embedded in the
+// binary and served by [Handler], with their tests. The library is a set of
+// ES modules that import one another by relative path, so the page loads
+// them from its own origin with no build step:
+//
+//   - keyrelay.js: the protocol client (Client), like Go's relay/client; it
+//     re-exports the others' API, so pages and apps import it alone;
+//   - wire.js: the protocol's vocabulary, like Go's package wire, checked
+//     against wire/codes.json by test/wire.test.mjs;
+//   - dh.js: the cryptography, like Go's package dh (groups, key
+//     validation, key derivation, sealing, safety numbers), with modp.js
+//     (the RFC 3526 groups in BigInt arithmetic) and bytes.js (the error
+//     type and byte encodings).
 //
 // Everything cryptographic happens in the browser: the page generates its key
 // pair there, sends the relay only its public key and ciphertext, and shows
@@ -18,10 +29,10 @@ import (
 	"time"
 )
 
-// files are the page's files. keyrelay.js is listed by name, so that a
-// build without it fails instead of serving a page that cannot load.
+// files are the page's files. Each is listed by name, so that a build
+// without one fails instead of serving a page that cannot load.
 //
-//go:embed index.html app.js style.css keyrelay.js
+//go:embed index.html app.js style.css keyrelay.js wire.js dh.js modp.js bytes.js
 var files embed.FS
 
 // ContentSecurityPolicy is the Content-Security-Policy header of every
@@ -46,6 +57,10 @@ var served = map[string]file{
 	"/index.html":  {name: "index.html", contentType: "text/html; charset=utf-8"},
 	"/app.js":      {name: "app.js", contentType: "text/javascript; charset=utf-8"},
 	"/keyrelay.js": {name: "keyrelay.js", contentType: "text/javascript; charset=utf-8"},
+	"/wire.js":     {name: "wire.js", contentType: "text/javascript; charset=utf-8"},
+	"/dh.js":       {name: "dh.js", contentType: "text/javascript; charset=utf-8"},
+	"/modp.js":     {name: "modp.js", contentType: "text/javascript; charset=utf-8"},
+	"/bytes.js":    {name: "bytes.js", contentType: "text/javascript; charset=utf-8"},
 	"/style.css":   {name: "style.css", contentType: "text/css; charset=utf-8"},
 }
 
@@ -63,7 +78,8 @@ func init() {
 }
 
 // Handler returns the handler of the chat page: GET and HEAD of /,
-// /index.html, /app.js, /keyrelay.js and /style.css. Any other path gets 404,
+// /index.html, /app.js, /style.css and the library's modules /keyrelay.js,
+// /wire.js, /dh.js, /modp.js and /bytes.js. Any other path gets 404,
 // any other method 405. Mount it at "/" of a mux whose more specific
 // patterns (/v1/ws, /metrics, …) keep their own handlers.
 //

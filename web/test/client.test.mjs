@@ -231,3 +231,21 @@ test("relayURLFromLocation", () => {
   assert.equal(kr.relayURLFromLocation({ protocol: "https:", host: "relay.example:8443" }), "wss://relay.example:8443/v1/ws");
   assert.equal(kr.relayURLFromLocation({ protocol: "http:", host: "localhost:8080" }), "ws://localhost:8080/v1/ws");
 });
+
+test("exports the names the page codes against", () => {
+  assert.deepEqual([...kr.GROUPS], ["modp5", "modp14", "modp15", "modp16", "modp17", "modp18", "x25519", "p256"]);
+  assert.equal(kr.DEFAULT_GROUP, "x25519");
+  for (const name of ["generateKeyPair", "sharedSecret", "deriveKey", "safetyNumber", "Channel", "Client", "bytesToHex", "hexToBytes", "bytesToBase64", "base64ToBytes"]) {
+    assert.equal(typeof kr[name], "function", name);
+  }
+});
+
+test("keyrelay.js re-exports the API of dh.js, the same objects", async () => {
+  const dh = await import("../dh.js");
+  const internal = new Set(["checkGroup"]); // used by the client, not re-exported
+  for (const name of Object.keys(dh)) {
+    if (internal.has(name)) continue;
+    assert.ok(name in kr, `keyrelay.js does not export ${name}`);
+    assert.equal(kr[name], dh[name], name);
+  }
+});
