@@ -38,7 +38,7 @@ var closeCodes = map[string]websocket.StatusCode{
 }
 
 // vocabulary is codes.json: the protocol's constants for clients in other
-// languages (web/keyrelay.js's tests read it).
+// languages (web/test/wire.test.mjs reads it).
 type vocabulary struct {
 	Comment     string         `json:"comment"`
 	Subprotocol string         `json:"subprotocol"`
