@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 const usage = `Usage:
@@ -194,7 +196,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		sum.writeText(stdout)
 	}
 	if cfg.jsonPath != "" {
-		if err := writeJSON(cfg.jsonPath, stdout, sum); err != nil {
+		if err := loadstats.WriteJSON(cfg.jsonPath, stdout, sum); err != nil {
 			return err
 		}
 	}

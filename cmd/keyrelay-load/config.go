@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // Scenario names.
@@ -310,7 +311,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		sum.writeText(stdout)
 	}
 	if cfg.jsonPath != "" {
-		if err := writeJSON(cfg.jsonPath, stdout, sum); err != nil {
+		if err := loadstats.WriteJSON(cfg.jsonPath, stdout, sum); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // writeHTML writes the one-page report of a run to path: configuration,
@@ -46,7 +48,7 @@ type keyValue struct{ Key, Value string }
 
 type latencyRow struct {
 	Metric string
-	P      percentiles
+	P      loadstats.Percentiles
 }
 
 type errorRow struct {
@@ -210,7 +212,7 @@ const (
 
 // newChart lays out the histogram bars of one metric; their values are
 // in microseconds.
-func newChart(metric string, p percentiles, bars []histBar) chart {
+func newChart(metric string, p loadstats.Percentiles, bars []loadstats.Bar) chart {
 	c := chart{
 		Metric: metric, Count: p.Count, Width: chartWidth, Height: chartHeight,
 		Left: chartLeft, Right: chartWidth - chartRight, Top: chartTop, Bottom: chartHeight - chartBottom,

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // runIdle opens cfg.connections connections, at most cfg.concurrency being
@@ -69,16 +71,16 @@ start:
 // failed to), holds it until releaseCtx ends, and records its outcome. It
 // gives up opening when holdCtx ends.
 func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, opened func()) {
-	p := &pair{l: l, timings: &timings{}}
+	p := &pair{l: l, timings: &loadstats.Timings{}}
 	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.timeout)
 	u := i % len(l.cfg.urls)
 	c, err := p.dial(openCtx, l.cfg.urls[u], l.src.options())
 	if err == nil {
 		t0 := time.Now()
 		if _, err = c.Create(openCtx, l.cfg.group); err != nil {
-			err = stageError{"create", err}
+			err = loadstats.StageError{Stage: "create", Err: err}
 		} else {
-			p.timings.add(metricJoin, time.Since(t0))
+			p.timings.Add(metricJoin, time.Since(t0))
 		}
 	}
 	cancel()
@@ -89,12 +91,12 @@ func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, open
 	if err != nil {
 		switch {
 		case ctx.Err() != nil: // interrupted
-			l.stats.abandoned()
+			l.stats.Abandoned()
 			return
 		case holdCtx.Err() != nil: // still opening when the duration ended: not attempted
 			return
 		}
-		l.stats.recordConn(p.timings, false, err)
+		l.stats.RecordConn(p.timings, false, err)
 		return
 	}
 
@@ -110,15 +112,15 @@ func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, open
 		if releaseCtx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 			err = nil
 		} else {
-			err = stageError{"idle", err}
+			err = loadstats.StageError{Stage: "idle", Err: err}
 		}
 		break
 	}
 	l.openPerURL[u].Add(-1)
 	l.inFlight.Add(-1)
 	if ctx.Err() != nil {
-		l.stats.abandoned()
+		l.stats.Abandoned()
 		return
 	}
-	l.stats.recordConn(p.timings, true, err)
+	l.stats.RecordConn(p.timings, true, err)
 }

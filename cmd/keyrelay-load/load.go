@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay/client"
 )
 
@@ -215,7 +216,7 @@ func (l *load) showProgress(w io.Writer, tty bool, begin time.Time) (stop func()
 			case <-done:
 				return
 			case now := <-t.C:
-				ok, failed := l.stats.counts()
+				ok, failed := l.stats.Counts()
 				rate := float64(ok-lastPairs) / now.Sub(last).Seconds()
 				lastPairs, last = ok, now
 				fmt.Fprintf(w, "%s%6.0fs  %d pairs ok  %.0f pairs/s  %d errors  %d in flight   %s",
@@ -243,22 +244,22 @@ func (l *load) urlsFor(i int) (a, b string) {
 func (l *load) runPair(ctx context.Context, i int) {
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
 	defer cancel()
-	p := &pair{l: l, timings: &timings{}}
+	p := &pair{l: l, timings: &loadstats.Timings{}}
 	err := p.run(pctx, i)
 	if err != nil && ctx.Err() != nil {
-		l.stats.abandoned()
+		l.stats.Abandoned()
 		return
 	}
 	if p.resumes > 0 {
 		l.stats.resumed(p.resumes)
 	}
-	l.stats.record(p.timings, p.messages, err)
+	l.stats.Record(p.timings, p.messages, err)
 }
 
 // pair is one pair's run: peers A (creates the room) and B (joins it).
 type pair struct {
 	l        *load
-	timings  *timings
+	timings  *loadstats.Timings
 	messages int // delivered, both ways
 	resumes  int // churn: successful Resume calls
 }
@@ -293,17 +294,17 @@ func (p *pair) run(ctx context.Context, i int) error {
 	t0 := time.Now()
 	room, err := a.Create(ctx, p.l.cfg.group)
 	if err != nil {
-		return stageError{"create", err}
+		return loadstats.StageError{Stage: "create", Err: err}
 	}
-	p.timings.add(metricJoin, time.Since(t0))
+	p.timings.Add(metricJoin, time.Since(t0))
 
 	// B joins; both run the handshake at once, each waiting for the other's
 	// key. The handshake latency runs from B's join to both completions.
 	t0 = time.Now()
 	if _, err := b.Join(ctx, room.ID); err != nil {
-		return stageError{"join", err}
+		return loadstats.StageError{Stage: "join", Err: err}
 	}
-	p.timings.add(metricJoin, time.Since(t0))
+	p.timings.Add(metricJoin, time.Since(t0))
 	handshake := func(c *client.Client, _ int) error {
 		_, err := c.Handshake(ctx)
 		return err
@@ -315,12 +316,12 @@ func (p *pair) run(ctx context.Context, i int) error {
 	go func() { errA <- handshake(a, 2*i) }()
 	errB := handshake(b, 2*i+1)
 	if errB != nil {
-		return stageError{"handshake", errB}
+		return loadstats.StageError{Stage: "handshake", Err: errB}
 	}
 	if err := <-errA; err != nil {
-		return stageError{"handshake", err}
+		return loadstats.StageError{Stage: "handshake", Err: err}
 	}
-	p.timings.add(metricHandshake, time.Since(t0))
+	p.timings.Add(metricHandshake, time.Since(t0))
 
 	switch p.l.cfg.scenario {
 	case scenarioChat:
@@ -338,9 +339,9 @@ func (p *pair) dial(ctx context.Context, url string, opts *client.Options) (*cli
 	t0 := time.Now()
 	c, err := client.Dial(ctx, url, opts)
 	if err != nil {
-		return nil, stageError{"dial", err}
+		return nil, loadstats.StageError{Stage: "dial", Err: err}
 	}
-	p.timings.add(metricConnect, time.Since(t0))
+	p.timings.Add(metricConnect, time.Since(t0))
 	return c, nil
 }
 
@@ -362,13 +363,13 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error
 			for range n {
 				m, err := b.Receive(ctx)
 				if err != nil {
-					return stageError{"receive", err}
+					return loadstats.StageError{Stage: "receive", Err: err}
 				}
 				if !bytes.Equal(m.Plaintext, msgA) {
-					return stageError{"receive", errMismatch}
+					return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 				}
 				if _, err := b.Send(ctx, msgB); err != nil {
-					return stageError{"send", err}
+					return loadstats.StageError{Stage: "send", Err: err}
 				}
 			}
 			return nil
@@ -379,20 +380,20 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error
 		pace := newPacer(p.l.cfg.messageRate)
 		for range n {
 			if err := pace.wait(ctx); err != nil {
-				return stageError{"send", err}
+				return loadstats.StageError{Stage: "send", Err: err}
 			}
 			t0 := time.Now()
 			if _, err := a.Send(ctx, msgA); err != nil {
-				return stageError{"send", err}
+				return loadstats.StageError{Stage: "send", Err: err}
 			}
 			m, err := a.Receive(ctx)
 			if err != nil {
-				return stageError{"receive", err}
+				return loadstats.StageError{Stage: "receive", Err: err}
 			}
 			if !bytes.Equal(m.Plaintext, msgB) {
-				return stageError{"receive", errMismatch}
+				return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 			}
-			p.timings.add(metricRoundTrip, time.Since(t0))
+			p.timings.Add(metricRoundTrip, time.Since(t0))
 			p.messages += 2
 		}
 		return nil
@@ -405,19 +406,6 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error
 	return <-errB
 }
 
-// errMismatch reports a message whose plaintext is not the one sent.
-var errMismatch = errors.New("message differs from the one sent")
-
-// stageError is an error of one step of a pair (dial, create, join,
-// handshake, send, receive; churn: leave, peer_left, resume; idle: idle).
-type stageError struct {
-	stage string
-	err   error
-}
-
-func (e stageError) Error() string { return e.stage + ": " + e.err.Error() }
-func (e stageError) Unwrap() error { return e.err }
-
 // errorCode classifies a pair's error for the summary: the relay's wire
 // code for an *client.Error, else a short name such as "dial", "timeout",
 // "disconnected" or "close_4408".
@@ -426,15 +414,11 @@ func errorCode(err error) string {
 	if errors.As(err, &ce) {
 		return string(ce.Code)
 	}
-	var se stageError
-	stage := "other"
-	if errors.As(err, &se) {
-		stage = se.stage
-	}
+	stage := loadstats.Stage(err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.Is(err, errMismatch):
+	case errors.Is(err, loadstats.ErrMismatch):
 		return "mismatch"
 	case errors.Is(err, client.ErrTooLarge):
 		return "too_large"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session/redistest"
@@ -153,7 +154,7 @@ func TestIdle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	want := connCounts{Opened: 5, OpenAtEnd: 5}
+	want := loadstats.ConnCounts{Opened: 5, OpenAtEnd: 5}
 	if sum.Connections == nil || *sum.Connections != want {
 		t.Errorf("connections = %+v, want %+v (errors %v)", sum.Connections, want, sum.Errors)
 	}
@@ -225,7 +226,7 @@ func TestTwoRelaysOnRedis(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-		if want := (connCounts{Opened: 6, OpenAtEnd: 6}); sum.Connections == nil || *sum.Connections != want {
+		if want := (loadstats.ConnCounts{Opened: 6, OpenAtEnd: 6}); sum.Connections == nil || *sum.Connections != want {
 			t.Errorf("connections = %+v, want %+v (errors %v)", sum.Connections, want, sum.Errors)
 		}
 	})
