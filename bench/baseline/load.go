@@ -30,8 +30,8 @@ func newLoad(cfg config) *load {
 	return &load{cfg: cfg, stats: newStats()}
 }
 
-// run runs the scenario: pairs, at most cfg.concurrency at once, until
-// cfg.pairs have run or cfg.duration has passed (the pairs in flight then
+// run runs the scenario: pairs, at most cfg.Concurrency at once, until
+// cfg.Pairs have run or cfg.Duration has passed (the pairs in flight then
 // finish), or ctx ends (the pairs in flight are abandoned and not
 // counted). Warnings (idle: /stats unreachable) go to warn.
 func (l *load) run(ctx context.Context, warn io.Writer) *summary {
@@ -39,19 +39,19 @@ func (l *load) run(ctx context.Context, warn io.Writer) *summary {
 		return l.runIdle(ctx, warn)
 	}
 	startCtx := ctx // when to stop starting pairs
-	if l.cfg.duration > 0 {
+	if l.cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		startCtx, cancel = context.WithTimeout(ctx, l.cfg.duration)
+		startCtx, cancel = context.WithTimeout(ctx, l.cfg.Duration)
 		defer cancel()
 	}
 	begin := time.Now()
 	var next atomic.Int64 // index of the next pair
 	var wg sync.WaitGroup
-	for range l.cfg.concurrency {
+	for range l.cfg.Concurrency {
 		wg.Go(func() {
 			for startCtx.Err() == nil {
 				i := next.Add(1) - 1
-				if l.cfg.pairs > 0 && i >= int64(l.cfg.pairs) {
+				if l.cfg.Pairs > 0 && i >= int64(l.cfg.Pairs) {
 					return
 				}
 				l.runPair(ctx)
@@ -64,7 +64,7 @@ func (l *load) run(ctx context.Context, warn io.Writer) *summary {
 
 // runPair runs one pair of the scenario and records its outcome.
 func (l *load) runPair(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
 	t := &loadstats.Timings{}
 	var (
@@ -204,15 +204,15 @@ func payload(n int) []byte {
 	return p
 }
 
-// runIdle opens cfg.connections connections to /upgrade, at most
-// cfg.concurrency being opened at once, and holds them until cfg.duration
+// runIdle opens cfg.Connections connections to /upgrade, at most
+// cfg.Concurrency being opened at once, and holds them until cfg.Duration
 // has passed since the start. It samples the server's /stats before the
 // first opens and once all have opened (after a short settling time), and
 // reports the difference per connection. A connection that ends before the
 // hold does is an error (dropped).
 func (l *load) runIdle(ctx context.Context, warn io.Writer) *summary {
 	begin := time.Now()
-	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.duration))
+	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.Duration))
 	defer cancel()
 	before, errBefore := l.serverStats(ctx)
 	if errBefore != nil {
@@ -220,10 +220,10 @@ func (l *load) runIdle(ctx context.Context, warn io.Writer) *summary {
 	}
 
 	u := l.cfg.endpoint("/upgrade", "")
-	opening := make(chan struct{}, l.cfg.concurrency)
+	opening := make(chan struct{}, l.cfg.Concurrency)
 	var opened, conns sync.WaitGroup
 start:
-	for range l.cfg.connections {
+	for range l.cfg.Connections {
 		select {
 		case opening <- struct{}{}:
 		case <-holdCtx.Done():
@@ -236,7 +236,7 @@ start:
 
 	var mem *serverMemory
 	// Let the server settle: the handlers have started reading.
-	settle := min(time.Second, time.Until(begin.Add(l.cfg.duration))/2)
+	settle := min(time.Second, time.Until(begin.Add(l.cfg.Duration))/2)
 	select {
 	case <-time.After(settle):
 	case <-holdCtx.Done():
@@ -264,7 +264,7 @@ start:
 // to open), holds it until holdCtx ends, and records its outcome.
 func (l *load) idleConn(ctx, holdCtx context.Context, url string, opened func()) {
 	t := &loadstats.Timings{}
-	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.timeout)
+	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.Timeout)
 	c, err := dial(openCtx, url, t)
 	cancel()
 	opened()

@@ -51,7 +51,7 @@ func summarize(s *loadstats.Stats, cfg config, elapsed time.Duration) *summary {
 		Scenario:    cfg.scenario,
 		Library:     library(),
 		URLs:        []string{cfg.baseURL.String()},
-		Concurrency: cfg.concurrency,
+		Concurrency: cfg.Concurrency,
 		Totals:      s.Totals(elapsed),
 	}
 	switch cfg.scenario {

@@ -11,9 +11,9 @@ import (
 	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
-// runIdle opens cfg.connections connections, at most cfg.concurrency being
+// runIdle opens cfg.Connections connections, at most cfg.Concurrency being
 // opened at once, each of which creates a room of its own, and holds them
-// until cfg.duration has passed since the start, reading events so that
+// until cfg.Duration has passed since the start, reading events so that
 // the client answers the relay's keepalive pings. Then, with a relay
 // watch, it scrapes the relays while every connection is still open, and
 // releases them. A connection that the relay or the network ends before
@@ -23,7 +23,7 @@ import (
 // abandoned and not counted.
 func (l *load) runIdle(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
 	begin := time.Now()
-	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.duration))
+	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.Duration))
 	defer cancel()
 	releaseCtx, release := context.WithCancel(ctx)
 	defer release()
@@ -47,10 +47,10 @@ func (l *load) runIdle(ctx context.Context, progress io.Writer, progressTTY bool
 		stopProgress = l.showProgress(progress, progressTTY, begin)
 	}
 
-	opening := make(chan struct{}, l.cfg.concurrency)
+	opening := make(chan struct{}, l.cfg.Concurrency)
 	var wg sync.WaitGroup
 start:
-	for i := range l.cfg.connections {
+	for i := range l.cfg.Connections {
 		select {
 		case opening <- struct{}{}:
 		case <-holdCtx.Done():
@@ -72,7 +72,7 @@ start:
 // gives up opening when holdCtx ends.
 func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, opened func()) {
 	p := &pair{l: l, timings: &loadstats.Timings{}}
-	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.timeout)
+	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.Timeout)
 	u := i % len(l.cfg.urls)
 	c, err := p.dial(openCtx, l.cfg.urls[u], l.src.options())
 	if err == nil {

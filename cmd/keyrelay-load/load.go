@@ -69,10 +69,10 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 	return sum
 }
 
-// runPairs starts pairs until cfg.pairs have run (or, with a rate, have
-// arrived) or cfg.duration has passed (the pairs in flight then finish),
+// runPairs starts pairs until cfg.Pairs have run (or, with a rate, have
+// arrived) or cfg.Duration has passed (the pairs in flight then finish),
 // or ctx ends (the pairs in flight are abandoned and not counted). Without
-// a rate, cfg.concurrency pairs run at once, each starting the next when
+// a rate, cfg.Concurrency pairs run at once, each starting the next when
 // it ends (closed loop); with one, see runOpen. If progress is not nil, a
 // live line goes to it at most once a second.
 //
@@ -80,9 +80,9 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 // else each update is a line of its own.
 func (l *load) runPairs(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
 	startCtx := ctx // when to stop starting pairs
-	if l.cfg.duration > 0 {
+	if l.cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		startCtx, cancel = context.WithTimeout(ctx, l.cfg.duration)
+		startCtx, cancel = context.WithTimeout(ctx, l.cfg.Duration)
 		defer cancel()
 	}
 	begin := time.Now()
@@ -105,16 +105,16 @@ func (l *load) runPairs(ctx context.Context, progress io.Writer, progressTTY boo
 	return sum
 }
 
-// runClosed runs cfg.concurrency workers, each running one pair after
-// another until startCtx ends or cfg.pairs have started.
+// runClosed runs cfg.Concurrency workers, each running one pair after
+// another until startCtx ends or cfg.Pairs have started.
 func (l *load) runClosed(ctx, startCtx context.Context) {
 	var next atomic.Int64 // index of the next pair
 	var wg sync.WaitGroup
-	for range l.cfg.concurrency {
+	for range l.cfg.Concurrency {
 		wg.Go(func() {
 			for startCtx.Err() == nil {
 				i := next.Add(1) - 1
-				if l.cfg.pairs > 0 && i >= int64(l.cfg.pairs) {
+				if l.cfg.Pairs > 0 && i >= int64(l.cfg.Pairs) {
 					return
 				}
 				l.started.Add(1)
@@ -138,8 +138,8 @@ type openLoop struct {
 }
 
 // runOpen starts a pair at every arrival, rate arrivals per second evenly
-// spaced from begin, until startCtx ends or cfg.pairs arrivals have come,
-// then waits for the pairs in flight. An arrival that finds cfg.concurrency
+// spaced from begin, until startCtx ends or cfg.Pairs arrivals have come,
+// then waits for the pairs in flight. An arrival that finds cfg.Concurrency
 // pairs in flight is missed: not started, counted. Arrivals keep to their
 // schedule: if the loop falls behind (a pause), the overdue ones come at
 // once, so that the offered load does not depend on the relay's speed.
@@ -158,7 +158,7 @@ func (l *load) runOpen(ctx, startCtx context.Context, begin time.Time) *openLoop
 	var wg sync.WaitGroup
 	var k int64 // arrivals so far
 arrivals:
-	for l.cfg.pairs == 0 || k < int64(l.cfg.pairs) {
+	for l.cfg.Pairs == 0 || k < int64(l.cfg.Pairs) {
 		if d := time.Until(due(k)); d > 0 {
 			timer.Reset(d)
 			select {
@@ -172,7 +172,7 @@ arrivals:
 		}
 		k++
 		// Only this goroutine increments inFlight, so the cap holds.
-		if l.inFlight.Load() >= int64(l.cfg.concurrency) {
+		if l.inFlight.Load() >= int64(l.cfg.Concurrency) {
 			o.Missed++
 			continue
 		}
@@ -242,7 +242,7 @@ func (l *load) urlsFor(i int) (a, b string) {
 
 // runPair runs pair i's scenario and records its outcome.
 func (l *load) runPair(ctx context.Context, i int) {
-	pctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
 	p := &pair{l: l, timings: &loadstats.Timings{}}
 	err := p.run(pctx, i)

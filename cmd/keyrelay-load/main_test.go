@@ -327,8 +327,8 @@ func TestEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.pairs != 3 || cfg.group.Name() != "p256" || cfg.urls[0] != "ws://x/v1/ws" {
-		t.Errorf("got pairs %d, group %s, urls %v; want 3 (flag wins), p256, ws://x/v1/ws", cfg.pairs, cfg.group.Name(), cfg.urls)
+	if cfg.Pairs != 3 || cfg.group.Name() != "p256" || cfg.urls[0] != "ws://x/v1/ws" {
+		t.Errorf("got pairs %d, group %s, urls %v; want 3 (flag wins), p256, ws://x/v1/ws", cfg.Pairs, cfg.group.Name(), cfg.urls)
 	}
 }
 

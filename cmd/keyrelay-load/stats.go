@@ -69,7 +69,7 @@ func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
 		Scenario:    cfg.scenario,
 		Group:       cfg.group.Name(),
 		URLs:        cfg.urls,
-		Concurrency: cfg.concurrency,
+		Concurrency: cfg.Concurrency,
 		Totals:      s.Totals(elapsed),
 		Resumes:     s.resumes.Load(),
 		MessageRate: cfg.messageRate,
