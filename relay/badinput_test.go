@@ -203,7 +203,7 @@ func (fx *badFixture) waitGraceOver(grace time.Duration) {
 		fx.t.Fatal("afterGrace needs cfg.ResumeGrace")
 	}
 	waitFor(fx.t, func() bool {
-		r, err := fx.tr.store.Room(context.Background(), fx.room)
+		r, err := fx.tr.Store.Room(context.Background(), fx.room)
 		if err != nil {
 			return false
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/wire"
@@ -74,13 +75,13 @@ var setups = []struct {
 }{
 	{"memory", func(b *testing.B) (string, string) {
 		tr := newRelayOn(b, session.NewMemoryStore(session.MemoryConfig{}), benchConfig)
-		return tr.url, tr.url
+		return tr.URL, tr.URL
 	}},
 	{"redis-2-instances", func(b *testing.B) (string, string) {
 		addr := redistest.Start(b)
-		r1 := newRelayOn(b, newRedisStore(b, addr, "bench:"), benchConfig)
-		r2 := newRelayOn(b, newRedisStore(b, addr, "bench:"), benchConfig)
-		return r1.url, r2.url
+		r1 := newRelayOn(b, relaytest.NewRedisStore(b, addr, "bench:"), benchConfig)
+		r2 := newRelayOn(b, relaytest.NewRedisStore(b, addr, "bench:"), benchConfig)
+		return r1.URL, r2.URL
 	}},
 }
 

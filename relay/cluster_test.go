@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -28,8 +29,8 @@ func twoInstances(t *testing.T, cfg relay.Config) (*redistest.Server, *testRelay
 	}
 	rs := redistest.StartServer(t)
 	prefix := "cluster:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
-	r1 := newRelayOn(t, newRedisStore(t, rs.Addr, prefix), cfg)
-	r2 := newRelayOn(t, newRedisStore(t, rs.Addr, prefix), cfg)
+	r1 := newRelayOn(t, relaytest.NewRedisStore(t, rs.Addr, prefix), cfg)
+	r2 := newRelayOn(t, relaytest.NewRedisStore(t, rs.Addr, prefix), cfg)
 	return rs, r1, r2
 }
 
@@ -141,7 +142,7 @@ func TestInstanceStoppedMidConversation(t *testing.T) {
 	p := handshakeAcross(t, r1, r2, dh.X25519())
 	recvMsg(t, p.b, p.bCh, sendMsg(t, p.a, p.aCh, "before"), "before")
 	p.b.send(map[string]any{"type": "ack", "seq": 1})
-	r2.relay.Close()
+	r2.Relay.Close()
 	p.b.expectClose(websocket.StatusGoingAway)
 	if f := p.a.expect(wire.TypePeerLeft); f.str("reason") != "dropped" {
 		t.Fatalf("peer_left %v", f)
@@ -171,7 +172,7 @@ func TestInstanceCrashMidConversation(t *testing.T) {
 	p := handshakeAcross(t, r1, r2, dh.X25519())
 	s1 := sendMsg(t, p.a, p.aCh, "one") // B never acks it
 	recvMsg(t, p.b, p.bCh, s1, "one")
-	r2.store.Close() // the instance's state is gone: nothing it does now reaches Redis
+	r2.Store.Close() // the instance's state is gone: nothing it does now reaches Redis
 	for {            // B's connection ends (its instance can no longer serve it)
 		if _, err := p.b.tryRead(frameTimeout); err != nil {
 			break
@@ -210,7 +211,7 @@ func TestRedisOutage(t *testing.T) {
 		c.expectClose(websocket.StatusTryAgainLater)
 	}
 	ctx := context.Background()
-	if err := r1.relay.Ready(ctx); err == nil {
+	if err := r1.Relay.Ready(ctx); err == nil {
 		t.Fatal("Ready with Redis down")
 	}
 	c := r1.dial(t)
@@ -218,7 +219,7 @@ func TestRedisOutage(t *testing.T) {
 	c.expectError(wire.CodeUnavailable)
 
 	rs.Restart()
-	waitFor(t, func() bool { return r1.relay.Ready(ctx) == nil && r2.relay.Ready(ctx) == nil })
+	waitFor(t, func() bool { return r1.Relay.Ready(ctx) == nil && r2.Relay.Ready(ctx) == nil })
 	// This redis-server keeps nothing on disk, so the old room is gone;
 	// new rooms work at once, across instances.
 	c.send(map[string]any{"type": "create"})

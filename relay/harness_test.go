@@ -5,20 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/wire"
@@ -28,12 +24,10 @@ import (
 // it only keeps a broken relay from hanging the suite.
 const frameTimeout = 10 * time.Second
 
+// testRelay is a relay started by relaytest, with the raw-protocol
+// helpers of this file.
 type testRelay struct {
-	srv   *httptest.Server
-	relay *relay.Server
-	store session.Store
-	reg   *prometheus.Registry
-	url   string
+	*relaytest.Server
 }
 
 // storeEnv chooses the store the relay suite runs on: "memory" (unset) or
@@ -45,26 +39,9 @@ const storeEnv = "KEYRELAY_TEST_STORE"
 func newStore(t testing.TB) session.Store {
 	t.Helper()
 	if os.Getenv(storeEnv) != "redis" {
-		return session.NewMemoryStore(session.MemoryConfig{SweepInterval: 50 * time.Millisecond})
+		return relaytest.NewMemoryStore()
 	}
-	return newRedisStore(t, redistest.Start(t))
-}
-
-// newRedisStore returns a store on the Redis at addr under a prefix of its
-// own, so that stores made with the same addr share rooms only when asked.
-func newRedisStore(t testing.TB, addr string, prefix ...string) session.Store {
-	t.Helper()
-	p := "test:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
-	if len(prefix) > 0 {
-		p = prefix[0]
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
-	defer cancel()
-	s, err := session.NewRedisStore(ctx, session.RedisConfig{URL: "redis://" + addr, Prefix: p, SweepInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return relaytest.NewRedisStore(t, redistest.Start(t), "")
 }
 
 func newRelay(t testing.TB, cfg relay.Config) *testRelay {
@@ -76,21 +53,7 @@ func newRelay(t testing.TB, cfg relay.Config) *testRelay {
 // test.
 func newRelayOn(t testing.TB, store session.Store, cfg relay.Config) *testRelay {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	cfg.Registerer = reg
-	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", r)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		r.Close()
-		srv.Close()
-		store.Close()
-	})
-	return &testRelay{srv: srv, relay: r, store: store, reg: reg, url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"}
+	return &testRelay{relaytest.NewServer(t, store, cfg)}
 }
 
 // peer is a raw protocol client: tests speak frames to the relay directly.
@@ -138,7 +101,7 @@ func (tr *testRelay) dial(t *testing.T) *peer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
+	ws, _, err := websocket.Dial(ctx, tr.URL, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -321,7 +284,7 @@ func channel(t *testing.T, self *dh.PrivateKey, peer *dh.PublicKey) *dh.Channel 
 // test relay's registry; a family with no samples yet counts 0.
 func metricValue(t *testing.T, tr *testRelay, name string) float64 {
 	t.Helper()
-	mfs, err := tr.reg.Gather()
+	mfs, err := tr.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

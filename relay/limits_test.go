@@ -13,6 +13,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -119,8 +120,8 @@ func TestLimitsAcrossInstances(t *testing.T) {
 		t.Cleanup(func() { l.Close(); c.Close() })
 		return l
 	}
-	r1 := newRelayOn(t, newRedisStore(t, rs.Addr, prefix), relay.Config{Limiter: newLimiter()})
-	r2 := newRelayOn(t, newRedisStore(t, rs.Addr, prefix), relay.Config{Limiter: newLimiter()})
+	r1 := newRelayOn(t, relaytest.NewRedisStore(t, rs.Addr, prefix), relay.Config{Limiter: newLimiter()})
+	r2 := newRelayOn(t, relaytest.NewRedisStore(t, rs.Addr, prefix), relay.Config{Limiter: newLimiter()})
 
 	a := r1.dial(t)
 	b := r2.dial(t)

@@ -85,14 +85,14 @@ func TestStoresOnlyCiphertext(t *testing.T) {
 	p.a.expect(wire.TypeSent)
 	p.b.expect(wire.TypeMsg) // not acked: it stays in the store
 	ctx := context.Background()
-	msgs, err := tr.store.Pending(ctx, p.room, p.bID, 0)
+	msgs, err := tr.Store.Pending(ctx, p.room, p.bID, 0)
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("Pending = %v, %v", msgs, err)
 	}
 	if !bytes.Equal(msgs[0].Body, body) || bytes.Contains(msgs[0].Body, []byte("hunter2")) {
 		t.Fatalf("stored body is not the ciphertext sent")
 	}
-	room, err := tr.store.Room(ctx, p.room)
+	room, err := tr.Store.Room(ctx, p.room)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestStoresOnlyCiphertext(t *testing.T) {
 	// Acknowledged messages leave the store.
 	p.b.send(map[string]any{"type": "ack", "seq": 1})
 	waitFor(t, func() bool {
-		msgs, _ := tr.store.Pending(ctx, p.room, p.bID, 0)
+		msgs, _ := tr.Store.Pending(ctx, p.room, p.bID, 0)
 		return len(msgs) == 0
 	})
 }
@@ -391,7 +391,7 @@ func TestExpiry(t *testing.T) {
 	a.send(map[string]any{"type": "create"})
 	room := a.expect(wire.TypeRoom).str("room")
 	a.expectError(wire.CodeRoomExpired)
-	if n, _ := tr.store.Rooms(context.Background()); n != 0 {
+	if n, _ := tr.Store.Rooms(context.Background()); n != 0 {
 		t.Fatalf("%d rooms left after expiry", n)
 	}
 	// Out of the room, still connected: a new room works; the old one is gone.
@@ -455,7 +455,7 @@ func TestLimits(t *testing.T) {
 		tr := newRelay(t, relay.Config{})
 		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 		defer cancel()
-		ws, _, err := websocket.Dial(ctx, tr.url, nil)
+		ws, _, err := websocket.Dial(ctx, tr.URL, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -465,7 +465,7 @@ func TestLimits(t *testing.T) {
 		tr := newRelay(t, relay.Config{})
 		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 		defer cancel()
-		_, resp, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{
+		_, resp, err := websocket.Dial(ctx, tr.URL, &websocket.DialOptions{
 			Subprotocols: []string{wire.Subprotocol},
 			HTTPHeader:   http.Header{"Origin": {"https://evil.example"}},
 		})
@@ -473,7 +473,7 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("foreign origin: %v, %v; want 403", resp, err)
 		}
 		tr2 := newRelay(t, relay.Config{AllowedOrigins: []string{"evil.example"}})
-		ws, _, err := websocket.Dial(ctx, tr2.url, &websocket.DialOptions{
+		ws, _, err := websocket.Dial(ctx, tr2.URL, &websocket.DialOptions{
 			Subprotocols: []string{wire.Subprotocol},
 			HTTPHeader:   http.Header{"Origin": {"https://evil.example"}},
 		})
@@ -492,7 +492,7 @@ func TestLimits(t *testing.T) {
 		// Read that answers them).
 		ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 		defer cancel()
-		dead, _, err := websocket.Dial(ctx, tr.url, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
+		dead, _, err := websocket.Dial(ctx, tr.URL, &websocket.DialOptions{Subprotocols: []string{wire.Subprotocol}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -550,12 +550,12 @@ func TestLimits(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	tr := newRelay(t, relay.Config{})
 	p := handshake(t, tr, dh.X25519())
-	if err := tr.relay.Close(); err != nil {
+	if err := tr.Relay.Close(); err != nil {
 		t.Fatal(err)
 	}
 	p.a.expectClose(websocket.StatusGoingAway)
 	p.b.expectClose(websocket.StatusGoingAway)
-	if err := tr.relay.Ready(context.Background()); err == nil {
+	if err := tr.Relay.Ready(context.Background()); err == nil {
 		t.Error("Ready after Close")
 	}
 }

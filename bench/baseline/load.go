@@ -16,20 +16,22 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // load runs the pairs of one configuration and gathers their figures.
 type load struct {
 	cfg   config // static after newLoad
-	stats *stats
+	stats *loadstats.Stats
 }
 
 func newLoad(cfg config) *load {
 	return &load{cfg: cfg, stats: newStats()}
 }
 
-// run runs the scenario: pairs, at most cfg.concurrency at once, until
-// cfg.pairs have run or cfg.duration has passed (the pairs in flight then
+// run runs the scenario: pairs, at most cfg.Concurrency at once, until
+// cfg.Pairs have run or cfg.Duration has passed (the pairs in flight then
 // finish), or ctx ends (the pairs in flight are abandoned and not
 // counted). Warnings (idle: /stats unreachable) go to warn.
 func (l *load) run(ctx context.Context, warn io.Writer) *summary {
@@ -37,19 +39,19 @@ func (l *load) run(ctx context.Context, warn io.Writer) *summary {
 		return l.runIdle(ctx, warn)
 	}
 	startCtx := ctx // when to stop starting pairs
-	if l.cfg.duration > 0 {
+	if l.cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		startCtx, cancel = context.WithTimeout(ctx, l.cfg.duration)
+		startCtx, cancel = context.WithTimeout(ctx, l.cfg.Duration)
 		defer cancel()
 	}
 	begin := time.Now()
 	var next atomic.Int64 // index of the next pair
 	var wg sync.WaitGroup
-	for range l.cfg.concurrency {
+	for range l.cfg.Concurrency {
 		wg.Go(func() {
 			for startCtx.Err() == nil {
 				i := next.Add(1) - 1
-				if l.cfg.pairs > 0 && i >= int64(l.cfg.pairs) {
+				if l.cfg.Pairs > 0 && i >= int64(l.cfg.Pairs) {
 					return
 				}
 				l.runPair(ctx)
@@ -57,14 +59,14 @@ func (l *load) run(ctx context.Context, warn io.Writer) *summary {
 		})
 	}
 	wg.Wait()
-	return l.stats.summary(l.cfg, time.Since(begin))
+	return summarize(l.stats, l.cfg, time.Since(begin))
 }
 
 // runPair runs one pair of the scenario and records its outcome.
 func (l *load) runPair(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	t := &timings{}
+	t := &loadstats.Timings{}
 	var (
 		messages int
 		err      error
@@ -76,28 +78,28 @@ func (l *load) runPair(ctx context.Context) {
 		messages, err = l.forwardPair(pctx, t)
 	}
 	if err != nil && ctx.Err() != nil {
-		l.stats.abandoned()
+		l.stats.Abandoned()
 		return
 	}
-	l.stats.record(t, messages, err)
+	l.stats.Record(t, messages, err)
 }
 
 // dial opens a WebSocket to url, compression disabled (as the relay's
 // client does), with the server's read limit, and times it.
-func dial(ctx context.Context, url string, t *timings) (*websocket.Conn, error) {
+func dial(ctx context.Context, url string, t *loadstats.Timings) (*websocket.Conn, error) {
 	t0 := time.Now()
 	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
-		return nil, stageError{"dial", err}
+		return nil, loadstats.StageError{Stage: "dial", Err: err}
 	}
 	c.SetReadLimit(readLimit)
-	t.add(metricConnect, time.Since(t0))
+	t.Add(metricConnect, time.Since(t0))
 	return c, nil
 }
 
 // upgradePair dials two connections to /upgrade and closes both, as a
 // relay pair's two peers connect (and, at the end, close).
-func (l *load) upgradePair(ctx context.Context, t *timings) error {
+func (l *load) upgradePair(ctx context.Context, t *loadstats.Timings) error {
 	u := l.cfg.endpoint("/upgrade", "")
 	a, err := dial(ctx, u, t)
 	if err != nil {
@@ -118,7 +120,7 @@ func (l *load) upgradePair(ctx context.Context, t *timings) error {
 // forwardPair connects A and B to /forward under a new pair ID, then runs
 // cfg.messages round trips: A sends, B receives and replies, A receives.
 // It returns the messages delivered, both ways.
-func (l *load) forwardPair(ctx context.Context, t *timings) (delivered int, err error) {
+func (l *load) forwardPair(ctx context.Context, t *loadstats.Timings) (delivered int, err error) {
 	var id [16]byte
 	rand.Read(id[:])
 	u := l.cfg.endpoint("/forward", url.Values{"pair": {hex.EncodeToString(id[:])}}.Encode())
@@ -145,7 +147,7 @@ func (l *load) forwardPair(ctx context.Context, t *timings) (delivered int, err 
 					return err
 				}
 				if err := b.Write(ctx, websocket.MessageText, msgB); err != nil {
-					return stageError{"send", err}
+					return loadstats.StageError{Stage: "send", Err: err}
 				}
 			}
 			return nil
@@ -156,12 +158,12 @@ func (l *load) forwardPair(ctx context.Context, t *timings) (delivered int, err 
 		for range n {
 			t0 := time.Now()
 			if err := a.Write(ctx, websocket.MessageText, msgA); err != nil {
-				return stageError{"send", err}
+				return loadstats.StageError{Stage: "send", Err: err}
 			}
 			if err := expect(ctx, a, msgB); err != nil {
 				return err
 			}
-			t.add(metricRoundTrip, time.Since(t0))
+			t.Add(metricRoundTrip, time.Since(t0))
 			delivered += 2
 		}
 		return nil
@@ -184,10 +186,10 @@ func (l *load) forwardPair(ctx context.Context, t *timings) (delivered int, err 
 func expect(ctx context.Context, c *websocket.Conn, want []byte) error {
 	typ, got, err := c.Read(ctx)
 	if err != nil {
-		return stageError{"receive", err}
+		return loadstats.StageError{Stage: "receive", Err: err}
 	}
 	if typ != websocket.MessageText || !bytes.Equal(got, want) {
-		return stageError{"receive", errMismatch}
+		return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 	}
 	return nil
 }
@@ -202,15 +204,15 @@ func payload(n int) []byte {
 	return p
 }
 
-// runIdle opens cfg.connections connections to /upgrade, at most
-// cfg.concurrency being opened at once, and holds them until cfg.duration
+// runIdle opens cfg.Connections connections to /upgrade, at most
+// cfg.Concurrency being opened at once, and holds them until cfg.Duration
 // has passed since the start. It samples the server's /stats before the
 // first opens and once all have opened (after a short settling time), and
 // reports the difference per connection. A connection that ends before the
 // hold does is an error (dropped).
 func (l *load) runIdle(ctx context.Context, warn io.Writer) *summary {
 	begin := time.Now()
-	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.duration))
+	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.Duration))
 	defer cancel()
 	before, errBefore := l.serverStats(ctx)
 	if errBefore != nil {
@@ -218,10 +220,10 @@ func (l *load) runIdle(ctx context.Context, warn io.Writer) *summary {
 	}
 
 	u := l.cfg.endpoint("/upgrade", "")
-	opening := make(chan struct{}, l.cfg.concurrency)
+	opening := make(chan struct{}, l.cfg.Concurrency)
 	var opened, conns sync.WaitGroup
 start:
-	for range l.cfg.connections {
+	for range l.cfg.Connections {
 		select {
 		case opening <- struct{}{}:
 		case <-holdCtx.Done():
@@ -234,7 +236,7 @@ start:
 
 	var mem *serverMemory
 	// Let the server settle: the handlers have started reading.
-	settle := min(time.Second, time.Until(begin.Add(l.cfg.duration))/2)
+	settle := min(time.Second, time.Until(begin.Add(l.cfg.Duration))/2)
 	select {
 	case <-time.After(settle):
 	case <-holdCtx.Done():
@@ -253,7 +255,7 @@ start:
 		}
 	}
 	conns.Wait()
-	sum := l.stats.summary(l.cfg, time.Since(begin))
+	sum := summarize(l.stats, l.cfg, time.Since(begin))
 	sum.Server = mem
 	return sum
 }
@@ -261,18 +263,18 @@ start:
 // idleConn opens one connection, calls opened once it is open (or failed
 // to open), holds it until holdCtx ends, and records its outcome.
 func (l *load) idleConn(ctx, holdCtx context.Context, url string, opened func()) {
-	t := &timings{}
-	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.timeout)
+	t := &loadstats.Timings{}
+	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.Timeout)
 	c, err := dial(openCtx, url, t)
 	cancel()
 	opened()
 	if err != nil {
 		switch {
 		case ctx.Err() != nil: // interrupted
-			l.stats.abandoned()
+			l.stats.Abandoned()
 		case holdCtx.Err() != nil: // still opening when the hold ended: not attempted
 		default:
-			l.stats.recordConn(t, false, err)
+			l.stats.RecordConn(t, false, err)
 		}
 		return
 	}
@@ -283,13 +285,13 @@ func (l *load) idleConn(ctx, holdCtx context.Context, url string, opened func())
 	if holdCtx.Err() != nil {
 		err = nil
 	} else {
-		err = stageError{"idle", err}
+		err = loadstats.StageError{Stage: "idle", Err: err}
 	}
 	if ctx.Err() != nil {
-		l.stats.abandoned()
+		l.stats.Abandoned()
 		return
 	}
-	l.stats.recordConn(t, true, err)
+	l.stats.RecordConn(t, true, err)
 }
 
 // serverStats fetches the server's /stats.
@@ -315,31 +317,14 @@ func (l *load) serverStats(ctx context.Context) (serverStats, error) {
 	return st, nil
 }
 
-// errMismatch reports a message that is not the one sent.
-var errMismatch = errors.New("message differs from the one sent")
-
-// stageError is an error of one step of a pair (dial, send, receive; idle:
-// idle).
-type stageError struct {
-	stage string
-	err   error
-}
-
-func (e stageError) Error() string { return e.stage + ": " + e.err.Error() }
-func (e stageError) Unwrap() error { return e.err }
-
 // errorCode classifies an error for the summary, as keyrelay-load does:
 // timeout, mismatch, dial, close_NNNN, or the stage's name.
 func errorCode(err error) string {
-	var se stageError
-	stage := "other"
-	if errors.As(err, &se) {
-		stage = se.stage
-	}
+	stage := loadstats.Stage(err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.Is(err, errMismatch):
+	case errors.Is(err, loadstats.ErrMismatch):
 		return "mismatch"
 	case stage == "dial":
 		return "dial"

@@ -38,7 +38,12 @@
 // The JSON summary (--json) uses the field names of keyrelay-load's where
 // the meaning is the same (pairs_per_second, messages_per_second,
 // latency_ms with p50, p90, p99, p99_9 and max, errors …), so that a script
-// can compare both.
+// can compare both. The figures themselves (histograms, percentiles,
+// totals, errors by code, and their text and JSON) come from
+// internal/loadstats, which keyrelay-load uses too, so that both compute
+// them the same way; loadstats imports nothing of keyrelay's, and the
+// baseline imports nothing else of keyrelay's: no relay, store or client
+// code runs in it.
 package main
 
 import (

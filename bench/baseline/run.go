@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 const usage = `Usage:
@@ -83,17 +85,12 @@ const (
 
 // config is the load's configuration, from flags.
 type config struct {
-	baseURL      *url.URL // the server's, http or https
-	scenario     string
-	pairs        int
-	connections  int // idle
-	concurrency  int
-	duration     time.Duration // 0: no cap
-	messages     int
-	size         int
-	timeout      time.Duration // per pair
-	jsonPath     string        // "" none, "-" stdout
-	maxErrorRate float64
+	baseURL  *url.URL // the server's, http or https
+	scenario string
+	loadstats.Shape
+	messages int
+	size     int
+	jsonPath string // "" none, "-" stdout
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -106,15 +103,15 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&rawURL, "url", "http://127.0.0.1:8090", "the baseline server's URL (http, https, ws or wss)")
 	fs.StringVar(&c.scenario, "scenario", scenarioUpgrade, scenDoc)
-	fs.IntVar(&c.pairs, "pairs", 100, "total pairs to run; 0 runs until --duration")
-	fs.IntVar(&c.connections, "connections", 100, "idle: connections to hold open")
-	fs.IntVar(&c.concurrency, "concurrency", 10, "pairs in flight at once (closed loop); idle: connections being opened at once")
-	fs.DurationVar(&c.duration, "duration", 0, "stop starting pairs after this long; 0 means no cap; idle: how long to hold the connections (required)")
+	fs.IntVar(&c.Pairs, "pairs", 100, "total pairs to run; 0 runs until --duration")
+	fs.IntVar(&c.Connections, "connections", 100, "idle: connections to hold open")
+	fs.IntVar(&c.Concurrency, "concurrency", 10, "pairs in flight at once (closed loop); idle: connections being opened at once")
+	fs.DurationVar(&c.Duration, "duration", 0, "stop starting pairs after this long; 0 means no cap; idle: how long to hold the connections (required)")
 	fs.IntVar(&c.messages, "messages", 10, "forward: round trips per pair (messages each way)")
 	fs.IntVar(&c.size, "size", 256, "forward: bytes per message")
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on one pair's whole run")
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "bound on one pair's whole run")
 	fs.StringVar(&c.jsonPath, "json", "", "write the summary as JSON to this file, or - for stdout (which then gets no text summary)")
-	fs.Float64Var(&c.maxErrorRate, "max-error-rate", 0.01, "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1)")
+	fs.Float64Var(&c.MaxErrorRate, "max-error-rate", 0.01, "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -143,32 +140,14 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	default:
 		return c, fmt.Errorf("--scenario %q: want upgrade, forward or idle", c.scenario)
 	}
+	if err := c.Check(c.scenario == scenarioIdle); err != nil {
+		return c, err
+	}
 	switch {
-	case c.pairs < 0:
-		return c, fmt.Errorf("--pairs %d: must not be negative", c.pairs)
-	case c.scenario == scenarioIdle && c.duration == 0:
-		return c, errors.New("--scenario idle needs a --duration (how long to hold the connections)")
-	case c.scenario == scenarioIdle && c.connections < 1:
-		return c, fmt.Errorf("--connections %d: must be at least 1", c.connections)
-	case c.pairs == 0 && c.duration == 0:
-		return c, errors.New("--pairs 0 needs a --duration")
-	case c.concurrency < 1:
-		return c, fmt.Errorf("--concurrency %d: must be at least 1", c.concurrency)
-	case c.duration < 0:
-		return c, fmt.Errorf("--duration %v: must not be negative", c.duration)
-	case c.timeout <= 0:
-		return c, fmt.Errorf("--timeout %v: must be positive", c.timeout)
 	case c.messages < 1:
 		return c, fmt.Errorf("--messages %d: must be at least 1", c.messages)
 	case c.size < 1 || c.size > readLimit:
 		return c, fmt.Errorf("--size %d: want 1 to %d", c.size, readLimit)
-	case c.maxErrorRate < 0 || c.maxErrorRate > 1:
-		return c, fmt.Errorf("--max-error-rate %v: want a fraction from 0 to 1", c.maxErrorRate)
-	}
-	if c.scenario == scenarioIdle {
-		c.concurrency = min(c.concurrency, c.connections)
-	} else if c.pairs > 0 && c.concurrency > c.pairs {
-		c.concurrency = c.pairs
 	}
 	return c, nil
 }
@@ -194,7 +173,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		sum.writeText(stdout)
 	}
 	if cfg.jsonPath != "" {
-		if err := writeJSON(cfg.jsonPath, stdout, sum); err != nil {
+		if err := loadstats.WriteJSON(cfg.jsonPath, stdout, sum); err != nil {
 			return err
 		}
 	}
@@ -204,9 +183,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if sum.PairsAttempted == 0 {
 		return errors.New("nothing was attempted")
 	}
-	if sum.ErrorRate > cfg.maxErrorRate {
+	if sum.ErrorRate > cfg.MaxErrorRate {
 		return fmt.Errorf("error rate %.4f (%d of %d failed) exceeds --max-error-rate %v",
-			sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.maxErrorRate)
+			sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.MaxErrorRate)
 	}
 	return nil
 }

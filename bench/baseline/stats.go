@@ -1,17 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
-	"os"
 	"runtime/debug"
-	"slices"
-	"sync"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // Latency metrics, named as keyrelay-load names the same measurements.
@@ -22,103 +17,7 @@ const (
 
 var metrics = []string{metricConnect, metricRoundTrip}
 
-// Histogram range: 1 µs to 5 min, 3 significant digits (keyrelay-load's).
-const (
-	histMin    = 1
-	histMax    = int64(5 * time.Minute / time.Microsecond)
-	histDigits = 3
-)
-
-// timings holds one pair's samples until it ends, so that a pair takes the
-// stats lock once.
-type timings struct {
-	samples []sample
-}
-
-type sample struct {
-	metric string
-	d      time.Duration
-}
-
-func (t *timings) add(metric string, d time.Duration) {
-	t.samples = append(t.samples, sample{metric, d})
-}
-
-// stats gathers the outcome of every pair (or idle connection).
-type stats struct {
-	mu         sync.Mutex // guards the following
-	hists      map[string]*hdrhistogram.Histogram
-	ok         int64
-	failed     int64
-	abandonedN int64
-	messages   int64
-	conns      connCounts
-	errors     map[string]int64
-	examples   map[string]string // the first error message of each code
-}
-
-func newStats() *stats {
-	s := &stats{hists: make(map[string]*hdrhistogram.Histogram), errors: make(map[string]int64), examples: make(map[string]string)}
-	for _, m := range metrics {
-		s.hists[m] = hdrhistogram.New(histMin, histMax, histDigits)
-	}
-	return s
-}
-
-// record adds a finished pair: its samples, its delivered messages, and
-// its error if any.
-func (s *stats) record(t *timings, messages int, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, x := range t.samples {
-		us := max(x.d.Microseconds(), histMin)
-		_ = s.hists[x.metric].RecordValue(min(us, histMax)) // in range: cannot fail
-	}
-	s.messages += int64(messages)
-	if err != nil {
-		s.failed++
-		code := errorCode(err)
-		s.errors[code]++
-		if _, ok := s.examples[code]; !ok {
-			s.examples[code] = truncate(err.Error(), maxExample)
-		}
-		return
-	}
-	s.ok++
-}
-
-// connCounts are the idle scenario's connection counts (keyrelay-load's).
-type connCounts struct {
-	Opened    int64 `json:"opened"`      // dialed
-	Failed    int64 `json:"failed"`      // dial failed
-	Dropped   int64 `json:"dropped"`     // opened, then ended by the server or the network before the end
-	OpenAtEnd int64 `json:"open_at_end"` // still open when --duration ended
-}
-
-// recordConn adds an idle connection's outcome. A connection counts as one
-// attempt in the pair counts: completed if it was still open at the end.
-func (s *stats) recordConn(t *timings, opened bool, err error) {
-	s.mu.Lock()
-	if opened {
-		s.conns.Opened++
-		if err != nil {
-			s.conns.Dropped++
-		} else {
-			s.conns.OpenAtEnd++
-		}
-	} else if err != nil {
-		s.conns.Failed++
-	}
-	s.mu.Unlock()
-	s.record(t, 0, err)
-}
-
-// abandoned counts a pair cut short by an interrupt.
-func (s *stats) abandoned() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.abandonedN++
-}
+func newStats() *loadstats.Stats { return loadstats.New(metrics, errorCode) }
 
 // summary is the report of a run, as printed and as JSON. Its field names
 // are keyrelay-load's where the meaning is the same.
@@ -130,27 +29,9 @@ type summary struct {
 	Messages    int      `json:"messages_per_pair_each_way,omitempty"`
 	Size        int      `json:"message_size,omitempty"`
 
-	ElapsedSeconds    float64 `json:"elapsed_seconds"`
-	PairsAttempted    int64   `json:"pairs_attempted"`
-	PairsCompleted    int64   `json:"pairs_completed"`
-	PairsFailed       int64   `json:"pairs_failed"`
-	PairsAbandoned    int64   `json:"pairs_abandoned"` // cut short by an interrupt; not in the error rate
-	MessagesDelivered int64   `json:"messages"`        // both ways
-	PairsPerSecond    float64 `json:"pairs_per_second"`
-	MessagesPerSecond float64 `json:"messages_per_second"`
-	ErrorRate         float64 `json:"error_rate"` // failed / attempted
-
-	// Connections has the idle scenario's connection counts; in idle the
-	// pair counts above count connections (completed: open at the end).
-	Connections *connCounts `json:"connections,omitempty"`
+	loadstats.Totals
 	// Server has the idle scenario's server memory, from /stats.
 	Server *serverMemory `json:"server,omitempty"`
-
-	// Errors counts failed pairs by error code.
-	Errors        map[string]int64  `json:"errors"`
-	ErrorExamples map[string]string `json:"error_examples,omitempty"`
-	// Latency has, per metric with samples, percentiles in milliseconds.
-	Latency map[string]percentiles `json:"latency_ms"`
 }
 
 // serverMemory is the server's state before the idle connections opened
@@ -164,61 +45,21 @@ type serverMemory struct {
 	GoroutinesPerConnection float64     `json:"goroutines_per_connection"`
 }
 
-// percentiles of one latency metric, in milliseconds.
-type percentiles struct {
-	Count int64   `json:"count"`
-	P50   float64 `json:"p50"`
-	P90   float64 `json:"p90"`
-	P99   float64 `json:"p99"`
-	P999  float64 `json:"p99_9"`
-	Max   float64 `json:"max"`
-}
-
-func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// summarize returns the summary of a run of cfg that has lasted elapsed.
+func summarize(s *loadstats.Stats, cfg config, elapsed time.Duration) *summary {
 	sum := &summary{
-		Scenario:          cfg.scenario,
-		Library:           library(),
-		URLs:              []string{cfg.baseURL.String()},
-		Concurrency:       cfg.concurrency,
-		ElapsedSeconds:    elapsed.Seconds(),
-		PairsAttempted:    s.ok + s.failed,
-		PairsCompleted:    s.ok,
-		PairsFailed:       s.failed,
-		PairsAbandoned:    s.abandonedN,
-		MessagesDelivered: s.messages,
-		Errors:            maps.Clone(s.errors),
-		ErrorExamples:     maps.Clone(s.examples),
-		Latency:           make(map[string]percentiles),
+		Scenario:    cfg.scenario,
+		Library:     library(),
+		URLs:        []string{cfg.baseURL.String()},
+		Concurrency: cfg.Concurrency,
+		Totals:      s.Totals(elapsed),
 	}
 	switch cfg.scenario {
 	case scenarioForward:
 		sum.Messages, sum.Size = cfg.messages, cfg.size
 	case scenarioIdle:
-		c := s.conns
+		c := s.Conns()
 		sum.Connections = &c
-	}
-	if secs := elapsed.Seconds(); secs > 0 {
-		sum.PairsPerSecond = float64(s.ok) / secs
-		sum.MessagesPerSecond = float64(s.messages) / secs
-	}
-	if sum.PairsAttempted > 0 {
-		sum.ErrorRate = float64(s.failed) / float64(sum.PairsAttempted)
-	}
-	ms := func(us int64) float64 { return float64(us) / 1000 }
-	for name, h := range s.hists {
-		if h.TotalCount() == 0 {
-			continue
-		}
-		sum.Latency[name] = percentiles{
-			Count: h.TotalCount(),
-			P50:   ms(h.ValueAtPercentile(50)),
-			P90:   ms(h.ValueAtPercentile(90)),
-			P99:   ms(h.ValueAtPercentile(99)),
-			P999:  ms(h.ValueAtPercentile(99.9)),
-			Max:   ms(h.Max()),
-		}
 	}
 	return sum
 }
@@ -240,13 +81,7 @@ func library() string {
 // writeText prints the summary for people.
 func (sum *summary) writeText(w io.Writer) {
 	fmt.Fprintf(w, "baseline %s (%s), %d in flight\n", sum.Scenario, sum.Library, sum.Concurrency)
-	if c := sum.Connections; c != nil {
-		fmt.Fprintf(w, "connections: %d opened, %d failed to open, %d dropped, %d still open after %.2fs\n",
-			c.Opened, c.Failed, c.Dropped, c.OpenAtEnd, sum.ElapsedSeconds)
-	} else {
-		fmt.Fprintf(w, "pairs:    %d completed, %d failed, %d attempted in %.2fs: %.1f pairs/s\n",
-			sum.PairsCompleted, sum.PairsFailed, sum.PairsAttempted, sum.ElapsedSeconds, sum.PairsPerSecond)
-	}
+	sum.WriteCounts(w)
 	if sum.Scenario == scenarioForward {
 		fmt.Fprintf(w, "messages: %d delivered (%d bytes each): %.1f messages/s\n", sum.MessagesDelivered, sum.Size, sum.MessagesPerSecond)
 	}
@@ -254,48 +89,11 @@ func (sum *summary) writeText(w io.Writer) {
 		fmt.Fprintf(w, "server:   RSS %.1f MiB before, %.1f MiB with %d connections: %.0f bytes per connection; %.2f goroutines per connection\n",
 			float64(m.Before.RSSBytes)/(1<<20), float64(m.Held.RSSBytes)/(1<<20), m.HeldConnections, m.RSSBytesPerConnection, m.GoroutinesPerConnection)
 	}
-	fmt.Fprintf(w, "latency (ms)  %8s %8s %8s %8s %8s %8s\n", "count", "p50", "p90", "p99", "p99.9", "max")
-	for _, m := range metrics {
-		p, ok := sum.Latency[m]
-		if !ok {
-			continue
-		}
-		fmt.Fprintf(w, "  %-11s %8d %8.2f %8.2f %8.2f %8.2f %8.2f\n", m, p.Count, p.P50, p.P90, p.P99, p.P999, p.Max)
-	}
+	sum.WriteLatency(w, metrics)
 	if len(sum.Errors) == 0 {
 		fmt.Fprintf(w, "errors:   none\n")
 		return
 	}
 	fmt.Fprintf(w, "errors:   %.2f%%\n", 100*sum.ErrorRate)
-	for _, code := range slices.Sorted(maps.Keys(sum.Errors)) {
-		fmt.Fprintf(w, "  %-20s %8d  e.g. %s\n", code, sum.Errors[code], sum.ErrorExamples[code])
-	}
-}
-
-// writeJSON writes sum as indented JSON to the file path, or to stdout if
-// path is "-".
-func writeJSON(path string, stdout io.Writer, sum *summary) error {
-	data, err := json.MarshalIndent(sum, "", "  ")
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	if path == "-" {
-		_, err = stdout.Write(data)
-		return err
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		return fmt.Errorf("--json: %w", err)
-	}
-	return nil
-}
-
-// maxExample bounds the length of an error example in the summary.
-const maxExample = 200
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	sum.WriteErrors(w)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +16,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
-	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 )
 
 // testTimeout bounds each test; it only keeps a broken relay from hanging
@@ -27,20 +26,7 @@ const testTimeout = 30 * time.Second
 // newRelay starts the real relay on loopback and returns its WebSocket URL.
 func newRelay(t *testing.T) string {
 	t.Helper()
-	store := session.NewMemoryStore(session.MemoryConfig{})
-	r, err := relay.New(store, relay.Config{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", r)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		r.Close()
-		srv.Close()
-		store.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+	return relaytest.NewServer(t, relaytest.NewMemoryStore(), relay.Config{}).URL
 }
 
 // screen is a terminal the test can watch: a goroutine-safe buffer that

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -35,7 +36,7 @@ var errDuplicate = errors.New("message received twice")
 func (p *pair) churn(ctx context.Context, i int, a, b *client.Client, dropA func()) error {
 	if churnAction(i) == churnLeave {
 		if err := a.Leave(ctx); err != nil {
-			return stageError{"leave", err}
+			return loadstats.StageError{Stage: "leave", Err: err}
 		}
 		return waitPeerLeft(ctx, b, wire.ReasonLeft)
 	}
@@ -48,32 +49,32 @@ func (p *pair) churn(ctx context.Context, i int, a, b *client.Client, dropA func
 	rand.Read(away)
 	rand.Read(after)
 	if _, err := b.Send(ctx, away); err != nil {
-		return stageError{"send", err}
+		return loadstats.StageError{Stage: "send", Err: err}
 	}
 	if err := a.Resume(ctx); err != nil {
-		return stageError{"resume", err}
+		return loadstats.StageError{Stage: "resume", Err: err}
 	}
 	p.resumes++
 	m, err := a.Receive(ctx)
 	if err != nil {
-		return stageError{"receive", err}
+		return loadstats.StageError{Stage: "receive", Err: err}
 	}
 	if !bytes.Equal(m.Plaintext, away) {
-		return stageError{"receive", errMismatch}
+		return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 	}
 	p.messages++
 	if _, err := b.Send(ctx, after); err != nil {
-		return stageError{"send", err}
+		return loadstats.StageError{Stage: "send", Err: err}
 	}
 	m, err = a.Receive(ctx)
 	if err != nil {
-		return stageError{"receive", err}
+		return loadstats.StageError{Stage: "receive", Err: err}
 	}
 	switch {
 	case bytes.Equal(m.Plaintext, away):
-		return stageError{"receive", errDuplicate}
+		return loadstats.StageError{Stage: "receive", Err: errDuplicate}
 	case !bytes.Equal(m.Plaintext, after):
-		return stageError{"receive", errMismatch}
+		return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 	}
 	p.messages++
 	return nil
@@ -85,13 +86,13 @@ func waitPeerLeft(ctx context.Context, c *client.Client, reason wire.Reason) err
 	for {
 		ev, err := c.Next(ctx)
 		if err != nil {
-			return stageError{"peer_left", err}
+			return loadstats.StageError{Stage: "peer_left", Err: err}
 		}
 		if ev.Type != client.EventPeerLeft {
 			continue
 		}
 		if ev.Reason != reason {
-			return stageError{"peer_left", fmt.Errorf("peer left with reason %q, want %q", ev.Reason, reason)}
+			return loadstats.StageError{Stage: "peer_left", Err: fmt.Errorf("peer left with reason %q, want %q", ev.Reason, reason)}
 		}
 		return nil
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,11 +8,11 @@ import (
 	"math"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // Scenario names.
@@ -27,19 +26,14 @@ const (
 
 // config is the program's configuration, from flags and the environment.
 type config struct {
-	urls         []string
-	scenario     string
-	group        *dh.Group
-	pairs        int
-	connections  int // idle
-	concurrency  int
-	duration     time.Duration // 0: no cap
-	messages     int
-	size         int
-	timeout      time.Duration // per pair
-	jsonPath     string        // "" none, "-" stdout
-	maxErrorRate float64
-	progress     bool
+	urls     []string
+	scenario string
+	group    *dh.Group
+	loadstats.Shape
+	messages int
+	size     int
+	jsonPath string // "" none, "-" stdout
+	progress bool
 
 	rate            float64       // pairs started per second; 0: closed loop
 	messageRate     float64       // round trips per second per pair; 0: unpaced
@@ -155,15 +149,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	fs.StringVar(&urls, "url", "ws://localhost:8080/v1/ws", doc("url", "relay WebSocket URL(s), comma-separated; with several, the two peers of a pair go to different URLs"))
 	fs.StringVar(&c.scenario, "scenario", scenarioHandshake, doc("scenario", "what each pair does: handshake (create, join, key exchange, close), chat (handshake, then --messages round trips), churn (chat, then pair i leaves if i is even, else drops its connection without close and resumes), or idle (hold --connections connections, each in its own room, for --duration)"))
 	fs.StringVar(&group, "group", "x25519", doc("group", "Diffie-Hellman group of the rooms: x25519, p256, modp14 … modp18, modp5"))
-	fs.IntVar(&c.pairs, "pairs", 100, doc("pairs", "total pairs to run (with --rate: arrivals, started or missed); 0 runs until --duration"))
-	fs.IntVar(&c.connections, "connections", 100, doc("connections", "idle: connections to hold open, each in a room of its own"))
-	fs.IntVar(&c.concurrency, "concurrency", 10, doc("concurrency", "pairs in flight at once (closed loop); with --rate, the cap on pairs in flight; idle: connections being opened at once"))
-	fs.DurationVar(&c.duration, "duration", 0, doc("duration", "stop starting pairs after this long (e.g. 30s); 0 means no cap; idle: how long to hold the connections (required)"))
+	fs.IntVar(&c.Pairs, "pairs", 100, doc("pairs", "total pairs to run (with --rate: arrivals, started or missed); 0 runs until --duration"))
+	fs.IntVar(&c.Connections, "connections", 100, doc("connections", "idle: connections to hold open, each in a room of its own"))
+	fs.IntVar(&c.Concurrency, "concurrency", 10, doc("concurrency", "pairs in flight at once (closed loop); with --rate, the cap on pairs in flight; idle: connections being opened at once"))
+	fs.DurationVar(&c.Duration, "duration", 0, doc("duration", "stop starting pairs after this long (e.g. 30s); 0 means no cap; idle: how long to hold the connections (required)"))
 	fs.IntVar(&c.messages, "messages", 10, doc("messages", "chat, churn: messages each way per pair"))
 	fs.IntVar(&c.size, "size", 256, doc("size", "chat, churn: plaintext bytes per message"))
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, doc("timeout", "bound on one pair's whole run; a pair that exceeds it fails with \"timeout\""))
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, doc("timeout", "bound on one pair's whole run; a pair that exceeds it fails with \"timeout\""))
 	fs.StringVar(&c.jsonPath, "json", "", doc("json", "write the summary as JSON to this file, or - for stdout (which then gets no text summary)"))
-	fs.Float64Var(&c.maxErrorRate, "max-error-rate", 0.01, doc("max-error-rate", "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1), or, with --rate, missed arrivals / arrivals"))
+	fs.Float64Var(&c.MaxErrorRate, "max-error-rate", 0.01, doc("max-error-rate", "exit non-zero when failed pairs / attempted pairs exceeds this (0 to 1), or, with --rate, missed arrivals / arrivals"))
 	fs.BoolVar(&progress, "progress", progress, doc("progress", "show a live progress line on stderr at most once a second (default: when stderr is a terminal)"))
 	fs.Float64Var(&c.rate, "rate", 0, doc("rate", "open loop: pair arrivals per second, evenly spaced; --concurrency caps the pairs in flight and arrivals beyond it are counted as missed; 0 runs a closed loop (not for idle)"))
 	fs.Float64Var(&c.messageRate, "message-rate", 0, doc("message-rate", "chat, churn, chat steps: at most this many round trips per second per pair; 0 means as fast as possible"))
@@ -230,27 +224,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 		return c, fmt.Errorf("--group: %w", err)
 	}
 	c.group = g
+	if err := c.Check(c.scenario == scenarioIdle); err != nil {
+		return c, err
+	}
 	switch {
-	case c.pairs < 0:
-		return c, fmt.Errorf("--pairs %d: must not be negative", c.pairs)
-	case c.scenario == scenarioIdle && c.duration == 0:
-		return c, errors.New("--scenario idle needs a --duration (how long to hold the connections)")
-	case c.scenario == scenarioIdle && c.connections < 1:
-		return c, fmt.Errorf("--connections %d: must be at least 1", c.connections)
-	case c.pairs == 0 && c.duration == 0:
-		return c, errors.New("--pairs 0 needs a --duration")
-	case c.concurrency < 1:
-		return c, fmt.Errorf("--concurrency %d: must be at least 1", c.concurrency)
-	case c.duration < 0:
-		return c, fmt.Errorf("--duration %v: must not be negative", c.duration)
-	case c.timeout <= 0:
-		return c, fmt.Errorf("--timeout %v: must be positive", c.timeout)
 	case c.messages < 1 && (c.scenario == scenarioChat || c.scenario == scenarioChurn):
 		return c, fmt.Errorf("--messages %d: must be at least 1", c.messages)
 	case c.size < 1:
 		return c, fmt.Errorf("--size %d: must be at least 1", c.size)
-	case c.maxErrorRate < 0 || c.maxErrorRate > 1:
-		return c, fmt.Errorf("--max-error-rate %v: want a fraction from 0 to 1", c.maxErrorRate)
 	case c.rate < 0 || math.IsNaN(c.rate) || math.IsInf(c.rate, 0):
 		return c, fmt.Errorf("--rate %v: want a positive number of pairs per second, or 0", c.rate)
 	case c.rate > 0 && c.scenario == scenarioIdle:
@@ -273,74 +254,5 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	if c.metricsURLs, err = parseMetricsURLs(metricsURLs, c.urls); err != nil {
 		return c, fmt.Errorf("--metrics-url: %w", err)
 	}
-	if c.scenario == scenarioIdle {
-		c.concurrency = min(c.concurrency, c.connections)
-	} else if c.pairs > 0 && c.concurrency > c.pairs {
-		c.concurrency = c.pairs
-	}
 	return c, nil
-}
-
-// isTerminal reports whether w is a character device, such as a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// run parses the configuration, runs the load, and prints the summary.
-// It returns an error for bad flags, when the error rate exceeds
-// --max-error-rate, or when ctx ends the run early.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	tty := isTerminal(stderr)
-	cfg, err := parseConfig(args, getenv, stderr, tty)
-	if err != nil {
-		return err
-	}
-	var progress io.Writer
-	if cfg.progress {
-		progress = stderr
-	}
-	sum := newLoad(cfg, nil).run(ctx, progress, tty)
-
-	if cfg.jsonPath != "-" {
-		sum.writeText(stdout)
-	}
-	if cfg.jsonPath != "" {
-		if err := writeJSON(cfg.jsonPath, stdout, sum); err != nil {
-			return err
-		}
-	}
-	if cfg.htmlPath != "" {
-		if err := writeHTML(cfg.htmlPath, cfg, sum); err != nil {
-			return err
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("interrupted: %w", err)
-	}
-	if cfg.scenario == scenarioIdle {
-		if sum.ErrorRate > cfg.maxErrorRate {
-			return fmt.Errorf("error rate %.4f (%d of %d connections failed or dropped) exceeds --max-error-rate %v",
-				sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.maxErrorRate)
-		}
-		return nil
-	}
-	if sum.PairsAttempted == 0 {
-		return errors.New("no pair was attempted")
-	}
-	if sum.ErrorRate > cfg.maxErrorRate {
-		return fmt.Errorf("error rate %.4f (%d of %d pairs failed) exceeds --max-error-rate %v",
-			sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.maxErrorRate)
-	}
-	if o := sum.OpenLoop; o != nil && o.Arrivals > 0 {
-		if missed := float64(o.Missed) / float64(o.Arrivals); missed > cfg.maxErrorRate {
-			return fmt.Errorf("missed arrivals %.4f (%d of %d found --concurrency %d pairs in flight) exceed --max-error-rate %v",
-				missed, o.Missed, o.Arrivals, cfg.concurrency, cfg.maxErrorRate)
-		}
-	}
-	return nil
 }

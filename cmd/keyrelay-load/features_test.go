@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,41 +22,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyrelay/keyrelay/relay"
-	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
-// startMetricsRelay starts a relay on a memory store as cmd/keyrelay
-// serves it: /v1/ws (through wrap, if not nil) and /metrics with the Go
-// and process collectors. It returns the WebSocket URL.
-func startMetricsRelay(t *testing.T, cfg relay.Config, wrap func(http.Handler) http.Handler) string {
+// startMetricsRelay starts a relay with cfg on a memory store as
+// cmd/keyrelay serves it: /v1/ws and /metrics with the Go and process
+// collectors.
+func startMetricsRelay(t *testing.T, cfg relay.Config) *relaytest.Server {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg.Registerer = reg
-	store := session.NewMemoryStore(session.MemoryConfig{})
-	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ws http.Handler = r
-	if wrap != nil {
-		ws = wrap(r)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", ws)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		r.Close()
-		srv.Close()
-		store.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+	rs := startRelay(t, cfg)
+	rs.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rs.Mux.Handle("GET /metrics", promhttp.HandlerFor(rs.Registry, promhttp.HandlerOpts{}))
+	return rs
 }
 
 // writeScenario writes a scenario file and returns its path.
@@ -218,8 +199,10 @@ func TestSourceAddrs(t *testing.T) {
 		mu   sync.Mutex
 		seen = make(map[string]int)
 	)
-	record := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rs := startMetricsRelay(t, loadConfig)
+	// A front server on 127.0.0.1 that records who connects to the relay.
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == wire.Path {
 			host, _, err := net.SplitHostPort(r.RemoteAddr)
 			if err != nil {
 				host = r.RemoteAddr
@@ -227,10 +210,11 @@ func TestSourceAddrs(t *testing.T) {
 			mu.Lock()
 			seen[host]++
 			mu.Unlock()
-			next.ServeHTTP(w, r)
-		})
-	}
-	url := startMetricsRelay(t, loadConfig, record)
+		}
+		rs.Mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	url := "ws" + strings.TrimPrefix(front.URL, "http") + wire.Path
 	if !strings.HasPrefix(url, "ws://127.0.0.1:") {
 		t.Fatalf("relay at %s, want 127.0.0.1", url)
 	}
@@ -275,7 +259,7 @@ func TestParseMetricsURLs(t *testing.T) {
 // TestRelayMetrics scrapes a relay that serves /metrics during a
 // handshake run, and checks figures that the run decides.
 func TestRelayMetrics(t *testing.T) {
-	url := startMetricsRelay(t, loadConfig, nil)
+	url := startMetricsRelay(t, loadConfig).URL
 	sum, err := runLoad(t, "--url", url, "--pairs", "4", "--concurrency", "2", "--metrics-interval", "10ms")
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -310,7 +294,7 @@ func TestRelayMetrics(t *testing.T) {
 // TestRelayMetricsIdle holds 6 connections and checks the figures of the
 // scrape taken while they were all open.
 func TestRelayMetricsIdle(t *testing.T) {
-	url := startMetricsRelay(t, loadConfig, nil)
+	url := startMetricsRelay(t, loadConfig).URL
 	sum, err := runLoad(t, "--url", url, "--scenario", "idle", "--connections", "6", "--concurrency", "6", "--duration", "500ms", "--metrics-interval", "0")
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -385,7 +369,7 @@ func TestRelayMetricsUnreachable(t *testing.T) {
 // TestHTML writes the report of a chat run and checks that it is
 // well-formed, self-contained, and shows the run's figures.
 func TestHTML(t *testing.T) {
-	url := startMetricsRelay(t, loadConfig, nil)
+	url := startMetricsRelay(t, loadConfig).URL
 	path := filepath.Join(t.TempDir(), "report.html")
 	sum, err := runLoad(t, "--url", url, "--scenario", "chat", "--pairs", "3", "--messages", "2", "--html", path)
 	if err != nil {

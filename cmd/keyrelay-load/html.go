@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // writeHTML writes the one-page report of a run to path: configuration,
@@ -46,7 +48,7 @@ type keyValue struct{ Key, Value string }
 
 type latencyRow struct {
 	Metric string
-	P      percentiles
+	P      loadstats.Percentiles
 }
 
 type errorRow struct {
@@ -106,7 +108,7 @@ func newHTMLReport(cfg config, sum *summary, now time.Time) *htmlReport {
 	add(&r.Config, "group", "%s", sum.Group)
 	add(&r.Config, "relay URLs", "%s", strings.Join(sum.URLs, ", "))
 	if sum.Connections != nil {
-		add(&r.Config, "connections", "%d, %d being opened at once, held %v", cfg.connections, sum.Concurrency, cfg.duration)
+		add(&r.Config, "connections", "%d, %d being opened at once, held %v", cfg.Connections, sum.Concurrency, cfg.Duration)
 	} else {
 		if cfg.rate > 0 {
 			add(&r.Config, "load", "open loop: %g arrivals/s, at most %d pairs in flight", cfg.rate, sum.Concurrency)
@@ -114,12 +116,12 @@ func newHTMLReport(cfg config, sum *summary, now time.Time) *htmlReport {
 			add(&r.Config, "load", "closed loop: %d pairs in flight", sum.Concurrency)
 		}
 		pairs := "until the duration ends"
-		if cfg.pairs > 0 {
-			pairs = fmt.Sprint(cfg.pairs)
+		if cfg.Pairs > 0 {
+			pairs = fmt.Sprint(cfg.Pairs)
 		}
 		add(&r.Config, "pairs", "%s", pairs)
-		if cfg.duration > 0 {
-			add(&r.Config, "duration", "%v", cfg.duration)
+		if cfg.Duration > 0 {
+			add(&r.Config, "duration", "%v", cfg.Duration)
 		}
 	}
 	if sum.Messages > 0 {
@@ -131,7 +133,7 @@ func newHTMLReport(cfg config, sum *summary, now time.Time) *htmlReport {
 	if len(cfg.sourceAddrs) > 0 {
 		add(&r.Config, "source addresses", "%d (%s … %s)", len(cfg.sourceAddrs), cfg.sourceAddrs[0], cfg.sourceAddrs[len(cfg.sourceAddrs)-1])
 	}
-	add(&r.Config, "timeout", "%v per pair", cfg.timeout)
+	add(&r.Config, "timeout", "%v per pair", cfg.Timeout)
 
 	add(&r.Headline, "elapsed", "%.2f s", sum.ElapsedSeconds)
 	if c := sum.Connections; c != nil {
@@ -210,7 +212,7 @@ const (
 
 // newChart lays out the histogram bars of one metric; their values are
 // in microseconds.
-func newChart(metric string, p percentiles, bars []histBar) chart {
+func newChart(metric string, p loadstats.Percentiles, bars []loadstats.Bar) chart {
 	c := chart{
 		Metric: metric, Count: p.Count, Width: chartWidth, Height: chartHeight,
 		Left: chartLeft, Right: chartWidth - chartRight, Top: chartTop, Bottom: chartHeight - chartBottom,

@@ -7,11 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
-// runIdle opens cfg.connections connections, at most cfg.concurrency being
+// runIdle opens cfg.Connections connections, at most cfg.Concurrency being
 // opened at once, each of which creates a room of its own, and holds them
-// until cfg.duration has passed since the start, reading events so that
+// until cfg.Duration has passed since the start, reading events so that
 // the client answers the relay's keepalive pings. Then, with a relay
 // watch, it scrapes the relays while every connection is still open, and
 // releases them. A connection that the relay or the network ends before
@@ -21,7 +23,7 @@ import (
 // abandoned and not counted.
 func (l *load) runIdle(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
 	begin := time.Now()
-	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.duration))
+	holdCtx, cancel := context.WithDeadline(ctx, begin.Add(l.cfg.Duration))
 	defer cancel()
 	releaseCtx, release := context.WithCancel(ctx)
 	defer release()
@@ -45,10 +47,10 @@ func (l *load) runIdle(ctx context.Context, progress io.Writer, progressTTY bool
 		stopProgress = l.showProgress(progress, progressTTY, begin)
 	}
 
-	opening := make(chan struct{}, l.cfg.concurrency)
+	opening := make(chan struct{}, l.cfg.Concurrency)
 	var wg sync.WaitGroup
 start:
-	for i := range l.cfg.connections {
+	for i := range l.cfg.Connections {
 		select {
 		case opening <- struct{}{}:
 		case <-holdCtx.Done():
@@ -69,16 +71,16 @@ start:
 // failed to), holds it until releaseCtx ends, and records its outcome. It
 // gives up opening when holdCtx ends.
 func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, opened func()) {
-	p := &pair{l: l, timings: &timings{}}
-	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.timeout)
+	p := &pair{l: l, timings: &loadstats.Timings{}}
+	openCtx, cancel := context.WithTimeout(holdCtx, l.cfg.Timeout)
 	u := i % len(l.cfg.urls)
 	c, err := p.dial(openCtx, l.cfg.urls[u], l.src.options())
 	if err == nil {
 		t0 := time.Now()
 		if _, err = c.Create(openCtx, l.cfg.group); err != nil {
-			err = stageError{"create", err}
+			err = loadstats.StageError{Stage: "create", Err: err}
 		} else {
-			p.timings.add(metricJoin, time.Since(t0))
+			p.timings.Add(metricJoin, time.Since(t0))
 		}
 	}
 	cancel()
@@ -89,12 +91,12 @@ func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, open
 	if err != nil {
 		switch {
 		case ctx.Err() != nil: // interrupted
-			l.stats.abandoned()
+			l.stats.Abandoned()
 			return
 		case holdCtx.Err() != nil: // still opening when the duration ended: not attempted
 			return
 		}
-		l.stats.recordConn(p.timings, false, err)
+		l.stats.RecordConn(p.timings, false, err)
 		return
 	}
 
@@ -110,15 +112,15 @@ func (l *load) runIdleConn(ctx, holdCtx, releaseCtx context.Context, i int, open
 		if releaseCtx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 			err = nil
 		} else {
-			err = stageError{"idle", err}
+			err = loadstats.StageError{Stage: "idle", Err: err}
 		}
 		break
 	}
 	l.openPerURL[u].Add(-1)
 	l.inFlight.Add(-1)
 	if ctx.Err() != nil {
-		l.stats.abandoned()
+		l.stats.Abandoned()
 		return
 	}
-	l.stats.recordConn(p.timings, true, err)
+	l.stats.RecordConn(p.timings, true, err)
 }

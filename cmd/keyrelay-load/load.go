@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay/client"
 )
 
@@ -68,10 +69,10 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 	return sum
 }
 
-// runPairs starts pairs until cfg.pairs have run (or, with a rate, have
-// arrived) or cfg.duration has passed (the pairs in flight then finish),
+// runPairs starts pairs until cfg.Pairs have run (or, with a rate, have
+// arrived) or cfg.Duration has passed (the pairs in flight then finish),
 // or ctx ends (the pairs in flight are abandoned and not counted). Without
-// a rate, cfg.concurrency pairs run at once, each starting the next when
+// a rate, cfg.Concurrency pairs run at once, each starting the next when
 // it ends (closed loop); with one, see runOpen. If progress is not nil, a
 // live line goes to it at most once a second.
 //
@@ -79,9 +80,9 @@ func (l *load) run(ctx context.Context, progress io.Writer, progressTTY bool) *s
 // else each update is a line of its own.
 func (l *load) runPairs(ctx context.Context, progress io.Writer, progressTTY bool) *summary {
 	startCtx := ctx // when to stop starting pairs
-	if l.cfg.duration > 0 {
+	if l.cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		startCtx, cancel = context.WithTimeout(ctx, l.cfg.duration)
+		startCtx, cancel = context.WithTimeout(ctx, l.cfg.Duration)
 		defer cancel()
 	}
 	begin := time.Now()
@@ -104,16 +105,16 @@ func (l *load) runPairs(ctx context.Context, progress io.Writer, progressTTY boo
 	return sum
 }
 
-// runClosed runs cfg.concurrency workers, each running one pair after
-// another until startCtx ends or cfg.pairs have started.
+// runClosed runs cfg.Concurrency workers, each running one pair after
+// another until startCtx ends or cfg.Pairs have started.
 func (l *load) runClosed(ctx, startCtx context.Context) {
 	var next atomic.Int64 // index of the next pair
 	var wg sync.WaitGroup
-	for range l.cfg.concurrency {
+	for range l.cfg.Concurrency {
 		wg.Go(func() {
 			for startCtx.Err() == nil {
 				i := next.Add(1) - 1
-				if l.cfg.pairs > 0 && i >= int64(l.cfg.pairs) {
+				if l.cfg.Pairs > 0 && i >= int64(l.cfg.Pairs) {
 					return
 				}
 				l.started.Add(1)
@@ -137,8 +138,8 @@ type openLoop struct {
 }
 
 // runOpen starts a pair at every arrival, rate arrivals per second evenly
-// spaced from begin, until startCtx ends or cfg.pairs arrivals have come,
-// then waits for the pairs in flight. An arrival that finds cfg.concurrency
+// spaced from begin, until startCtx ends or cfg.Pairs arrivals have come,
+// then waits for the pairs in flight. An arrival that finds cfg.Concurrency
 // pairs in flight is missed: not started, counted. Arrivals keep to their
 // schedule: if the loop falls behind (a pause), the overdue ones come at
 // once, so that the offered load does not depend on the relay's speed.
@@ -157,7 +158,7 @@ func (l *load) runOpen(ctx, startCtx context.Context, begin time.Time) *openLoop
 	var wg sync.WaitGroup
 	var k int64 // arrivals so far
 arrivals:
-	for l.cfg.pairs == 0 || k < int64(l.cfg.pairs) {
+	for l.cfg.Pairs == 0 || k < int64(l.cfg.Pairs) {
 		if d := time.Until(due(k)); d > 0 {
 			timer.Reset(d)
 			select {
@@ -171,7 +172,7 @@ arrivals:
 		}
 		k++
 		// Only this goroutine increments inFlight, so the cap holds.
-		if l.inFlight.Load() >= int64(l.cfg.concurrency) {
+		if l.inFlight.Load() >= int64(l.cfg.Concurrency) {
 			o.Missed++
 			continue
 		}
@@ -215,7 +216,7 @@ func (l *load) showProgress(w io.Writer, tty bool, begin time.Time) (stop func()
 			case <-done:
 				return
 			case now := <-t.C:
-				ok, failed := l.stats.counts()
+				ok, failed := l.stats.Counts()
 				rate := float64(ok-lastPairs) / now.Sub(last).Seconds()
 				lastPairs, last = ok, now
 				fmt.Fprintf(w, "%s%6.0fs  %d pairs ok  %.0f pairs/s  %d errors  %d in flight   %s",
@@ -241,24 +242,24 @@ func (l *load) urlsFor(i int) (a, b string) {
 
 // runPair runs pair i's scenario and records its outcome.
 func (l *load) runPair(ctx context.Context, i int) {
-	pctx, cancel := context.WithTimeout(ctx, l.cfg.timeout)
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	p := &pair{l: l, timings: &timings{}}
+	p := &pair{l: l, timings: &loadstats.Timings{}}
 	err := p.run(pctx, i)
 	if err != nil && ctx.Err() != nil {
-		l.stats.abandoned()
+		l.stats.Abandoned()
 		return
 	}
 	if p.resumes > 0 {
 		l.stats.resumed(p.resumes)
 	}
-	l.stats.record(p.timings, p.messages, err)
+	l.stats.Record(p.timings, p.messages, err)
 }
 
 // pair is one pair's run: peers A (creates the room) and B (joins it).
 type pair struct {
 	l        *load
-	timings  *timings
+	timings  *loadstats.Timings
 	messages int // delivered, both ways
 	resumes  int // churn: successful Resume calls
 }
@@ -293,17 +294,17 @@ func (p *pair) run(ctx context.Context, i int) error {
 	t0 := time.Now()
 	room, err := a.Create(ctx, p.l.cfg.group)
 	if err != nil {
-		return stageError{"create", err}
+		return loadstats.StageError{Stage: "create", Err: err}
 	}
-	p.timings.add(metricJoin, time.Since(t0))
+	p.timings.Add(metricJoin, time.Since(t0))
 
 	// B joins; both run the handshake at once, each waiting for the other's
 	// key. The handshake latency runs from B's join to both completions.
 	t0 = time.Now()
 	if _, err := b.Join(ctx, room.ID); err != nil {
-		return stageError{"join", err}
+		return loadstats.StageError{Stage: "join", Err: err}
 	}
-	p.timings.add(metricJoin, time.Since(t0))
+	p.timings.Add(metricJoin, time.Since(t0))
 	handshake := func(c *client.Client, _ int) error {
 		_, err := c.Handshake(ctx)
 		return err
@@ -315,12 +316,12 @@ func (p *pair) run(ctx context.Context, i int) error {
 	go func() { errA <- handshake(a, 2*i) }()
 	errB := handshake(b, 2*i+1)
 	if errB != nil {
-		return stageError{"handshake", errB}
+		return loadstats.StageError{Stage: "handshake", Err: errB}
 	}
 	if err := <-errA; err != nil {
-		return stageError{"handshake", err}
+		return loadstats.StageError{Stage: "handshake", Err: err}
 	}
-	p.timings.add(metricHandshake, time.Since(t0))
+	p.timings.Add(metricHandshake, time.Since(t0))
 
 	switch p.l.cfg.scenario {
 	case scenarioChat:
@@ -338,9 +339,9 @@ func (p *pair) dial(ctx context.Context, url string, opts *client.Options) (*cli
 	t0 := time.Now()
 	c, err := client.Dial(ctx, url, opts)
 	if err != nil {
-		return nil, stageError{"dial", err}
+		return nil, loadstats.StageError{Stage: "dial", Err: err}
 	}
-	p.timings.add(metricConnect, time.Since(t0))
+	p.timings.Add(metricConnect, time.Since(t0))
 	return c, nil
 }
 
@@ -362,13 +363,13 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error
 			for range n {
 				m, err := b.Receive(ctx)
 				if err != nil {
-					return stageError{"receive", err}
+					return loadstats.StageError{Stage: "receive", Err: err}
 				}
 				if !bytes.Equal(m.Plaintext, msgA) {
-					return stageError{"receive", errMismatch}
+					return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 				}
 				if _, err := b.Send(ctx, msgB); err != nil {
-					return stageError{"send", err}
+					return loadstats.StageError{Stage: "send", Err: err}
 				}
 			}
 			return nil
@@ -379,20 +380,20 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error
 		pace := newPacer(p.l.cfg.messageRate)
 		for range n {
 			if err := pace.wait(ctx); err != nil {
-				return stageError{"send", err}
+				return loadstats.StageError{Stage: "send", Err: err}
 			}
 			t0 := time.Now()
 			if _, err := a.Send(ctx, msgA); err != nil {
-				return stageError{"send", err}
+				return loadstats.StageError{Stage: "send", Err: err}
 			}
 			m, err := a.Receive(ctx)
 			if err != nil {
-				return stageError{"receive", err}
+				return loadstats.StageError{Stage: "receive", Err: err}
 			}
 			if !bytes.Equal(m.Plaintext, msgB) {
-				return stageError{"receive", errMismatch}
+				return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 			}
-			p.timings.add(metricRoundTrip, time.Since(t0))
+			p.timings.Add(metricRoundTrip, time.Since(t0))
 			p.messages += 2
 		}
 		return nil
@@ -405,19 +406,6 @@ func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error
 	return <-errB
 }
 
-// errMismatch reports a message whose plaintext is not the one sent.
-var errMismatch = errors.New("message differs from the one sent")
-
-// stageError is an error of one step of a pair (dial, create, join,
-// handshake, send, receive; churn: leave, peer_left, resume; idle: idle).
-type stageError struct {
-	stage string
-	err   error
-}
-
-func (e stageError) Error() string { return e.stage + ": " + e.err.Error() }
-func (e stageError) Unwrap() error { return e.err }
-
 // errorCode classifies a pair's error for the summary: the relay's wire
 // code for an *client.Error, else a short name such as "dial", "timeout",
 // "disconnected" or "close_4408".
@@ -426,15 +414,11 @@ func errorCode(err error) string {
 	if errors.As(err, &ce) {
 		return string(ce.Code)
 	}
-	var se stageError
-	stage := "other"
-	if errors.As(err, &se) {
-		stage = se.stage
-	}
+	stage := loadstats.Stage(err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.Is(err, errMismatch):
+	case errors.Is(err, loadstats.ErrMismatch):
 		return "mismatch"
 	case errors.Is(err, client.ErrTooLarge):
 		return "too_large"

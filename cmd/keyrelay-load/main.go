@@ -105,9 +105,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 func main() {
@@ -120,4 +123,68 @@ func main() {
 		fmt.Fprintln(os.Stderr, "keyrelay-load:", err)
 		os.Exit(1)
 	}
+}
+
+// run parses the configuration, runs the load, and prints the summary.
+// It returns an error for bad flags, when the error rate exceeds
+// --max-error-rate, or when ctx ends the run early.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	tty := isTerminal(stderr)
+	cfg, err := parseConfig(args, getenv, stderr, tty)
+	if err != nil {
+		return err
+	}
+	var progress io.Writer
+	if cfg.progress {
+		progress = stderr
+	}
+	sum := newLoad(cfg, nil).run(ctx, progress, tty)
+
+	if cfg.jsonPath != "-" {
+		sum.writeText(stdout)
+	}
+	if cfg.jsonPath != "" {
+		if err := loadstats.WriteJSON(cfg.jsonPath, stdout, sum); err != nil {
+			return err
+		}
+	}
+	if cfg.htmlPath != "" {
+		if err := writeHTML(cfg.htmlPath, cfg, sum); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
+	if cfg.scenario == scenarioIdle {
+		if sum.ErrorRate > cfg.MaxErrorRate {
+			return fmt.Errorf("error rate %.4f (%d of %d connections failed or dropped) exceeds --max-error-rate %v",
+				sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.MaxErrorRate)
+		}
+		return nil
+	}
+	if sum.PairsAttempted == 0 {
+		return errors.New("no pair was attempted")
+	}
+	if sum.ErrorRate > cfg.MaxErrorRate {
+		return fmt.Errorf("error rate %.4f (%d of %d pairs failed) exceeds --max-error-rate %v",
+			sum.ErrorRate, sum.PairsFailed, sum.PairsAttempted, cfg.MaxErrorRate)
+	}
+	if o := sum.OpenLoop; o != nil && o.Arrivals > 0 {
+		if missed := float64(o.Missed) / float64(o.Arrivals); missed > cfg.MaxErrorRate {
+			return fmt.Errorf("missed arrivals %.4f (%d of %d found --concurrency %d pairs in flight) exceed --max-error-rate %v",
+				missed, o.Missed, o.Arrivals, cfg.Concurrency, cfg.MaxErrorRate)
+		}
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

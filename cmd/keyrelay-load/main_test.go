@@ -6,10 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay"
-	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session/redistest"
 )
 
@@ -30,37 +28,17 @@ const testTimeout = 60 * time.Second
 // from one address would otherwise hit at once.
 var loadConfig = relay.Config{MaxConnsPerIP: -1, FramesPerSecond: 1e9, FrameBurst: 1 << 30}
 
-// startRelay starts a relay on store at "/v1/ws" and returns its WebSocket
-// URL. The relay, server and store close when the test ends.
-func startRelay(t *testing.T, store session.Store) string {
+// startRelay starts a relay with cfg on a memory store.
+func startRelay(t *testing.T, cfg relay.Config) *relaytest.Server {
 	t.Helper()
-	return startRelayConfig(t, store, loadConfig)
+	return relaytest.NewServer(t, relaytest.NewMemoryStore(), cfg)
 }
 
-// startRelayConfig is startRelay with the relay's configuration.
-func startRelayConfig(t *testing.T, store session.Store, cfg relay.Config) string {
-	t.Helper()
-	if cfg.Registerer == nil {
-		cfg.Registerer = prometheus.NewRegistry()
-	}
-	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", r)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		r.Close()
-		srv.Close()
-		store.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
-}
-
+// memoryRelay starts a relay with loadConfig on a memory store and
+// returns its WebSocket URL.
 func memoryRelay(t *testing.T) string {
 	t.Helper()
-	return startRelay(t, session.NewMemoryStore(session.MemoryConfig{}))
+	return startRelay(t, loadConfig).URL
 }
 
 func noEnv(string) string { return "" }
@@ -171,12 +149,12 @@ func TestIdle(t *testing.T) {
 	cfg := loadConfig
 	cfg.PingInterval = 100 * time.Millisecond
 	cfg.PingTimeout = 500 * time.Millisecond
-	url := startRelayConfig(t, session.NewMemoryStore(session.MemoryConfig{}), cfg)
+	url := startRelay(t, cfg).URL
 	sum, err := runLoad(t, "--url", url, "--scenario", "idle", "--connections", "5", "--concurrency", "5", "--duration", "1s")
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	want := connCounts{Opened: 5, OpenAtEnd: 5}
+	want := loadstats.ConnCounts{Opened: 5, OpenAtEnd: 5}
 	if sum.Connections == nil || *sum.Connections != want {
 		t.Errorf("connections = %+v, want %+v (errors %v)", sum.Connections, want, sum.Errors)
 	}
@@ -194,20 +172,9 @@ func TestIdle(t *testing.T) {
 // TestIdleDropped holds connections on a relay that is closed meanwhile:
 // every connection counts as dropped, an error.
 func TestIdleDropped(t *testing.T) {
-	cfg := loadConfig
-	cfg.Registerer = prometheus.NewRegistry()
-	store := session.NewMemoryStore(session.MemoryConfig{})
-	defer store.Close()
-	r, err := relay.New(store, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", r)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	time.AfterFunc(500*time.Millisecond, func() { r.Close(); srv.CloseClientConnections() })
-	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+	rs := startRelay(t, loadConfig)
+	time.AfterFunc(500*time.Millisecond, func() { rs.Relay.Close(); rs.HTTP.CloseClientConnections() })
+	url := rs.URL
 	sum, err := runLoad(t, "--url", url, "--scenario", "idle", "--connections", "3", "--duration", "2s")
 	if err == nil {
 		t.Fatal("run succeeded, want an error-rate error")
@@ -222,18 +189,10 @@ func TestIdleDropped(t *testing.T) {
 // real redis-server.
 func TestTwoRelaysOnRedis(t *testing.T) {
 	addr := redistest.Start(t)
-	newStore := func() session.Store {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s, err := session.NewRedisStore(ctx, session.RedisConfig{URL: "redis://" + addr, Prefix: "loadtest:", SweepInterval: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
 	cfg := loadConfig
 	cfg.PingInterval = 100 * time.Millisecond
-	url1, url2 := startRelayConfig(t, newStore(), cfg), startRelayConfig(t, newStore(), cfg)
+	url1 := relaytest.NewServer(t, relaytest.NewRedisStore(t, addr, "loadtest:"), cfg).URL
+	url2 := relaytest.NewServer(t, relaytest.NewRedisStore(t, addr, "loadtest:"), cfg).URL
 	urls := url1 + "," + url2
 	// Every scenario, at small scale, with the peers of each pair on
 	// different instances.
@@ -267,7 +226,7 @@ func TestTwoRelaysOnRedis(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-		if want := (connCounts{Opened: 6, OpenAtEnd: 6}); sum.Connections == nil || *sum.Connections != want {
+		if want := (loadstats.ConnCounts{Opened: 6, OpenAtEnd: 6}); sum.Connections == nil || *sum.Connections != want {
 			t.Errorf("connections = %+v, want %+v (errors %v)", sum.Connections, want, sum.Errors)
 		}
 	})
@@ -368,8 +327,8 @@ func TestEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.pairs != 3 || cfg.group.Name() != "p256" || cfg.urls[0] != "ws://x/v1/ws" {
-		t.Errorf("got pairs %d, group %s, urls %v; want 3 (flag wins), p256, ws://x/v1/ws", cfg.pairs, cfg.group.Name(), cfg.urls)
+	if cfg.Pairs != 3 || cfg.group.Name() != "p256" || cfg.urls[0] != "ws://x/v1/ws" {
+		t.Errorf("got pairs %d, group %s, urls %v; want 3 (flag wins), p256, ws://x/v1/ws", cfg.Pairs, cfg.group.Name(), cfg.urls)
 	}
 }
 
@@ -438,8 +397,8 @@ func TestHelp(t *testing.T) {
 // keys, which the relay validates and counts as handshakes (TestBadFlags:
 // it is refused where a scenario needs the shared key).
 func TestRelayOnly(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	url := startRelayConfig(t, session.NewMemoryStore(session.MemoryConfig{}), relay.Config{Registerer: reg})
+	rs := startRelay(t, relay.Config{})
+	url, reg := rs.URL, rs.Registry
 	for _, group := range []string{"x25519", "modp14"} {
 		t.Run(group, func(t *testing.T) {
 			before := handshakesCounted(t, reg)

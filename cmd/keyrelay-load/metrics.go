@@ -17,6 +17,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
 // The process and Go metrics the relay figures are made of.
@@ -240,7 +242,7 @@ func (w *relayWatch) scrapeAll(ctx context.Context, phase string, keep func(in *
 			defer in.mu.Unlock()
 			if err != nil {
 				if ctx.Err() == nil && len(in.errs) < 10 {
-					in.errs = append(in.errs, phase+": "+truncate(err.Error(), maxExample))
+					in.errs = append(in.errs, phase+": "+loadstats.Truncate(err.Error(), loadstats.MaxExample))
 				}
 				return
 			}

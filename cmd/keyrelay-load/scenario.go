@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -346,7 +347,7 @@ func (p *pair) runScript(ctx context.Context, i int, s *script) error {
 }
 
 // scriptError is the error of step index of a script. It wraps a
-// stageError, so the summary's error codes are those of the built-in
+// loadstats.StageError, so the summary's error codes are those of the built-in
 // scenarios.
 type scriptError struct {
 	index int
@@ -387,16 +388,16 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		t0 := time.Now()
 		room, err := r.clients[0].Create(ctx, p.l.cfg.group)
 		if err != nil {
-			return stageError{"create", err}
+			return loadstats.StageError{Stage: "create", Err: err}
 		}
-		p.timings.add(metricJoin, time.Since(t0))
+		p.timings.Add(metricJoin, time.Since(t0))
 		r.room = room.ID
 	case stepJoin:
 		t0 := time.Now()
 		if _, err := r.clients[1].Join(ctx, r.room); err != nil {
-			return stageError{"join", err}
+			return loadstats.StageError{Stage: "join", Err: err}
 		}
-		p.timings.add(metricJoin, time.Since(t0))
+		p.timings.Add(metricJoin, time.Since(t0))
 	case stepHandshake:
 		t0 := time.Now()
 		errA := make(chan error, 1)
@@ -406,12 +407,12 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		}()
 		_, errB := r.clients[1].Handshake(ctx)
 		if err := <-errA; err != nil {
-			return stageError{"handshake", err}
+			return loadstats.StageError{Stage: "handshake", Err: err}
 		}
 		if errB != nil {
-			return stageError{"handshake", errB}
+			return loadstats.StageError{Stage: "handshake", Err: errB}
 		}
-		p.timings.add(metricHandshake, time.Since(t0))
+		p.timings.Add(metricHandshake, time.Since(t0))
 	case stepSend:
 		return r.send(ctx, st.Peer, st.Count, st.Size)
 	case stepChat:
@@ -422,11 +423,11 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return stageError{"sleep", ctx.Err()}
+			return loadstats.StageError{Stage: "sleep", Err: ctx.Err()}
 		}
 	case stepLeave:
 		if err := r.clients[st.Peer].Leave(ctx); err != nil {
-			return stageError{"leave", err}
+			return loadstats.StageError{Stage: "leave", Err: err}
 		}
 		return waitPeerLeft(ctx, r.clients[1-st.Peer], wire.ReasonLeft)
 	case stepDrop:
@@ -463,7 +464,7 @@ func (r *scriptRun) send(ctx context.Context, from, count, size int) error {
 	if r.dropped[to] {
 		for _, m := range msgs {
 			if _, err := sender.Send(ctx, m); err != nil {
-				return stageError{"send", err}
+				return loadstats.StageError{Stage: "send", Err: err}
 			}
 		}
 		r.away[to] = append(r.away[to], msgs...)
@@ -475,7 +476,7 @@ func (r *scriptRun) send(ctx context.Context, from, count, size int) error {
 	go func() {
 		for _, m := range msgs {
 			if _, err := sender.Send(ctx, m); err != nil {
-				errSend <- stageError{"send", err}
+				errSend <- loadstats.StageError{Stage: "send", Err: err}
 				cancel() // stops the receiver
 				return
 			}
@@ -489,12 +490,12 @@ func (r *scriptRun) send(ctx context.Context, from, count, size int) error {
 			if serr := <-errSend; serr != nil {
 				return serr
 			}
-			return stageError{"receive", err}
+			return loadstats.StageError{Stage: "receive", Err: err}
 		}
 		if !bytes.Equal(m.Plaintext, want) {
 			cancel()
 			<-errSend
-			return stageError{"receive", errMismatch}
+			return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 		}
 		r.p.messages++
 	}
@@ -507,7 +508,7 @@ func (r *scriptRun) send(ctx context.Context, from, count, size int) error {
 func (r *scriptRun) resume(ctx context.Context, n int) error {
 	c, other := r.clients[n], r.clients[1-n]
 	if err := c.Resume(ctx); err != nil {
-		return stageError{"resume", err}
+		return loadstats.StageError{Stage: "resume", Err: err}
 	}
 	r.dropped[n] = false
 	r.p.resumes++
@@ -516,28 +517,28 @@ func (r *scriptRun) resume(ctx context.Context, n int) error {
 	for _, want := range away {
 		m, err := c.Receive(ctx)
 		if err != nil {
-			return stageError{"receive", err}
+			return loadstats.StageError{Stage: "receive", Err: err}
 		}
 		if !bytes.Equal(m.Plaintext, want) {
-			return stageError{"receive", errMismatch}
+			return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 		}
 		r.p.messages++
 	}
 	probe := randomMessages(1, 32)[0]
 	if _, err := other.Send(ctx, probe); err != nil {
-		return stageError{"send", err}
+		return loadstats.StageError{Stage: "send", Err: err}
 	}
 	m, err := c.Receive(ctx)
 	if err != nil {
-		return stageError{"receive", err}
+		return loadstats.StageError{Stage: "receive", Err: err}
 	}
 	if !bytes.Equal(m.Plaintext, probe) {
 		for _, a := range away {
 			if bytes.Equal(m.Plaintext, a) {
-				return stageError{"receive", errDuplicate}
+				return loadstats.StageError{Stage: "receive", Err: errDuplicate}
 			}
 		}
-		return stageError{"receive", errMismatch}
+		return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
 	}
 	r.p.messages++
 	return nil

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +17,7 @@ import (
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
-	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/wire"
 )
 
@@ -28,33 +26,11 @@ import (
 const testTimeout = 20 * time.Second
 
 // newRelay starts the real relay on a loopback httptest server and returns
-// its WebSocket URL. The rate limit is raised so that tests that send
+// its WebSocket URL (relaytest.LogEnv shows its logs). The rate limit is raised so that tests that send
 // bursts are not throttled; everything else is the default.
 func newRelay(t *testing.T) string {
 	t.Helper()
-	return newRelayConfig(t, relay.Config{FramesPerSecond: 1000, FrameBurst: 1000})
-}
-
-func newRelayConfig(t *testing.T, cfg relay.Config) string {
-	t.Helper()
-	store := session.NewMemoryStore(session.MemoryConfig{})
-	logger := slog.New(slog.DiscardHandler)
-	if os.Getenv("KEYRELAY_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	r, err := relay.New(store, cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", r)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		r.Close()
-		srv.Close()
-		store.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+	return relaytest.NewServer(t, relaytest.NewMemoryStore(), relay.Config{FramesPerSecond: 1000, FrameBurst: 1000}).URL
 }
 
 func testContext(t *testing.T) context.Context {
@@ -727,7 +703,7 @@ func sendNumbered(t *testing.T, ctx context.Context, c *client.Client, n, size i
 // up). Either way, reading with Resume on ErrDisconnected gets every
 // message once, in order.
 func TestSlowReaderClosed(t *testing.T) {
-	url := newRelayConfig(t, relay.Config{FramesPerSecond: 1000, FrameBurst: 1000, SendQueue: 2})
+	url := relaytest.NewServer(t, relaytest.NewMemoryStore(), relay.Config{FramesPerSecond: 1000, FrameBurst: 1000, SendQueue: 2}).URL
 	ctx := testContext(t)
 	a := dial(t, ctx, url, &client.Options{QueueSize: 1})
 	b := dial(t, ctx, url, nil)
