@@ -8,9 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keyrelay/keyrelay/internal/redisx"
 )
 
 // RedisConfig configures a [RedisStore]. Set exactly one of URL and Client.
@@ -36,12 +36,17 @@ type RedisConfig struct {
 	// ParseClusterURL), such as dial_timeout=2s or read_timeout=1s. Unless
 	// the URL sets max_retries, the store turns go-redis's retries off: a
 	// retried script whose reply was lost would run twice. A store made
-	// from a URL respects context deadlines and closes its client on Close.
+	// from a URL respects context deadlines, owns its client and closes it
+	// on Close. (The client is made by internal/redisx.NewClient, which
+	// cmd/keyrelay uses too.)
 	URL string
-	// Client is a ready go-redis client, used instead of URL (for tests and
-	// advanced set-ups); Close leaves it open. For calls to give up at
-	// their context's deadline, it should have ContextTimeoutEnabled set,
-	// and MaxRetries -1 so that no write runs twice.
+	// Client is a ready go-redis client, used instead of URL, for a client
+	// that other state shares (cmd/keyrelay hands one client to the store
+	// and to the admission limits) and for tests. The store uses it but
+	// does not own it: Close leaves it open, and whoever made it closes it
+	// after closing the store. For calls to give up at their context's
+	// deadline, it should have ContextTimeoutEnabled set, and MaxRetries -1
+	// so that no write runs twice; redisx.NewClient's clients have both.
 	Client redis.UniversalClient
 	// Prefix starts the name of every key and channel the store uses.
 	// Stores with different prefixes share nothing. Zero means "keyrelay:",
@@ -216,8 +221,8 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		return nil, errors.New("session: redis config: URL or Client is required")
 	case client == nil:
 		var err error
-		if client, err = redisClientFromURL(cfg.URL); err != nil {
-			return nil, err
+		if client, err = redisx.NewClient(cfg.URL); err != nil {
+			return nil, fmt.Errorf("session: %w", err)
 		}
 		own = true
 	}
@@ -270,63 +275,6 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 // store's: Close closes it if the store made it from a URL.
 func (s *RedisStore) Client() redis.UniversalClient { return s.client }
 
-// redisClientFromURL returns a client for rawURL (see RedisConfig.URL).
-// Its errors do not repeat the URL, which may hold a password.
-func redisClientFromURL(rawURL string) (redis.UniversalClient, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("session: redis URL: %w", err)
-	}
-	q := u.Query()
-	retries := q.Has("max_retries")
-	invalid := func(err error) error { return fmt.Errorf("session: redis URL: %w", err) }
-	switch {
-	case q.Has("master_name"):
-		opt, err := redis.ParseFailoverURL(rawURL)
-		if err != nil {
-			return nil, invalid(err)
-		}
-		opt.ContextTimeoutEnabled = true
-		if !retries {
-			opt.MaxRetries = -1
-		}
-		return redis.NewFailoverClient(opt), nil
-	case q.Has("addr") || q.Has("cluster"):
-		if q.Has("cluster") {
-			if on, err := strconv.ParseBool(q.Get("cluster")); err != nil || !on {
-				return nil, fmt.Errorf("session: redis URL: cluster=%q, want true", q.Get("cluster"))
-			}
-			q.Del("cluster")
-			c := *u
-			c.RawQuery = q.Encode()
-			rawURL = c.String()
-		}
-		opt, err := redis.ParseClusterURL(rawURL)
-		if err != nil {
-			return nil, invalid(err)
-		}
-		opt.ContextTimeoutEnabled = true
-		if !retries {
-			opt.MaxRetries = -1
-		}
-		return redis.NewClusterClient(opt), nil
-	default:
-		opt, err := redis.ParseURL(rawURL)
-		if err != nil {
-			return nil, invalid(err)
-		}
-		opt.ContextTimeoutEnabled = true
-		if !retries {
-			opt.MaxRetries = -1
-		}
-		return redis.NewClient(opt), nil
-	}
-}
-
 // hasHashTag reports whether key's slot is decided by a hash tag.
 func hasHashTag(key string) bool {
 	i := strings.IndexByte(key, '{')
@@ -368,34 +316,22 @@ func (s *RedisStore) channel(id string) string   { return s.prefix + "events:{" 
 //go:embed redis/*.lua
 var redisLua embed.FS
 
-// The scripts, each lib.lua followed by its own file.
+// The scripts: each is redisx's prelude, lib.lua, then its own file.
 var (
-	scriptCreate     = newRedisScript("create")
-	scriptRoom       = newRedisScript("room")
-	scriptJoin       = newRedisScript("join")
-	scriptReconnect  = newRedisScript("reconnect")
-	scriptDisconnect = newRedisScript("disconnect")
-	scriptLeave      = newRedisScript("leave")
-	scriptSetKey     = newRedisScript("setkey")
-	scriptAppend     = newRedisScript("append")
-	scriptPending    = newRedisScript("pending")
-	scriptAck        = newRedisScript("ack")
-	scriptTouch      = newRedisScript("touch")
-	scriptPublish    = newRedisScript("publish")
-	scriptRooms      = newRedisScript("rooms")
+	scriptCreate     = redisx.LoadScript(redisLua, "redis", "create")
+	scriptRoom       = redisx.LoadScript(redisLua, "redis", "room")
+	scriptJoin       = redisx.LoadScript(redisLua, "redis", "join")
+	scriptReconnect  = redisx.LoadScript(redisLua, "redis", "reconnect")
+	scriptDisconnect = redisx.LoadScript(redisLua, "redis", "disconnect")
+	scriptLeave      = redisx.LoadScript(redisLua, "redis", "leave")
+	scriptSetKey     = redisx.LoadScript(redisLua, "redis", "setkey")
+	scriptAppend     = redisx.LoadScript(redisLua, "redis", "append")
+	scriptPending    = redisx.LoadScript(redisLua, "redis", "pending")
+	scriptAck        = redisx.LoadScript(redisLua, "redis", "ack")
+	scriptTouch      = redisx.LoadScript(redisLua, "redis", "touch")
+	scriptPublish    = redisx.LoadScript(redisLua, "redis", "publish")
+	scriptRooms      = redisx.LoadScript(redisLua, "redis", "rooms")
 )
-
-func newRedisScript(name string) *redis.Script {
-	lib, err := redisLua.ReadFile("redis/lib.lua")
-	if err != nil {
-		panic(err)
-	}
-	op, err := redisLua.ReadFile("redis/" + name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(lib) + "\n" + string(op))
-}
 
 // Script statuses other than "OK", and the errors they stand for.
 var redisStatus = map[string]error{
@@ -426,7 +362,7 @@ func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, r
 	argv := append([]any{room, s.boxPrefix(room)}, args...)
 	v, err := script.Run(ctx, s.client, []string{s.roomKey(room), s.index}, argv...).StringSlice()
 	if err != nil {
-		return nil, s.backendErr(op, err)
+		return nil, s.backendErr(ctx, op, err)
 	}
 	if len(v) == 0 {
 		return nil, fmt.Errorf("session: redis %s: empty reply", op)
@@ -440,32 +376,17 @@ func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, r
 	return nil, fmt.Errorf("session: redis %s: unexpected status %q", op, v[0])
 }
 
-// transientReplies are the Redis error replies that mean "not now": the
-// store is unavailable rather than wrong.
-var transientReplies = []string{
-	"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
-	"BUSY", "NOREPLICAS", "MISCONF", "OOM",
-}
-
-// backendErr returns the error for a failed Redis call of operation op:
-// ErrClosed after Close; an error wrapping ErrUnavailable (and err) if Redis
-// could not be reached or answered that it cannot serve now, including
-// when ctx ended first; otherwise err, wrapped.
-func (s *RedisStore) backendErr(op string, err error) error {
+// backendErr returns the error for a Redis call of operation op, made
+// under ctx, that failed with err: ErrClosed after Close; an error wrapping
+// ErrUnavailable and err if Redis could not be reached or answered that it
+// cannot serve now, and wrapping ctx's error too if ctx ended first;
+// otherwise (a bug: a script's error, or redis.Nil) err, wrapped. See
+// redisx.Wrap.
+func (s *RedisStore) backendErr(ctx context.Context, op string, err error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		msg := rerr.Error()
-		for _, p := range transientReplies {
-			if strings.HasPrefix(msg, p) {
-				return fmt.Errorf("session: redis %s: %w: %w", op, ErrUnavailable, err)
-			}
-		}
-		return fmt.Errorf("session: redis %s: %w", op, err) // a bug: a script's error, or redis.Nil
-	}
-	return fmt.Errorf("session: redis %s: %w: %w", op, ErrUnavailable, err)
+	return redisx.Wrap(ctx, "session: redis "+op, ErrUnavailable, err)
 }
 
 // msString formats d in milliseconds for the scripts' arithmetic, up to
@@ -786,7 +707,7 @@ func (s *RedisStore) attach(ctx context.Context, room string) (*redisSub, error)
 	s.mu.Lock()
 	s.endLocked(sub, nil)
 	s.mu.Unlock()
-	return nil, s.backendErr("subscribe", err)
+	return nil, s.backendErr(ctx, "subscribe", err)
 }
 
 // write sends the commands queued for p until p dies. The commands are
@@ -1035,7 +956,7 @@ func (s *RedisStore) Rooms(ctx context.Context) (int, error) {
 	}
 	v, err := scriptRooms.Run(ctx, s.client, []string{s.index}).StringSlice()
 	if err != nil {
-		return 0, s.backendErr("rooms", err)
+		return 0, s.backendErr(ctx, "rooms", err)
 	}
 	if len(v) != 2 || v[0] != "OK" {
 		return 0, errors.New("session: redis rooms: malformed reply")
@@ -1054,7 +975,7 @@ func (s *RedisStore) Ready(ctx context.Context) error {
 		return ErrClosed
 	}
 	if err := s.client.Ping(ctx).Err(); err != nil {
-		return s.backendErr("ready", err)
+		return s.backendErr(ctx, "ready", err)
 	}
 	return nil
 }
@@ -1140,19 +1061,4 @@ func decodeEvent(p string) (Event, error) {
 		Type: EventType(strs[0]), Room: strs[1], Peer: strs[2], Key: strs[3],
 		Group: strs[4], Reason: strs[5], Conn: strs[6], Seq: seq, Body: b[k:],
 	}, nil
-}
-
-// SetRedisLogger sends go-redis's own log lines (connection failures and
-// the like; never keys or values) to logger at warn level instead of the
-// standard error stream. It affects every Redis store in the process; call
-// it once, before creating stores.
-func SetRedisLogger(logger *slog.Logger) {
-	redis.SetLogger(slogRedisLogger{logger})
-}
-
-// slogRedisLogger adapts a *slog.Logger to go-redis's logging interface.
-type slogRedisLogger struct{ l *slog.Logger }
-
-func (s slogRedisLogger) Printf(ctx context.Context, format string, v ...any) {
-	s.l.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

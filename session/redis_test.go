@@ -487,7 +487,8 @@ func TestRedisStoreOutage(t *testing.T) {
 }
 
 // TestRedisStoreHungRedis freezes Redis (SIGSTOP): calls must give up at
-// their context's deadline, and subscriptions must end by the health
+// their context's deadline, with an error wrapping ErrUnavailable and
+// context.DeadlineExceeded, and subscriptions must end by the health
 // check.
 func TestRedisStoreHungRedis(t *testing.T) {
 	t.Parallel()
@@ -503,18 +504,25 @@ func TestRedisStoreHungRedis(t *testing.T) {
 	srv.Pause()
 	defer srv.Resume()
 	const timeout = 300 * time.Millisecond
+	// All at once: one after the other, they would take longer than the
+	// health check (4 s), which could end the Pub/Sub connection under
+	// Subscribe before its deadline.
+	var wg sync.WaitGroup
 	for _, c := range storeCalls("r") {
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		start := time.Now()
-		err := c.call(cctx, s)
-		cancel()
-		if !errors.Is(err, session.ErrUnavailable) {
-			t.Errorf("%s with Redis hung = %v, want %v", c.name, err, session.ErrUnavailable)
-		}
-		if d := time.Since(start); d > timeout+time.Second {
-			t.Errorf("%s with Redis hung took %v, want about its %v deadline", c.name, d, timeout)
-		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			start := time.Now()
+			err := c.call(cctx, s)
+			if !errors.Is(err, session.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s with Redis hung = %v, want an error wrapping %v and %v", c.name, err, session.ErrUnavailable, context.DeadlineExceeded)
+			}
+			if d := time.Since(start); d > timeout+time.Second {
+				t.Errorf("%s with Redis hung took %v, want about its %v deadline", c.name, d, timeout)
+			}
+		})
 	}
+	wg.Wait()
 	if _, err := drainSub(t, sub); !errors.Is(err, session.ErrUnavailable) {
 		t.Errorf("subscription Err with Redis hung = %v, want %v", err, session.ErrUnavailable)
 	}
@@ -524,8 +532,8 @@ func TestRedisStoreHungRedis(t *testing.T) {
 	start := time.Now()
 	_, err = s.Subscribe(cctx, "r")
 	cancel()
-	if d := time.Since(start); !errors.Is(err, session.ErrUnavailable) || d > timeout+time.Second {
-		t.Errorf("Subscribe on a new connection with Redis hung = %v after %v, want %v after about %v", err, d, session.ErrUnavailable, timeout)
+	if d := time.Since(start); !errors.Is(err, session.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || d > timeout+time.Second {
+		t.Errorf("Subscribe on a new connection with Redis hung = %v after %v, want %v and %v after about %v", err, d, session.ErrUnavailable, context.DeadlineExceeded, timeout)
 	}
 
 	srv.Resume()

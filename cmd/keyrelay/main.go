@@ -74,6 +74,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyrelay/keyrelay/internal/redisx"
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/keyapi"
@@ -391,7 +392,7 @@ func newStore(ctx context.Context, c config, logger *slog.Logger) (session.Store
 		logger.Info("session state in memory (one instance)")
 		return session.NewMemoryStore(session.MemoryConfig{}), nil
 	}
-	session.SetRedisLogger(logger)
+	redisx.SetLogger(logger)
 	// Redis may start after the relay (docker compose): wait for it, up to
 	// 30 s, then give up with the last error.
 	deadline := time.Now().Add(30 * time.Second)
