@@ -156,6 +156,7 @@ var errorCodes = []struct {
 	{limits.ErrRoomAttempts, CodeTooManyAttempts, "too many join attempts on this room; wait and retry"},
 	{limits.ErrKeyReused, CodeKeyReused, "this public key was used in another room; generate a new key pair"},
 	{limits.ErrClosed, CodeUnavailable, "the relay is shutting down; reconnect and resume"},
+	{limits.ErrUnavailable, CodeUnavailable, "the admission limits are unavailable; try again"},
 	{session.ErrRoomFull, CodeRoomFull, "the room already has two peers"},
 	{session.ErrTooManyRooms, CodeTooManyRooms, "the relay holds its maximum number of rooms"},
 	{session.ErrMailboxFull, CodeMailboxFull, "the peer has too many unacknowledged messages"},

@@ -280,7 +280,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 		return err
 	}
 	defer store.Close()
-	lim := newLimiter(store, c.limits, logger)
+	lim, err := newLimiter(store, c.limits, logger)
+	if err != nil {
+		return err
+	}
 	defer lim.Close() // after rl.Close (deferred below), which releases every connection
 	c.relay.Limiter = lim
 	reg := prometheus.NewRegistry()
@@ -378,11 +381,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 // newLimiter returns the admission limits: in Redis beside the session
 // state when the store is Redis (every instance then shares one budget per
 // client), else in memory.
-func newLimiter(store session.Store, cfg limits.Config, logger *slog.Logger) limits.Limiter {
+func newLimiter(store session.Store, cfg limits.Config, logger *slog.Logger) (limiter, error) {
 	if rs, ok := store.(*session.RedisStore); ok {
 		return limits.NewRedis(rs.Client(), cfg, limits.RedisOptions{Logger: logger})
 	}
-	return limits.NewMemory(cfg)
+	return limits.NewMemory(cfg), nil
+}
+
+// limiter is the admission control the relay asks (limits.Memory or
+// limits.Redis), and Close, which main calls.
+type limiter interface {
+	relay.Limiter
+	Close() error
 }
 
 // newStore returns the session store the configuration asks for: Redis
