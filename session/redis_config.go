@@ -126,11 +126,6 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	return s, nil
 }
 
-// Client returns the store's go-redis client, for other state that should
-// live in the same Redis (the relay's admission limits). It stays the
-// store's: Close closes it if the store made it from a URL.
-func (s *RedisStore) Client() redis.UniversalClient { return s.client }
-
 // hasHashTag reports whether key's slot is decided by a hash tag.
 func hasHashTag(key string) bool {
 	i := strings.IndexByte(key, '{')
