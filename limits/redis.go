@@ -113,7 +113,7 @@ type Redis struct {
 	idPrefix   string             // random, so that IDs differ across limiters
 	bg         context.Context    // ends with Close; for renewals
 	stop       context.CancelFunc // ends bg
-	renewed    chan struct{}      // closed by the renewer when it returns
+	renewed    <-chan struct{}    // closed by the renewer when it returns
 
 	nextID atomic.Uint64 // numbers the connection IDs
 	closed atomic.Bool
@@ -169,10 +169,9 @@ func NewRedis(client redis.UniversalClient, cfg Config, o RedisOptions) (*Redis,
 		idPrefix:   rand.Text() + ":",
 		bg:         bg,
 		stop:       stop,
-		renewed:    make(chan struct{}),
 		held:       make(map[string]map[*redisConn]struct{}),
 	}
-	go r.renew()
+	r.renewed = redisx.Every(bg, r.renewEvery, r.renewOnce)
 	return r, nil
 }
 
@@ -349,24 +348,9 @@ func (r *Redis) Close() error {
 	return nil
 }
 
-// renew runs renewOnce every r.renewEvery until Close.
-func (r *Redis) renew() {
-	defer close(r.renewed)
-	t := time.NewTicker(r.renewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.bg.Done():
-			return
-		case <-t.C:
-			r.renewOnce()
-		}
-	}
-}
-
-// renewOnce renews the leases of every connection the limiter holds, in
-// one pipeline, and then removes from Redis the connections released
-// meanwhile.
+// renewOnce, run every r.renewEvery until Close, renews the leases of
+// every connection the limiter holds, in one pipeline, and then removes
+// from Redis the connections released meanwhile.
 func (r *Redis) renewOnce() {
 	done := make(chan struct{})
 	defer close(done)

@@ -72,7 +72,7 @@ type RedisStore struct {
 	sweepEvery time.Duration
 	bg         context.Context // ends with Close; for the reader and sweeper
 	stop       context.CancelFunc
-	swept      chan struct{} // closed by the sweeper when it returns
+	swept      <-chan struct{} // closed by the sweeper when it returns
 	readers    sync.WaitGroup
 
 	closed atomic.Bool // set, under mu, by Close

@@ -118,11 +118,10 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		sweepEvery: cfg.SweepInterval,
 		bg:         bg,
 		stop:       stop,
-		swept:      make(chan struct{}),
 		chans:      make(map[string]*redisChan),
 		pongs:      make(map[string]*redisChan),
 	}
-	go s.sweep()
+	s.swept = redisx.Every(bg, s.sweepEvery, s.sweepOnce)
 	return s, nil
 }
 

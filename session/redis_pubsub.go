@@ -323,25 +323,10 @@ func (s *RedisStore) endLocked(sub *redisSub, err error) {
 	close(sub.ch)
 }
 
-// sweep runs sweepOnce every s.sweepEvery until Close.
-func (s *RedisStore) sweep() {
-	defer close(s.swept)
-	t := time.NewTicker(s.sweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.bg.Done():
-			return
-		case <-t.C:
-			s.sweepOnce()
-		}
-	}
-}
-
-// sweepOnce unsubscribes from the channels no subscription uses any more,
-// and ends the subscriptions of rooms that no longer exist (or exist anew)
-// with ErrRoomNotFound. Errors are left for the reader's health checks to
-// find.
+// sweepOnce, run every s.sweepEvery until Close, unsubscribes from the
+// channels no subscription uses any more, and ends the subscriptions of
+// rooms that no longer exist (or exist anew) with ErrRoomNotFound. Errors
+// are left for the reader's health checks to find.
 func (s *RedisStore) sweepOnce() {
 	s.mu.Lock()
 	p := s.ps
