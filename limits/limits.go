@@ -3,17 +3,47 @@
 // join or resume rooms, how often anyone may try to join or resume one
 // room, and whether a public key already used in another room is refused.
 //
-// The relay depends only on the [Limiter] interface. [Memory] serves one
-// process; [Redis] keeps the counts in Redis, so that every relay instance
-// sharing it enforces one budget: an IP at its connection limit on one
-// instance is refused on all of them. Both pass the same conformance
-// suite, package limitstest.
+// [Memory] serves one process; [Redis] keeps the counts in Redis, so that
+// every relay instance sharing it enforces one budget: an IP at its
+// connection limit on one instance is refused on all of them. The package
+// defines no interface: its consumer does (the relay's relay.Limiter).
+// Both implementations have the methods below, with the same contract, and
+// pass the same conformance suite, package limitstest.
+//
+// # Methods
+//
+// Every method is safe for concurrent use. Besides the errors each method
+// names, any may return ErrClosed after Close and, for [Redis], an error
+// wrapping ErrUnavailable when Redis cannot be reached; the operation then
+// did not take effect, unless Redis failed after carrying it out, in which
+// case it is undone by expiry (see [Redis]).
+//
+//   - Connect(ctx, ip) (release func(), err error) counts a connection
+//     from ip. It returns a release function to call once, when the
+//     connection ends (further calls do nothing), or ErrConnLimit,
+//     counting nothing, when ip already has MaxConnsPerIP connections
+//     open.
+//   - Join(ctx, ip, room) error counts one create, join or resume attempt
+//     by ip on room ("" for a create, which only the IP's limit counts).
+//     It returns ErrJoinRate when ip has made JoinsPerIP attempts within
+//     JoinWindow, else ErrRoomAttempts when room has had JoinsPerRoom
+//     attempts within RoomWindow. Each limit counts the attempt only if it
+//     admits it, independently of the other.
+//   - UseKey(ctx, key, room) error records that key, a public key (hex),
+//     is used in room, and returns ErrKeyReused, recording nothing, if it
+//     was used in a different room within KeyReuseWindow. Using it in the
+//     same room again (a resume that sends the key again) is allowed and
+//     restarts the window.
+//   - Close() error stops the limiter's background work. Connections it
+//     counted are not released: a Memory's counts go with it, a Redis's
+//     expire with their lease. Every method, Close included, returns
+//     ErrClosed afterwards; release functions may still be called.
 //
 // # Semantics
 //
-// Connections are counted while open: [Limiter.Connect] counts one and
-// returns the function that releases it. Redis holds each connection as a
-// lease that the Limiter holding it renews, so that the connections of an
+// Connections are counted while open: Connect counts one and returns the
+// function that releases it. Redis holds each connection as a
+// lease that the limiter holding it renews, so that the connections of an
 // instance that crashed stop counting within one lease.
 //
 // Join attempts are counted in sliding windows: two fixed windows, the
@@ -40,7 +70,6 @@
 package limits
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"time"
@@ -80,10 +109,8 @@ const (
 	DefaultRoomWindow    = 10 * time.Minute
 )
 
-// Errors returned by Limiter methods. Callers branch with errors.Is.
-// Besides these, a Limiter with a network backend returns errors wrapping
-// session.ErrUnavailable when the backend cannot be reached, so that the
-// relay's mapping of that error applies unchanged.
+// Errors returned by the limiters' methods. Callers branch with
+// errors.Is.
 var (
 	// ErrConnLimit: the IP already has MaxConnsPerIP connections open.
 	ErrConnLimit = errors.New("limits: too many connections from this address")
@@ -95,45 +122,14 @@ var (
 	// ErrKeyReused: the public key was used in another room within
 	// KeyReuseWindow.
 	ErrKeyReused = errors.New("limits: public key already used in another room")
-	// ErrClosed: the Limiter has been closed.
+	// ErrClosed: the limiter has been closed.
 	ErrClosed = errors.New("limits: limiter closed")
 )
 
-// Limiter counts connections and attempts against Config's limits. Every
-// method is safe for concurrent use. Besides the errors each method
-// names, any may return ErrClosed after Close and, for a Limiter with a
-// network backend, an error wrapping session.ErrUnavailable; the
-// operation then did not take effect, unless the backend failed after
-// carrying it out, in which case it is undone by expiry (see the
-// implementation).
-type Limiter interface {
-	// Connect counts a connection from ip. It returns a release function
-	// to call once, when the connection ends (further calls do nothing),
-	// or ErrConnLimit, counting nothing, when ip already has
-	// MaxConnsPerIP connections open.
-	Connect(ctx context.Context, ip string) (release func(), err error)
-
-	// Join counts one create, join or resume attempt by ip on room (""
-	// for a create, which only the IP's limit counts). It returns
-	// ErrJoinRate when ip has made JoinsPerIP attempts within JoinWindow,
-	// else ErrRoomAttempts when room has had JoinsPerRoom attempts within
-	// RoomWindow. Each limit counts the attempt only if it admits it,
-	// independently of the other.
-	Join(ctx context.Context, ip, room string) error
-
-	// UseKey records that key, a public key (hex), is used in room, and
-	// returns ErrKeyReused, recording nothing, if it was used in a
-	// different room within KeyReuseWindow. Using it in the same room
-	// again (a resume that sends the key again) is allowed and restarts
-	// the window.
-	UseKey(ctx context.Context, key, room string) error
-
-	// Close stops the Limiter's background work. Connections it counted
-	// are not released: a Memory's counts go with it, a Redis's expire
-	// with their lease. Every method, Close included, returns ErrClosed
-	// afterwards; release functions may still be called.
-	Close() error
-}
+// ErrUnavailable is wrapped by the errors of a limiter whose backend
+// (Redis) cannot be reached, or cannot serve now: nothing was counted,
+// and the same call may succeed later.
+var ErrUnavailable = errors.New("limits: unavailable")
 
 // limits is a Config resolved: defaults applied, and 0 for a limit that
 // is off.

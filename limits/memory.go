@@ -14,7 +14,7 @@ const (
 	memSweepMax = time.Second
 )
 
-// Memory is the in-memory [Limiter]. It serves one process: its counts are
+// Memory is the in-memory limiter. It serves one process: its counts are
 // not shared with other relay instances and do not survive a restart.
 //
 // All state sits behind one mutex; no method blocks on anything else. Its
@@ -40,8 +40,6 @@ type Memory struct {
 	rooms  map[string]*sliding    // guarded by mu; join attempts by room
 	keys   map[[32]byte]memKeyUse // guarded by mu; by digest of the key
 }
-
-var _ Limiter = (*Memory)(nil)
 
 // memKeyUse is where and until when a public key is remembered.
 type memKeyUse struct {
@@ -109,7 +107,8 @@ func (m *Memory) release(ip string) {
 }
 
 // Join counts an attempt by ip on room. It returns ErrJoinRate,
-// ErrRoomAttempts (see [Limiter]), or ErrClosed after Close.
+// ErrRoomAttempts (see the package documentation), or ErrClosed after
+// Close.
 func (m *Memory) Join(ctx context.Context, ip, room string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,7 +147,7 @@ func admit(counters map[string]*sliding, id string, now int64, window time.Durat
 }
 
 // UseKey records that key is used in room. It returns ErrKeyReused (see
-// [Limiter]), or ErrClosed after Close.
+// the package documentation), or ErrClosed after Close.
 func (m *Memory) UseKey(ctx context.Context, key, room string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

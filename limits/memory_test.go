@@ -7,7 +7,14 @@ import (
 	"github.com/keyrelay/keyrelay/limits/limitstest"
 )
 
-func newMemory(tb testing.TB, cfg limits.Config) limits.Limiter {
+// The limiters have the methods the suite tests, and those the relay asks
+// for.
+var (
+	_ limitstest.Limiter = (*limits.Memory)(nil)
+	_ limitstest.Limiter = (*limits.Redis)(nil)
+)
+
+func newMemory(tb testing.TB, cfg limits.Config) limitstest.Limiter {
 	return limits.NewMemory(cfg)
 }
 

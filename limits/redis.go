@@ -6,22 +6,21 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/internal/redisx"
 )
 
-// RedisOptions tunes a [Redis] Limiter. The zero value is ready to use.
+// RedisOptions tunes a [Redis] limiter. The zero value is ready to use:
+// every zero field means the default its comment gives.
 type RedisOptions struct {
-	// Prefix starts the name of every key the Limiter uses; Limiters with
+	// Prefix starts the name of every key the limiter uses; limiters with
 	// the same Prefix on the same Redis share their counts. Zero means
 	// "keyrelay:limits:". Without a hash tag ("{…}") in it, each IP's
 	// and each room's keys carry the IP or room as hash tag, which
@@ -33,7 +32,7 @@ type RedisOptions struct {
 	// Lease (rounded up to a millisecond). Zero (or negative) means 1
 	// minute.
 	Lease time.Duration
-	// RenewInterval is how often the Limiter renews the leases of the
+	// RenewInterval is how often the limiter renews the leases of the
 	// connections it holds, in one pipelined round trip for all of them.
 	// Zero, negative or not below Lease means Lease/3.
 	RenewInterval time.Duration
@@ -58,7 +57,7 @@ const releaseTimeout = 5 * time.Second
 // unpack has a limit); an IP with more is renewed in several.
 const maxRenewIDs = 512
 
-// Redis is the [Limiter] kept in Redis (or a Sentinel set, or a Cluster).
+// Redis is the limiter kept in Redis (or a Sentinel set, or a Cluster).
 // Every relay instance sharing the Redis and the prefix enforces one
 // budget per IP and per room, whichever instance a client reaches.
 //
@@ -83,18 +82,20 @@ const maxRenewIDs = 512
 // A connection is a member of its IP's sorted set, under a random ID,
 // scored by when its lease ends. Connect counts the unexpired members only
 // (removing the others) and adds one in the same script. One goroutine per
-// Limiter renews the leases of every connection it holds, every
+// limiter renews the leases of every connection it holds, every
 // RedisOptions.RenewInterval, in one pipeline with one script per IP; a
 // renewal also puts back connections that Redis lost (a restart without
 // persistence), since they are still open. A release removes its member
 // before it returns, waiting first for a renewal under way that includes
-// it, which would put it back. The connections of a Limiter that stops without releasing
-// (its process crashed) stop counting when their leases end.
+// it, which would put it back. The connections of a limiter that stops
+// without releasing (its process crashed) stop counting when their leases
+// end.
 //
 // When Redis cannot be reached, calls return an error wrapping
-// session.ErrUnavailable, no later than their context's deadline if the
-// client has ContextTimeoutEnabled; nothing needs restarting once Redis is
-// back. A failed renewal or release is logged: such connections may stop
+// ErrUnavailable, no later than their context's deadline if the client has
+// ContextTimeoutEnabled (when the context ends first, the error wraps both
+// ErrUnavailable and the context's error); nothing needs restarting once
+// Redis is back. A failed renewal or release is logged: such connections may stop
 // counting early (a lease that ended meanwhile is renewed, and counts
 // again, at the next renewal) or count until their lease ends. A call
 // whose reply was lost may have counted: a Join attempt counts until its
@@ -109,10 +110,10 @@ type Redis struct {
 	lease      time.Duration // whole milliseconds
 	renewEvery time.Duration
 	log        *slog.Logger
-	idPrefix   string             // random, so that IDs differ across Limiters
+	idPrefix   string             // random, so that IDs differ across limiters
 	bg         context.Context    // ends with Close; for renewals
 	stop       context.CancelFunc // ends bg
-	renewed    chan struct{}      // closed by the renewer when it returns
+	renewed    <-chan struct{}    // closed by the renewer when it returns
 
 	nextID atomic.Uint64 // numbers the connection IDs
 	closed atomic.Bool
@@ -124,9 +125,7 @@ type Redis struct {
 	renewal chan struct{}
 }
 
-var _ Limiter = (*Redis)(nil)
-
-// redisConn is a connection a Redis Limiter holds.
+// redisConn is a connection a Redis limiter holds.
 type redisConn struct {
 	ip, id string
 	// Guarded by Redis.mu.
@@ -134,18 +133,17 @@ type redisConn struct {
 	renewing bool // a renewal that includes it is under way
 }
 
-// NewRedis returns a Redis Limiter enforcing cfg on client, which it uses
-// but does not close. The client should have ContextTimeoutEnabled set, so
-// that calls give up at their context's deadline. opts is optional; if
-// several are given, the last is used. Call Close to stop renewing the
-// leases of its connections. It panics if client is nil.
-func NewRedis(client redis.UniversalClient, cfg Config, opts ...RedisOptions) *Redis {
+// NewRedis returns a Redis limiter enforcing cfg on client, tuned by o
+// (whose zero value takes every default). It uses client but does not own
+// it: Close leaves it open, and whoever made it closes it after closing the
+// limiter. The client should have ContextTimeoutEnabled set, so that calls
+// give up at their context's deadline, and MaxRetries -1, so that no
+// script runs twice (internal/redisx.NewClient's clients have both). It
+// does not contact Redis. It returns an error if client is nil. Call Close
+// to stop renewing the leases of its connections.
+func NewRedis(client redis.UniversalClient, cfg Config, o RedisOptions) (*Redis, error) {
 	if client == nil {
-		panic("limits: NewRedis with a nil client")
-	}
-	var o RedisOptions
-	if len(opts) > 0 {
-		o = opts[len(opts)-1]
+		return nil, errors.New("limits: NewRedis: nil client")
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultRedisPrefix
@@ -171,11 +169,10 @@ func NewRedis(client redis.UniversalClient, cfg Config, opts ...RedisOptions) *R
 		idPrefix:   rand.Text() + ":",
 		bg:         bg,
 		stop:       stop,
-		renewed:    make(chan struct{}),
 		held:       make(map[string]map[*redisConn]struct{}),
 	}
-	go r.renew()
-	return r
+	r.renewed = redisx.Every(bg, r.renewEvery, r.renewOnce)
+	return r, nil
 }
 
 // Key names; see the Redis type's documentation.
@@ -195,34 +192,22 @@ func ms(d time.Duration) int64 {
 //go:embed redis/*.lua
 var redisLua embed.FS
 
-// The scripts, each lib.lua followed by its own file.
+// The scripts: each is redisx's prelude, lib.lua, then its own file.
 var (
-	scriptConnect = newScript("connect")
-	scriptRenew   = newScript("renew")
-	scriptWindow  = newScript("window")
-	scriptUseKey  = newScript("usekey")
+	scriptConnect = redisx.LoadScript(redisLua, "redis", "connect")
+	scriptRenew   = redisx.LoadScript(redisLua, "redis", "renew")
+	scriptWindow  = redisx.LoadScript(redisLua, "redis", "window")
+	scriptUseKey  = redisx.LoadScript(redisLua, "redis", "usekey")
 )
-
-func newScript(name string) *redis.Script {
-	lib, err := redisLua.ReadFile("redis/lib.lua")
-	if err != nil {
-		panic(err)
-	}
-	op, err := redisLua.ReadFile("redis/" + name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(lib) + "\n" + string(op))
-}
 
 // Connect counts a connection from ip and returns its release function,
 // which returns once the connection is removed from Redis: at once, or
 // after the lease renewal under way (which takes at most a second or the
 // renewal interval, whichever is longer), and within 5 s more; past that
-// (Redis unreachable), the connection counts until its lease ends. It returns ErrConnLimit if ip has
-// MaxConnsPerIP connections open on all the Limiters sharing the Redis
-// and prefix, an error wrapping session.ErrUnavailable, or ErrClosed after
-// Close.
+// (Redis unreachable), the connection counts until its lease ends. It
+// returns ErrConnLimit if ip has MaxConnsPerIP connections open on all the
+// limiters sharing the Redis and prefix, an error wrapping ErrUnavailable,
+// or ErrClosed after Close.
 func (r *Redis) Connect(ctx context.Context, ip string) (func(), error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
@@ -296,9 +281,9 @@ func (r *Redis) forget(conns ...*redisConn) {
 }
 
 // Join counts an attempt by ip on room, in one pipeline. It returns
-// ErrJoinRate or ErrRoomAttempts (see [Limiter]), counted over all the
-// Limiters sharing the Redis and prefix, an error wrapping
-// session.ErrUnavailable, or ErrClosed after Close.
+// ErrJoinRate or ErrRoomAttempts (see the package documentation), counted
+// over all the limiters sharing the Redis and prefix, an error wrapping
+// ErrUnavailable, or ErrClosed after Close.
 func (r *Redis) Join(ctx context.Context, ip, room string) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -329,8 +314,8 @@ func (r *Redis) Join(ctx context.Context, ip, room string) error {
 }
 
 // UseKey records that key is used in room. It returns ErrKeyReused (see
-// [Limiter]), over all the Limiters sharing the Redis and prefix, an error
-// wrapping session.ErrUnavailable, or ErrClosed after Close.
+// the package documentation), over all the limiters sharing the Redis and
+// prefix, an error wrapping ErrUnavailable, or ErrClosed after Close.
 func (r *Redis) UseKey(ctx context.Context, key, room string) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -349,9 +334,9 @@ func (r *Redis) UseKey(ctx context.Context, key, room string) error {
 	return nil
 }
 
-// Close stops renewing the leases of the Limiter's connections, which then
+// Close stops renewing the leases of the limiter's connections, which then
 // count until their leases end unless released (the relay releases them
-// before it closes the Limiter). It leaves the client open. Every method,
+// before it closes the limiter). It leaves the client open. Every method,
 // Close included, returns ErrClosed afterwards; release functions may
 // still be called and still remove their connections.
 func (r *Redis) Close() error {
@@ -363,24 +348,9 @@ func (r *Redis) Close() error {
 	return nil
 }
 
-// renew runs renewOnce every r.renewEvery until Close.
-func (r *Redis) renew() {
-	defer close(r.renewed)
-	t := time.NewTicker(r.renewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.bg.Done():
-			return
-		case <-t.C:
-			r.renewOnce()
-		}
-	}
-}
-
-// renewOnce renews the leases of every connection the Limiter holds, in
-// one pipeline, and then removes from Redis the connections released
-// meanwhile.
+// renewOnce, run every r.renewEvery until Close, renews the leases of
+// every connection the limiter holds, in one pipeline, and then removes
+// from Redis the connections released meanwhile.
 func (r *Redis) renewOnce() {
 	done := make(chan struct{})
 	defer close(done)
@@ -498,40 +468,14 @@ func (r *Redis) runAll(ctx context.Context, op string, calls []scriptCall) ([]bo
 	return ok, nil
 }
 
-// transientReplies are the Redis error replies that mean "not now": Redis
-// is unavailable rather than the call wrong.
-var transientReplies = []string{
-	"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
-	"BUSY", "NOREPLICAS", "MISCONF", "OOM",
-}
-
-// backendErr returns the error for a Redis call of operation op that
-// failed with err: ErrClosed after Close; an error wrapping
-// session.ErrUnavailable and err if Redis could not be reached, or
-// answered that it cannot serve now, and wrapping ctx's error too if ctx
-// ended first; otherwise err, wrapped (a bug).
+// backendErr returns the error for a Redis call of operation op, made
+// under ctx, that failed with err: ErrClosed after Close; an error wrapping
+// ErrUnavailable and err if Redis could not be reached, or answered that
+// it cannot serve now, and wrapping ctx's error too if ctx ended first;
+// otherwise err, wrapped (a bug). See redisx.Wrap.
 func (r *Redis) backendErr(ctx context.Context, op string, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		msg := rerr.Error()
-		for _, p := range transientReplies {
-			if strings.HasPrefix(msg, p) {
-				return fmt.Errorf("limits: redis %s: %w: %w", op, session.ErrUnavailable, err)
-			}
-		}
-		return fmt.Errorf("limits: redis %s: %w", op, err)
-	}
-	cerr := ctx.Err()
-	if dl, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(dl) {
-		cerr = context.DeadlineExceeded // its timer has yet to fire
-	}
-	if cerr != nil && !errors.Is(err, cerr) {
-		// go-redis reports a deadline it turned into a socket timeout as
-		// that timeout.
-		return fmt.Errorf("limits: redis %s: %w: %w (%w)", op, session.ErrUnavailable, err, cerr)
-	}
-	return fmt.Errorf("limits: redis %s: %w: %w", op, session.ErrUnavailable, err)
+	return redisx.Wrap(ctx, "limits: redis "+op, ErrUnavailable, err)
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/limits/limitstest"
-	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/redistest"
 )
 
@@ -46,9 +45,20 @@ func newClient(tb testing.TB, addr string) *redis.Client {
 // newRedis returns a NewFunc for Limiters on client, each under a prefix
 // of its own.
 func newRedis(client redis.UniversalClient) limitstest.NewFunc {
-	return func(tb testing.TB, cfg limits.Config) limits.Limiter {
-		return limits.NewRedis(client, cfg, limits.RedisOptions{Prefix: uniquePrefix(tb), Logger: quiet})
+	return func(tb testing.TB, cfg limits.Config) limitstest.Limiter {
+		return mustNewRedis(tb, client, cfg, limits.RedisOptions{Prefix: uniquePrefix(tb), Logger: quiet})
 	}
+}
+
+// mustNewRedis returns limits.NewRedis(client, cfg, opts), failing tb on
+// an error.
+func mustNewRedis(tb testing.TB, client redis.UniversalClient, cfg limits.Config, opts limits.RedisOptions) *limits.Redis {
+	tb.Helper()
+	l, err := limits.NewRedis(client, cfg, opts)
+	if err != nil {
+		tb.Fatalf("NewRedis: %v", err)
+	}
+	return l
 }
 
 func TestRedis(t *testing.T) {
@@ -72,16 +82,16 @@ func BenchmarkRedis(b *testing.B) {
 
 // instances returns n Limiters on one Redis with one prefix, as n relay
 // instances would have, closed when t ends.
-func instances(t *testing.T, client redis.UniversalClient, cfg limits.Config, opts limits.RedisOptions, n int) []limits.Limiter {
+func instances(t *testing.T, client redis.UniversalClient, cfg limits.Config, opts limits.RedisOptions, n int) []limitstest.Limiter {
 	t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = uniquePrefix(t)
 	}
 	opts.Logger = quiet
-	var out []limits.Limiter
+	var out []limitstest.Limiter
 	for range n {
-		out = append(out, limitstest.Open(t, func(testing.TB, limits.Config) limits.Limiter {
-			return limits.NewRedis(client, cfg, opts)
+		out = append(out, limitstest.Open(t, func(tb testing.TB, cfg limits.Config) limitstest.Limiter {
+			return mustNewRedis(tb, client, cfg, opts)
 		}, cfg))
 	}
 	return out
@@ -315,8 +325,8 @@ func TestRedisKeys(t *testing.T) {
 	addr := redistest.Start(t)
 	client := newClient(t, addr)
 	ctx := t.Context()
-	l := limitstest.Open(t, func(testing.TB, limits.Config) limits.Limiter {
-		return limits.NewRedis(client, limits.Config{KeyReuseWindow: time.Minute})
+	l := limitstest.Open(t, func(tb testing.TB, _ limits.Config) limitstest.Limiter {
+		return mustNewRedis(tb, client, limits.Config{KeyReuseWindow: time.Minute}, limits.RedisOptions{})
 	}, limits.Config{})
 	const pub, room = "5f3a0c9e7d21", "secret-room-id"
 	limitstest.Fill(t, l, "192.0.2.7", 1)
@@ -350,7 +360,7 @@ func TestRedisKeys(t *testing.T) {
 
 // TestRedisUnavailable stops Redis under a Limiter, and restarts it (empty:
 // it keeps nothing on disk): calls fail with errors wrapping
-// session.ErrUnavailable meanwhile, and work again afterwards with the
+// limits.ErrUnavailable meanwhile, and work again afterwards with the
 // same Limiter, whose open connections count again.
 func TestRedisUnavailable(t *testing.T) {
 	t.Parallel()
@@ -366,11 +376,11 @@ func TestRedisUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	release, err := l.Connect(ctx, "ip")
-	if !errors.Is(err, session.ErrUnavailable) || release != nil {
-		t.Errorf("Connect with Redis stopped = %v, %v; want nil, an error wrapping session.ErrUnavailable", release != nil, err)
+	if !errors.Is(err, limits.ErrUnavailable) || release != nil {
+		t.Errorf("Connect with Redis stopped = %v, %v; want nil, an error wrapping limits.ErrUnavailable", release != nil, err)
 	}
-	wantErr(t, "Join with Redis stopped", l.Join(ctx, "ip", "r"), session.ErrUnavailable)
-	wantErr(t, "UseKey with Redis stopped", l.UseKey(ctx, "aa", "r"), session.ErrUnavailable)
+	wantErr(t, "Join with Redis stopped", l.Join(ctx, "ip", "r"), limits.ErrUnavailable)
+	wantErr(t, "UseKey with Redis stopped", l.UseKey(ctx, "aa", "r"), limits.ErrUnavailable)
 	released[0]() // must return (and log) despite Redis
 
 	srv.Restart()
@@ -404,8 +414,8 @@ func TestRedisUnavailable(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
 		err := l.Join(ctx, "ip2", "r2")
-		if !errors.Is(err, session.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Join with Redis hung = %v, want an error wrapping session.ErrUnavailable and context.DeadlineExceeded", err)
+		if !errors.Is(err, limits.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Join with Redis hung = %v, want an error wrapping limits.ErrUnavailable and context.DeadlineExceeded", err)
 		}
 	})
 }
@@ -421,3 +431,10 @@ func TestMain(m *testing.M) {
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func TestNewRedisNilClient(t *testing.T) {
+	l, err := limits.NewRedis(nil, limits.Config{}, limits.RedisOptions{})
+	if err == nil || l != nil {
+		t.Errorf("NewRedis(nil) = %v, %v; want nil and an error", l, err)
+	}
+}

@@ -116,7 +116,10 @@ func TestLimitsAcrossInstances(t *testing.T) {
 	prefix := "limits:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
 	newLimiter := func() *limits.Redis {
 		c := redis.NewClient(&redis.Options{Addr: rs.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
-		l := limits.NewRedis(c, limits.Config{MaxConnsPerIP: 2, JoinsPerIP: 3, JoinsPerRoom: -1}, limits.RedisOptions{Prefix: prefix})
+		l, err := limits.NewRedis(c, limits.Config{MaxConnsPerIP: 2, JoinsPerIP: 3, JoinsPerRoom: -1}, limits.RedisOptions{Prefix: prefix})
+		if err != nil {
+			t.Fatalf("NewRedis: %v", err)
+		}
 		t.Cleanup(func() { l.Close(); c.Close() })
 		return l
 	}
@@ -175,7 +178,10 @@ func TestLimiterUnavailable(t *testing.T) {
 	}
 	rs := redistest.StartServer(t)
 	c := redis.NewClient(&redis.Options{Addr: rs.Addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	l := limits.NewRedis(c, limits.Config{MaxConnsPerIP: 1}, limits.RedisOptions{Prefix: "limits:unavailable:"})
+	l, err := limits.NewRedis(c, limits.Config{MaxConnsPerIP: 1}, limits.RedisOptions{Prefix: "limits:unavailable:"})
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
 	t.Cleanup(func() { l.Close(); c.Close() })
 	tr := newRelay(t, relay.Config{Limiter: l, StoreTimeout: time.Second})
 	rs.Stop()

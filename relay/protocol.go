@@ -70,6 +70,7 @@ var errorCodes = []struct {
 	{session.ErrNotMember, wire.CodeInvalidResume, "unknown peer or wrong resume token"},
 	{session.ErrResumeExpired, wire.CodeResumeExpired, "the resume grace period is over"},
 	{session.ErrUnavailable, wire.CodeUnavailable, "the session store is unavailable; try again"},
+	{limits.ErrUnavailable, wire.CodeUnavailable, "the admission limits are unavailable; try again"},
 }
 
 // toWireError converts err to the error frame the client gets. Errors with

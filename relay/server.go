@@ -29,8 +29,8 @@ import (
 // Limiter is the admission control the relay asks before it admits a
 // connection, a create, join or resume, and a public key. limits.Memory
 // and limits.Redis implement it; their errors (limits.ErrConnLimit,
-// ErrJoinRate, ErrRoomAttempts, ErrKeyReused, and errors wrapping
-// session.ErrUnavailable) are what the relay maps to wire codes.
+// ErrJoinRate, ErrRoomAttempts, ErrKeyReused, ErrClosed, and errors
+// wrapping limits.ErrUnavailable) are what the relay maps to wire codes.
 type Limiter interface {
 	// Connect counts a connection from ip and returns the function that
 	// releases it, or an error (nothing counted).

@@ -73,7 +73,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/keyrelay/keyrelay/internal/redisx"
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/keyapi"
@@ -275,12 +277,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 		return err
 	}
 
-	store, err := newStore(ctx, c, logger)
+	// One Redis client, if any, for the session store and the limiter;
+	// closed last, after both.
+	client, err := newRedisClient(c, logger)
+	if err != nil {
+		return err
+	}
+	if client != nil {
+		defer client.Close()
+	}
+	store, err := newStore(ctx, client, logger)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	lim := newLimiter(store, c.limits, logger)
+	lim, err := newLimiter(client, c.limits, logger)
+	if err != nil {
+		return err
+	}
 	defer lim.Close() // after rl.Close (deferred below), which releases every connection
 	c.relay.Limiter = lim
 	reg := prometheus.NewRegistry()
@@ -375,30 +389,52 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	return nil
 }
 
-// newLimiter returns the admission limits: in Redis beside the session
-// state when the store is Redis (every instance then shares one budget per
-// client), else in memory.
-func newLimiter(store session.Store, cfg limits.Config, logger *slog.Logger) limits.Limiter {
-	if rs, ok := store.(*session.RedisStore); ok {
-		return limits.NewRedis(rs.Client(), cfg, limits.RedisOptions{Logger: logger})
+// newRedisClient returns the Redis client for --redis-url, shared by the
+// session store and the limiter, or nil without --redis-url. It does not
+// connect (newStore waits for Redis); the caller closes it, after the
+// store and the limiter.
+func newRedisClient(c config, logger *slog.Logger) (redis.UniversalClient, error) {
+	if c.redisURL == "" {
+		return nil, nil
 	}
-	return limits.NewMemory(cfg)
+	redisx.SetLogger(logger)
+	client, err := redisx.NewClient(c.redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	return client, nil
 }
 
-// newStore returns the session store the configuration asks for: Redis
-// when --redis-url is set, else memory.
-func newStore(ctx context.Context, c config, logger *slog.Logger) (session.Store, error) {
-	if c.redisURL == "" {
+// newLimiter returns the admission limits: in Redis beside the session
+// state when there is a Redis client (every instance then shares one
+// budget per client), else in memory.
+func newLimiter(client redis.UniversalClient, cfg limits.Config, logger *slog.Logger) (limiter, error) {
+	if client != nil {
+		return limits.NewRedis(client, cfg, limits.RedisOptions{Logger: logger})
+	}
+	return limits.NewMemory(cfg), nil
+}
+
+// limiter is the admission control the relay asks (limits.Memory or
+// limits.Redis), and Close, which run calls.
+type limiter interface {
+	relay.Limiter
+	Close() error
+}
+
+// newStore returns the session store: in Redis on client when there is
+// one, else in memory. The store does not own client.
+func newStore(ctx context.Context, client redis.UniversalClient, logger *slog.Logger) (session.Store, error) {
+	if client == nil {
 		logger.Info("session state in memory (one instance)")
 		return session.NewMemoryStore(session.MemoryConfig{}), nil
 	}
-	session.SetRedisLogger(logger)
 	// Redis may start after the relay (docker compose): wait for it, up to
 	// 30 s, then give up with the last error.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{URL: c.redisURL})
+		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client})
 		cancel()
 		if err == nil {
 			logger.Info("session state in Redis")

@@ -1,9 +1,10 @@
-// Package limitstest is the conformance suite for [limits.Limiter]
-// implementations. Every implementation runs the same suite, from its own
-// test file:
+// Package limitstest is the conformance suite for the limiters of package
+// limits ([limits.Memory], [limits.Redis]): whatever has the methods of
+// [Limiter]. Every implementation runs the same suite, from its own test
+// file:
 //
 //	func TestMemory(t *testing.T) {
-//		limitstest.Run(t, func(t testing.TB, cfg limits.Config) limits.Limiter {
+//		limitstest.Run(t, func(t testing.TB, cfg limits.Config) limitstest.Limiter {
 //			return limits.NewMemory(cfg)
 //		})
 //	}
@@ -35,16 +36,27 @@ const (
 	racers = 50
 )
 
+// Limiter is what the suite tests: the methods of the limiters of package
+// limits, whose contract the package documentation states. (Package limits
+// defines no interface; the relay defines the one it consumes,
+// relay.Limiter, without Close.)
+type Limiter interface {
+	Connect(ctx context.Context, ip string) (release func(), err error)
+	Join(ctx context.Context, ip, room string) error
+	UseKey(ctx context.Context, key, room string) error
+	Close() error
+}
+
 // NewFunc returns a new Limiter enforcing cfg, sharing no counts with any
 // other it returned. The suite closes every Limiter it gets (a second
 // Close returning ErrClosed is fine); NewFunc may register its own
 // cleanup, which runs after that Close.
-type NewFunc func(tb testing.TB, cfg limits.Config) limits.Limiter
+type NewFunc func(tb testing.TB, cfg limits.Config) Limiter
 
 // Run runs the conformance suite. Its subtests call t.Parallel, so several
 // Limiters are open at once.
 func Run(t *testing.T, newLimiter NewFunc) {
-	open := func(t *testing.T, cfg limits.Config) limits.Limiter {
+	open := func(t *testing.T, cfg limits.Config) Limiter {
 		t.Helper()
 		return Open(t, newLimiter, cfg)
 	}
@@ -70,7 +82,7 @@ func Run(t *testing.T, newLimiter NewFunc) {
 }
 
 // Open returns a Limiter from newLimiter that is closed when tb ends.
-func Open(tb testing.TB, newLimiter NewFunc, cfg limits.Config) limits.Limiter {
+func Open(tb testing.TB, newLimiter NewFunc, cfg limits.Config) Limiter {
 	tb.Helper()
 	l := newLimiter(tb, cfg)
 	tb.Cleanup(func() {
@@ -90,7 +102,7 @@ func Open(tb testing.TB, newLimiter NewFunc, cfg limits.Config) limits.Limiter {
 }
 
 // opener returns a new Limiter that is closed when the test ends.
-type opener func(t *testing.T, cfg limits.Config) limits.Limiter
+type opener func(t *testing.T, cfg limits.Config) Limiter
 
 // off is a Config with every limit off, for tests to switch on the one
 // they test.
@@ -107,7 +119,7 @@ func wantErr(t testing.TB, what string, err, want error) {
 // Connect calls l.Connect and fails tb on an error other than
 // limits.ErrConnLimit. It returns the release function, or nil when
 // refused.
-func Connect(tb testing.TB, l limits.Limiter, ip string) func() {
+func Connect(tb testing.TB, l Limiter, ip string) func() {
 	tb.Helper()
 	release, err := l.Connect(tb.Context(), ip)
 	switch {
@@ -126,7 +138,7 @@ func Connect(tb testing.TB, l limits.Limiter, ip string) func() {
 
 // Fill connects n times from ip, failing tb unless each is admitted, and
 // returns the release functions.
-func Fill(tb testing.TB, l limits.Limiter, ip string, n int) []func() {
+func Fill(tb testing.TB, l Limiter, ip string, n int) []func() {
 	tb.Helper()
 	var out []func()
 	for i := range n {
@@ -310,7 +322,7 @@ type joinStep struct {
 	want     error
 }
 
-func runJoins(t *testing.T, l limits.Limiter, steps []joinStep) {
+func runJoins(t *testing.T, l Limiter, steps []joinStep) {
 	t.Helper()
 	for i, s := range steps {
 		wantErr(t, fmt.Sprintf("step %d: Join(%q, %q)", i+1, s.ip, s.room), l.Join(t.Context(), s.ip, s.room), s.want)
@@ -388,28 +400,28 @@ func testWindows(t *testing.T, open opener) {
 	for _, tc := range []struct {
 		name string
 		cfg  limits.Config
-		fill func(ctx context.Context, l limits.Limiter) error // one admitted call
-		n    int                                               // how many fill
-		want error                                             // of one more
+		fill func(ctx context.Context, l Limiter) error // one admitted call
+		n    int                                        // how many fill
+		want error                                      // of one more
 	}{
 		{
 			name: "IP window",
 			cfg:  limits.Config{MaxConnsPerIP: -1, JoinsPerIP: 2, JoinWindow: shortWindow, JoinsPerRoom: -1},
-			fill: func(ctx context.Context, l limits.Limiter) error { return l.Join(ctx, "ip", "") },
+			fill: func(ctx context.Context, l Limiter) error { return l.Join(ctx, "ip", "") },
 			n:    2,
 			want: limits.ErrJoinRate,
 		},
 		{
 			name: "room window",
 			cfg:  limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: 2, RoomWindow: shortWindow},
-			fill: func(ctx context.Context, l limits.Limiter) error { return l.Join(ctx, "ip", "r") },
+			fill: func(ctx context.Context, l Limiter) error { return l.Join(ctx, "ip", "r") },
 			n:    2,
 			want: limits.ErrRoomAttempts,
 		},
 		{
 			name: "key window",
 			cfg:  limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1, KeyReuseWindow: shortWindow},
-			fill: func(ctx context.Context, l limits.Limiter) error { return l.UseKey(ctx, "aa", "r") },
+			fill: func(ctx context.Context, l Limiter) error { return l.UseKey(ctx, "aa", "r") },
 			n:    1,
 			want: limits.ErrKeyReused,
 		},
@@ -424,7 +436,7 @@ func testWindows(t *testing.T, open opener) {
 			// room for UseKey.
 			more := tc.fill
 			if tc.want == limits.ErrKeyReused {
-				more = func(ctx context.Context, l limits.Limiter) error { return l.UseKey(ctx, "aa", "s") }
+				more = func(ctx context.Context, l Limiter) error { return l.UseKey(ctx, "aa", "s") }
 			}
 			wantErr(t, "call over the limit", more(ctx, l), tc.want)
 			Eventually(t, "admitted again after the window", func() error { return more(ctx, l) })

@@ -1,5 +1,6 @@
--- lib.lua: the part every room script starts with; each script is this
--- file followed by its own. Redis runs a script atomically: nothing else
+-- lib.lua: the part every room script starts with; each script is
+-- redisx's prelude (int, and now: the Redis server's clock in ms), this
+-- file, then its own. Redis runs a script atomically: nothing else
 -- touches the data between its first read and its last write.
 --
 -- KEYS[1]  the room's hash, PREFIX.."room:{"..id.."}"
@@ -31,16 +32,6 @@
 
 local room_key, index_key = KEYS[1], KEYS[2]
 local room_id, box_prefix = ARGV[1], ARGV[2]
-
-local function int(x)
-  return string.format('%d', x)
-end
-
-local now
-do
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 local function box_key(box)
   return box_prefix .. box

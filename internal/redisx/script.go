@@ -1,0 +1,36 @@
+package redisx
+
+import (
+	_ "embed"
+	"io/fs"
+	"path"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// prelude defines what every script can use: int(x), which formats a
+// number as an integer, and now, the Redis server's time in ms.
+//
+//go:embed prelude.lua
+var prelude string
+
+// LoadScript returns the script dir/name.lua of fsys (normally an
+// embed.FS), preceded by the prelude (the local function int and the local
+// now, the Redis server's time in ms) and by dir/lib.lua, the part that
+// every script of the caller's starts with. The three are joined by
+// newlines into one chunk, so each later part sees the locals of the
+// earlier ones.
+//
+// It panics if either file cannot be read: for embedded files, a mistake
+// that the first test finds. Call it when a package initialises.
+func LoadScript(fsys fs.FS, dir, name string) *redis.Script {
+	lib, err := fs.ReadFile(fsys, path.Join(dir, "lib.lua"))
+	if err != nil {
+		panic("redisx: " + err.Error())
+	}
+	op, err := fs.ReadFile(fsys, path.Join(dir, name+".lua"))
+	if err != nil {
+		panic("redisx: " + err.Error())
+	}
+	return redis.NewScript(prelude + "\n" + string(lib) + "\n" + string(op))
+}

@@ -1,0 +1,158 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyrelay/keyrelay/internal/redisx"
+)
+
+// RedisConfig configures a [RedisStore]. Set exactly one of URL and Client.
+type RedisConfig struct {
+	// URL locates Redis:
+	//
+	//	redis://[user:password@]host:port[/db][?options]   one server
+	//	rediss://…                                          the same over TLS
+	//	redis://host:port?master_name=NAME[&addr=…]         Sentinel: the
+	//	                                                    addresses are the
+	//	                                                    sentinels'
+	//	redis://host:port?addr=host2:port2[&addr=…]         Cluster
+	//	redis://host:port?cluster=true                      Cluster, one seed
+	//
+	// The options are go-redis's (redis.ParseURL, ParseFailoverURL,
+	// ParseClusterURL), such as dial_timeout=2s or read_timeout=1s. Unless
+	// the URL sets max_retries, the store turns go-redis's retries off: a
+	// retried script whose reply was lost would run twice. A store made
+	// from a URL respects context deadlines, owns its client and closes it
+	// on Close. (The client is made by internal/redisx.NewClient, which
+	// cmd/keyrelay uses too.)
+	URL string
+	// Client is a ready go-redis client, used instead of URL, for a client
+	// that other state shares (cmd/keyrelay hands one client to the store
+	// and to the admission limits) and for tests. The store uses it but
+	// does not own it: Close leaves it open, and whoever made it closes it
+	// after closing the store. For calls to give up at their context's
+	// deadline, it should have ContextTimeoutEnabled set, and MaxRetries -1
+	// so that no write runs twice; redisx.NewClient's clients have both.
+	Client redis.UniversalClient
+	// Prefix starts the name of every key and channel the store uses.
+	// Stores with different prefixes share nothing. Zero means "keyrelay:",
+	// or "{keyrelay}:" on a Redis Cluster. On a Cluster the prefix must
+	// contain a hash tag ("{…}"): CreateRoom counts rooms and creates one
+	// in one script, so every key of the store must live in one hash slot.
+	Prefix string
+	// SubscriberBuffer is how many events a subscription may fall behind
+	// before it is ended with ErrSlowSubscriber. Zero (or negative) means
+	// 256.
+	SubscriberBuffer int
+	// SweepInterval is how often the store checks that the rooms it has
+	// subscriptions to still exist, to end those of expired rooms with
+	// ErrRoomNotFound, and drops Redis subscriptions no longer used. Zero
+	// (or negative) means 1 s.
+	SweepInterval time.Duration
+}
+
+// defaultRedisPrefix is RedisConfig.Prefix's default; on a Cluster it is
+// wrapped in braces, a hash tag.
+const defaultRedisPrefix = "keyrelay"
+
+// NewRedisStore returns a RedisStore configured by cfg, once Redis has
+// answered (within ctx). It returns an error wrapping ErrUnavailable if
+// Redis cannot be reached, and an error matching no sentinel if cfg is
+// invalid (neither or both of URL and Client, a URL that does not parse, a
+// Cluster prefix without a hash tag) or Redis is older than 6.2. Call Close
+// to release it.
+func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
+	client, own := cfg.Client, false
+	switch {
+	case cfg.URL != "" && client != nil:
+		return nil, errors.New("session: redis config: set URL or Client, not both")
+	case client == nil && cfg.URL == "":
+		return nil, errors.New("session: redis config: URL or Client is required")
+	case client == nil:
+		var err error
+		if client, err = redisx.NewClient(cfg.URL); err != nil {
+			return nil, fmt.Errorf("session: %w", err)
+		}
+		own = true
+	}
+	_, cluster := client.(*redis.ClusterClient)
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = defaultRedisPrefix + ":"
+		if cluster {
+			prefix = "{" + defaultRedisPrefix + "}:"
+		}
+	}
+	fail := func(err error) (*RedisStore, error) {
+		if own {
+			client.Close()
+		}
+		return nil, err
+	}
+	if cluster && !hasHashTag(prefix) {
+		return fail(fmt.Errorf("session: redis config: on a Cluster, Prefix %q needs a hash tag (such as \"{keyrelay}:\")", prefix))
+	}
+	if err := checkRedisVersion(ctx, client); err != nil {
+		return fail(err)
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = defaultSubscriberBuffer
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = defaultSweepInterval
+	}
+	bg, stop := context.WithCancel(context.Background())
+	s := &RedisStore{
+		client:     client,
+		ownClient:  own,
+		prefix:     prefix,
+		index:      prefix + "rooms",
+		subBuffer:  cfg.SubscriberBuffer,
+		sweepEvery: cfg.SweepInterval,
+		bg:         bg,
+		stop:       stop,
+		chans:      make(map[string]*redisChan),
+		pongs:      make(map[string]*redisChan),
+	}
+	s.swept = redisx.Every(bg, s.sweepEvery, s.sweepOnce)
+	return s, nil
+}
+
+// hasHashTag reports whether key's slot is decided by a hash tag.
+func hasHashTag(key string) bool {
+	i := strings.IndexByte(key, '{')
+	return i >= 0 && strings.IndexByte(key[i+1:], '}') > 0
+}
+
+// checkRedisVersion returns an error if Redis cannot be reached or is older
+// than 6.2 (XTRIM MINID).
+func checkRedisVersion(ctx context.Context, client redis.UniversalClient) error {
+	info, err := client.Info(ctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("session: redis: %w: %w", ErrUnavailable, err)
+	}
+	for line := range strings.Lines(info) {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:")
+		if !ok {
+			continue
+		}
+		parts := strings.SplitN(v, ".", 3)
+		if len(parts) < 2 {
+			return nil
+		}
+		major, err1 := strconv.Atoi(parts[0])
+		minor, err2 := strconv.Atoi(parts[1])
+		if err1 == nil && err2 == nil && (major < 6 || major == 6 && minor < 2) {
+			return fmt.Errorf("session: redis %s is too old: 6.2 or later is required", v)
+		}
+		return nil
+	}
+	return nil
+}
