@@ -234,7 +234,7 @@ func TestRedisOutage(t *testing.T) {
 // events in (a regression test: a key event that overtook the sender's own
 // SetKey reply once left a peer waiting forever).
 func TestCrossInstanceConcurrentHandshakes(t *testing.T) {
-	_, r1, r2 := twoInstances(t, relay.Config{MaxConnsPerIP: -1})
+	_, r1, r2 := twoInstances(t, relay.Config{Limiter: relaytest.NoLimits()})
 	const pairs = 30
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*pairs)

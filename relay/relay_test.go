@@ -15,7 +15,10 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
+	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
 
@@ -438,7 +441,7 @@ func TestLimits(t *testing.T) {
 		p.expectError(wire.CodeRateLimited)
 	})
 	t.Run("connections per IP", func(t *testing.T) {
-		tr := newRelay(t, relay.Config{MaxConnsPerIP: 2})
+		tr := newRelay(t, relay.Config{Limiter: relaytest.NewLimiter(t, limits.Config{MaxConnsPerIP: 2})})
 		tr.dial(t)
 		tr.dial(t)
 		tr.dial(t).expectClose(wire.CloseTooManyConnsPerIP)
@@ -560,15 +563,36 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
+// TestConfigErrors checks that New refuses a nil store or limiter and each
+// invalid Config field, with an error that names the problem.
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []relay.Config{
-		{MaxFrameBytes: 10},
-		{FramesPerSecond: -1},
-		{RoomTTL: -time.Second},
-	} {
-		if _, err := relay.New(nil, cfg, nil); err == nil {
-			t.Errorf("New(%+v) succeeded", cfg)
-		}
+	store := relaytest.NewMemoryStore()
+	t.Cleanup(func() { store.Close() })
+	lim := relaytest.NewLimiter(t, relaytest.Limits)
+	tests := []struct {
+		name  string
+		store session.Store
+		cfg   relay.Config
+		want  string // in the error
+	}{
+		{"nil store", nil, relay.Config{Limiter: lim}, "store"},
+		{"nil limiter", store, relay.Config{}, "Limiter"},
+		{"frame size", store, relay.Config{Limiter: lim, MaxFrameBytes: 10}, "MaxFrameBytes"},
+		{"frame rate", store, relay.Config{Limiter: lim, FramesPerSecond: -1}, "FramesPerSecond"},
+		{"negative TTL", store, relay.Config{Limiter: lim, RoomTTL: -time.Second}, "negative"},
+		{"room ID length", store, relay.Config{Limiter: lim, MinRoomIDLength: 65}, "MinRoomIDLength"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := relay.New(tt.store, tt.cfg, nil)
+			if err == nil {
+				r.Close()
+				t.Fatalf("New(%+v) succeeded", tt.cfg)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New: %v; want an error about %s", err, tt.want)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -18,7 +19,9 @@ func stalledConn(t *testing.T) (c *conn, store session.Store, unstall func()) {
 	t.Helper()
 	store = session.NewMemoryStore(session.MemoryConfig{})
 	t.Cleanup(func() { store.Close() })
-	s, err := New(store, Config{SendQueue: 2, SlowReaderTimeout: time.Hour}, nil)
+	lim := limits.NewMemory(limits.Config{})
+	t.Cleanup(func() { lim.Close() })
+	s, err := New(store, Config{SendQueue: 2, SlowReaderTimeout: time.Hour, Limiter: lim}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,10 +54,6 @@ type Config struct {
 	// are ignored. Zero means 20 per second and a burst of 40.
 	FramesPerSecond float64
 	FrameBurst      int
-	// MaxConnsPerIP bounds concurrent connections from one client IP;
-	// more are closed with 4429. Zero means 32; negative means no limit.
-	// It applies only when Limiter is nil (a Limiter has its own).
-	MaxConnsPerIP int
 	// MaxRooms bounds the rooms in the store. Zero means 10000; negative
 	// means no limit.
 	MaxRooms int
@@ -89,10 +85,10 @@ type Config struct {
 	// the relay's own origin only; "*" allows any origin.
 	AllowedOrigins []string
 	// Limiter counts connections, join attempts and public keys against
-	// the admission limits; with many instances, give them one that
-	// shares its counts (limits.NewRedis), so that ten instances do not
-	// give a client ten times the budget. Nil means a limits.Memory with
-	// MaxConnsPerIP and no join or key limits.
+	// the admission limits: limits.NewMemory for one process; with many
+	// instances, one that shares its counts (limits.NewRedis), so that ten
+	// instances do not give a client ten times the budget. Required: the
+	// caller chooses the limits, and closes the Limiter after the Server.
 	Limiter Limiter
 	// ClientRoomIDs lets create name its room (a "room" field): IDs of
 	// MinRoomIDLength to 64 characters from A-Z, a-z, 0-9, "-" and "_".
@@ -106,7 +102,7 @@ type Config struct {
 	// are registered (they are still counted).
 	Registerer prometheus.Registerer
 	// ClientIP returns the client address a request's connection is
-	// counted under for MaxConnsPerIP, for a relay behind proxies (see
+	// counted under by the Limiter, for a relay behind proxies (see
 	// package realip: its Resolver.ClientIP honours X-Forwarded-For from
 	// trusted proxies only). It must not trust headers from just anyone,
 	// or clients choose their own address. Nil, or an empty result, means
@@ -128,9 +124,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.FrameBurst == 0 {
 		c.FrameBurst = 40
-	}
-	if c.MaxConnsPerIP == 0 {
-		c.MaxConnsPerIP = 32
 	}
 	if c.MaxRooms == 0 {
 		c.MaxRooms = 10000
@@ -171,7 +164,6 @@ type Server struct {
 	store   session.Store
 	cfg     Config
 	limiter Limiter
-	ownLim  *limits.Memory // the default limiter, closed by Close
 	log     *slog.Logger
 	metrics *metrics
 	logKey  [32]byte // keys the hash under which room IDs appear in logs
@@ -184,11 +176,15 @@ type Server struct {
 	wg sync.WaitGroup // one per running connection handler
 }
 
-// New returns a Server that keeps its state in store. It returns an error
-// for an invalid Config. A nil logger discards logs.
+// New returns a Server that keeps its state in store and asks
+// cfg.Limiter for admission. It returns an error for a nil store or
+// Limiter and for an invalid Config. A nil logger discards logs.
 func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("relay: nil store")
+	}
+	if cfg.Limiter == nil {
+		return nil, errors.New("relay: nil Config.Limiter (limits.NewMemory serves one process)")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -203,11 +199,6 @@ func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) 
 		conns: make(map[*conn]struct{}),
 	}
 	s.limiter = cfg.Limiter
-	if s.limiter == nil {
-		// Connections per IP only, in this process, as configured.
-		s.ownLim = limits.NewMemory(limits.Config{MaxConnsPerIP: cfg.MaxConnsPerIP, JoinsPerIP: -1, JoinsPerRoom: -1})
-		s.limiter = s.ownLim
-	}
 	if _, err := rand.Read(s.logKey[:]); err != nil {
 		return nil, err
 	}
@@ -371,9 +362,6 @@ func (s *Server) Close() error {
 		c.closeWith(wire.CloseGoingAway, "relay shutting down")
 	}
 	s.wg.Wait()
-	if s.ownLim != nil {
-		s.ownLim.Close() // a second Close's ErrClosed is of no interest
-	}
 	return nil
 }
 

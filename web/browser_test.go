@@ -28,10 +28,13 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
+	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/web"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // updateScreenshot makes TestBrowserChat copy its side-by-side screenshot to
@@ -72,16 +75,17 @@ func (s *recordingStore) Bodies() [][]byte {
 type testRelay struct {
 	URL   string
 	store *recordingStore
+	lim   *limits.Memory
 	relay atomic.Pointer[relay.Server]
 }
 
 func startRelay(t *testing.T) *testRelay {
 	t.Helper()
-	tr := &testRelay{store: &recordingStore{Store: session.NewMemoryStore(session.MemoryConfig{})}}
+	tr := &testRelay{store: &recordingStore{Store: session.NewMemoryStore(session.MemoryConfig{})}, lim: relaytest.NewLimiter(t, relaytest.Limits)}
 	tr.restart(t)
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
-	mux.Handle("/v1/ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle(wire.Path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tr.relay.Load().ServeHTTP(w, r)
 	}))
 	srv := httptest.NewServer(mux) // 127.0.0.1
@@ -98,7 +102,7 @@ func startRelay(t *testing.T) *testRelay {
 // redeploy does: the old one closes its connections with 1001 (going away).
 func (tr *testRelay) restart(t *testing.T) {
 	t.Helper()
-	rl, err := relay.New(tr.store, relay.Config{}, nil)
+	rl, err := relay.New(tr.store, relay.Config{Limiter: tr.lim}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/session"
@@ -19,7 +20,9 @@ import (
 func Example() {
 	store := session.NewMemoryStore(session.MemoryConfig{})
 	defer store.Close()
-	r, _ := relay.New(store, relay.Config{}, slog.New(slog.DiscardHandler))
+	lim := limits.NewMemory(limits.Config{})
+	defer lim.Close()
+	r, _ := relay.New(store, relay.Config{Limiter: lim}, slog.New(slog.DiscardHandler))
 	defer r.Close()
 	srv := httptest.NewServer(r)
 	defer srv.Close()

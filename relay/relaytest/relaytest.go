@@ -14,11 +14,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
@@ -49,14 +51,38 @@ type Server struct {
 	Registry *prometheus.Registry
 }
 
+// Limits are the admission limits of a test relay whose Config has no
+// Limiter: 32 connections per IP, as cmd/keyrelay's default, and no join
+// or key limits, which tests that make many rooms from one address would
+// run into.
+var Limits = limits.Config{JoinsPerIP: -1, JoinsPerRoom: -1}
+
+// NoLimits returns an in-memory limiter with every limit off, for load
+// tests from one address. It is made once per test binary, shared, and
+// never closed.
+var NoLimits = sync.OnceValue(func() relay.Limiter {
+	return limits.NewMemory(limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1})
+})
+
+// NewLimiter returns an in-memory limiter enforcing cfg, closed when the
+// test ends.
+func NewLimiter(t testing.TB, cfg limits.Config) *limits.Memory {
+	l := limits.NewMemory(cfg)
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // NewServer starts a relay on store with cfg, whose Registerer it replaces
-// with a fresh Registry, and serves it at wire.Path. When the test ends it
-// closes the relay, then the HTTP server, then store. relay.New's errors
-// fail the test.
+// with a fresh Registry, and serves it at wire.Path; a nil cfg.Limiter
+// means NewLimiter(t, Limits). When the test ends it closes the relay,
+// then the HTTP server, then store. relay.New's errors fail the test.
 func NewServer(t testing.TB, store session.Store, cfg relay.Config) *Server {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
+	if cfg.Limiter == nil {
+		cfg.Limiter = NewLimiter(t, Limits)
+	}
 	r, err := relay.New(store, cfg, logger())
 	if err != nil {
 		t.Fatal(err)
