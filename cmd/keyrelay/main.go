@@ -76,10 +76,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyrelay/keyrelay/internal/redisx"
+	"github.com/keyrelay/keyrelay/keyapi"
 	"github.com/keyrelay/keyrelay/limits"
+	"github.com/keyrelay/keyrelay/realip"
 	"github.com/keyrelay/keyrelay/relay"
-	"github.com/keyrelay/keyrelay/relay/keyapi"
-	"github.com/keyrelay/keyrelay/relay/realip"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/web"
 	"github.com/keyrelay/keyrelay/wire"

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyrelay/keyrelay/relay/keyapi"
+	"github.com/keyrelay/keyrelay/keyapi"
 )
 
 // apiCase is one bad request and the response the API documents for it.
@@ -99,7 +99,7 @@ type ecVector struct {
 func badRequests(t *testing.T, limit int) []apiCase {
 	t.Helper()
 	var ec []ecVector
-	raw, err := os.ReadFile("../../dh/testdata/ec_vectors.json")
+	raw, err := os.ReadFile("../dh/testdata/ec_vectors.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func badRequests(t *testing.T, limit int) []apiCase {
 	var fixture struct {
 		Primes map[string]string `json:"primes"`
 	}
-	raw, err = os.ReadFile("../../dh/testdata/rfc3526-node.json")
+	raw, err = os.ReadFile("../dh/testdata/rfc3526-node.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyrelay/keyrelay/relay/keyapi"
+	"github.com/keyrelay/keyrelay/keyapi"
 )
 
 // FuzzKeyAPI sends arbitrary requests (method, path and query, content

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyrelay/keyrelay/relay/realip"
+	"github.com/keyrelay/keyrelay/realip"
 )
 
 func TestClientIP(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/keyrelay/keyrelay/dh"
-	"github.com/keyrelay/keyrelay/relay/keyapi"
+	"github.com/keyrelay/keyrelay/keyapi"
 )
 
 func newServer(t *testing.T, cfg keyapi.Config) *httptest.Server {
@@ -62,7 +62,7 @@ type seedVector struct {
 
 func seedVectors(t *testing.T) []seedVector {
 	t.Helper()
-	raw, err := os.ReadFile("../../dh/testdata/seed_vectors.json")
+	raw, err := os.ReadFile("../dh/testdata/seed_vectors.json")
 	if err != nil {
 		t.Fatal(err)
 	}
