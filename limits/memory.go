@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/background"
 )
 
 // Sweep interval bounds of a Memory: it sweeps every smallest window (of
@@ -30,8 +32,8 @@ type Memory struct {
 	lim        limits
 	now        func() time.Time
 	sweepEvery time.Duration
-	stop       chan struct{} // closed by Close to stop the sweeper
-	swept      chan struct{} // closed by the sweeper when it returns
+	stop       context.CancelFunc // called by Close to stop the sweeper
+	swept      <-chan struct{}    // closed by the sweeper when it returns
 
 	mu     sync.Mutex
 	closed bool                   // guarded by mu
@@ -66,14 +68,13 @@ func newMemory(cfg Config, now func() time.Time) *Memory {
 		lim:        lim,
 		now:        now,
 		sweepEvery: max(sweep, memSweepMin),
-		stop:       make(chan struct{}),
-		swept:      make(chan struct{}),
 		conns:      make(map[string]int),
 		ips:        make(map[string]*sliding),
 		rooms:      make(map[string]*sliding),
 		keys:       make(map[[32]byte]memKeyUse),
 	}
-	go m.sweep()
+	ctx, stop := context.WithCancel(context.Background())
+	m.stop, m.swept = stop, background.Every(ctx, m.sweepEvery, m.sweepOnce)
 	return m
 }
 
@@ -170,35 +171,26 @@ func (m *Memory) UseKey(ctx context.Context, key, room string) error {
 // included, returns ErrClosed afterwards; release functions may still be
 // called and do nothing.
 func (m *Memory) Close() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	if !m.forgetAll() {
 		return ErrClosed
 	}
+	m.stop()
+	<-m.swept
+	return nil
+}
+
+// forgetAll marks m closed and drops every count. It reports false if m
+// was closed already.
+func (m *Memory) forgetAll() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	wasOpen := !m.closed
 	m.closed = true
 	clear(m.conns)
 	clear(m.ips)
 	clear(m.rooms)
 	clear(m.keys)
-	m.mu.Unlock()
-	close(m.stop)
-	<-m.swept
-	return nil
-}
-
-// sweep runs sweepOnce every m.sweepEvery until Close.
-func (m *Memory) sweep() {
-	defer close(m.swept)
-	t := time.NewTicker(m.sweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-			m.sweepOnce()
-		}
-	}
+	return wasOpen
 }
 
 // sweepOnce removes the counters and key records that no longer affect

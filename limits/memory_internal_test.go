@@ -2,28 +2,11 @@ package limits
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/testkit"
 )
-
-// fakeClock is a clock that tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time // guarded by mu
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func TestSlidingWindow(t *testing.T) {
 	const width, limit = 1000, 10
@@ -94,7 +77,7 @@ func TestSlidingExpired(t *testing.T) {
 // number of IPs, rooms and keys ever seen.
 func TestMemoryBounded(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	const window = time.Minute
 	m := newMemory(Config{JoinWindow: window, RoomWindow: 2 * window, KeyReuseWindow: window}, clock.Now)
 	defer m.Close()
@@ -129,15 +112,15 @@ func TestMemoryBounded(t *testing.T) {
 		r()
 	}
 	check("released", 0, n, n, n)
-	clock.Add(window - time.Nanosecond)
+	clock.Advance(window - time.Nanosecond)
 	check("just inside the windows", 0, n, n, n)
-	clock.Add(time.Nanosecond)
+	clock.Advance(time.Nanosecond)
 	check("key window past", 0, n, n, 0)
 	// A join counter lasts until both its windows are past: at most two
 	// widths.
-	clock.Add(window)
+	clock.Advance(window)
 	check("two join windows on", 0, 0, n, 0)
-	clock.Add(2 * window)
+	clock.Advance(2 * window)
 	check("two room windows on", 0, 0, 0, 0)
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyrelay/keyrelay/internal/background"
 	"github.com/keyrelay/keyrelay/internal/redisx"
 )
 
@@ -171,7 +172,7 @@ func NewRedis(client redis.UniversalClient, cfg Config, o RedisOptions) (*Redis,
 		stop:       stop,
 		held:       make(map[string]map[*redisConn]struct{}),
 	}
-	r.renewed = redisx.Every(bg, r.renewEvery, r.renewOnce)
+	r.renewed = background.Every(bg, r.renewEvery, r.renewOnce)
 	return r, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/background"
 )
 
 // MemoryConfig configures a [MemoryStore]. The zero value is ready to use.
@@ -51,8 +53,8 @@ type MemoryStore struct {
 	// Static after construction.
 	now       func() time.Time
 	subBuffer int
-	stop      chan struct{} // closed by Close to stop the sweeper
-	swept     chan struct{} // closed by the sweeper when it returns
+	stop      context.CancelFunc // called by Close to stop the sweeper
+	swept     <-chan struct{}    // closed by the sweeper when it returns
 
 	mu     sync.Mutex
 	closed bool                // guarded by mu
@@ -104,30 +106,20 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 	s := &MemoryStore{
 		now:       cfg.Now,
 		subBuffer: cfg.SubscriberBuffer,
-		stop:      make(chan struct{}),
-		swept:     make(chan struct{}),
 		rooms:     make(map[string]*memRoom),
 	}
-	go s.sweep(cfg.SweepInterval)
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop, s.swept = stop, background.Every(ctx, cfg.SweepInterval, s.sweep)
 	return s
 }
 
-// sweep removes expired rooms every interval until Close.
-func (s *MemoryStore) sweep(interval time.Duration) {
-	defer close(s.swept)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			s.mu.Lock()
-			if !s.closed {
-				s.sweepLocked(s.now())
-			}
-			s.mu.Unlock()
-		}
+// sweep removes the expired rooms; the sweeper runs it every
+// SweepInterval until Close.
+func (s *MemoryStore) sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.sweepLocked(s.now())
 	}
 }
 
@@ -620,7 +612,7 @@ func (s *MemoryStore) Close() error {
 		s.removeLocked(r, ErrClosed)
 	}
 	s.mu.Unlock()
-	close(s.stop)
+	s.stop()
 	<-s.swept
 	return nil
 }

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/testkit"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/sessiontest"
 )
@@ -20,29 +20,11 @@ func TestMemoryStore(t *testing.T) {
 	})
 }
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time // guarded by mu
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // newFakeStore returns a memory store on a fake clock, closed when the test
 // ends. Its sweeper runs every sweep of real time.
-func newFakeStore(t *testing.T, sweep time.Duration) (*session.MemoryStore, *fakeClock) {
+func newFakeStore(t *testing.T, sweep time.Duration) (*session.MemoryStore, *testkit.Clock) {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
 	s := session.NewMemoryStore(session.MemoryConfig{Now: clock.Now, SweepInterval: sweep})
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil && !errors.Is(err, session.ErrClosed) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyrelay/keyrelay/internal/background"
 	"github.com/keyrelay/keyrelay/internal/redisx"
 )
 
@@ -121,7 +122,7 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		chans:      make(map[string]*redisChan),
 		pongs:      make(map[string]*redisChan),
 	}
-	s.swept = redisx.Every(bg, s.sweepEvery, s.sweepOnce)
+	s.swept = background.Every(bg, s.sweepEvery, s.sweepOnce)
 	return s, nil
 }
 

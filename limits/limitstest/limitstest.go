@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/testkit"
 	"github.com/keyrelay/keyrelay/limits"
 )
 
@@ -85,19 +86,7 @@ func Run(t *testing.T, newLimiter NewFunc) {
 func Open(tb testing.TB, newLimiter NewFunc, cfg limits.Config) Limiter {
 	tb.Helper()
 	l := newLimiter(tb, cfg)
-	tb.Cleanup(func() {
-		// A Limiter that deadlocked fails the test instead of hanging it.
-		done := make(chan error, 1)
-		go func() { done <- l.Close() }()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, limits.ErrClosed) {
-				tb.Errorf("Close: %v", err)
-			}
-		case <-time.After(patience):
-			tb.Errorf("Close did not return within %v", patience)
-		}
-	})
+	testkit.CloseAtEnd(tb, l.Close, limits.ErrClosed, patience)
 	return l
 }
 

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/testkit"
 	"github.com/keyrelay/keyrelay/session"
 )
 
@@ -57,19 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 	open := func(t *testing.T) session.Store {
 		t.Helper()
 		s := newStore(t)
-		t.Cleanup(func() {
-			// A store that deadlocked fails the test instead of hanging it.
-			done := make(chan error, 1)
-			go func() { done <- s.Close() }()
-			select {
-			case err := <-done:
-				if err != nil && !errors.Is(err, session.ErrClosed) {
-					t.Errorf("Close: %v", err)
-				}
-			case <-time.After(patience):
-				t.Errorf("Close did not return within %v", patience)
-			}
-		})
+		testkit.CloseAtEnd(t, s.Close, session.ErrClosed, patience)
 		return s
 	}
 	for _, tc := range []struct {

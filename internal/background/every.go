@@ -1,4 +1,6 @@
-package redisx
+// Package background runs the periodic work of keyrelay's stores and
+// limiters (sweeping expired rooms, renewing leases) in one way.
+package background
 
 import (
 	"context"
@@ -7,9 +9,9 @@ import (
 
 // Every runs f every interval, in a goroutine of its own, until ctx ends,
 // and returns a channel that is closed once that goroutine has returned.
-// It is the background work of the Redis implementations (the session
-// store's sweeper, the limiter's lease renewals), which end it on Close by
-// cancelling ctx and then wait for the channel. A run of f under way when
+// The stores and limiters (their sweepers, the Redis limiter's lease
+// renewals) end it on Close by cancelling ctx and then wait for the
+// channel. A run of f under way when
 // ctx ends is not interrupted. interval must be positive.
 func Every(ctx context.Context, interval time.Duration, f func()) <-chan struct{} {
 	done := make(chan struct{})

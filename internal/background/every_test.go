@@ -1,4 +1,4 @@
-package redisx_test
+package background_test
 
 import (
 	"context"
@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyrelay/keyrelay/internal/redisx"
+	"github.com/keyrelay/keyrelay/internal/background"
 )
 
 func TestEvery(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var runs atomic.Int64
-	done := redisx.Every(ctx, time.Millisecond, func() { runs.Add(1) })
+	done := background.Every(ctx, time.Millisecond, func() { runs.Add(1) })
 	deadline := time.Now().Add(5 * time.Second)
 	for runs.Load() < 3 {
 		if time.Now().After(deadline) {
