@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -173,35 +172,6 @@ func TestTwoPeers(t *testing.T) {
 	}
 }
 
-// tracker records the connections of an http.Client so that the test can
-// cut them.
-type tracker struct {
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (tr *tracker) client() *http.Client {
-	var d net.Dialer
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err == nil {
-			tr.mu.Lock()
-			tr.conns = append(tr.conns, c)
-			tr.mu.Unlock()
-		}
-		return c, err
-	}}}
-}
-
-func (tr *tracker) cut() {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for _, c := range tr.conns {
-		c.Close()
-	}
-	tr.conns = nil
-}
-
 // TestReconnect cuts one side's connection: it reconnects by itself and the
 // chat goes on, with the lines sent meanwhile delivered.
 func TestReconnect(t *testing.T) {
@@ -209,14 +179,14 @@ func TestReconnect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 
-	var tr tracker
-	a := start(t, ctx, nil, config{url: url, group: "x25519"}, &client.Options{HTTPClient: tr.client()})
+	var tr relaytest.Cutter
+	a := start(t, ctx, nil, config{url: url, group: "x25519"}, &client.Options{HTTPClient: tr.HTTPClient()})
 	id := a.screen.waitFor(t, ctx, roomRE)[1]
 	b := start(t, ctx, []string{"--url", url, "--room", id}, config{}, nil)
 	a.screen.waitFor(t, ctx, safetyRE)
 	b.screen.waitFor(t, ctx, safetyRE)
 
-	tr.cut()
+	tr.Cut()
 	a.screen.waitFor(t, ctx, `\* reconnected`)
 	b.typeLine(t, "while you were away")
 	a.screen.waitFor(t, ctx, `(?m)^peer: while you were away$`)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -415,39 +413,6 @@ func TestInvalidKey(t *testing.T) {
 	}
 }
 
-// connTracker is an http.Client whose connections the test can cut, as a
-// network failure would: no close frame, no FIN from the relay's view of a
-// clean close.
-type connTracker struct {
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (ct *connTracker) httpClient() *http.Client {
-	d := &net.Dialer{}
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err == nil {
-				ct.mu.Lock()
-				ct.conns = append(ct.conns, c)
-				ct.mu.Unlock()
-			}
-			return c, err
-		},
-	}}
-}
-
-// cut closes every connection made so far.
-func (ct *connTracker) cut() {
-	ct.mu.Lock()
-	defer ct.mu.Unlock()
-	for _, c := range ct.conns {
-		c.Close()
-	}
-	ct.conns = nil
-}
-
 // resume calls Resume until it works: the relay may not have noticed the
 // drop yet when the first attempt arrives.
 func resume(t *testing.T, ctx context.Context, c *client.Client) {
@@ -469,9 +434,9 @@ func resume(t *testing.T, ctx context.Context, c *client.Client) {
 func TestResume(t *testing.T) {
 	url := newRelay(t)
 	ctx := testContext(t)
-	var tracker connTracker
+	var tracker relaytest.Cutter
 	logs := &logRecorder{}
-	a := dial(t, ctx, url, &client.Options{HTTPClient: tracker.httpClient(), Logger: slog.New(logs)})
+	a := dial(t, ctx, url, &client.Options{HTTPClient: tracker.HTTPClient(), Logger: slog.New(logs)})
 	b := dial(t, ctx, url, nil)
 	pair(t, ctx, a, b, dh.X25519())
 
@@ -486,7 +451,7 @@ func TestResume(t *testing.T) {
 		got = append(got, string(receive(t, ctx, a).Plaintext))
 	}
 
-	tracker.cut()
+	tracker.Cut()
 	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerLeft || ev.Reason != wire.ReasonDropped {
 		t.Fatalf("b saw %+v, want peer_left dropped", ev)
 	}
@@ -537,7 +502,7 @@ func TestResume(t *testing.T) {
 	}
 
 	// A second cut, with nothing pending, and an idle resume.
-	tracker.cut()
+	tracker.Cut()
 	if _, err := a.Receive(ctx); !errors.Is(err, client.ErrDisconnected) {
 		t.Fatalf("Receive after the second cut = %v", err)
 	}
@@ -720,11 +685,11 @@ func TestSlowReaderClosed(t *testing.T) {
 func TestResumeManyPending(t *testing.T) {
 	url := newRelay(t)
 	ctx := testContext(t)
-	var tracker connTracker
-	a := dial(t, ctx, url, &client.Options{HTTPClient: tracker.httpClient()})
+	var tracker relaytest.Cutter
+	a := dial(t, ctx, url, &client.Options{HTTPClient: tracker.HTTPClient()})
 	b := dial(t, ctx, url, nil)
 	pair(t, ctx, a, b, dh.X25519())
-	tracker.cut()
+	tracker.Cut()
 	if ev := nextPeerEvent(t, ctx, b); ev.Type != client.EventPeerLeft {
 		t.Fatalf("b saw %+v, want peer_left", ev)
 	}
