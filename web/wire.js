@@ -57,6 +57,8 @@ export const Code = Object.freeze({
   INVALID_PUBLIC_KEY: "invalid_public_key",
   GROUP_MISMATCH: "group_mismatch",
   KEY_ALREADY_SET: "key_already_set",
+  KEY_REFLECTED: "key_reflected",
+  GROUP_NOT_ALLOWED: "group_not_allowed",
   ROOM_NOT_FOUND: "room_not_found",
   ROOM_EXISTS: "room_exists",
   KEY_REUSED: "key_reused",
@@ -87,6 +89,7 @@ export const CloseCode = Object.freeze({
   STORE_UNAVAILABLE: 1013, // the relay lost its session store: resume after a pause
   NO_SUBPROTOCOL: 4400, // the client did not offer SUBPROTOCOL
   SLOW_READER: 4408, // the client read too slowly: reconnect and resume
+  SUPERSEDED: 4409, // another connection resumed this seat: do not resume from here
   TOO_MANY_CONNS_PER_IP: 4429, // too many connections from the client's IP
 });
 
@@ -94,4 +97,5 @@ export const CloseCode = Object.freeze({
 export const Reason = Object.freeze({
   LEFT: "left", // the peer sent leave: gone for good
   DROPPED: "dropped", // the peer's connection ended: it may resume
+  EXPIRED: "expired", // the dropped peer's grace period ended: its seat is free
 });

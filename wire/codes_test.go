@@ -34,6 +34,7 @@ var closeCodes = map[string]websocket.StatusCode{
 	"CloseStoreUnavailable":  wire.CloseStoreUnavailable,
 	"CloseNoSubprotocol":     wire.CloseNoSubprotocol,
 	"CloseSlowReader":        wire.CloseSlowReader,
+	"CloseSuperseded":        wire.CloseSuperseded,
 	"CloseTooManyConnsPerIP": wire.CloseTooManyConnsPerIP,
 }
 

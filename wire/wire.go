@@ -74,6 +74,8 @@ const (
 	CodeInvalidPublicKey    Code = "invalid_public_key"   // the key fails validation
 	CodeGroupMismatch       Code = "group_mismatch"       // the key's group is not the room's
 	CodeKeyAlreadySet       Code = "key_already_set"      // this peer already stored a key here
+	CodeKeyReflected        Code = "key_reflected"        // the key is the other peer's own key
+	CodeGroupNotAllowed     Code = "group_not_allowed"    // a legacy group the operator has not allowed
 	CodeRoomNotFound        Code = "room_not_found"       // no such room (or it expired)
 	CodeRoomExists          Code = "room_exists"          // create named a room ID in use
 	CodeKeyReused           Code = "key_reused"           // the key was used in another room
@@ -110,6 +112,9 @@ const (
 	// CloseSlowReader: the client did not read its frames fast enough;
 	// reconnect and resume.
 	CloseSlowReader websocket.StatusCode = 4408
+	// CloseSuperseded: another connection resumed this connection's seat;
+	// do not resume from here.
+	CloseSuperseded websocket.StatusCode = 4409
 	// CloseTooManyConnsPerIP: too many connections from the client's IP.
 	CloseTooManyConnsPerIP websocket.StatusCode = 4429
 )
@@ -124,4 +129,7 @@ const (
 	// ReasonDropped: the peer's connection ended; it may resume within the
 	// grace period.
 	ReasonDropped Reason = "dropped"
+	// ReasonExpired: the peer dropped and its grace period ended; its seat
+	// is free and a new peer may take it (with a new handshake).
+	ReasonExpired Reason = "expired"
 )
