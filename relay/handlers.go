@@ -261,10 +261,11 @@ func (c *conn) handleMsg(f *wire.ClientFrame) error {
 		return err
 	}
 	// Append announced the message to the room (atomically with storing
-	// it: a confirmed message reaches the peer even if this relay dies now).
-	c.send(&wire.ServerFrame{Type: wire.TypeSent, ID: f.ID, Seq: seq})
+	// it: a confirmed message reaches the peer even if this relay dies now),
+	// so it is counted before anyone can see it.
 	c.s.metrics.messages.Inc()
 	c.s.metrics.bytes.Add(float64(len(body)))
+	c.send(&wire.ServerFrame{Type: wire.TypeSent, ID: f.ID, Seq: seq})
 	return nil
 }
 
