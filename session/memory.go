@@ -69,7 +69,6 @@ type memRoom struct {
 	cfg       RoomConfig
 	group     string
 	members   []*memMember // join order, at most two
-	next      []Message    // from a lone member, for whoever joins next
 	lastSeq   uint64
 	expiresAt time.Time
 	subs      map[*memSub]struct{}
@@ -302,8 +301,7 @@ func (s *MemoryStore) Room(ctx context.Context, id string) (Room, error) {
 // Join adds m to the room as connected, with m's ID and TokenHash; m's
 // PublicKey, Connected and DisconnectedAt are ignored. Members
 // disconnected for longer than the room's ResumeGrace are removed first,
-// with their mailboxes. The new member inherits the messages that were
-// appended while it had no peer. It returns ErrRoomNotFound, ErrRoomFull
+// with their mailboxes. The new member's Generation is 1. It returns ErrRoomNotFound, ErrRoomFull
 // if two members remain, an error matching no sentinel if a member already
 // has m.ID, and ErrClosed after Close.
 func (s *MemoryStore) Join(ctx context.Context, room string, m Member) (Room, error) {
@@ -322,16 +320,15 @@ func (s *MemoryStore) Join(ctx context.Context, room string, m Member) (Room, er
 		return Room{}, fmt.Errorf("session: join room %q: member %q is already in the room", room, m.ID)
 	}
 	r.members = append(r.members, &memMember{
-		Member:  Member{ID: m.ID, TokenHash: m.TokenHash, Connected: true},
-		mailbox: r.next,
+		Member: Member{ID: m.ID, TokenHash: m.TokenHash, Connected: true, Generation: 1},
 	})
-	r.next = nil
 	r.touch(now)
 	return r.snapshot(), nil
 }
 
 // Reconnect marks member id connected again if tokenHash matches its
-// TokenHash (compared in constant time). The token is checked before the
+// TokenHash (compared in constant time), and increments its Generation.
+// The token is checked before the
 // grace period, so a wrong token learns nothing about it. It returns
 // ErrRoomNotFound, ErrNotMember, ErrBadToken, ErrResumeExpired (and removes
 // the member and its mailbox) if the member was disconnected for longer
@@ -353,21 +350,27 @@ func (s *MemoryStore) Reconnect(ctx context.Context, room, id string, tokenHash 
 	}
 	m.Connected = true
 	m.DisconnectedAt = time.Time{}
+	m.Generation++
 	r.touch(now)
 	return r.snapshot(), nil
 }
 
-// Disconnect marks member id disconnected now, starting its grace period.
-// A member already disconnected keeps its earlier DisconnectedAt, so
-// repeated calls cannot extend the grace period. It returns
+// Disconnect marks member id disconnected now, starting its grace period,
+// if generation is the member's current Generation (else it does
+// nothing: a newer connection holds the seat). A member already
+// disconnected keeps its earlier DisconnectedAt, so repeated calls cannot
+// extend the grace period. It returns
 // ErrRoomNotFound, ErrNotMember, or ErrClosed after Close.
-func (s *MemoryStore) Disconnect(ctx context.Context, room, id string) error {
+func (s *MemoryStore) Disconnect(ctx context.Context, room, id string, generation uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	r, m, err := s.lookupMember(room, id, now)
 	if err != nil {
 		return err
+	}
+	if m.Generation != generation {
+		return nil // a newer connection holds the seat
 	}
 	if m.Connected {
 		m.Connected = false
@@ -399,7 +402,8 @@ func (s *MemoryStore) Leave(ctx context.Context, room, id string) error {
 // SetKey stores member id's public key, key, of group; if the room has no
 // group yet, group becomes the room's. It returns ErrRoomNotFound,
 // ErrNotMember, ErrKeySet if the member already has a key,
-// ErrGroupMismatch if group is not the room's, and ErrClosed after Close.
+// ErrGroupMismatch if group is not the room's, ErrKeyReflected if key is
+// the other member's, and ErrClosed after Close.
 func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (Room, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -408,11 +412,13 @@ func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (
 	if err != nil {
 		return Room{}, err
 	}
-	switch {
+	switch other := r.other(id); {
 	case m.PublicKey != "":
 		return Room{}, ErrKeySet
 	case r.group != "" && r.group != group:
 		return Room{}, ErrGroupMismatch
+	case other != nil && other.PublicKey == key:
+		return Room{}, ErrKeyReflected
 	}
 	r.group = group
 	m.PublicKey = key
@@ -421,9 +427,9 @@ func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (
 }
 
 // Append stores a copy of body, from member from, for the room's other
-// member, or, while from has no peer, for whoever joins next, and returns
-// the message's sequence number, LastSeq+1. It returns ErrRoomNotFound,
-// ErrNotMember, ErrMailboxFull if the recipient already has
+// member, and returns the message's sequence number, LastSeq+1. It returns
+// ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
+// members have a key, ErrMailboxFull if the recipient already has
 // Config.MaxPending unacknowledged messages (no sequence number is used),
 // and ErrClosed after Close.
 func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
@@ -434,18 +440,19 @@ func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte
 	if err != nil {
 		return 0, err
 	}
-	if r.member(from) == nil {
+	sender := r.member(from)
+	if sender == nil {
 		return 0, ErrNotMember
 	}
-	box := &r.next
-	if to := r.other(from); to != nil {
-		box = &to.mailbox
+	to := r.other(from)
+	if to == nil || to.PublicKey == "" || sender.PublicKey == "" {
+		return 0, ErrHandshakeIncomplete
 	}
-	if len(*box) >= r.cfg.MaxPending {
+	if len(to.mailbox) >= r.cfg.MaxPending {
 		return 0, ErrMailboxFull
 	}
 	r.lastSeq++
-	*box = append(*box, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
+	to.mailbox = append(to.mailbox, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
 	s.publishLocked(r, Event{Type: EventMessage, Room: room, Peer: from, Seq: r.lastSeq, Body: body})
 	r.touch(now)
 	return r.lastSeq, nil

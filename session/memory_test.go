@@ -168,14 +168,27 @@ func TestMemoryStoreActivity(t *testing.T) {
 	}{
 		{"Touch", func(s *session.MemoryStore) error { return s.Touch(ctx, "r") }, true},
 		{"Join", func(s *session.MemoryStore) error { _, err := s.Join(ctx, "r", member("c")); return err }, true},
-		{"Disconnect", func(s *session.MemoryStore) error { return s.Disconnect(ctx, "r", "a") }, true},
+		{"Disconnect", func(s *session.MemoryStore) error { return s.Disconnect(ctx, "r", "a", 1) }, true},
 		{"Reconnect", func(s *session.MemoryStore) error {
 			_, err := s.Reconnect(ctx, "r", "a", member("a").TokenHash)
 			return err
 		}, true},
 		{"Leave", func(s *session.MemoryStore) error { return s.Leave(ctx, "r", "a") }, true},
 		{"SetKey", func(s *session.MemoryStore) error { _, err := s.SetKey(ctx, "r", "a", "g", "k"); return err }, true},
-		{"Append", func(s *session.MemoryStore) error { _, err := s.Append(ctx, "r", "a", nil); return err }, true},
+		{"Append", func(s *session.MemoryStore) error {
+			// A message needs a peer and both keys; the setup steps are
+			// activity too, so the clock moves again before the Append.
+			for _, id := range []string{"a", "b"} {
+				if _, err := s.Join(ctx, "r", member(id)); err != nil && id == "b" {
+					return err
+				}
+				if _, err := s.SetKey(ctx, "r", id, "x25519", "key of "+id); err != nil {
+					return err
+				}
+			}
+			_, err := s.Append(ctx, "r", "a", nil)
+			return err
+		}, true},
 		{"Ack", func(s *session.MemoryStore) error { return s.Ack(ctx, "r", "a", 1) }, true},
 		{"Publish", func(s *session.MemoryStore) error {
 			return s.Publish(ctx, session.Event{Type: session.EventJoined, Room: "r"})
@@ -226,14 +239,14 @@ func TestMemoryStoreGraceBoundary(t *testing.T) {
 	}
 
 	// Exactly the grace period is not longer than it.
-	mustOK(t, "Disconnect(b)", s.Disconnect(ctx, "r", "b"))
+	mustOK(t, "Disconnect(b)", s.Disconnect(ctx, "r", "b", 1))
 	clock.Advance(cfg.ResumeGrace)
 	_, err := s.Join(ctx, "r", member("c"))
 	wantErr(t, "Join(c) at the end of b's grace", err, session.ErrRoomFull)
 	_, err = s.Reconnect(ctx, "r", "b", member("b").TokenHash)
 	wantErr(t, "Reconnect(b) at the end of its grace", err, nil)
 
-	mustOK(t, "Disconnect(b) again", s.Disconnect(ctx, "r", "b"))
+	mustOK(t, "Disconnect(b) again", s.Disconnect(ctx, "r", "b", 2))
 	clock.Advance(cfg.ResumeGrace + time.Nanosecond)
 	// A wrong token learns nothing and removes nothing.
 	_, err = s.Reconnect(ctx, "r", "b", member("x").TokenHash)
@@ -249,9 +262,9 @@ func TestMemoryStoreDisconnectKeepsFirstTime(t *testing.T) {
 	_, err := s.Join(ctx, "r", member("a"))
 	mustOK(t, "Join", err)
 	first := clock.Now()
-	mustOK(t, "Disconnect", s.Disconnect(ctx, "r", "a"))
+	mustOK(t, "Disconnect", s.Disconnect(ctx, "r", "a", 1))
 	clock.Advance(time.Second)
-	mustOK(t, "second Disconnect", s.Disconnect(ctx, "r", "a"))
+	mustOK(t, "second Disconnect", s.Disconnect(ctx, "r", "a", 1))
 	r, err := s.Room(ctx, "r")
 	mustOK(t, "Room", err)
 	if a, _ := r.Member("a"); !a.DisconnectedAt.Equal(first) {
@@ -372,15 +385,20 @@ func ExampleMemoryStore() {
 		return
 	}
 	s.Join(ctx, "room-1", session.Member{ID: "alice"})
-	// Bob has not joined yet: the message waits for him.
-	seq, _ := s.Append(ctx, "room-1", "alice", []byte("ciphertext"))
+	s.SetKey(ctx, "room-1", "alice", "x25519", "8520f0…")
+	// Bob has not joined yet: a message has no one to go to.
+	_, err := s.Append(ctx, "room-1", "alice", []byte("ciphertext"))
+	fmt.Println(err)
 	s.Join(ctx, "room-1", session.Member{ID: "bob"})
+	s.SetKey(ctx, "room-1", "bob", "x25519", "de9edb…")
+	seq, _ := s.Append(ctx, "room-1", "alice", []byte("ciphertext"))
 	msgs, _ := s.Pending(ctx, "room-1", "bob", 0)
 	fmt.Println(seq, msgs[0].From, string(msgs[0].Body))
 
-	_, err := s.Join(ctx, "room-1", session.Member{ID: "carol"})
+	_, err = s.Join(ctx, "room-1", session.Member{ID: "carol"})
 	fmt.Println(err)
 	// Output:
+	// session: handshake incomplete
 	// 1 alice ciphertext
 	// session: room full
 }

@@ -123,6 +123,8 @@ var redisStatus = map[string]error{
 	"RESUMEEXPIRED": ErrResumeExpired,
 	"GROUPMISMATCH": ErrGroupMismatch,
 	"KEYSET":        ErrKeySet,
+	"REFLECTED":     ErrKeyReflected,
+	"HSINCOMPLETE":  ErrHandshakeIncomplete,
 	"MAILBOXFULL":   ErrMailboxFull,
 	"DUPLICATE":     errDuplicateMember,
 }
@@ -240,13 +242,15 @@ func (s *RedisStore) Reconnect(ctx context.Context, room, id string, tokenHash [
 	return decodeRoom(room, v)
 }
 
-// Disconnect marks member id disconnected now, starting its grace period.
-// A member already disconnected keeps its earlier DisconnectedAt, so
-// repeated calls cannot extend the grace period. It returns
+// Disconnect marks member id disconnected now, starting its grace period,
+// if generation is the member's current Generation (else it does
+// nothing: a newer connection holds the seat). A member already
+// disconnected keeps its earlier DisconnectedAt, so repeated calls cannot
+// extend the grace period. It returns
 // ErrRoomNotFound, ErrNotMember, an error wrapping ErrUnavailable, or
 // ErrClosed after Close.
-func (s *RedisStore) Disconnect(ctx context.Context, room, id string) error {
-	_, err := s.run(ctx, "disconnect", scriptDisconnect, room, id)
+func (s *RedisStore) Disconnect(ctx context.Context, room, id string, generation uint64) error {
+	_, err := s.run(ctx, "disconnect", scriptDisconnect, room, id, generation)
 	return err
 }
 
@@ -262,8 +266,9 @@ func (s *RedisStore) Leave(ctx context.Context, room, id string) error {
 // SetKey stores member id's public key, key, of group; if the room has no
 // group yet, group becomes the room's. It returns ErrRoomNotFound,
 // ErrNotMember, ErrKeySet if the member already has a key,
-// ErrGroupMismatch if group is not the room's, an error wrapping
-// ErrUnavailable, and ErrClosed after Close.
+// ErrGroupMismatch if group is not the room's, ErrKeyReflected if key is
+// the other member's, an error wrapping ErrUnavailable, and ErrClosed
+// after Close.
 func (s *RedisStore) SetKey(ctx context.Context, room, id, group, key string) (Room, error) {
 	v, err := s.run(ctx, "set key", scriptSetKey, room, id, group, key)
 	if err != nil {
@@ -272,10 +277,10 @@ func (s *RedisStore) SetKey(ctx context.Context, room, id, group, key string) (R
 	return decodeRoom(room, v)
 }
 
-// Append stores body, from member from, for the room's other member, or,
-// while from has no peer, for whoever joins next, and returns the
-// message's sequence number, LastSeq+1. It returns ErrRoomNotFound,
-// ErrNotMember, ErrMailboxFull if the recipient already has
+// Append stores body, from member from, for the room's other member, and
+// returns the message's sequence number, LastSeq+1. It returns
+// ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
+// members have a key, ErrMailboxFull if the recipient already has
 // Config.MaxPending unacknowledged messages (no sequence number is used),
 // an error wrapping ErrUnavailable, and ErrClosed after Close.
 func (s *RedisStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {

@@ -26,7 +26,7 @@ func decodeRoom(id string, v []string) (Room, error) {
 		return n
 	}
 	ttl, grace, maxp, seq, exp, n := num(v[0]), num(v[1]), num(v[2]), num(v[5]), num(v[6]), num(v[7])
-	if ttl < 0 || grace < 0 || maxp < 0 || seq < 0 || exp < 0 || n < 0 || n > 2 || len(v) != 8+5*int(n) {
+	if ttl < 0 || grace < 0 || maxp < 0 || seq < 0 || exp < 0 || n < 0 || n > 2 || len(v) != 8+6*int(n) {
 		return bad("fields")
 	}
 	r := Room{
@@ -38,8 +38,11 @@ func decodeRoom(id string, v []string) (Room, error) {
 		Members:   make([]Member, n),
 	}
 	for i := range r.Members {
-		f := v[8+5*i:]
+		f := v[8+6*i:]
 		m := Member{ID: f[0], PublicKey: f[2], Connected: f[3] == "1"}
+		if m.Generation = uint64(num(f[5])); num(f[5]) < 1 {
+			return bad("Generation")
+		}
 		tok, err := hex.DecodeString(f[1])
 		if err != nil || len(tok) != len(m.TokenHash) {
 			return bad("token hash")

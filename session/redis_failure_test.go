@@ -197,7 +197,7 @@ func storeCalls(room string) []storeCall {
 			_, err := s.Reconnect(ctx, room, "a", member("a").TokenHash)
 			return err
 		}},
-		{"Disconnect", func(ctx context.Context, s session.Store) error { return s.Disconnect(ctx, room, "a") }},
+		{"Disconnect", func(ctx context.Context, s session.Store) error { return s.Disconnect(ctx, room, "a", 1) }},
 		{"SetKey", func(ctx context.Context, s session.Store) error {
 			_, err := s.SetKey(ctx, room, "a", "g", "k")
 			return err

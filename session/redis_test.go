@@ -160,17 +160,20 @@ func TestRedisStoreLeavesNothing(t *testing.T) {
 	checkKeys("one empty room", 2) // room hash, index
 	_, err := s.Join(ctx, "a", member("x"))
 	must("Join(a, x)", err)
-	_, err = s.Append(ctx, "a", "x", []byte("for whoever comes"))
-	must("Append(a, x)", err)
-	checkKeys("a lone member's message", 3) // + the next member's mailbox
 	_, err = s.Join(ctx, "a", member("y"))
 	must("Join(a, y)", err)
-	_, err = s.Append(ctx, "a", "y", []byte("to x"))
-	must("Append(a, y)", err)
 	_, err = s.SetKey(ctx, "a", "x", "x25519", "aa")
 	must("SetKey(a, x)", err)
-	must("Disconnect(a, y)", s.Disconnect(ctx, "a", "y"))
-	checkKeys("two members with mail", 4) // room, index, y's (inherited) and x's mailboxes
+	_, err = s.SetKey(ctx, "a", "y", "x25519", "bb")
+	must("SetKey(a, y)", err)
+	checkKeys("two members, no mail", 2)
+	_, err = s.Append(ctx, "a", "y", []byte("to x"))
+	must("Append(a, y)", err)
+	checkKeys("mail for x", 3) // + x's mailbox
+	_, err = s.Append(ctx, "a", "x", []byte("to y"))
+	must("Append(a, x)", err)
+	must("Disconnect(a, y)", s.Disconnect(ctx, "a", "y", 1))
+	checkKeys("two members with mail", 4) // room, index, x's and y's mailboxes
 	must("Leave(a, y)", s.Leave(ctx, "a", "y"))
 	checkKeys("after y left", 3)
 	must("Ack(a, x)", s.Ack(ctx, "a", "x", 100))
@@ -392,13 +395,20 @@ func TestRedisStoreCrossInstance(t *testing.T) {
 		if _, err := b.Join(ctx, "r", member("y")); err != nil {
 			t.Fatalf("Join on b: %v", err)
 		}
+		if _, err := a.SetKey(ctx, "r", "x", "x25519", "aa"); err != nil {
+			t.Fatalf("SetKey on a: %v", err)
+		}
+		if _, err := b.SetKey(ctx, "r", "y", "x25519", "bb"); err != nil {
+			t.Fatalf("SetKey on b: %v", err)
+		}
+
 		for _, body := range []string{"m1", "m2", "m3"} {
 			if _, err := a.Append(ctx, "r", "x", []byte(body)); err != nil {
 				t.Fatalf("Append on a: %v", err)
 			}
 		}
 		// y's instance dies; y resumes on the other.
-		if err := b.Disconnect(ctx, "r", "y"); err != nil {
+		if err := b.Disconnect(ctx, "r", "y", 1); err != nil {
 			t.Fatalf("Disconnect on b: %v", err)
 		}
 		if _, err := a.Reconnect(ctx, "r", "y", member("y").TokenHash); err != nil {

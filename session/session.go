@@ -41,6 +41,11 @@ var (
 	ErrGroupMismatch = errors.New("session: group differs from the room's")
 	// ErrKeySet: the member has already stored a public key.
 	ErrKeySet = errors.New("session: public key already set")
+	// ErrKeyReflected: the key is the other member's own public key.
+	ErrKeyReflected = errors.New("session: key is the other member's")
+	// ErrHandshakeIncomplete: a message cannot be stored because the room
+	// has no other member, or one of the two has no public key yet.
+	ErrHandshakeIncomplete = errors.New("session: handshake incomplete")
 	// ErrMailboxFull: the recipient already has the room's maximum number
 	// of unacknowledged messages waiting.
 	ErrMailboxFull = errors.New("session: recipient's mailbox is full")
@@ -82,6 +87,10 @@ type Member struct {
 	// DisconnectedAt is when the member was last disconnected; zero while
 	// connected.
 	DisconnectedAt time.Time
+	// Generation counts the connections that have held the member's seat:
+	// 1 after Join, one more after each Reconnect. The connection with
+	// the highest generation holds the seat; an older one is superseded.
+	Generation uint64
 }
 
 // Room is a snapshot of a room's state.
@@ -161,7 +170,7 @@ type Event struct {
 	Peer   string // the member the event is about (its sender)
 	Key    string // EventKey: the public key (hex)
 	Group  string // EventKey: the room's group
-	Seq    uint64 // EventMessage
+	Seq    uint64 // EventMessage: the sequence number; EventJoined: the member's Generation
 	Body   []byte // EventMessage
 	Reason Reason // EventLeft: ReasonLeft or ReasonDropped; EventJoined: ReasonResumed or ""
 	// Conn identifies the publishing connection, so that a connection can
@@ -192,16 +201,20 @@ type Store interface {
 	Join(ctx context.Context, room string, m Member) (Room, error)
 
 	// Reconnect marks member id connected again if tokenHash matches its
-	// TokenHash. It returns ErrRoomNotFound, ErrNotMember, ErrBadToken, or
-	// ErrResumeExpired (and removes the member and the messages waiting
-	// for it) if it was disconnected for longer than the grace period.
-	// ErrBadToken takes precedence over ErrResumeExpired.
+	// TokenHash, and increments its Generation (whether or not it was
+	// connected: the newest connection holds the seat). It returns
+	// ErrRoomNotFound, ErrNotMember, ErrBadToken, or ErrResumeExpired (and
+	// removes the member and the messages waiting for it) if it was
+	// disconnected for longer than the grace period. ErrBadToken takes
+	// precedence over ErrResumeExpired.
 	Reconnect(ctx context.Context, room, id string, tokenHash [32]byte) (Room, error)
 
 	// Disconnect marks member id disconnected now, starting its grace
-	// period; for a member already disconnected it keeps the first time.
-	// It returns ErrRoomNotFound or ErrNotMember.
-	Disconnect(ctx context.Context, room, id string) error
+	// period, if generation is its current Generation; a superseded
+	// connection's disconnect (an older generation) changes nothing. For a
+	// member already disconnected it keeps the first time. It returns
+	// ErrRoomNotFound or ErrNotMember.
+	Disconnect(ctx context.Context, room, id string, generation uint64) error
 
 	// Leave removes member id and the messages waiting for it. It returns
 	// ErrRoomNotFound or ErrNotMember.
@@ -209,8 +222,10 @@ type Store interface {
 
 	// SetKey stores member id's public key, key, of group. If the room has
 	// no group yet, group becomes the room's. It returns ErrRoomNotFound,
-	// ErrNotMember, ErrGroupMismatch, or ErrKeySet if the member already
-	// has a key. Concurrent SetKeys can never fix two groups.
+	// ErrNotMember, ErrGroupMismatch, ErrKeySet if the member already has
+	// a key, or ErrKeyReflected if key is the other member's key (keys are
+	// compared as given: the caller passes one canonical encoding).
+	// Concurrent SetKeys can never fix two groups.
 	SetKey(ctx context.Context, room, id, group, key string) (Room, error)
 
 	// Append stores body, from member from, for the room's other member,
@@ -218,9 +233,10 @@ type Store interface {
 	// publishes the message's EventMessage (Peer: from, Seq, Body; no
 	// Conn) to the room's subscribers, so that a stored message is always
 	// announced, even if its sender's relay dies right after. It returns
-	// ErrRoomNotFound, ErrNotMember, or ErrMailboxFull when the other
-	// member already has Config.MaxPending unacknowledged messages. (With
-	// no other member, the message waits for whoever joins.)
+	// ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
+	// members have a key (a message is only ever stored for the member
+	// whose key the sender encrypted it to), or ErrMailboxFull when the
+	// other member already has Config.MaxPending unacknowledged messages.
 	Append(ctx context.Context, room, from string, body []byte) (uint64, error)
 
 	// Pending returns the unacknowledged messages for member id with a

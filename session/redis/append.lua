@@ -8,15 +8,20 @@ local r = lookup()
 if not r then
   return {'NOTFOUND'}
 end
-if not find(r, ARGV[3]) then
+local _, sender = find(r, ARGV[3])
+if not sender then
   return {'NOTMEMBER'}
 end
--- For the other member, or, with none, for whoever joins next.
-local box = r.nextbox
+-- Only for the other member, and only once both have keys: a message is
+-- encrypted to the other member's key.
+local box = nil
 for _, m in ipairs(r.members) do
-  if m.id ~= ARGV[3] then
+  if m.id ~= ARGV[3] and m.key ~= '' then
     box = m.box
   end
+end
+if not box or sender.key == '' then
+  return {'HSINCOMPLETE'}
 end
 if redis.call('XLEN', box_key(box)) >= r.maxp then
   return {'MAILBOXFULL'}

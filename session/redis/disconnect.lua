@@ -1,4 +1,5 @@
--- disconnect.lua: Disconnect. ARGV[3]: member ID.
+-- disconnect.lua: Disconnect. ARGV[3]: member ID, ARGV[4]: the
+-- disconnecting connection's generation.
 local r = lookup()
 if not r then
   return {'NOTFOUND'}
@@ -6,6 +7,11 @@ end
 local _, m = find(r, ARGV[3])
 if not m then
   return {'NOTMEMBER'}
+end
+-- A superseded connection's disconnect changes nothing: a newer one holds
+-- the seat.
+if m.gen ~= tonumber(ARGV[4]) then
+  return {'OK'}
 end
 -- A member already disconnected keeps its first time.
 if m.conn then

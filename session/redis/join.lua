@@ -23,8 +23,9 @@ end
 if find(r, ARGV[3]) then
   return {'DUPLICATE'}
 end
--- The new member inherits the messages waiting for the next member.
-r.members[#r.members + 1] = {id = ARGV[3], tok = ARGV[4], key = '', conn = true, dat = 0, box = r.nextbox}
+-- The new member takes the next (empty) mailbox: messages are only stored
+-- for a member with a key (append.lua).
+r.members[#r.members + 1] = {id = ARGV[3], tok = ARGV[4], key = '', conn = true, dat = 0, box = r.nextbox, gen = 1}
 r.boxes = r.boxes + 1
 r.nextbox = int(r.boxes)
 save(r)

@@ -22,9 +22,10 @@
 --   boxes          the highest mailbox number handed out
 --   nextbox        the mailbox of the next member to join
 --   n              the number of members, 0 to 2, then for each member i
---   mi.id mi.tok mi.key mi.conn mi.dat mi.box
+--   mi.id mi.tok mi.key mi.conn mi.dat mi.box mi.gen
 --                  ID, SHA-256 of its resume token (hex), public key,
---                  "1" if connected, DisconnectedAt (ms), mailbox number
+--                  "1" if connected, DisconnectedAt (ms), mailbox number,
+--                  Generation (absent in rooms stored before it: 1)
 --
 -- Every key of the room expires at exp, exactly (PEXPIREAT), and so does
 -- the index once its last room has. All times come from the Redis server's
@@ -67,6 +68,7 @@ local function load()
     r.members[i] = {
       id = h[p .. 'id'], tok = h[p .. 'tok'], key = h[p .. 'key'],
       conn = h[p .. 'conn'] == '1', dat = tonumber(h[p .. 'dat']), box = h[p .. 'box'],
+      gen = tonumber(h[p .. 'gen']) or 1,
     }
   end
   return r
@@ -97,7 +99,7 @@ local function save(r)
     if m.conn then
       conn = '1'
     end
-    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box}
+    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen)}
     for _, v in ipairs(fields) do
       f[#f + 1] = v
     end
@@ -105,7 +107,7 @@ local function save(r)
   redis.call('HSET', room_key, unpack(f))
   for i = #r.members + 1, 2 do
     local p = 'm' .. i .. '.'
-    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box')
+    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen')
   end
 end
 
@@ -161,8 +163,8 @@ local function equal(a, b)
 end
 
 -- snapshot returns the room as the Go side decodes it: "OK", ttl, grace,
--- maxp, cgroup, group, seq, exp, n, then id, tok, key, conn, dat for each
--- member.
+-- maxp, cgroup, group, seq, exp, n, then id, tok, key, conn, dat, gen for
+-- each member.
 local function snapshot(r)
   local out = {'OK', r.ttl, r.grace, int(r.maxp), r.cgroup, r.group, int(r.seq), int(r.exp), int(#r.members)}
   for _, m in ipairs(r.members) do
@@ -170,7 +172,7 @@ local function snapshot(r)
     if m.conn then
       conn = '1'
     end
-    local fields = {m.id, m.tok, m.key, conn, int(m.dat)}
+    local fields = {m.id, m.tok, m.key, conn, int(m.dat), int(m.gen)}
     for _, v in ipairs(fields) do
       out[#out + 1] = v
     end

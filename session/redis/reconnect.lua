@@ -18,6 +18,8 @@ if grace_over(r, m) then
 end
 m.conn = true
 m.dat = 0
+-- The newest connection holds the seat.
+m.gen = m.gen + 1
 save(r)
 touch(r)
 return snapshot(r)

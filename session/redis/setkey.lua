@@ -13,6 +13,11 @@ end
 if r.group ~= '' and r.group ~= ARGV[4] then
   return {'GROUPMISMATCH'}
 end
+for _, o in ipairs(r.members) do
+  if o.id ~= ARGV[3] and o.key == ARGV[5] then
+    return {'REFLECTED'}
+  end
+end
 r.group = ARGV[4]
 m.key = ARGV[5]
 save(r)

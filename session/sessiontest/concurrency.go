@@ -102,6 +102,7 @@ func testConcurrency(t *testing.T, open opener) {
 		var seqs [appendRooms][2][each]uint64
 		var errs [appendRooms][2]error
 		race(t, s, appendRooms, []string{"a", "b"}, func(ctx context.Context, i int, room string) []func() {
+			keyAll(t, s, room, "a", "b")
 			var fns []func()
 			for k, from := range []string{"a", "b"} {
 				fns = append(fns, func() {

@@ -71,7 +71,7 @@ func roomCalls(room string) []call {
 			_, err := s.Reconnect(ctx, room, "a", token("a"))
 			return err
 		}},
-		{"Disconnect", func(ctx context.Context, s session.Store) error { return s.Disconnect(ctx, room, "a") }},
+		{"Disconnect", func(ctx context.Context, s session.Store) error { return s.Disconnect(ctx, room, "a", 1) }},
 		{"Leave", func(ctx context.Context, s session.Store) error { return s.Leave(ctx, room, "a") }},
 		{"SetKey", func(ctx context.Context, s session.Store) error {
 			_, err := s.SetKey(ctx, room, "a", "x25519", "aa")

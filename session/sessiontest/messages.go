@@ -13,6 +13,7 @@ func testMessages(t *testing.T, open opener) {
 	t.Run("sequence numbers and mailboxes", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a", "b")
+		keyAll(t, s, "r", "a", "b")
 		for i, tc := range []struct{ from, body string }{
 			{"a", "m1"}, {"a", "m2"}, {"b", "m3"}, {"a", "m4"},
 		} {
@@ -30,6 +31,7 @@ func testMessages(t *testing.T, open opener) {
 	t.Run("Pending after and Ack", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a", "b")
+		keyAll(t, s, "r", "a", "b")
 		for _, body := range []string{"m1", "m2", "m3", "m4"} {
 			appendMsg(t, s, "r", "a", body)
 		}
@@ -47,61 +49,31 @@ func testMessages(t *testing.T, open opener) {
 		checkPending(t, s, "r", "b", 0)
 	})
 
-	t.Run("messages before the peer joins go to the joiner", func(t *testing.T) {
+	t.Run("no message without both keys", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a")
-		appendMsg(t, s, "r", "a", "early 1")
-		appendMsg(t, s, "r", "a", "early 2")
-		checkPending(t, s, "r", "a", 0)
+		keyAll(t, s, "r", "a")
+		_, err := s.Append(t.Context(), "r", "a", []byte("alone"))
+		wantErr(t, "Append(a) with no peer", err, session.ErrHandshakeIncomplete)
 		join(t, s, "r", "b")
-		appendMsg(t, s, "r", "a", "late")
-		checkPending(t, s, "r", "b", 0, msg(1, "a", "early 1"), msg(2, "a", "early 2"), msg(3, "a", "late"))
-		checkPending(t, s, "r", "a", 0)
-	})
-
-	t.Run("mailbox full", func(t *testing.T) {
-		s := open(t)
-		cfg := longCfg
-		cfg.MaxPending = 3
-		setup(t, s, "r", cfg, "a", "b")
-		for range 3 {
-			appendMsg(t, s, "r", "a", "x")
+		_, err = s.Append(t.Context(), "r", "a", []byte("to a keyless peer"))
+		wantErr(t, "Append(a) before b's key", err, session.ErrHandshakeIncomplete)
+		_, err = s.Append(t.Context(), "r", "b", []byte("from a keyless member"))
+		wantErr(t, "Append(b) before b's key", err, session.ErrHandshakeIncomplete)
+		if got := getRoom(t, s, "r").LastSeq; got != 0 {
+			t.Errorf("LastSeq after refused Appends = %d, want 0", got)
 		}
-		seq, err := s.Append(t.Context(), "r", "a", []byte("one too many"))
-		wantErr(t, "fourth Append(a)", err, session.ErrMailboxFull)
-		if seq != 0 {
-			t.Errorf("fourth Append(a) = %d, want 0", seq)
+		keyAll(t, s, "r", "b")
+		if got := appendMsg(t, s, "r", "a", "now"); got != 1 {
+			t.Errorf("Append(a) after both keys = %d, want 1", got)
 		}
-		if got := getRoom(t, s, "r").LastSeq; got != 3 {
-			t.Errorf("LastSeq after a refused Append = %d, want 3", got)
-		}
-		// b's mailbox is full, not a's.
-		if got := appendMsg(t, s, "r", "b", "to a"); got != 4 {
-			t.Errorf("Append(b) = %d, want 4", got)
-		}
-		wantErr(t, "Ack(b, 2)", s.Ack(t.Context(), "r", "b", 2), nil)
-		if got := appendMsg(t, s, "r", "a", "y"); got != 5 {
-			t.Errorf("Append(a) after Ack = %d, want 5", got)
-		}
-		checkPending(t, s, "r", "b", 0, msg(3, "a", "x"), msg(5, "a", "y"))
-	})
-
-	t.Run("mailbox for the next member is bounded", func(t *testing.T) {
-		s := open(t)
-		cfg := longCfg
-		cfg.MaxPending = 2
-		setup(t, s, "r", cfg, "a")
-		appendMsg(t, s, "r", "a", "1")
-		appendMsg(t, s, "r", "a", "2")
-		_, err := s.Append(t.Context(), "r", "a", []byte("3"))
-		wantErr(t, "third Append(a) with no peer", err, session.ErrMailboxFull)
-		join(t, s, "r", "b")
-		checkPending(t, s, "r", "b", 0, msg(1, "a", "1"), msg(2, "a", "2"))
+		checkPending(t, s, "r", "b", 0, msg(1, "a", "now"))
 	})
 
 	t.Run("disconnected recipient", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a", "b")
+		keyAll(t, s, "r", "a", "b")
 		disconnect(t, s, "r", "b")
 		appendMsg(t, s, "r", "a", "while away")
 		_, err := s.Reconnect(t.Context(), "r", "b", token("b"))
@@ -112,6 +84,7 @@ func testMessages(t *testing.T, open opener) {
 	t.Run("bodies are copied", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a", "b")
+		keyAll(t, s, "r", "a", "b")
 		buf := []byte("ciphertext")
 		if _, err := s.Append(t.Context(), "r", "a", buf); err != nil {
 			t.Fatalf("Append: %v", err)
@@ -182,13 +155,20 @@ func testActivity(t *testing.T, open opener) {
 			return err
 		}, true},
 		{"Disconnect", nil, func(ctx context.Context, room string) error {
-			return s.Disconnect(ctx, room, "a")
+			return s.Disconnect(ctx, room, "a", 1)
 		}, true},
 		{"Leave", nil, func(ctx context.Context, room string) error {
 			return s.Leave(ctx, room, "b")
 		}, true},
-		{"SetKey", nil, func(ctx context.Context, room string) error {
-			_, err := s.SetKey(ctx, room, "a", "x25519", "aa")
+		{"SetKey", func(ctx context.Context, room string) error {
+			// A new member takes b's seat, to store a key of its own.
+			if err := s.Leave(ctx, room, "b"); err != nil {
+				return err
+			}
+			_, err := s.Join(ctx, room, member("c"))
+			return err
+		}, func(ctx context.Context, room string) error {
+			_, err := s.SetKey(ctx, room, "c", "x25519", "cc")
 			return err
 		}, true},
 		{"Append", nil, func(ctx context.Context, room string) error {
@@ -212,6 +192,7 @@ func testActivity(t *testing.T, open opener) {
 			room := tc.name
 			// a connected, b disconnected with one message waiting.
 			setup(t, s, room, longCfg, "a", "b")
+			keyAll(t, s, room, "a", "b")
 			disconnect(t, s, room, "b")
 			appendMsg(t, s, room, "a", "m1")
 			if tc.prep != nil {
@@ -237,6 +218,7 @@ func testExpiry(t *testing.T, open opener) {
 		s := open(t)
 		create(t, s, "long", longCfg)
 		setup(t, s, "r", short, "a", "b")
+		keyAll(t, s, "r", "a", "b")
 		appendMsg(t, s, "r", "a", "m1")
 		sub, err := s.Subscribe(t.Context(), "r")
 		wantErr(t, "Subscribe", err, nil)

@@ -54,6 +54,7 @@ func testPubSub(t *testing.T, open opener) {
 		create(t, s, "r", longCfg)
 		join(t, s, "r", "a")
 		join(t, s, "r", "b")
+		keyAll(t, s, "r", "a", "b")
 		sub := subscribe(t, s, "r")
 		seq, err := s.Append(t.Context(), "r", "a", []byte("ciphertext"))
 		wantErr(t, "Append", err, nil)

@@ -269,12 +269,12 @@ func testDisconnect(t *testing.T, open opener) {
 	t.Run("not a member", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a")
-		wantErr(t, "Disconnect(c)", s.Disconnect(t.Context(), "r", "c"), session.ErrNotMember)
+		wantErr(t, "Disconnect(c)", s.Disconnect(t.Context(), "r", "c", 1), session.ErrNotMember)
 	})
 
 	t.Run("missing room", func(t *testing.T) {
 		s := open(t)
-		wantErr(t, "Disconnect", s.Disconnect(t.Context(), "nope", "a"), session.ErrRoomNotFound)
+		wantErr(t, "Disconnect", s.Disconnect(t.Context(), "nope", "a", 1), session.ErrRoomNotFound)
 	})
 }
 
@@ -295,6 +295,7 @@ func testLeave(t *testing.T, open opener) {
 	t.Run("drops only the leaver's messages", func(t *testing.T) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a", "b")
+		keyAll(t, s, "r", "a", "b")
 		appendMsg(t, s, "r", "a", "to b 1")
 		appendMsg(t, s, "r", "a", "to b 2")
 		appendMsg(t, s, "r", "b", "to a")

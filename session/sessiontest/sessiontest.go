@@ -72,6 +72,8 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"Disconnect", testDisconnect},
 		{"Leave", testLeave},
 		{"SetKey", testSetKey},
+		{"Generations", testGenerations},
+		{"Reflection", testReflection},
 		{"Messages", testMessages},
 		{"Touch", testTouch},
 		{"Activity", testActivity},
@@ -119,6 +121,17 @@ func setup(t *testing.T, s session.Store, id string, cfg session.RoomConfig, mem
 	}
 }
 
+// keyAll stores a public key for each of members ("key of a", …): a room
+// stores messages only once both members have keys.
+func keyAll(t *testing.T, s session.Store, room string, members ...string) {
+	t.Helper()
+	for _, m := range members {
+		if _, err := s.SetKey(t.Context(), room, m, "x25519", "key of "+m); err != nil {
+			t.Fatalf("SetKey(%q, %q): %v", room, m, err)
+		}
+	}
+}
+
 // join joins member id to room.
 func join(t *testing.T, s session.Store, room, id string) session.Room {
 	t.Helper()
@@ -129,10 +142,19 @@ func join(t *testing.T, s session.Store, room, id string) session.Room {
 	return r
 }
 
-// disconnect disconnects member id from room.
+// disconnect disconnects member id from room, as the connection holding
+// its seat (its current Generation) does.
 func disconnect(t *testing.T, s session.Store, room, id string) {
 	t.Helper()
-	if err := s.Disconnect(t.Context(), room, id); err != nil {
+	r, err := s.Room(t.Context(), room)
+	if err != nil {
+		t.Fatalf("Room(%q): %v", room, err)
+	}
+	m, ok := r.Member(id)
+	if !ok {
+		t.Fatalf("Room(%q) has no member %q", room, id)
+	}
+	if err := s.Disconnect(t.Context(), room, id, m.Generation); err != nil {
 		t.Fatalf("Disconnect(%q, %q): %v", room, id, err)
 	}
 }
