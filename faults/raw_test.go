@@ -118,7 +118,7 @@ func (p *rawPeer) joinAndHandshake(t *testing.T, ctx context.Context, a *talker,
 			t.Fatalf("raw peer: handshake: error %s", f.Code)
 		}
 		if p.room != "" && !sentKey {
-			p.send(t, ctx, map[string]any{"type": "key", "public_key": priv.PublicKey().Hex()})
+			p.send(t, ctx, map[string]any{"type": "key", "public_key": priv.PublicKey().Hex(), "group": priv.PublicKey().Group().Name()})
 			sentKey = true
 		}
 	}

@@ -37,7 +37,8 @@ func badInputCases(t *testing.T) []badInputCase {
 	)
 	p256X, p256Y := p256Key[2:66], p256Key[66:]
 	forged := strings.Repeat("A", 43) // a token of the right length, not the one issued
-	key := func(k string) string { return `{"type":"key","public_key":"` + k + `","id":"k"}` }
+	// key is a key frame in the room's group ({group}).
+	key := func(k string) string { return `{"type":"key","public_key":"` + k + `","group":"{group}","id":"k"}` }
 	keyIn := func(k, group string) string {
 		return `{"type":"key","public_key":"` + k + `","group":"` + group + `","id":"k"}`
 	}
@@ -128,7 +129,8 @@ func badInputCases(t *testing.T) []badInputCase {
 		{name: "missing/resume token", stage: afterDrop, raw: resume(`"room":"{room}","peer":"{peer}"`), code: wire.CodeBadRequest, id: `"r"`},
 		{name: "missing/resume peer", stage: afterDrop, raw: resume(`"room":"{room}","resume_token":"{token}"`), code: wire.CodeBadRequest, id: `"r"`},
 		{name: "missing/resume room", stage: afterDrop, raw: resume(`"peer":"{peer}","resume_token":"{token}"`), code: wire.CodeBadRequest, id: `"r"`},
-		{name: "missing/group in a room without one", stage: inLobby, noGroup: true, raw: key(x25519Key), code: wire.CodeBadRequest, id: `"k"`},
+		{name: "missing/group in a room without one", stage: inLobby, noGroup: true, raw: `{"type":"key","public_key":"` + x25519Key + `","id":"k"}`, code: wire.CodeBadRequest, id: `"k"`},
+		{name: "missing/group in a room with one", stage: inLobby, raw: `{"type":"key","public_key":"` + x25519Key + `","id":"k"}`, code: wire.CodeBadRequest, id: `"k"`},
 
 		// §2.1: wrongly typed fields.
 		{name: "type of/room number", stage: outside, raw: `{"type":"join","room":7,"id":"w"}`, code: wire.CodeBadRequest, id: `"w"`},

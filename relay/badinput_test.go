@@ -220,7 +220,7 @@ func (fx *badFixture) expand(tc badInputCase) string {
 	}
 	return strings.NewReplacer(
 		"{room}", fx.room, "{peer}", fx.peerID, "{token}", fx.token,
-		"{wpeer}", wpeer, "{wtoken}", wtoken, "{mykey}", mykey,
+		"{wpeer}", wpeer, "{wtoken}", wtoken, "{mykey}", mykey, "{group}", fx.group.Name(),
 	).Replace(tc.raw)
 }
 
@@ -240,7 +240,7 @@ func (fx *badFixture) prove() {
 		if f := w.expect(wire.TypePeerKey); f.str("public_key") != ka.PublicKey().Hex() {
 			t.Fatalf("watcher got %v, want the sender's key", f)
 		}
-		w.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()})
+		w.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex(), "group": kb.PublicKey().Group().Name()})
 		w.expect(wire.TypeKeyOK)
 		w.expect(wire.TypeHandshakeComplete)
 		if f := fx.sender.expect(wire.TypePeerKey); f.str("public_key") != kb.PublicKey().Hex() {
@@ -380,7 +380,7 @@ func untilNotRateLimited(t *testing.T, p *peer, frame string) rawFrame {
 func acceptKey(t *testing.T, fx *badFixture, text, want string) {
 	t.Helper()
 	w := fx.watchers[0]
-	writeAll(t, fx.sender, `{"type":"key","public_key":"`+text+`","id":"k"}`)
+	writeAll(t, fx.sender, `{"type":"key","public_key":"`+text+`","group":"`+fx.group.Name()+`","id":"k"}`)
 	if f := nextRaw(t, fx.sender); f.Type != wire.TypeKeyOK || string(f.ID) != `"k"` {
 		t.Fatalf("got %s, want key_ok with id \"k\"", clip(f.raw))
 	}
@@ -388,7 +388,7 @@ func acceptKey(t *testing.T, fx *badFixture, text, want string) {
 		t.Fatalf("watcher got key %q, want the canonical %q", f.str("public_key"), want)
 	}
 	kb := newKey(t, fx.group)
-	w.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()})
+	w.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex(), "group": kb.PublicKey().Group().Name()})
 	w.expect(wire.TypeKeyOK)
 	w.expect(wire.TypeHandshakeComplete)
 	fx.sender.expect(wire.TypePeerKey)

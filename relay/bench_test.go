@@ -133,7 +133,7 @@ func benchHandshake(b *testing.B, urlA, urlB string) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p.send(`{"type":"key","public_key":"` + k.PublicKey().Hex() + `"}`)
+			p.send(`{"type":"key","public_key":"` + k.PublicKey().Hex() + `","group":"` + k.PublicKey().Group().Name() + `"}`)
 		}
 		a.until(wire.TypeHandshakeComplete)
 		c.until(wire.TypeHandshakeComplete)
@@ -162,7 +162,7 @@ func benchRoundTrip(b *testing.B, urlA, urlB string) {
 	c.until(wire.TypeRoom)
 	for _, p := range []*benchPeer{a, c} {
 		k, _ := dh.X25519().GenerateKey(rand.Reader)
-		p.send(`{"type":"key","public_key":"` + k.PublicKey().Hex() + `"}`)
+		p.send(`{"type":"key","public_key":"` + k.PublicKey().Hex() + `","group":"` + k.PublicKey().Group().Name() + `"}`)
 	}
 	a.until(wire.TypeHandshakeComplete)
 	c.until(wire.TypeHandshakeComplete)

@@ -42,7 +42,7 @@ func handshakeAcross(t *testing.T, ra, rb *testRelay, g *dh.Group) *pair {
 	p.a.send(map[string]any{"type": "create", "group": g.Name()})
 	room := p.a.expect(wire.TypeRoom)
 	p.room, p.aID, p.aTok = room.str("room"), room.str("peer"), room.str("resume_token")
-	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex()})
+	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "group": p.aKey.PublicKey().Group().Name()})
 	p.a.expect(wire.TypeKeyOK)
 	p.b.send(map[string]any{"type": "join", "room": p.room})
 	joined := p.b.expect(wire.TypeRoom)
@@ -51,7 +51,7 @@ func handshakeAcross(t *testing.T, ra, rb *testRelay, g *dh.Group) *pair {
 		t.Fatalf("B got %v", f)
 	}
 	p.a.expect(wire.TypePeerJoined)
-	p.b.send(map[string]any{"type": "key", "public_key": p.bKey.PublicKey().Hex()})
+	p.b.send(map[string]any{"type": "key", "public_key": p.bKey.PublicKey().Hex(), "group": p.bKey.PublicKey().Group().Name()})
 	p.b.expect(wire.TypeKeyOK)
 	p.b.expect(wire.TypeHandshakeComplete)
 	if f := p.a.expect(wire.TypePeerKey); f.str("public_key") != p.bKey.PublicKey().Hex() {
@@ -249,7 +249,7 @@ func TestCrossInstanceConcurrentHandshakes(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				k, _ := dh.X25519().GenerateKey(rand.Reader)
-				b, _ := json.Marshal(map[string]any{"type": "key", "public_key": k.PublicKey().Hex()})
+				b, _ := json.Marshal(map[string]any{"type": "key", "public_key": k.PublicKey().Hex(), "group": k.PublicKey().Group().Name()})
 				ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
 				defer cancel()
 				if err := p.ws.Write(ctx, websocket.MessageText, b); err != nil {

@@ -52,7 +52,8 @@ type conn struct {
 	peerKeySent         bool   // peer_key was sent for the current peer key
 	hsSent              bool   // handshake_complete was sent
 	joinedAt            time.Time
-	superseded          bool // a newer connection resumed this peer
+	gen                 uint64 // the generation of the seat this connection holds
+	superseded          bool   // a newer connection resumed this peer
 	stopForward         context.CancelFunc
 	forwardDone         chan struct{}
 }
@@ -214,14 +215,44 @@ func (c *conn) ping() {
 	c.bg.ifRunning(func() { c.pingTimer.Reset(c.s.cfg.PingInterval) })
 }
 
-// encode marshals a frame for the send queue.
+// encode marshals a frame for the send queue. Its id is copied byte for
+// byte as the client sent it (encoding/json would escape <, >, & and
+// U+2028 in it).
 func (c *conn) encode(f *wire.ServerFrame) []byte {
+	id := f.ID
+	f.ID = nil
 	b, err := json.Marshal(f)
+	f.ID = id
 	if err != nil {
 		c.logger().Error("marshal frame", "err", err)
 		return nil
 	}
-	return b
+	if id == nil {
+		return b
+	}
+	return spliceID(b, id)
+}
+
+// spliceID inserts "id":id into the JSON object b right after its first
+// member (the type), as encoding/json would place it, and returns the new
+// frame.
+func spliceID(b, id []byte) []byte {
+	// b is {"type":"…",…}: frame types need no escaping, so the first
+	// member ends at the fourth quote.
+	end, quotes := 0, 0
+	for i, ch := range b {
+		if ch == '"' {
+			if quotes++; quotes == 4 {
+				end = i + 1
+				break
+			}
+		}
+	}
+	out := make([]byte, 0, len(b)+len(id)+6)
+	out = append(out, b[:end]...)
+	out = append(out, `,"id":`...)
+	out = append(out, id...)
+	return append(out, b[end:]...)
 }
 
 // queueLocked adds a frame to the send queue without waiting, for callers

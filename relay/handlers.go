@@ -3,10 +3,10 @@ package relay
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"strings"
 
 	"github.com/google/uuid"
 
-	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -61,7 +61,7 @@ func (c *conn) handleCreate(f *wire.ClientFrame) error {
 	}
 	group := ""
 	if f.Group != nil {
-		g, err := dh.LookupGroup(*f.Group)
+		g, err := c.s.lookupGroup(*f.Group)
 		if err != nil {
 			return err
 		}
@@ -115,10 +115,12 @@ func (c *conn) join(f *wire.ClientFrame, id string) error {
 	peer := uuid.NewString()
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	if _, err := c.s.store.Join(ctx, id, session.Member{ID: peer, TokenHash: hash, Connected: true}); err != nil {
+	room, err := c.s.store.Join(ctx, id, session.Member{ID: peer, TokenHash: hash, Connected: true})
+	if err != nil {
 		return err
 	}
-	return c.enter(f, id, peer, token, false, 0)
+	me, _ := room.Member(peer)
+	return c.enter(id, entry{frame: f, peer: peer, token: token, gen: me.Generation})
 }
 
 // handleResume takes a dropped member's seat back.
@@ -129,23 +131,30 @@ func (c *conn) handleResume(f *wire.ClientFrame) error {
 	if !c.s.roomID(*f.Room) || !isRoomID(*f.Peer) {
 		return newWireError(wire.CodeBadRequest, "room and peer must be IDs as the relay returned them")
 	}
-	tok, err := base64.RawURLEncoding.DecodeString(*f.ResumeToken)
-	if err != nil || len(tok) != 32 {
-		return newWireError(wire.CodeInvalidResume, "unknown peer or wrong resume token")
-	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
+	tok, err := base64.RawURLEncoding.DecodeString(*f.ResumeToken)
+	if err != nil || len(tok) != 32 {
+		// No token of this shape was ever handed out; the room decides
+		// the code, so that it does not depend on the token's shape.
+		if _, err := c.s.store.Room(ctx, *f.Room); err != nil {
+			return err
+		}
+		return session.ErrBadToken
+	}
 	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
 		return err
 	}
-	if _, err := c.s.store.Reconnect(ctx, *f.Room, *f.Peer, sha256.Sum256(tok)); err != nil {
+	room, err := c.s.store.Reconnect(ctx, *f.Room, *f.Peer, sha256.Sum256(tok))
+	if err != nil {
 		return err
 	}
-	var last uint64
+	me, _ := room.Member(*f.Peer)
+	e := entry{frame: f, peer: *f.Peer, resumed: true, gen: me.Generation}
 	if f.LastSeq != nil {
-		last = *f.LastSeq
+		e.lastSeq = *f.LastSeq
 	}
-	return c.enter(f, *f.Room, *f.Peer, "", true, last)
+	return c.enter(*f.Room, e)
 }
 
 // validationCodes are the codes of a key refused by validation, which the
@@ -155,6 +164,7 @@ var validationCodes = map[wire.Code]bool{
 	wire.CodeInvalidPublicKey: true,
 	wire.CodeGroupMismatch:    true,
 	wire.CodeKeyReused:        true,
+	wire.CodeKeyReflected:     true,
 }
 
 // handleKey validates and stores the member's public key and forwards it to
@@ -183,28 +193,14 @@ func (c *conn) setKey(f *wire.ClientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	if group == "" && f.Group == nil {
-		// Another member may have fixed the group since we last heard.
-		r, err := c.s.store.Room(ctx, room)
-		if err != nil {
-			return err
-		}
-		group = r.Group
+	// group is required on key (allowedFields): a key is always read in
+	// the group its sender names, never in the room's by default.
+	g, err := c.s.lookupGroup(*f.Group)
+	if err != nil {
+		return err
 	}
-	var g *dh.Group
-	var err error
-	switch {
-	case f.Group != nil:
-		if g, err = dh.LookupGroup(*f.Group); err != nil {
-			return err
-		}
-		if group != "" && g.Name() != group {
-			return session.ErrGroupMismatch
-		}
-	case group != "":
-		g, _ = dh.LookupGroup(group)
-	default:
-		return newWireError(wire.CodeBadRequest, "the room has no group yet: name it in the group field")
+	if group != "" && g.Name() != group {
+		return session.ErrGroupMismatch
 	}
 	pk, err := g.ParsePublicKey(*f.PublicKey)
 	if err != nil {
@@ -250,9 +246,11 @@ func (c *conn) handleMsg(f *wire.ClientFrame) error {
 	if !hs {
 		return newWireError(wire.CodeHandshakeIncomplete, "both peers must send their keys first")
 	}
-	body, err := base64.StdEncoding.DecodeString(*f.Body)
-	if err != nil || len(body) == 0 {
-		return newWireError(wire.CodeBadRequest, "body must be non-empty standard base64")
+	// Canonical base64 only (padding, no whitespace, zero pad bits), so
+	// that the body the peer gets is byte for byte the one sent.
+	body, err := base64.StdEncoding.Strict().DecodeString(*f.Body)
+	if err != nil || len(body) == 0 || strings.ContainsAny(*f.Body, "\r\n") {
+		return newWireError(wire.CodeBadRequest, "body must be non-empty canonical standard base64 (with padding, no whitespace)")
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()

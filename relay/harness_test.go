@@ -239,7 +239,7 @@ func handshake(t *testing.T, tr *testRelay, g *dh.Group) *pair {
 		t.Fatalf("room frame %v", room)
 	}
 	p.room, p.aID, p.aTok = room.str("room"), room.str("peer"), room.str("resume_token")
-	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "id": "k"})
+	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "group": p.aKey.PublicKey().Group().Name(), "id": "k"})
 	if f := p.a.expect(wire.TypeKeyOK); f.str("group") != g.Name() || f["id"] != "k" {
 		t.Fatalf("key_ok %v", f)
 	}
@@ -255,7 +255,7 @@ func handshake(t *testing.T, tr *testRelay, g *dh.Group) *pair {
 	if f := p.a.expect(wire.TypePeerJoined); f["resumed"] != false {
 		t.Fatalf("peer_joined %v", f)
 	}
-	p.b.send(map[string]any{"type": "key", "public_key": p.bKey.PublicKey().Hex()})
+	p.b.send(map[string]any{"type": "key", "public_key": p.bKey.PublicKey().Hex(), "group": p.bKey.PublicKey().Group().Name()})
 	p.b.expect(wire.TypeKeyOK)
 	if f := p.a.expect(wire.TypePeerKey); f.str("public_key") != p.bKey.PublicKey().Hex() {
 		t.Fatalf("A got %v, want B's key", f)

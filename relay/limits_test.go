@@ -91,17 +91,17 @@ func TestKeyReused(t *testing.T) {
 	r.send(map[string]any{"type": "join", "room": room})
 	r.expect(wire.TypeRoom)
 	q.expect(wire.TypePeerJoined)
-	q.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "id": "reuse"})
+	q.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "group": p.aKey.PublicKey().Group().Name(), "id": "reuse"})
 	if f := q.expectError(wire.CodeKeyReused); f.str("id") != "reuse" {
 		t.Errorf("error %v", f)
 	}
 	r.expectQuiet(100 * time.Millisecond)
-	q.send(map[string]any{"type": "key", "public_key": newKey(t, g).PublicKey().Hex()})
+	q.send(map[string]any{"type": "key", "public_key": newKey(t, g).PublicKey().Hex(), "group": g.Name()})
 	q.expect(wire.TypeKeyOK)
 	r.expect(wire.TypePeerKey)
 	// The same key again in its own room is not a reuse: it is already
 	// set there.
-	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex()})
+	p.a.send(map[string]any{"type": "key", "public_key": p.aKey.PublicKey().Hex(), "group": p.aKey.PublicKey().Group().Name()})
 	p.a.expectError(wire.CodeKeyAlreadySet)
 }
 

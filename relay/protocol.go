@@ -20,7 +20,7 @@ var allowedFields = map[wire.FrameType]map[string]bool{
 	wire.TypeCreate: {"group": false, "room": false},
 	wire.TypeJoin:   {"room": true},
 	wire.TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false},
-	wire.TypeKey:    {"public_key": true, "group": false},
+	wire.TypeKey:    {"public_key": true, "group": true},
 	wire.TypeMsg:    {"body": true},
 	wire.TypeAck:    {"seq": true},
 	wire.TypeLeave:  {},
@@ -44,6 +44,30 @@ func newWireError(code wire.Code, format string, args ...any) *wireError {
 // who is now in no room.
 var errRoomExpired = errors.New("relay: the room expired")
 
+// errGroupNotAllowed is the error of a legacy group the operator has not
+// allowed (Config.AllowLegacyGroups).
+var errGroupNotAllowed = errors.New("relay: legacy group not allowed")
+
+// legacyGroups are the groups below the strength clients accept by
+// default: served only with Config.AllowLegacyGroups.
+var legacyGroups = map[string]bool{"modp5": true}
+
+// lookupGroup returns the group with wire name name: the names only (the
+// tutorial API's numeric aliases are not part of the protocol), and a
+// legacy group only where the operator allows it.
+func (s *Server) lookupGroup(name string) (*dh.Group, error) {
+	g, err := dh.LookupGroup(name)
+	switch {
+	case err != nil:
+		return nil, err
+	case g.Name() != name:
+		return nil, fmt.Errorf("%w %q: name the group (%s)", dh.ErrUnknownGroup, truncate(name, 32), g.Name())
+	case legacyGroups[name] && !s.cfg.AllowLegacyGroups:
+		return nil, errGroupNotAllowed
+	}
+	return g, nil
+}
+
 // errorCodes maps the errors of dh and session to wire codes: the one table
 // between the packages' sentinels and the protocol.
 var errorCodes = []struct {
@@ -56,6 +80,9 @@ var errorCodes = []struct {
 	{dh.ErrInvalidPublicKey, wire.CodeInvalidPublicKey, ""},
 	{session.ErrGroupMismatch, wire.CodeGroupMismatch, "the key's group is not the room's"},
 	{session.ErrKeySet, wire.CodeKeyAlreadySet, "you already sent a key in this room"},
+	{session.ErrKeyReflected, wire.CodeKeyReflected, "this key is the other peer's: send your own"},
+	{errGroupNotAllowed, wire.CodeGroupNotAllowed, "this relay does not allow the legacy group modp5; use x25519, p256 or modp14 and up"},
+	{session.ErrHandshakeIncomplete, wire.CodeHandshakeIncomplete, "both peers must send their keys first"},
 	{errRoomExpired, wire.CodeRoomExpired, "the room expired"},
 	{session.ErrRoomNotFound, wire.CodeRoomNotFound, "no such room"},
 	{session.ErrRoomExists, wire.CodeRoomExists, "a room with this ID exists; choose another"},
@@ -115,6 +142,11 @@ func decodeSlow(data []byte) (*wire.ClientFrame, *wireError) {
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
 		return nil, newWireError(wire.CodeBadFrame, "a frame must be one JSON object")
 	}
+	if name, dup := duplicateKey(data); dup {
+		// Parsers disagree on which of two values counts; the relay and
+		// every client must read a frame the same way, so none counts.
+		return nil, newWireError(wire.CodeBadRequest, "field %q appears twice", truncate(name, 32))
+	}
 	var f wire.ClientFrame
 	if raw, ok := fields["id"]; ok {
 		if err := checkID(raw); err != nil {
@@ -154,6 +186,32 @@ func decodeSlow(data []byte) (*wire.ClientFrame, *wireError) {
 	}
 	f.Type = wire.FrameType(typ)
 	return &f, nil
+}
+
+// duplicateKey reports whether the JSON object data (valid JSON) names a
+// member twice at its top level, and which.
+func duplicateKey(data []byte) (string, bool) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return "", false
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return name, true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := d.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // checkID accepts a string of at most 64 characters (Unicode code points)
@@ -208,8 +266,8 @@ func decodeFast(data []byte) *wire.ClientFrame {
 	if !eachKey(data, func(k []byte) bool {
 		for i, name := range fieldNames {
 			if string(k) == name {
-				if _, ok := allowed[name]; !ok && i > 1 {
-					return false
+				if _, ok := allowed[name]; (!ok && i > 1) || seen[i] {
+					return false // not allowed, or twice: decodeSlow says which
 				}
 				seen[i] = true
 				return true

@@ -126,10 +126,14 @@ func TestLateJoiner(t *testing.T) {
 	if room.str("group") != "" {
 		t.Fatalf("group = %q, want unset", room.str("group"))
 	}
+	// A key with no group is refused (group is required on key), so is a
+	// key under the tutorial API's numeric alias; the key with its group's
+	// name is accepted.
 	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
-	// A key with no group in a room with none is refused, then accepted with one.
 	a.expectError(wire.CodeBadRequest)
 	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex(), "group": "14"})
+	a.expectError(wire.CodeUnknownGroup)
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex(), "group": "modp14"})
 	if f := a.expect(wire.TypeKeyOK); f.str("group") != "modp14" {
 		t.Fatalf("key_ok %v", f)
 	}
@@ -145,7 +149,7 @@ func TestLateJoiner(t *testing.T) {
 	}
 	a.expect(wire.TypePeerJoined)
 	kb := newKey(t, dh.MODP14())
-	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()}) // group from the room
+	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex(), "group": kb.PublicKey().Group().Name()}) // group from the room
 	b.expect(wire.TypeKeyOK)
 	b.expect(wire.TypeHandshakeComplete)
 	a.expect(wire.TypePeerKey)
@@ -179,20 +183,22 @@ func TestInvalidKeys(t *testing.T) {
 		frame map[string]any
 		code  wire.Code
 	}{
-		{"zero", map[string]any{"public_key": "0"}, wire.CodeInvalidPublicKey},
-		{"one", map[string]any{"public_key": "1"}, wire.CodeInvalidPublicKey},
-		{"p-1", map[string]any{"public_key": hexOf(-1)}, wire.CodeInvalidPublicKey},
-		{"p", map[string]any{"public_key": hexOf(0)}, wire.CodeInvalidPublicKey},
-		{"p+1", map[string]any{"public_key": hexOf(1)}, wire.CodeInvalidPublicKey},
-		{"non-residue p-2", map[string]any{"public_key": hexOf(-2)}, wire.CodeInvalidPublicKey},
-		{"too long", map[string]any{"public_key": strings.Repeat("1", 513)}, wire.CodeMalformedKey},
-		{"0x prefix", map[string]any{"public_key": "0x1234"}, wire.CodeMalformedKey},
-		{"sign", map[string]any{"public_key": "-1234"}, wire.CodeMalformedKey},
-		{"space", map[string]any{"public_key": "12 34"}, wire.CodeMalformedKey},
-		{"empty", map[string]any{"public_key": ""}, wire.CodeMalformedKey},
+		{"zero", map[string]any{"public_key": "0", "group": "modp14"}, wire.CodeInvalidPublicKey},
+		{"one", map[string]any{"public_key": "1", "group": "modp14"}, wire.CodeInvalidPublicKey},
+		{"p-1", map[string]any{"public_key": hexOf(-1), "group": "modp14"}, wire.CodeInvalidPublicKey},
+		{"p", map[string]any{"public_key": hexOf(0), "group": "modp14"}, wire.CodeInvalidPublicKey},
+		{"p+1", map[string]any{"public_key": hexOf(1), "group": "modp14"}, wire.CodeInvalidPublicKey},
+		{"non-residue p-2", map[string]any{"public_key": hexOf(-2), "group": "modp14"}, wire.CodeInvalidPublicKey},
+		{"too long", map[string]any{"public_key": strings.Repeat("1", 513), "group": "modp14"}, wire.CodeMalformedKey},
+		{"0x prefix", map[string]any{"public_key": "0x1234", "group": "modp14"}, wire.CodeMalformedKey},
+		{"sign", map[string]any{"public_key": "-1234", "group": "modp14"}, wire.CodeMalformedKey},
+		{"space", map[string]any{"public_key": "12 34", "group": "modp14"}, wire.CodeMalformedKey},
+		{"empty", map[string]any{"public_key": "", "group": "modp14"}, wire.CodeMalformedKey},
 		{"wrong group", map[string]any{"public_key": x.PublicKey().Hex(), "group": "x25519"}, wire.CodeGroupMismatch},
 		{"unknown group", map[string]any{"public_key": "1234", "group": "modp2"}, wire.CodeUnknownGroup},
-		{"number", map[string]any{"public_key": 1234}, wire.CodeBadRequest},
+		{"number", map[string]any{"public_key": 1234, "group": "modp14"}, wire.CodeBadRequest},
+		{"numeric alias", map[string]any{"public_key": "1234", "group": "14"}, wire.CodeUnknownGroup},
+		{"no group", map[string]any{"public_key": "1234"}, wire.CodeBadRequest},
 	}
 	tr := newRelay(t, relay.Config{})
 	a, b := tr.dial(t), tr.dial(t)
@@ -217,12 +223,12 @@ func TestInvalidKeys(t *testing.T) {
 		t.Errorf("validation failures counted: %v, want at least 12", failures)
 	}
 	ka, kb := newKey(t, dh.MODP14()), newKey(t, dh.MODP14())
-	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex(), "group": ka.PublicKey().Group().Name()})
 	a.expect(wire.TypeKeyOK)
-	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex()})
+	a.send(map[string]any{"type": "key", "public_key": ka.PublicKey().Hex(), "group": ka.PublicKey().Group().Name()})
 	a.expectError(wire.CodeKeyAlreadySet)
 	b.expect(wire.TypePeerKey)
-	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex()})
+	b.send(map[string]any{"type": "key", "public_key": kb.PublicKey().Hex(), "group": kb.PublicKey().Group().Name()})
 	b.expect(wire.TypeKeyOK)
 	b.expect(wire.TypeHandshakeComplete)
 	a.expect(wire.TypePeerKey)
@@ -256,13 +262,14 @@ func TestBadFrames(t *testing.T) {
 		{"unknown group", `{"type":"create","group":"rsa"}`, wire.CodeUnknownGroup},
 		{"long id", `{"type":"create","id":"` + strings.Repeat("i", 65) + `"}`, wire.CodeBadRequest},
 		{"object id", `{"type":"create","id":{}}`, wire.CodeBadRequest},
-		{"key outside room", `{"type":"key","public_key":"02"}`, wire.CodeNotInRoom},
+		{"key outside room", `{"type":"key","public_key":"02","group":"p256"}`, wire.CodeNotInRoom},
 		{"msg outside room", `{"type":"msg","body":"AAAA"}`, wire.CodeNotInRoom},
 		{"ack outside room", `{"type":"ack","seq":1}`, wire.CodeNotInRoom},
 		{"leave outside room", `{"type":"leave"}`, wire.CodeNotInRoom},
 		{"negative seq", `{"type":"ack","seq":-1}`, wire.CodeBadRequest},
 		{"forged resume", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"` + strings.Repeat("A", 43) + `"}`, wire.CodeRoomNotFound},
-		{"resume bad token", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"short"}`, wire.CodeInvalidResume},
+		// An unknown room is room_not_found whatever the token's shape.
+		{"resume bad token", `{"type":"resume","room":"6f1c0e8e-0000-4000-8000-000000000000","peer":"6f1c0e8e-0000-4000-8000-000000000001","resume_token":"short"}`, wire.CodeRoomNotFound},
 	}
 	p := tr.dial(t)
 	for _, tt := range tests {
@@ -386,10 +393,16 @@ func TestRoomKeptAliveWhileConnected(t *testing.T) {
 	b.expect(wire.TypeRoom)
 }
 
-// TestExpiry: a room expires after RoomTTL without activity (here the TTL is
-// shorter than the first keepalive); its member is told and stays connected.
+// untouchable is a store whose Touch does nothing: the keepalive no longer
+// keeps a connected member's room alive, as when the store lost it.
+type untouchable struct{ session.Store }
+
+func (untouchable) Touch(context.Context, string) error { return nil }
+
+// TestExpiry: a room expires after RoomTTL without activity (here the
+// keepalive's touches are lost); its member is told and stays connected.
 func TestExpiry(t *testing.T) {
-	tr := newRelay(t, relay.Config{RoomTTL: 300 * time.Millisecond})
+	tr := newRelayOn(t, untouchable{newStore(t)}, relay.Config{RoomTTL: 300 * time.Millisecond, PingInterval: 50 * time.Millisecond})
 	a := tr.dial(t)
 	a.send(map[string]any{"type": "create"})
 	room := a.expect(wire.TypeRoom).str("room")
@@ -581,6 +594,7 @@ func TestConfigErrors(t *testing.T) {
 		{"frame rate", store, relay.Config{Limiter: lim, FramesPerSecond: -1}, "FramesPerSecond"},
 		{"negative TTL", store, relay.Config{Limiter: lim, RoomTTL: -time.Second}, "negative"},
 		{"room ID length", store, relay.Config{Limiter: lim, MinRoomIDLength: 65}, "MinRoomIDLength"},
+		{"ping at half the TTL", store, relay.Config{Limiter: lim, PingInterval: 5 * time.Minute}, "PingInterval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

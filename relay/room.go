@@ -11,31 +11,33 @@ import (
 )
 
 // Room membership: how a connection enters a room (enter, entered), follows
-// it (forwardEvents turns the room's events into frames for the client),
+// it (a forwarder turns the room's events into frames for the client),
 // and leaves it (exitRoom). The handlers of create, join and resume call
 // enter once the store has given the connection its seat.
 
 // entry is a seat the store has given the connection, on its way in.
 type entry struct {
 	frame   *wire.ClientFrame     // the create, join or resume being answered
-	sub     *session.Subscription // the room's events, from before the snapshot
-	room    session.Room          // the room, read after subscribing
 	peer    string                // the member's ID
 	token   string                // the new member's resume token; "" on resume
 	resumed bool                  // a resume, not a new member
 	lastSeq uint64                // on resume, the last message the client has
+	gen     uint64                // the seat's generation this connection holds
+	sub     *session.Subscription // the room's events, from before the snapshot
+	room    session.Room          // the room, read after subscribing
 	// ctx and stop bound the subscription and the forwarder.
 	ctx  context.Context
 	stop context.CancelFunc
 }
 
-// enter makes the connection a member of room id as peer: it subscribes to
-// the room's events, replies with the room frame and whatever the member
-// must catch up on (the other key, handshake_complete, waiting messages
-// after lastSeq), tells the other peer, and starts the forwarder. If it
-// fails, the seat is given back (best effort).
-func (c *conn) enter(f *wire.ClientFrame, id, peer, token string, resumed bool, lastSeq uint64) error {
-	e := entry{frame: f, peer: peer, token: token, resumed: resumed, lastSeq: lastSeq}
+// enter makes the connection a member of room id with the seat e
+// describes: it subscribes to the room's events, replies with the room
+// frame and whatever the member must catch up on (the other key,
+// handshake_complete, waiting messages after lastSeq), tells the other
+// peer, and starts the forwarder. If it fails, the seat is given back
+// (best effort). A connection whose seat a newer one already holds is
+// closed as superseded.
+func (c *conn) enter(id string, e entry) error {
 	e.ctx, e.stop = context.WithCancel(c.ctx)
 	ctx, cancel := c.storeCtx()
 	defer cancel()
@@ -46,16 +48,22 @@ func (c *conn) enter(f *wire.ClientFrame, id, peer, token string, resumed bool, 
 		// two is missed; the flags of conn drop what arrives twice.
 		e.room, err = c.s.store.Room(ctx, id)
 		if err == nil {
+			if me, _ := e.room.Member(e.peer); me.Generation > e.gen {
+				// A newer connection resumed this seat meanwhile.
+				e.stop()
+				c.closeWith(wire.CloseSuperseded, "another connection resumed this seat")
+				return nil
+			}
 			c.entered(e)
 			return nil
 		}
 	}
 	e.stop()
 	// Undo the membership, best effort: the seat must not stay taken.
-	if !resumed {
-		c.s.store.Leave(ctx, id, peer)
+	if !e.resumed {
+		c.s.store.Leave(ctx, id, e.peer)
 	} else {
-		c.s.store.Disconnect(ctx, id, peer)
+		c.s.store.Disconnect(ctx, id, e.peer, e.gen)
 	}
 	return err
 }
@@ -69,6 +77,7 @@ func (c *conn) entered(e entry) {
 
 	c.mu.Lock()
 	c.room, c.roomTag, c.peer, c.group = room.ID, c.s.roomTag(room.ID), e.peer, group
+	c.gen = e.gen
 	c.keySet = me.PublicKey != ""
 	c.peerKeySent, c.hsSent, c.superseded = false, false, false
 	c.joinedAt = time.Now()
@@ -104,14 +113,18 @@ func (c *conn) entered(e entry) {
 		reason = session.ReasonResumed
 	}
 	ctx, cancel := c.storeCtx()
-	c.publish(ctx, session.Event{Type: session.EventJoined, Room: room.ID, Peer: e.peer, Reason: reason, Conn: c.id})
+	c.publish(ctx, session.Event{Type: session.EventJoined, Room: room.ID, Peer: e.peer, Reason: reason, Seq: e.gen, Conn: c.id})
 	cancel()
 
 	done := make(chan struct{})
 	c.mu.Lock()
 	c.stopForward, c.forwardDone = e.stop, done
 	c.mu.Unlock()
-	go c.forwardEvents(e.ctx, e.sub, room.ID, e.peer, other.ID, delivered, done)
+	f := &forwarder{c: c, room: room.ID, peer: e.peer, gen: e.gen, other: other.ID, delivered: delivered, grace: room.Config.ResumeGrace}
+	if hasOther && !other.Connected {
+		f.watchGrace(other.DisconnectedAt)
+	}
+	go f.run(e.ctx, e.sub, done)
 	c.logger().Debug("entered room", "resumed", e.resumed, "peers", len(room.Members))
 }
 
@@ -145,70 +158,182 @@ func (c *conn) sendHandshake() bool {
 	return send
 }
 
-// forwardEvents forwards the room's events to the client until ctx ends or
-// the subscription does: the peer's arrival and departure, its key, and
-// its messages (the path by which a message stored by one instance reaches
-// a peer connected to another). It closes done when it returns.
-func (c *conn) forwardEvents(ctx context.Context, sub *session.Subscription, room, peer, knownOther string, delivered uint64, done chan struct{}) {
+// forwarder forwards the room's events to the client: the peer's arrival
+// and departure, its key, and its messages (the path by which a message
+// stored by one instance reaches a peer connected to another). It also
+// tells the client when a dropped peer's grace period ends. Its fields are
+// owned by its goroutine (run).
+type forwarder struct {
+	c         *conn
+	room      string
+	peer      string        // the connection's member
+	gen       uint64        // the seat generation the connection holds
+	other     string        // the other member as the client knows it; "" for none
+	delivered uint64        // the highest seq sent to the client
+	grace     time.Duration // the room's resume grace period
+	graceEnds *time.Timer   // while the other member is dropped: when its grace ends
+}
+
+// watchGrace starts the timer for the end of a dropped peer's grace
+// period, which began at since.
+func (f *forwarder) watchGrace(since time.Time) {
+	f.stopGrace()
+	// A little past the end: the store counts a member as gone only once
+	// its grace is over, not at its last instant.
+	f.graceEnds = time.NewTimer(time.Until(since.Add(f.grace)) + graceSlack)
+}
+
+// graceSlack is how long after a dropped peer's grace period the forwarder
+// checks that it is over.
+const graceSlack = 50 * time.Millisecond
+
+// stopGrace stops the grace timer, if any.
+func (f *forwarder) stopGrace() {
+	if f.graceEnds != nil {
+		f.graceEnds.Stop()
+		f.graceEnds = nil
+	}
+}
+
+// graceC returns the grace timer's channel, or nil (never ready).
+func (f *forwarder) graceC() <-chan time.Time {
+	if f.graceEnds == nil {
+		return nil
+	}
+	return f.graceEnds.C
+}
+
+// resetHandshake forgets the handshake with the other peer: a new peer
+// must send a new key, and the client may send no message until then.
+func (f *forwarder) resetHandshake() {
+	f.c.mu.Lock()
+	f.c.peerKeySent, f.c.hsSent = false, false
+	f.c.mu.Unlock()
+}
+
+// run forwards events until ctx ends or the subscription does, then
+// closes done.
+func (f *forwarder) run(ctx context.Context, sub *session.Subscription, done chan struct{}) {
 	defer close(done)
-	for ev := range sub.C {
-		switch ev.Type {
-		case session.EventJoined:
-			if ev.Peer == peer {
-				if ev.Conn != c.id {
-					// This peer resumed on another connection.
-					c.mu.Lock()
-					c.superseded = true
-					c.mu.Unlock()
-					c.closeWith(wire.CloseNormal, "resumed on another connection")
-					return
-				}
-				continue
+	defer f.stopGrace()
+	for {
+		select {
+		case ev, ok := <-sub.C: // closed when ctx ends
+			if !ok {
+				f.ended(ctx, sub)
+				return
 			}
-			resumed := ev.Reason == session.ReasonResumed
-			if !resumed && ev.Peer == knownOther {
-				// Its join predates our snapshot: the room frame told
-				// the client already.
-				continue
+			if !f.handle(ev) {
+				return
 			}
-			knownOther = ev.Peer
-			c.send(&wire.ServerFrame{Type: wire.TypePeerJoined, Resumed: &resumed})
-		case session.EventLeft:
-			if ev.Peer == peer {
-				continue
-			}
-			reason := wire.ReasonDropped
-			if ev.Reason == session.ReasonLeft {
-				// The room's handshake is over; a new peer must send a
-				// new key.
-				reason = wire.ReasonLeft
-				knownOther = ""
-				c.mu.Lock()
-				c.peerKeySent, c.hsSent = false, false
-				c.mu.Unlock()
-			}
-			c.send(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: reason})
-		case session.EventKey:
-			if ev.Peer == peer {
-				continue
-			}
-			c.sendPeerKey(ev.Key, ev.Group)
-			c.sendHandshake()
-		case session.EventMessage:
-			if ev.Peer == peer || ev.Seq <= delivered {
-				continue
-			}
-			delivered = ev.Seq
-			c.send(&wire.ServerFrame{Type: wire.TypeMsg, Seq: ev.Seq, Body: base64.StdEncoding.EncodeToString(ev.Body)})
+		case <-f.graceC():
+			f.graceEnds = nil
+			f.checkGrace()
 		}
 	}
+}
+
+// handle forwards one event; it reports false when the connection has
+// been superseded and the forwarder must stop.
+func (f *forwarder) handle(ev *session.Event) bool {
+	c := f.c
+	switch ev.Type {
+	case session.EventJoined:
+		if ev.Peer == f.peer {
+			if ev.Seq > f.gen {
+				// A newer connection resumed this seat.
+				c.mu.Lock()
+				c.superseded = true
+				c.mu.Unlock()
+				c.closeWith(wire.CloseSuperseded, "another connection resumed this seat")
+				return false
+			}
+			return true // this connection's own arrival, or an older one's
+		}
+		resumed := ev.Reason == session.ReasonResumed
+		switch {
+		case resumed && ev.Peer == f.other:
+			f.stopGrace() // back within its grace period
+		case ev.Peer == f.other:
+			// Its join predates our snapshot: the room frame told the
+			// client already.
+			return true
+		default:
+			// A new peer in the seat of one that left or expired: a new
+			// handshake.
+			f.stopGrace()
+			f.other = ev.Peer
+			f.resetHandshake()
+		}
+		c.send(&wire.ServerFrame{Type: wire.TypePeerJoined, Resumed: &resumed})
+	case session.EventLeft:
+		if ev.Peer == f.peer {
+			return true
+		}
+		reason := wire.ReasonDropped
+		if ev.Reason == session.ReasonLeft {
+			// The room's handshake is over; a new peer must send a new
+			// key.
+			reason = wire.ReasonLeft
+			f.stopGrace()
+			f.other = ""
+			f.resetHandshake()
+		} else {
+			f.watchGrace(time.Now())
+		}
+		c.send(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: reason})
+	case session.EventKey:
+		if ev.Peer == f.peer {
+			return true
+		}
+		c.sendPeerKey(ev.Key, ev.Group)
+		c.sendHandshake()
+	case session.EventMessage:
+		if ev.Peer == f.peer || ev.Seq <= f.delivered {
+			return true
+		}
+		f.delivered = ev.Seq
+		c.send(&wire.ServerFrame{Type: wire.TypeMsg, Seq: ev.Seq, Body: base64.StdEncoding.EncodeToString(ev.Body)})
+	}
+	return true
+}
+
+// checkGrace runs when a dropped peer's grace period should be over: if
+// the store says so, the client learns that the peer expired (peer_left
+// "expired") and that a new peer may take its seat.
+func (f *forwarder) checkGrace() {
+	c := f.c
+	ctx, cancel := c.storeCtx()
+	room, err := c.s.store.Room(ctx, f.room)
+	cancel()
+	if err != nil {
+		return // a vanished room ends the subscription; a store error is retried by nobody: the peer's next join tells
+	}
+	m, ok := room.Member(f.other)
+	switch {
+	case ok && m.Connected:
+		return // it resumed; its peer_joined is on its way
+	case ok && time.Since(m.DisconnectedAt) <= f.grace:
+		f.watchGrace(m.DisconnectedAt) // it resumed and dropped again
+		return
+	}
+	f.other = ""
+	f.resetHandshake()
+	c.send(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: wire.ReasonExpired})
+}
+
+// ended handles the end of the subscription while the connection is still
+// in the room (ctx has not ended): the room expired, the client fell too
+// far behind, or the store failed.
+func (f *forwarder) ended(ctx context.Context, sub *session.Subscription) {
+	c := f.c
 	if ctx.Err() != nil {
 		return // we left the room or the connection ended
 	}
 	switch err := sub.Err(); {
 	case errors.Is(err, session.ErrRoomNotFound):
 		c.mu.Lock()
-		stillIn := c.room == room
+		stillIn := c.room == f.room
 		if stillIn {
 			c.clearRoomLocked()
 		}
@@ -247,7 +372,7 @@ const (
 // It reports whether the connection was in a room.
 func (c *conn) exitRoom(why exitReason) bool {
 	c.mu.Lock()
-	room, peer, superseded := c.room, c.peer, c.superseded
+	room, peer, gen, superseded := c.room, c.peer, c.gen, c.superseded
 	stop, done := c.stopForward, c.forwardDone
 	c.clearRoomLocked()
 	c.stopForward, c.forwardDone = nil, nil
@@ -271,7 +396,7 @@ func (c *conn) exitRoom(why exitReason) bool {
 		err = c.s.store.Leave(ctx, room, peer)
 	} else {
 		reason = session.ReasonDropped
-		err = c.s.store.Disconnect(ctx, room, peer)
+		err = c.s.store.Disconnect(ctx, room, peer, gen)
 	}
 	switch {
 	case err == nil:

@@ -73,7 +73,7 @@ func TestNoWaitUnderConnLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := key.PublicKey().Hex()
+	pub, group := key.PublicKey().Hex(), "x25519"
 	tests := []struct {
 		name  string
 		setup func(c *conn)
@@ -83,7 +83,7 @@ func TestNoWaitUnderConnLock(t *testing.T) {
 		{"sendPeerKey", func(c *conn) {}, func(c *conn) { c.sendPeerKey(pub, "x25519") }, wire.TypePeerKey},
 		{"sendHandshake", func(c *conn) { c.keySet, c.peerKeySent = true, true }, func(c *conn) { c.sendHandshake() }, wire.TypeHandshakeComplete},
 		{"handleKey", func(c *conn) {}, func(c *conn) {
-			if err := c.handleKey(&wire.ClientFrame{Type: wire.TypeKey, PublicKey: &pub}); err != nil {
+			if err := c.handleKey(&wire.ClientFrame{Type: wire.TypeKey, PublicKey: &pub, Group: &group}); err != nil {
 				t.Errorf("handleKey: %v", err)
 			}
 		}, wire.TypeKeyOK},

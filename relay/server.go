@@ -90,6 +90,10 @@ type Config struct {
 	// instances do not give a client ten times the budget. Required: the
 	// caller chooses the limits, and closes the Limiter after the Server.
 	Limiter Limiter
+	// AllowLegacyGroups lets clients use modp5 (1536-bit MODP), which is
+	// below the strength clients accept by default; off, create and key in
+	// modp5 get group_not_allowed. Off by default.
+	AllowLegacyGroups bool
 	// ClientRoomIDs lets create name its room (a "room" field): IDs of
 	// MinRoomIDLength to 64 characters from A-Z, a-z, 0-9, "-" and "_".
 	// Off by default: the relay's own IDs are random UUIDs (122 random
@@ -153,6 +157,11 @@ func (c *Config) setDefaults() error {
 		return errors.New("relay: FramesPerSecond, FrameBurst, SendQueue and MaxPending must be positive")
 	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
 		return errors.New("relay: durations must not be negative")
+	case c.PingInterval >= c.RoomTTL/2:
+		// A connected member's keepalive touches its room every third of
+		// RoomTTL at the next ping: a ping interval of half the TTL or more
+		// lets the room of two silent members expire under them.
+		return fmt.Errorf("relay: PingInterval %v must be below half of RoomTTL %v, or silent members' rooms expire", c.PingInterval, c.RoomTTL)
 	}
 	return nil
 }

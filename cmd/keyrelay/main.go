@@ -28,6 +28,7 @@
 //	--key-reuse-window KEYRELAY_KEY_REUSE_WINDOW refuse a key used in another room within this window (default 10m; 0 off)
 //	--debug-addr     KEYRELAY_DEBUG_ADDR     serve /debug/pprof/ on this address (default: off)
 //	--client-room-ids KEYRELAY_CLIENT_ROOM_IDS let create name its room (default false)
+//	--allow-legacy-groups KEYRELAY_ALLOW_LEGACY_GROUPS serve modp5 (1536-bit) rooms (default false)
 //	--min-room-id-length KEYRELAY_MIN_ROOM_ID_LENGTH shortest client-chosen room ID (default 22)
 //	--send-queue     KEYRELAY_SEND_QUEUE     frames queued for a slow reader before it is disconnected (default 64)
 //	--max-pending    KEYRELAY_MAX_PENDING    unacknowledged messages waiting for one peer (default 256)
@@ -140,6 +141,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, fmt.Errorf("KEYRELAY_CLIENT_ROOM_IDS: %w", err)
 	}
 	fs.BoolVar(&c.relay.ClientRoomIDs, "client-room-ids", clientRooms, "let create name its room (IDs of --min-room-id-length to 64 characters A-Z a-z 0-9 - _); off: the relay's random IDs only (env KEYRELAY_CLIENT_ROOM_IDS)")
+	legacy, err := strconv.ParseBool(env("KEYRELAY_ALLOW_LEGACY_GROUPS", "false"))
+	if err != nil {
+		return c, fmt.Errorf("KEYRELAY_ALLOW_LEGACY_GROUPS: %w", err)
+	}
+	fs.BoolVar(&c.relay.AllowLegacyGroups, "allow-legacy-groups", legacy, "serve rooms in the legacy group modp5 (1536-bit MODP); off: create and key in modp5 get group_not_allowed (env KEYRELAY_ALLOW_LEGACY_GROUPS)")
 	fs.StringVar(&c.logLevel, "log-level", env("KEYRELAY_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYRELAY_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("KEYRELAY_LOG_FORMAT", "text"), "text or json (env KEYRELAY_LOG_FORMAT)")
 	fs.StringVar(&c.redisURL, "redis-url", env("KEYRELAY_REDIS_URL", ""), "Redis for shared session state (redis://, rediss://, Sentinel or Cluster URLs); empty: in memory, one process (env KEYRELAY_REDIS_URL)")

@@ -184,6 +184,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative timeout", []string{"--http-read-timeout", "-1s"}, nil, "must not be negative"},
 		{"bad env timeout", nil, map[string]string{"KEYRELAY_HTTP_IDLE_TIMEOUT": "long"}, "KEYRELAY_HTTP_IDLE_TIMEOUT"},
 		{"zero header bytes", []string{"--max-header-bytes", "0"}, nil, "--max-header-bytes must be positive"},
+		{"ping as long as the TTL", []string{"--ping-interval", "10m", "--room-ttl", "10m"}, nil, "PingInterval 10m0s must be below half of RoomTTL"},
+		{"bad env legacy groups", nil, map[string]string{"KEYRELAY_ALLOW_LEGACY_GROUPS": "perhaps"}, "KEYRELAY_ALLOW_LEGACY_GROUPS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,8 +305,8 @@ func TestTwoInstancesOnRedis(t *testing.T) {
 	exchange(b, `{"type":"join","room":"`+room+`"}`, "room")
 	ka, _ := dh.X25519().GenerateKey(rand.Reader)
 	kb, _ := dh.X25519().GenerateKey(rand.Reader)
-	exchange(a, `{"type":"key","public_key":"`+ka.PublicKey().Hex()+`"}`, "key_ok")
-	if f := exchange(b, `{"type":"key","public_key":"`+kb.PublicKey().Hex()+`"}`, "handshake_complete"); f["group"] != "x25519" {
+	exchange(a, `{"type":"key","public_key":"`+ka.PublicKey().Hex()+`","group":"`+ka.PublicKey().Group().Name()+`"}`, "key_ok")
+	if f := exchange(b, `{"type":"key","public_key":"`+kb.PublicKey().Hex()+`","group":"`+kb.PublicKey().Group().Name()+`"}`, "handshake_complete"); f["group"] != "x25519" {
 		t.Fatalf("handshake_complete %v", f)
 	}
 	if f := exchange(a, "", "peer_key"); f["public_key"] != kb.PublicKey().Hex() {
