@@ -6,9 +6,11 @@
 // frames, error and close codes) and its flow in a comment.
 //
 // Bad input gets an error frame with a stable code (wire.Code) and leaves
-// the connection, the room and the peer untouched; only an oversized frame
-// (1009), a slow reader (4408), too many connections from one IP (4429)
-// and a missing subprotocol (4400) close the connection.
+// the connection, the room and the peer untouched; only an oversized
+// message (1009), a slow reader (4408), too many connections from one IP
+// (4429) and a missing subprotocol (4400) close the connection, besides a
+// newer connection resuming the same seat (4409), the relay shutting down
+// (1001) and the relay losing its session store (1013).
 //
 // # Shape
 //

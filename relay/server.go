@@ -46,8 +46,9 @@ type Limiter interface {
 // Config configures a Server. The zero value is valid: every zero field
 // means the default its comment gives.
 type Config struct {
-	// MaxFrameBytes is the largest frame a client may send; a larger one
-	// closes the connection with 1009. Zero means 64 KiB.
+	// MaxFrameBytes is the largest message (all its WebSocket fragments
+	// together) a client may send; a larger one closes the connection with
+	// 1009. Zero means 64 KiB.
 	MaxFrameBytes int64
 	// FramesPerSecond and FrameBurst rate-limit each connection's frames
 	// (a token bucket); frames over the limit get a rate_limited error and

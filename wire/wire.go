@@ -9,10 +9,10 @@
 // Protocol flow (JSON text frames, subprotocol [Subprotocol], at /v1/ws):
 //
 //	A → create {group}            A ← room {room, peer, resume_token, …}
-//	A → key {public_key}          A ← key_ok          (validated and stored)
+//	A → key {public_key, group}   A ← key_ok          (validated and stored)
 //	B → join {room}               B ← room {…}, peer_key {A's key}
 //	                              A ← peer_joined
-//	B → key {public_key}          B ← key_ok, handshake_complete
+//	B → key {public_key, group}   B ← key_ok, handshake_complete
 //	                              A ← peer_key {B's key}, handshake_complete
 //	A → msg {body}                A ← sent {seq}      (stored until acked)
 //	                              B ← msg {seq, body}
