@@ -157,7 +157,7 @@ go build -o "$TMP/baseline" ./bench/baseline
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
 
-RELAY_FLAGS=(--max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --max-rooms -1 --log-level warn)
+RELAY_FLAGS=(--max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --bytes-per-second 1073741824 --max-rooms -1 --log-level warn)
 
 # start_servers: a baseline and a keyrelay (in memory) on free ports; sets
 # BASE_PID, BASE_URL, RELAY_PID, RELAY_HTTP, RELAY_WS. $1 names the logs.

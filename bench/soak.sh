@@ -62,7 +62,7 @@ for _ in $(seq 100); do [[ $(redis-cli -p "$RP" ping 2>/dev/null) == PONG ]] && 
 # one client address) expire within a minute of its end. The per-room join
 # limit stays on (each pair's room is joined and resumed a few times); the
 # per-IP limits are off, since every client here has one address.
-RELAY_FLAGS=(--max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --max-rooms -1 --log-level warn
+RELAY_FLAGS=(--max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --bytes-per-second 1073741824 --max-rooms -1 --log-level warn
 	--room-ttl 20s --resume-grace 10s --join-window 15s --room-window 15s --redis-url "redis://127.0.0.1:$RP")
 HTTP=() DEBUG=() URLS=""
 for i in 1 2; do

@@ -66,7 +66,7 @@ func (p *benchPeer) until(typ wire.FrameType) map[string]any {
 	}
 }
 
-var benchConfig = relay.Config{Limiter: relaytest.NoLimits(), FramesPerSecond: 1e9, FrameBurst: 1 << 30}
+var benchConfig = relay.Config{Limiter: relaytest.NoLimits(), FramesPerSecond: 1e9, FrameBurst: 1 << 30, BytesPerSecond: 1e12, ByteBurst: 1 << 40}
 
 // setups returns, for each set-up, the URLs peer A and peer B dial.
 var setups = []struct {

@@ -17,14 +17,35 @@ func newBucket(rate float64, burst int) bucket {
 
 // allow takes a token if there is one.
 func (b *bucket) allow(now time.Time) bool {
-	b.tokens += now.Sub(b.last).Seconds() * b.rate
-	if b.tokens > b.burst {
-		b.tokens = b.burst
-	}
-	b.last = now
+	b.refill(now)
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+// take spends n tokens, going into debt if there are fewer.
+func (b *bucket) take(now time.Time, n float64) {
+	b.refill(now)
+	b.tokens -= n
+}
+
+// debt returns how long until the bucket is out of debt (0 if it is not
+// in debt).
+func (b *bucket) debt(now time.Time) time.Duration {
+	b.refill(now)
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+}
+
+// refill adds the tokens earned since the last call.
+func (b *bucket) refill(now time.Time) {
+	b.tokens += now.Sub(b.last).Seconds() * b.rate
+	if b.tokens > b.burst {
+		b.tokens = b.burst
+	}
+	b.last = now
 }

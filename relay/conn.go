@@ -33,7 +33,8 @@ type conn struct {
 	id      string
 	ip      string                      // the client's address, as the limits count it
 	logp    atomic.Pointer[slog.Logger] // per-connection logger; gains the room tag in a room
-	limiter bucket                      // owned by the reader
+	limiter bucket                      // frames and pings; owned by the reader
+	bytes   bucket                      // message bytes; owned by the reader
 	q       sendQueue                   // frames to the client, and their writer
 	bg      goroutines                  // writer, keepalive and closer; serve waits for them
 
@@ -70,6 +71,7 @@ func newConn(s *Server, ws *websocket.Conn, id, ip string) *conn {
 		id:      id,
 		ip:      ip,
 		limiter: newBucket(s.cfg.FramesPerSecond, s.cfg.FrameBurst),
+		bytes:   newBucket(s.cfg.BytesPerSecond, s.cfg.ByteBurst),
 	}
 	c.q = sendQueue{
 		max:         s.cfg.SendQueue,
@@ -95,12 +97,22 @@ func (c *conn) serve() {
 	c.bg.ifRunning(func() { c.pingTimer = time.AfterFunc(c.s.cfg.PingInterval, c.ping) })
 
 	for {
+		if d := c.bytes.debt(time.Now()); d > 0 {
+			// The client spent its bytes: read nothing until it has
+			// earned them back (TCP pushes back on a flood).
+			c.s.metrics.throttled.WithLabelValues("bytes").Inc()
+			if !sleep(c.ctx, d) {
+				break
+			}
+		}
 		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {
 			c.logEnd(err)
 			break
 		}
-		if !c.limiter.allow(time.Now()) {
+		now := time.Now()
+		c.bytes.take(now, float64(len(data)))
+		if !c.limiter.allow(now) {
 			c.sendError(nil, newWireError(wire.CodeRateLimited, "too many frames per second; frame ignored"))
 			continue
 		}
@@ -127,6 +139,28 @@ func (c *conn) serve() {
 	c.bg.stop()
 	c.ws.CloseNow()
 	c.logger().Debug("disconnected")
+}
+
+// allowPing reports whether a WebSocket ping from the client is within its
+// frame budget (it then gets its pong). It runs in the reader.
+func (c *conn) allowPing() bool {
+	if c.limiter.allow(time.Now()) {
+		return true
+	}
+	c.s.metrics.throttled.WithLabelValues("ping").Inc()
+	return false
+}
+
+// sleep waits d or until ctx ends, and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // logEnd logs why the reader stopped, without treating a normal close as an

@@ -16,6 +16,7 @@ type metrics struct {
 	validationErrors *prometheus.CounterVec
 	errors           *prometheus.CounterVec
 	rejected         *prometheus.CounterVec
+	throttled        *prometheus.CounterVec
 	messages         prometheus.Counter
 	bytes            prometheus.Counter
 	handshakeLatency prometheus.Histogram
@@ -38,6 +39,9 @@ func newMetrics(reg prometheus.Registerer, store session.Store) (*metrics, error
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyrelay_connections_closed_total", Help: "Connections closed by the relay for a limit, by reason.",
 		}, []string{"reason"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_throttled_total", Help: "Times the relay held back a client over its budget, by budget (ping: a ping left unanswered; bytes: reading paused).",
+		}, []string{"budget"}),
 		messages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keyrelay_messages_relayed_total", Help: "End-to-end encrypted messages accepted for relaying.",
 		}),
@@ -64,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, store session.Store) (*metrics, error
 		}
 		return float64(n)
 	})
-	for _, c := range []prometheus.Collector{m.connections, m.handshakes, m.validationErrors, m.errors, m.rejected, m.messages, m.bytes, m.handshakeLatency, rooms} {
+	for _, c := range []prometheus.Collector{m.connections, m.handshakes, m.validationErrors, m.errors, m.rejected, m.throttled, m.messages, m.bytes, m.handshakeLatency, rooms} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -129,10 +129,45 @@ func decodeFrame(data []byte) (*wire.ClientFrame, *wireError) {
 		// its id, is echoed.
 		return nil, newWireError(wire.CodeBadFrame, "a frame must be UTF-8 text")
 	}
+	if nestedDeeper(data, maxDepth) {
+		// No client frame nests: refuse before a JSON decoder spends
+		// time on it.
+		return nil, newWireError(wire.CodeBadFrame, "a frame nests at most %d levels deep", maxDepth)
+	}
 	if f := decodeFast(data); f != nil {
 		return f, nil
 	}
 	return decodeSlow(data)
+}
+
+// maxDepth bounds the nesting of a frame's JSON: a client frame is one
+// object of strings and numbers (depth 1); bad ones may carry a little
+// more, to be told which field is wrong.
+const maxDepth = 8
+
+// nestedDeeper reports whether the JSON text data nests arrays and objects
+// more than max levels deep, counting brackets outside strings.
+func nestedDeeper(data []byte, max int) bool {
+	depth, inString := 0, false
+	for i := 0; i < len(data); i++ {
+		switch ch := data[i]; {
+		case inString:
+			if ch == '\\' {
+				i++
+			} else if ch == '"' {
+				inString = false
+			}
+		case ch == '"':
+			inString = true
+		case ch == '{' || ch == '[':
+			if depth++; depth > max {
+				return true
+			}
+		case ch == '}' || ch == ']':
+			depth--
+		}
+	}
+	return false
 }
 
 // decodeSlow is decodeFrame for any frame: it finds what is wrong with a

@@ -52,9 +52,19 @@ type Config struct {
 	MaxFrameBytes int64
 	// FramesPerSecond and FrameBurst rate-limit each connection's frames
 	// (a token bucket); frames over the limit get a rate_limited error and
-	// are ignored. Zero means 20 per second and a burst of 40.
+	// are ignored. WebSocket pings from the client spend the same tokens;
+	// a ping over the limit gets no pong. Zero means 20 per second and a
+	// burst of 40.
 	FramesPerSecond float64
 	FrameBurst      int
+	// BytesPerSecond and ByteBurst bound the bytes each connection's
+	// messages may carry (a token bucket that may go into debt by one
+	// message): once a connection has spent its bytes, the relay reads
+	// nothing more from it until it has earned them back, so a flood is
+	// pushed back by TCP instead of read. ByteBurst must be at least
+	// MaxFrameBytes. Zero means 256 KiB per second and a burst of 512 KiB.
+	BytesPerSecond float64
+	ByteBurst      int
 	// MaxRooms bounds the rooms in the store. Zero means 10000; negative
 	// means no limit.
 	MaxRooms int
@@ -130,6 +140,12 @@ func (c *Config) setDefaults() error {
 	if c.FrameBurst == 0 {
 		c.FrameBurst = 40
 	}
+	if c.BytesPerSecond == 0 {
+		c.BytesPerSecond = 256 << 10
+	}
+	if c.ByteBurst == 0 {
+		c.ByteBurst = 512 << 10
+	}
 	if c.MaxRooms == 0 {
 		c.MaxRooms = 10000
 	}
@@ -154,8 +170,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MaxFrameBytes %d is below 1024", c.MaxFrameBytes)
 	case c.MinRoomIDLength < 1 || c.MinRoomIDLength > maxRoomIDLength:
 		return fmt.Errorf("relay: MinRoomIDLength %d: want 1 to %d", c.MinRoomIDLength, maxRoomIDLength)
-	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1:
-		return errors.New("relay: FramesPerSecond, FrameBurst, SendQueue and MaxPending must be positive")
+	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1 || c.BytesPerSecond < 0:
+		return errors.New("relay: FramesPerSecond, FrameBurst, BytesPerSecond, SendQueue and MaxPending must be positive")
+	case int64(c.ByteBurst) < c.MaxFrameBytes:
+		return fmt.Errorf("relay: ByteBurst %d is below MaxFrameBytes %d: a largest message would never fit", c.ByteBurst, c.MaxFrameBytes)
 	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
 		return errors.New("relay: durations must not be negative")
 	case c.PingInterval >= c.RoomTTL/2:
@@ -223,9 +241,13 @@ func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) 
 // ServeHTTP upgrades the request to a WebSocket connection and serves it
 // until it ends.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var c *conn // set before the reader starts; OnPingReceived runs in the reader
 	opts := &websocket.AcceptOptions{
 		Subprotocols:    []string{wire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled, // ciphertext does not compress
+		OnPingReceived: func(context.Context, []byte) bool {
+			return c == nil || c.allowPing()
+		},
 	}
 	for _, o := range s.cfg.AllowedOrigins {
 		if o == "*" {
@@ -273,7 +295,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.Close(wire.CloseTooManyConnsPerIP, "too many connections from your address")
 		return
 	}
-	c := s.newConn(ws, ip)
+	c = s.newConn(ws, ip)
 	if c == nil {
 		ws.Close(websocket.StatusGoingAway, "relay shutting down")
 		return

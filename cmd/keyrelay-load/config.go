@@ -142,7 +142,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"A relay's default limits (20 frames/s per connection, 32 connections per\n"+
 			"IP, 60 joins a minute per IP, no key in two rooms, 10000 rooms) are meant\n"+
 			"for the public; start the relay under test with\n"+
-			"  keyrelay --max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --max-rooms -1\n\nFlags:\n")
+			"  keyrelay --max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --bytes-per-second 1073741824 --max-rooms -1\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	doc := func(name, text string) string { return text + " (env " + envName(name) + ")" }

@@ -26,7 +26,7 @@ const testTimeout = 60 * time.Second
 
 // loadConfig lifts the relay's per-connection limits, which a load test
 // from one address would otherwise hit at once.
-var loadConfig = relay.Config{Limiter: relaytest.NoLimits(), FramesPerSecond: 1e9, FrameBurst: 1 << 30}
+var loadConfig = relay.Config{Limiter: relaytest.NoLimits(), FramesPerSecond: 1e9, FrameBurst: 1 << 30, BytesPerSecond: 1e12, ByteBurst: 1 << 40}
 
 // startRelay starts a relay with cfg on a memory store.
 func startRelay(t *testing.T, cfg relay.Config) *relaytest.Server {

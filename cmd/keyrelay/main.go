@@ -18,7 +18,8 @@
 //	--redis-url      KEYRELAY_REDIS_URL      Redis for state shared by many instances (default: in memory)
 //	--allowed-origins KEYRELAY_ALLOWED_ORIGINS comma-separated origins allowed on /v1/ws, * for any (default: same origin)
 //	--max-frame-bytes KEYRELAY_MAX_FRAME_BYTES largest frame a client may send (default 65536)
-//	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames per second per connection (default 20, burst twice that)
+//	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames and pings per second per connection (default 20, burst twice that)
+//	--bytes-per-second KEYRELAY_BYTES_PER_SECOND message bytes per second per connection (default 262144, burst twice that)
 //	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
 //	--joins-per-ip   KEYRELAY_JOINS_PER_IP   creates, joins and resumes per IP per --join-window (default 60; -1 no limit)
@@ -165,9 +166,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		fs.DurationVar(p, name, v, usage+" (env "+envName+")")
 	}
-	var maxFrame, fps int
+	var maxFrame, fps, bps int
 	intFlag(&maxFrame, "max-frame-bytes", "KEYRELAY_MAX_FRAME_BYTES", 64<<10, "largest frame a client may send")
-	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames per second per connection, bursts of twice that")
+	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames (and pings) per second per connection, bursts of twice that")
+	intFlag(&bps, "bytes-per-second", "KEYRELAY_BYTES_PER_SECOND", 256<<10, "message bytes per second per connection, bursts of twice that (at least --max-frame-bytes); over it the relay reads more slowly")
 	intFlag(&c.limits.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP, counted across instances sharing Redis; -1 for no limit")
 	intFlag(&c.limits.JoinsPerIP, "joins-per-ip", "KEYRELAY_JOINS_PER_IP", 60, "creates, joins and resumes per client IP per --join-window (over: join_rate_limited); -1 for no limit")
 	durFlag(&c.limits.JoinWindow, "join-window", "KEYRELAY_JOIN_WINDOW", time.Minute, "window of --joins-per-ip (sliding)")
@@ -198,12 +200,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if maxFrame <= 0 || fps <= 0 {
-		return c, errors.New("--max-frame-bytes and --frames-per-second must be positive")
+	if maxFrame <= 0 || fps <= 0 || bps <= 0 {
+		return c, errors.New("--max-frame-bytes, --frames-per-second and --bytes-per-second must be positive")
 	}
 	c.relay.MaxFrameBytes = int64(maxFrame)
 	c.relay.FramesPerSecond = float64(fps)
 	c.relay.FrameBurst = 2 * fps
+	c.relay.BytesPerSecond = float64(bps)
+	c.relay.ByteBurst = max(2*bps, maxFrame)
 	c.relay.AllowedOrigins = splitList(c.origins)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))

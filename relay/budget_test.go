@@ -1,0 +1,74 @@
+package relay_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/wire"
+)
+
+// TestPingsInFrameBudget: a client's WebSocket pings spend the frame
+// budget; a ping over it gets no pong, and the connection goes on.
+func TestPingsInFrameBudget(t *testing.T) {
+	tr := newRelay(t, relay.Config{FramesPerSecond: 0.001, FrameBurst: 3})
+	p := tr.dial(t)
+	ping := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return p.ws.Ping(ctx)
+	}
+	for i := range 2 {
+		if err := ping(); err != nil {
+			t.Fatalf("ping %d within the budget: %v", i+1, err)
+		}
+	}
+	p.send(map[string]any{"type": "create"}) // the budget's third token
+	p.expect(wire.TypeRoom)
+	if err := ping(); err == nil {
+		t.Fatal("a ping over the frame budget got its pong")
+	}
+	if got := metricValue(t, tr, "keyrelay_throttled_total"); got < 1 {
+		t.Errorf("keyrelay_throttled_total = %v, want the unanswered ping counted", got)
+	}
+	p.send(map[string]any{"type": "leave"}) // over the budget: told so, not closed
+	p.expectError(wire.CodeRateLimited)
+}
+
+// TestByteBudget: a connection that spends its bytes is not read until it
+// has earned them back; its frames are then served, in order.
+func TestByteBudget(t *testing.T) {
+	tr := newRelay(t, relay.Config{BytesPerSecond: 64 << 10, ByteBurst: 64 << 10, FramesPerSecond: 1e6, FrameBurst: 1e6})
+	p := tr.dial(t)
+	big := `{"type":"leave","id":"` + strings.Repeat("x", 60) + `","pad":"` + strings.Repeat("p", 40<<10) + `"}`
+	for range 3 { // 120 KiB: past the burst
+		p.sendRaw(websocket.MessageText, []byte(big))
+	}
+	for range 3 {
+		p.expectError(wire.CodeBadRequest) // pad is no field of leave
+	}
+	if got := metricValue(t, tr, "keyrelay_throttled_total"); got < 1 {
+		t.Errorf("keyrelay_throttled_total = %v, want reading paused at least once", got)
+	}
+	p.send(map[string]any{"type": "create"})
+	p.expect(wire.TypeRoom)
+}
+
+// TestNestingBound: a frame nested deeper than any client frame is refused
+// as bad_frame before it is decoded.
+func TestNestingBound(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := tr.dial(t)
+	p.sendRaw(websocket.MessageText, []byte(`{"type":"create","id":`+strings.Repeat("[", 9)+strings.Repeat("]", 9)+`}`))
+	if f := p.expectError(wire.CodeBadFrame); !strings.Contains(f.str("message"), "nests") {
+		t.Fatalf("error %v, want it to say the frame nests too deep", f)
+	}
+	p.sendRaw(websocket.MessageText, []byte(`{"type":"create","id":[[["x"]]]}`)) // shallow: the field is judged
+	p.expectError(wire.CodeBadRequest)
+	p.send(map[string]any{"type": "create"})
+	p.expect(wire.TypeRoom)
+}
