@@ -14,10 +14,11 @@
 //   dh. Key pairs are generated there, in the client; the relay only ever
 //   sees public keys and ciphertext.
 //
-// At about 950 lines this file is over the ~600 the other modules keep,
+// At about 1,200 lines this file is over the ~600 the other modules keep,
 // because nearly all of it is one class: Client is one state machine over
-// one connection, and its frame dispatch, requests, resume, events and acks
-// share the same private state (pending requests, the room, the waiters).
+// one connection, and its frame dispatch, requests, group pinning, resume
+// and re-sending, events and acks share the same private state (pending
+// requests, the room, the waiters).
 // Splitting the class across modules would mean exposing that state. The
 // one part that could stand alone is the event delivery (on, onevent,
 // events(), the backlog), about 130 lines, as a named queue type.
