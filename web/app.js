@@ -1,18 +1,31 @@
 // app.js: keyrelay's chat page. All cryptography happens in this browser,
 // through keyrelay.js: the key pair is generated here, the relay gets only
-// the public key and ciphertext. The room ID travels in the URL fragment
-// (/#room=<id>), which the browser never sends to the server.
+// the public key and ciphertext. The room ID and its group travel in the
+// URL fragment (/#room=<id>&group=x25519), which the browser never sends to
+// the server.
+//
+// The page insists on one group per room and shows it ("Encryption group:
+// x25519") from the moment it knows it: the group chosen when creating, or
+// the share link's when joining. keyrelay.js refuses a relay that reports
+// another group; the page then says "The relay changed the encryption group
+// from x25519 to modp5; this room is not safe." An old link without a group
+// is accepted with the room's group, unless that is a legacy group (modp5),
+// which the page never accepts.
 //
 // Never log: no key, token, room ID or plaintext goes to the console or into
 // a URL.
 
-import { Client, DEFAULT_GROUP, FALLBACK_GROUP, GROUPS, isGroupSupported, relayURLFromLocation } from "./keyrelay.js";
+import {
+  Client, CloseCode, Code, DEFAULT_GROUP, DHCode, FALLBACK_GROUP, GROUPS, LEGACY_GROUPS, LocalCode, Reason,
+  isGroupSupported, relayURLFromLocation,
+} from "./keyrelay.js";
 
 const $ = (id) => document.getElementById(id);
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-// Labels of the groups offered by "Create room", in the picker's order.
+// Labels of the groups offered by "Create room", in the picker's order. The
+// legacy groups (modp5) are not offered: the page never allows them.
 const GROUP_LABELS = {
   x25519: "X25519 (recommended)",
   p256: "P-256 (NIST curve)",
@@ -21,11 +34,11 @@ const GROUP_LABELS = {
   modp16: "MODP 4096-bit (group 16)",
   modp17: "MODP 6144-bit (group 17, slow)",
   modp18: "MODP 8192-bit (group 18, slow)",
-  modp5: "MODP 1536-bit (group 5, legacy)",
 };
 
 // What each state says; the state name is also body[data-state], which the
-// CSS and the end-to-end tests read.
+// CSS and the end-to-end tests read. A function builds the text from the
+// state's detail.
 const STATES = {
   loading: "Loading…",
   start: "Create a room to start.",
@@ -41,11 +54,14 @@ const STATES = {
   expired: "This room has expired or no longer exists. Start a new one.",
   left: "You left the room.",
   "bad-link": "This link is not a valid room link. Check it, or start a new room.",
+  "group-changed": ({ expected, got }) => `The relay changed the encryption group from ${expected} to ${got || "none"}; this room is not safe.`,
+  "weak-group": ({ got }) => `This room uses ${got}, a legacy encryption group too weak for this page; this room is not safe.`,
+  superseded: "This room was opened again in another tab or window, which took over; this page has stopped.",
   error: "Something went wrong.",
 };
 
 // States after which the room cannot be used any more.
-const FINAL = new Set(["invalid-key", "room-full", "expired", "left", "bad-link", "error"]);
+const FINAL = new Set(["invalid-key", "room-full", "expired", "left", "bad-link", "group-changed", "weak-group", "superseded", "error"]);
 
 /** The page's state; only this module's functions change it. */
 const app = {
@@ -56,12 +72,15 @@ const app = {
   hsGen: 0, // bumped to abandon a handshake in progress
   reconnecting: false,
   x25519: true,
+  group: null, // the group the page insists on: chosen, from the link, or the room's
 };
 
 function setState(state, detail) {
   app.state = state;
   document.body.dataset.state = state;
-  $("status").textContent = detail ? `${STATES[state]} ${detail}` : STATES[state];
+  const text = STATES[state];
+  $("status").textContent = typeof text === "function" ? text(detail || {}) : detail ? `${text} ${detail}` : text;
+  showGroup();
   const inRoom = !FINAL.has(state) && state !== "start" && state !== "loading";
   const chatting = app.handshakeDone && inRoom;
   $("start-panel").hidden = state !== "start";
@@ -78,6 +97,16 @@ function setState(state, detail) {
     app.hsGen++;
     app.client.close(); // its "closed" event finds a final state: no resume
   }
+}
+
+// showGroup shows the group the page insists on, above the room's panels,
+// from the moment it is known (before the handshake) until the page is done.
+function showGroup() {
+  const room = app.client && app.client.room;
+  if (room && room.group) app.group = room.group;
+  $("room-group-name").textContent = app.group || "";
+  // (Not for a refused legacy group: the page never insisted on that one.)
+  $("room-group").hidden = !app.group || ["loading", "start", "bad-link", "weak-group"].includes(app.state);
 }
 
 function markStep(step) {
@@ -133,16 +162,18 @@ async function sendMessage(text) {
   }
 }
 
+// A message whose connection drops before the relay confirms it stays
+// "sending…": keyrelay.js sends it again after reconnecting.
 function sendFailure(e) {
   switch (e && e.code) {
-    case "mailbox_full":
+    case Code.MAILBOX_FULL:
       return "not sent: the other person has too many unread messages; try again later";
-    case "rate_limited":
+    case Code.RATE_LIMITED:
       return "not sent: too fast; try again";
-    case "too_large":
+    case LocalCode.TOO_LARGE:
       return "not sent: too long";
-    case "disconnected":
-      return "the connection dropped: it may not have been delivered";
+    case LocalCode.DISCONNECTED:
+      return "not sent: the connection is down; try again once reconnected";
     default:
       return `not sent (${(e && e.code) || "error"})`;
   }
@@ -151,7 +182,9 @@ function sendFailure(e) {
 // ---------------------------------------------------------------------------
 // Room lifecycle
 
-const KEY_ERRORS = new Set(["invalid_public_key", "malformed_key", "same_key", "peer_key_changed", "group_mismatch", "bad_hex"]);
+const KEY_ERRORS = new Set([
+  DHCode.INVALID_PUBLIC_KEY, DHCode.MALFORMED_KEY, DHCode.SAME_KEY, DHCode.BAD_HEX, LocalCode.PEER_KEY_CHANGED, Code.GROUP_MISMATCH,
+]);
 
 function isKeyError(e) {
   return !!e && KEY_ERRORS.has(e.code);
@@ -206,25 +239,45 @@ async function handshake() {
   }
 }
 
+// refuseGroup shows why the page refused the room's group (an error or
+// an "error" event of keyrelay.js, which has left the room); false if the
+// code is not a refusal.
+function refuseGroup(e) {
+  switch (e.code) {
+    case LocalCode.GROUP_CHANGED:
+      setState("group-changed", { expected: e.expected || app.group, got: e.got });
+      return true;
+    case Code.GROUP_NOT_ALLOWED:
+      setState("weak-group", { got: e.got || app.group });
+      return true;
+    default:
+      return false;
+  }
+}
+
 function handleError(e) {
   const code = e && e.code;
-  if (code === "disconnected") return; // the "closed" event starts a resume
-  if (code === "closed" || code === "aborted") return;
+  if (code === LocalCode.DISCONNECTED) return; // the "closed" event starts a resume
+  if (code === LocalCode.CLOSED || code === LocalCode.ABORTED) return;
+  if (FINAL.has(app.state)) return; // already said why (a refusal is also an "error" event)
+  if (refuseGroup(e)) return;
   if (isKeyError(e)) return setState("invalid-key");
   switch (code) {
-    case "room_full":
+    case LocalCode.SUPERSEDED:
+      return setState("superseded");
+    case Code.ROOM_FULL:
       return setState("room-full");
-    case "room_not_found":
-    case "room_expired":
-    case "resume_expired":
-    case "invalid_resume":
-    case "not_in_room":
+    case Code.ROOM_NOT_FOUND:
+    case Code.ROOM_EXPIRED:
+    case Code.RESUME_EXPIRED:
+    case Code.INVALID_RESUME:
+    case Code.NOT_IN_ROOM:
       return setState("expired");
-    case "unsupported_group":
-      return setState("error", "This browser cannot do this room's key exchange (X25519). Ask the other person to create a room with MODP 2048-bit.");
-    case "connect_failed":
+    case DHCode.UNSUPPORTED_GROUP:
+      return setState("error", `This browser cannot do this room's key exchange (${app.group || "X25519"}). Ask the other person to create a room with MODP 2048-bit.`);
+    case LocalCode.CONNECT_FAILED:
       return setState("error", "The relay cannot be reached.");
-    case "too_many_rooms":
+    case Code.TOO_MANY_ROOMS:
       return setState("error", "The relay is full; try again later.");
     default:
       return setState("error", code ? `(${code})` : "");
@@ -254,8 +307,12 @@ function onEvent(ev) {
       break;
     case "peer_left":
       if (FINAL.has(app.state)) break;
-      if (ev.reason === "left") {
-        if (app.handshakeDone) system("The other person left the room.");
+      if (ev.reason === Reason.LEFT || ev.reason === Reason.EXPIRED) {
+        // Gone for good: left, or dropped and not back within the relay's
+        // grace period.
+        if (app.handshakeDone) {
+          system(ev.reason === Reason.LEFT ? "The other person left the room." : "The other person's connection did not come back in time.");
+        }
         app.hsGen++;
         app.handshakeDone = false;
         setState("peer-left");
@@ -265,18 +322,28 @@ function onEvent(ev) {
       }
       break;
     case "error":
-      if (ev.code === "bad_message") system("A message could not be decrypted and was dropped.");
-      else if (ev.code === "room_expired") {
+      if (ev.code === LocalCode.BAD_MESSAGE) system("A message could not be decrypted and was dropped.");
+      else if (ev.code === Code.ROOM_EXPIRED) {
         app.hsGen++;
         setState("expired");
-      } else if (ev.code === "rate_limited") system("Slow down: the relay ignored a request.");
-      else if (ev.code === "unavailable") system("The relay is having trouble; retrying…");
+      } else if (ev.code === Code.RATE_LIMITED) system("Slow down: the relay ignored a request.");
+      else if (ev.code === Code.UNAVAILABLE) system("The relay is having trouble; retrying…");
+      else if (!FINAL.has(app.state)) refuseGroup(ev);
       break;
     case "closed":
-      if (!FINAL.has(app.state)) reconnect();
+      if (FINAL.has(app.state)) break;
+      if (ev.final || ev.code === CloseCode.SUPERSEDED) {
+        app.hsGen++;
+        setState("superseded"); // another tab resumed this place: resuming here would take it back
+      } else {
+        reconnect();
+      }
       break;
   }
 }
+
+// The errors of resume() after which trying again may succeed.
+const RETRY_RESUME = new Set([LocalCode.CONNECT_FAILED, LocalCode.DISCONNECTED, Code.UNAVAILABLE, Code.RATE_LIMITED]);
 
 // reconnect resumes the room after the connection dropped, with backoff,
 // for as long as the relay may keep the place (its grace period, 2 minutes
@@ -297,13 +364,14 @@ async function reconnect() {
       setState(room.peers < 2 ? "peer-dropped" : "chat");
       return;
     } catch (e) {
-      if (e && e.fromRelay && e.code !== "unavailable" && e.code !== "rate_limited") {
-        app.reconnecting = false;
-        return handleError(e);
-      }
-      if (e && e.code === "closed") {
+      if (e && e.code === LocalCode.CLOSED) {
         app.reconnecting = false;
         return;
+      }
+      if (!e || !RETRY_RESUME.has(e.code)) {
+        // The place is gone, taken by another tab, or the group refused.
+        app.reconnecting = false;
+        return handleError(e);
       }
       if (Date.now() > deadline) {
         app.reconnecting = false;
@@ -322,12 +390,14 @@ async function connect() {
 }
 
 async function createRoom(group) {
+  app.group = group;
   try {
     const c = await connect();
     const room = await c.create(group);
     const link = new URL(location.href);
     link.search = "";
-    link.hash = `room=${room.room}`;
+    // The group goes with the room ID, so the joiner's page insists on it.
+    link.hash = new URLSearchParams({ room: room.room, group: room.group }).toString();
     $("share-link").value = link.href;
     handshake();
     $("copy").focus();
@@ -336,10 +406,13 @@ async function createRoom(group) {
   }
 }
 
-async function joinRoom(id) {
+// joinRoom joins room id, pinning group (the link's; null for an old link
+// without one: the room's group is then accepted unless legacy).
+async function joinRoom(id, group) {
+  app.group = group;
   try {
     const c = await connect();
-    await c.join(id);
+    await c.join(id, { group });
     await handshake();
   } catch (e) {
     handleError(e);
@@ -368,7 +441,7 @@ async function setupGroups() {
     app.x25519 = false;
   }
   const select = $("group");
-  const order = ["x25519", "p256", "modp14", "modp15", "modp16", "modp17", "modp18", "modp5"].filter((g) => GROUPS.includes(g));
+  const order = ["x25519", "p256", "modp14", "modp15", "modp16", "modp17", "modp18"].filter((g) => GROUPS.includes(g) && !LEGACY_GROUPS.includes(g));
   for (const g of order) {
     const opt = document.createElement("option");
     opt.value = g;
@@ -385,9 +458,11 @@ async function setupGroups() {
     : "This browser has no WebCrypto X25519, so the room uses MODP 2048-bit (group 14) instead.";
 }
 
-function roomFromFragment() {
+// linkFromFragment reads the share link's fragment: {room, group}, each
+// null when absent (old links carry no group).
+function linkFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
-  return params.get("room");
+  return { room: params.get("room"), group: params.get("group") };
 }
 
 async function main() {
@@ -418,20 +493,20 @@ async function main() {
   $("verify").addEventListener("click", () => setVerified($("verify").getAttribute("aria-pressed") !== "true"));
   $("leave").addEventListener("click", leaveRoom);
   window.addEventListener("hashchange", () => {
-    if (app.client === null && roomFromFragment()) location.reload();
+    if (app.client === null && linkFromFragment().room) location.reload();
   });
 
   await setupGroups();
-  const id = roomFromFragment();
-  if (id === null) {
+  const { room, group } = linkFromFragment();
+  if (room === null) {
     setState("start");
     return;
   }
-  if (!UUID_RE.test(id)) {
+  if (!UUID_RE.test(room) || (group !== null && !GROUPS.includes(group))) {
     setState("bad-link");
     return;
   }
-  joinRoom(id);
+  joinRoom(room, group);
 }
 
 main();

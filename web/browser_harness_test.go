@@ -15,6 +15,7 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -295,6 +296,31 @@ func (p *page) waitMessage(text string) {
 func (p *page) waitSent(n int) {
 	p.t.Helper()
 	p.waitFor(fmt.Sprintf("%d sent messages", n), fmt.Sprintf(`document.querySelectorAll("#messages .msg.mine[data-seq]").length >= %d`, n))
+}
+
+// checkGroupShown checks that the page shows group as the room's
+// encryption group.
+func (p *page) checkGroupShown(group string) {
+	p.t.Helper()
+	got := p.eval(`(e => e.hidden ? "(hidden)" : e.textContent)(document.getElementById("room-group"))`)
+	if want := "Encryption group: " + group; got != want {
+		p.t.Errorf("%s: room header says %q, want %q", p.name, got, want)
+	}
+}
+
+// parseShareLink returns the room ID and group of a share link of the page
+// at base (base/#room=<id>&group=<group>).
+func parseShareLink(t *testing.T, base, link string) (room, group string) {
+	t.Helper()
+	fragment, ok := strings.CutPrefix(link, base+"/#")
+	if !ok {
+		t.Fatalf("share link %q is not %s/#…", link, base)
+	}
+	q, err := url.ParseQuery(fragment)
+	if err != nil {
+		t.Fatalf("share link %q: %v", link, err)
+	}
+	return q.Get("room"), q.Get("group")
 }
 
 // safetyNumber returns the safety number the page shows.

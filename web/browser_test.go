@@ -17,9 +17,10 @@ import (
 )
 
 // TestBrowserChat runs two real browser pages on the relay: A (desktop
-// width) creates a room, B (phone width) opens the share link, both show the
-// same safety number, and messages typed on each arrive as text on the
-// other, while the relay stores ciphertext only.
+// width) creates a room, B (phone width) opens the share link, which
+// carries the group, both show the group and the same safety number, and
+// messages typed on each arrive as text on the other, while the relay
+// stores ciphertext only.
 func TestBrowserChat(t *testing.T) {
 	browser := newBrowser(t)
 	tr := startRelay(t)
@@ -37,10 +38,10 @@ func TestBrowserChat(t *testing.T) {
 	dir := artifactsDir(t)
 	a.screenshot(dir, "waiting-a-desktop.png")
 	link := a.eval(`document.getElementById("share-link").value`)
-	room, ok := strings.CutPrefix(link, base+"/#room=")
-	if !ok || len(room) != 36 {
-		t.Fatalf("share link %q, want %s/#room=<uuid>", link, base)
+	if room, group := parseShareLink(t, base, link); len(room) != 36 || group != "x25519" {
+		t.Fatalf("share link %q, want %s/#room=<uuid>&group=x25519", link, base)
 	}
+	a.checkGroupShown("x25519") // before the handshake
 
 	b.do(chromedp.Navigate(link))
 	a.waitState("chat")
@@ -49,6 +50,8 @@ func TestBrowserChat(t *testing.T) {
 	if snA != snB {
 		t.Fatalf("safety numbers differ: A %q, B %q", snA, snB)
 	}
+	a.checkGroupShown("x25519") // after it
+	b.checkGroupShown("x25519")
 
 	// A uses the mouse and SendKeys; B the keyboard alone: focus is in the
 	// message field once the chat starts, and Enter sends.
@@ -155,7 +158,8 @@ func TestBrowserChat(t *testing.T) {
 
 // TestBrowserAndGoClient puts a Go client (relay/client) and a browser page
 // in one room, for each kind of group: same safety number, messages both
-// ways.
+// ways. The page opens a link of the old form, without a group: it takes
+// the room's group, and shows it.
 func TestBrowserAndGoClient(t *testing.T) {
 	browser := newBrowser(t)
 	tr := startRelay(t)
@@ -197,6 +201,7 @@ func TestBrowserAndGoClient(t *testing.T) {
 			if got := p.eval(`document.getElementById("group-used").textContent`); !strings.Contains(got, group.Name()) {
 				t.Errorf("page says %q, want the group %s", got, group.Name())
 			}
+			p.checkGroupShown(group.Name())
 
 			fromBrowser, fromGo := "typed in the browser: "+group.Name(), "sent by Go: "+group.Name()
 			p.do(chromedp.SendKeys(chromedp.ID("message"), fromBrowser+kb.Enter))
@@ -228,7 +233,8 @@ func TestBrowserAndGoClient(t *testing.T) {
 }
 
 // TestBrowserStates checks the states a page shows for links it cannot
-// use: a full room, a room that does not exist, a malformed link.
+// use: a full room, a room that does not exist, a malformed link, a link
+// whose group the relay does not confirm, a legacy group.
 func TestBrowserStates(t *testing.T) {
 	browser := newBrowser(t)
 	base := startRelay(t).URL
@@ -254,12 +260,30 @@ func TestBrowserStates(t *testing.T) {
 	if _, err := second.Join(ctx, room.ID); err != nil {
 		t.Fatal(err)
 	}
+	// A modp14 room, opened with a link that says x25519: to the page, the
+	// relay reports another group than the one it insists on.
+	third, err := client.Dial(ctx, wsURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	modpRoom, err := third.Create(ctx, dh.MODP14())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const noRoom = "00000000-0000-4000-8000-000000000000"
 	tests := []struct {
 		name, fragment, state string
+		status                string // the status line, if it matters
 	}{
-		{"room full", "#room=" + room.ID, "room-full"},
-		{"no such room", "#room=00000000-0000-4000-8000-000000000000", "expired"},
-		{"malformed link", "#room=not-a-room", "bad-link"},
+		{"room full", "#room=" + room.ID, "room-full", ""},
+		{"no such room", "#room=" + noRoom, "expired", ""},
+		{"malformed link", "#room=not-a-room", "bad-link", ""},
+		{"unknown group in link", "#room=" + noRoom + "&group=14", "bad-link", ""},
+		{"group changed", "#room=" + modpRoom.ID + "&group=x25519", "group-changed",
+			"The relay changed the encryption group from x25519 to modp14; this room is not safe."},
+		{"legacy group in link", "#room=" + noRoom + "&group=modp5", "weak-group",
+			"This room uses modp5, a legacy encryption group too weak for this page; this room is not safe."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,8 +293,26 @@ func TestBrowserStates(t *testing.T) {
 			if p.eval(`String(document.getElementById("new-room").hidden)`) != "false" {
 				t.Errorf("no link to start a new room")
 			}
+			if got := p.eval(`document.getElementById("status").textContent`); tt.status != "" && got != tt.status {
+				t.Errorf("status %q, want %q", got, tt.status)
+			}
+			if tt.state == "group-changed" {
+				p.checkGroupShown("x25519") // the group it insisted on
+				p.screenshot(artifactsDir(t), "group-changed-phone.png")
+			}
 			p.checkQuiet()
 		})
+	}
+	// The page that refused the modp14 room left it: its seat is free.
+	jctx, jcancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer jcancel()
+	joiner, err := client.Dial(jctx, wsURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer joiner.Close()
+	if _, err := joiner.Join(jctx, modpRoom.ID); err != nil {
+		t.Errorf("join the room the page refused: %v (the page did not leave it)", err)
 	}
 
 	// A third browser page opening a room that two browser pages share.

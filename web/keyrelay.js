@@ -14,10 +14,11 @@
 //   dh. Key pairs are generated there, in the client; the relay only ever
 //   sees public keys and ciphertext.
 //
-// At about 950 lines this file is over the ~600 the other modules keep,
+// At about 1,200 lines this file is over the ~600 the other modules keep,
 // because nearly all of it is one class: Client is one state machine over
-// one connection, and its frame dispatch, requests, resume, events and acks
-// share the same private state (pending requests, the room, the waiters).
+// one connection, and its frame dispatch, requests, group pinning, resume
+// and re-sending, events and acks share the same private state (pending
+// requests, the room, the waiters).
 // Splitting the class across modules would mean exposing that state. The
 // one part that could stand alone is the event delivery (on, onevent,
 // events(), the backlog), about 130 lines, as a named queue type.
@@ -28,7 +29,7 @@ import {
   Channel, DEFAULT_GROUP, GROUPS, MESSAGE_OVERHEAD, base64ToBytes, bytesToBase64, checkGroup,
   generateKeyPair, parsePublicKey, safetyNumber, sharedSecret, utf8Decode, utf8Encode,
 } from "./dh.js";
-import { bytesEqual, fail } from "./bytes.js";
+import { DHCode, bytesEqual, fail } from "./bytes.js";
 import { CloseCode, Code, FrameType, PATH, Reason, SUBPROTOCOL } from "./wire.js";
 
 export {
@@ -51,13 +52,24 @@ export const LocalCode = Object.freeze({
   PEER_KEY_CHANGED: "peer_key_changed", // the relay forwarded another key for the same peer
   TOO_LARGE: "too_large", // the message is longer than maxPlaintext
   BAD_MESSAGE: "bad_message", // an "error" event: a message that could not be opened
+  GROUP_CHANGED: "group_changed", // the relay reported a group other than the one the client pinned
+  SUPERSEDED: "superseded", // close 4409: another connection resumed this place; do not resume
 });
+
+/**
+ * The legacy groups (modp5, 1536-bit): below the minimum the client accepts
+ * unless Client.connect's allowLegacyGroups is set (protocol.md, issue 12 C2).
+ * A room, key or share link in one of them is refused with group_not_allowed.
+ */
+export const LEGACY_GROUPS = Object.freeze(["modp5"]);
 
 /** The relay's default frame-size limit (bytes). */
 export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
 
 const ACK_BATCH = 16; // ack at once when this many delivered messages are unacknowledged
 const ACK_DELAY_MS = 200; // else ack after this delay, covering every message since
+const RESEND_DELAY_MS = 500; // after "unavailable", the first wait before sending the same body again
+const RESEND_MAX_DELAY_MS = 4000; // and the longest, doubling from the first
 
 // ---------------------------------------------------------------------------
 // Client (the protocol of §1-§4, like Go's relay/client)
@@ -81,6 +93,29 @@ function relayError(f) {
   });
 }
 
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(fail(LocalCode.ABORTED, "aborted"));
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(fail(LocalCode.ABORTED, "aborted"));
+    };
+    const t = setTimeout(() => {
+      if (signal) signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    if (signal) signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Throws unknown_group for a name not in GROUPS, group_not_allowed for a legacy group not allowed. */
+function checkAllowed(group, allowLegacy) {
+  checkGroup(group);
+  if (LEGACY_GROUPS.includes(group) && !allowLegacy) {
+    throw fail(Code.GROUP_NOT_ALLOWED, `${group} is a legacy group, below the minimum this client accepts (allowLegacyGroups is not set)`, { got: group });
+  }
+}
+
 function newPeerState() {
   return { keyHex: null, keyBytes: null, group: null, complete: false, gone: false, err: null, channel: null, hs: null, deriving: null };
 }
@@ -90,15 +125,33 @@ function newPeerState() {
  * Go's relay/client. It generates its key pair locally, validates the peer's
  * key itself, and encrypts and decrypts every message end to end.
  *
+ * Group pinning: the client insists on one group per room. create(group)
+ * pins the group it asks for; join(room, {group}) pins the group the share
+ * link carried; a join without one accepts the room's group unless it is a
+ * legacy group (LEGACY_GROUPS, refused unless allowLegacyGroups). A `room`
+ * reply, `key_ok`, `peer_key` or `handshake_complete` in another group is
+ * refused: the client leaves the room, the pending request rejects with
+ * group_changed (err.expected, err.got) or group_not_allowed (err.got), and
+ * an "error" event with the same code says so.
+ *
  * Events (objects with a `type`) arrive in the order the relay sent them:
- * - `{type: "message", seq, text, bytes}`: a decrypted message
- * - `{type: "peer_joined", resumed}`, `{type: "peer_left", reason}` ("left"
- *   or "dropped")
+ * - `{type: "message", seq, text, bytes}`: a decrypted message. A copy of a
+ *   message already accepted (its counter is below the next expected: the
+ *   sender sent the same body again, see send()) is acknowledged and dropped
+ *   without an event.
+ * - `{type: "peer_joined", resumed}`, `{type: "peer_left", reason}` ("left",
+ *   "dropped", or "expired": the dropped peer's grace period ended; after
+ *   "left" and "expired" the next peer is a new one, with a new key)
  * - `{type: "peer_key", publicKey, group}`: the peer's key arrived and is valid
  * - `{type: "error", code, message, seq?}`: a relay error that answers no
- *   request (room_expired, rate_limited …), or code "bad_message" for a
- *   message that could not be opened (it is acknowledged and dropped)
- * - `{type: "closed", code, reason}`: the connection ended; call resume()
+ *   request (room_expired, rate_limited …); code "bad_message" for a
+ *   message that could not be opened (it is acknowledged and dropped);
+ *   group_changed or group_not_allowed when the client refused the room's
+ *   group (see above; it has left the room)
+ * - `{type: "closed", code, reason, final}`: the connection ended; call
+ *   resume(), unless final is true: close code 4409 (CloseCode.SUPERSEDED),
+ *   another connection resumed this client's place, so this client is in no
+ *   room any more and resume() rejects with code "superseded"
  *
  * Read them with `on(type, fn)` (type "*" for all), the `onevent` property,
  * or `for await (const ev of client)`. Events that arrive while nobody
@@ -118,6 +171,7 @@ export class Client {
     this._WS = opts.WebSocket;
     this._protocols = opts.protocols;
     this._defaultGroup = opts.group;
+    this._allowLegacy = opts.allowLegacyGroups;
     this._maxFrameSize = opts.maxFrameSize;
     this._connectTimeoutMs = opts.connectTimeoutMs;
     this._conn = null;
@@ -130,6 +184,7 @@ export class Client {
     this._keyLock = Promise.resolve();
     this._resuming = null;
     this._closed = false;
+    this._superseded = null; // the error after close 4409: resume() refuses
     this._listeners = new Map();
     this._onevent = null;
     this._iterators = new Set();
@@ -145,23 +200,29 @@ export class Client {
    * @param {Function} [opts.WebSocket=globalThis.WebSocket] a WHATWG-style
    *   WebSocket constructor (new WebSocket(url, protocols))
    * @param {string[]} [opts.protocols=["keyrelay.v1"]] subprotocols offered
-   * @param {string} [opts.group=DEFAULT_GROUP] the group handshake() uses
-   *   when neither the room nor the peer's key has fixed one
+   * @param {string} [opts.group=DEFAULT_GROUP] the group create() asks for
+   *   when given none, and handshake() uses when neither the room nor the
+   *   peer's key has fixed one
+   * @param {boolean} [opts.allowLegacyGroups=false] accept the legacy groups
+   *   (LEGACY_GROUPS: modp5) in create, join, share links and the relay's
+   *   frames; without it they are refused with group_not_allowed
    * @param {number} [opts.maxFrameSize=65536] the relay's frame-size limit
    * @param {number} [opts.connectTimeoutMs=10000]
    * @returns {Promise<Client>}
-   * @throws {KeyrelayError} connect_failed
+   * @throws {KeyrelayError} connect_failed; unknown_group or
+   *   group_not_allowed for opts.group
    */
   static async connect(url, opts = {}) {
     const o = {
       WebSocket: opts.WebSocket || globalThis.WebSocket,
       protocols: opts.protocols || [SUBPROTOCOL],
       group: opts.group || DEFAULT_GROUP,
+      allowLegacyGroups: opts.allowLegacyGroups === true,
       maxFrameSize: opts.maxFrameSize || DEFAULT_MAX_FRAME_SIZE,
       connectTimeoutMs: opts.connectTimeoutMs || 10000,
     };
     if (typeof o.WebSocket !== "function") throw fail(LocalCode.CONNECT_FAILED, "no WebSocket implementation: pass one as opts.WebSocket");
-    checkGroup(o.group);
+    checkAllowed(o.group, o.allowLegacyGroups);
     const c = new Client(url, o);
     c._conn = await c._dial();
     return c;
@@ -254,7 +315,14 @@ export class Client {
   }
 
   _onClose(conn, code, reason) {
-    const err = this._closed ? fail(LocalCode.CLOSED, "the client was closed") : fail(LocalCode.DISCONNECTED, `connection closed (code ${code})`, { closeCode: code });
+    const current = conn === this._conn && !conn.replaced;
+    // 4409: a newer connection resumed this place. It is final: resuming
+    // from here would close the newer one in turn.
+    const superseded = current && !this._closed && code === CloseCode.SUPERSEDED;
+    let err;
+    if (this._closed) err = fail(LocalCode.CLOSED, "the client was closed");
+    else if (superseded) err = fail(LocalCode.SUPERSEDED, "another connection resumed this client's place in the room (close 4409); do not resume from here", { closeCode: code });
+    else err = fail(LocalCode.DISCONNECTED, `connection closed (code ${code})`, { closeCode: code });
     for (const [id, p] of this._pending) {
       if (p.conn === conn) {
         this._pending.delete(id);
@@ -264,8 +332,16 @@ export class Client {
     for (const w of this._waiters) {
       if (w.conn === conn) w.reject(err);
     }
-    if (conn === this._conn && !conn.replaced) {
-      this._emit({ type: "closed", code, reason: reason || "" }, null);
+    if (superseded) {
+      this._superseded = err;
+      if (this._room) {
+        this._room.err = err;
+        this._room = null;
+      }
+    }
+    this._changed(); // sends waiting for a connection (send()) look again
+    if (current) {
+      this._emit({ type: "closed", code, reason: reason || "", final: superseded }, null);
     }
   }
 
@@ -305,10 +381,14 @@ export class Client {
     });
   }
 
-  /** Resolves when check() returns a truthy value; check may throw. */
-  _waitState(check, signal) {
+  /**
+   * Resolves when check() returns a truthy value; check may throw. The wait
+   * ends with the current connection unless acrossDrops, which waits on
+   * through resume() (check decides when to give up).
+   */
+  _waitState(check, signal, acrossDrops = false) {
     return new Promise((resolve, reject) => {
-      const w = { conn: this._conn, resolve: null, reject: null };
+      const w = { conn: acrossDrops ? null : this._conn, resolve: null, reject: null };
       const done = () => {
         this._waiters.delete(w);
         if (signal) signal.removeEventListener("abort", onAbort);
@@ -333,7 +413,7 @@ export class Client {
       if (this._closed) return w.reject(fail(LocalCode.CLOSED, "the client was closed"));
       this._waiters.add(w);
       this._changed();
-      if (this._waiters.has(w) && (!w.conn || !w.conn.open)) w.reject(fail(LocalCode.DISCONNECTED, "the connection is not open"));
+      if (this._waiters.has(w) && !acrossDrops && (!w.conn || !w.conn.open)) w.reject(fail(LocalCode.DISCONNECTED, "the connection is not open"));
     });
   }
 
@@ -367,8 +447,12 @@ export class Client {
           if (f.type === FrameType.ERROR) {
             p.reject(relayError(f));
           } else {
-            if (p.apply) p.apply(f);
-            p.resolve(f);
+            try {
+              if (p.apply) p.apply(f); // may refuse the reply (a group other than the pinned one)
+              p.resolve(f);
+            } catch (e) {
+              p.reject(e);
+            }
           }
           this._changed();
           return;
@@ -387,7 +471,11 @@ export class Client {
       case FrameType.HANDSHAKE_COMPLETE: {
         const rs = this._room;
         if (!rs) return;
-        rs.setGroup(f.group);
+        try {
+          this._pinGroup(rs, f.group, FrameType.HANDSHAKE_COMPLETE);
+        } catch {
+          return; // refused: the client left the room
+        }
         rs.peer.complete = true;
         rs.keyStored = rs.priv !== null;
         await this._derive(rs, rs.peer);
@@ -408,10 +496,13 @@ export class Client {
     const rs = this._room;
     if (!rs) return;
     const ps = rs.peer;
+    try {
+      this._pinGroup(rs, f.group, FrameType.PEER_KEY);
+    } catch {
+      return; // refused: the client left the room
+    }
     let bytes;
     try {
-      checkGroup(f.group);
-      if (rs.group && f.group !== rs.group) throw fail(Code.GROUP_MISMATCH, `the peer key's group ${f.group} is not the room's ${rs.group}`);
       bytes = parsePublicKey(f.group, f.public_key);
     } catch (e) {
       ps.err = e; // the relay forwarded an invalid key: the exchange failed
@@ -419,7 +510,6 @@ export class Client {
       return;
     }
     if (ps.keyBytes === null) {
-      rs.setGroup(f.group);
       ps.keyHex = String(f.public_key).toLowerCase();
       ps.keyBytes = bytes;
       ps.group = f.group;
@@ -444,18 +534,29 @@ export class Client {
     } else {
       rs.peers = 1;
       rs.peer.gone = true;
-      if (f.reason === Reason.LEFT) rs.peer = newPeerState();
+      // After leave or the end of the grace period the place is free: the
+      // next peer is a new one, whose key is accepted (not peer_key_changed).
+      if (f.reason === Reason.LEFT || f.reason === Reason.EXPIRED) rs.peer = newPeerState();
       ev = { type: "peer_left", reason: String(f.reason || "") };
     }
     this._changed();
     this._emit(ev, rs);
   }
 
+  /**
+   * A message from the peer. One whose seq is not above the last processed
+   * is skipped before decrypting (a re-delivery; its ack is already due).
+   * One whose counter the Channel already accepted (the sender sent the same
+   * body again after a drop or "unavailable") is a duplicate: acknowledged,
+   * no event. One that cannot be opened (a bad tag …) is acknowledged too,
+   * so the relay does not deliver it again at every resume, and reported
+   * as a "bad_message" error event.
+   */
   async _onMsg(f) {
     const rs = this._room;
     if (!rs) return;
     const seq = Number(f.seq);
-    if (!(seq > rs.lastSeq)) return; // already received
+    if (!(seq > rs.lastSeq)) return; // already processed
     rs.lastSeq = seq;
     const ps = rs.peer;
     let ev;
@@ -466,7 +567,11 @@ export class Client {
       const pt = await ps.channel.open(base64ToBytes(f.body));
       ev = { type: "message", seq, text: utf8Decode(pt), bytes: pt };
     } catch (e) {
-      ev = { type: "error", code: LocalCode.BAD_MESSAGE, message: `message ${seq} refused: ${e && e.code ? e.code : "error"}`, seq, cause: e && e.code };
+      if (e && e.code === DHCode.REPLAY) {
+        ev = null; // a duplicate: acknowledged in its turn, not shown
+      } else {
+        ev = { type: "error", code: LocalCode.BAD_MESSAGE, message: `message ${seq} refused: ${e && e.code ? e.code : "error"}`, seq, cause: e && e.code };
+      }
     }
     this._emit(ev, rs, seq);
   }
@@ -512,6 +617,11 @@ export class Client {
 
   _deliver({ ev, rs, seq }) {
     if (rs && rs !== this._room && !rs.expired) return; // the client left that room
+    if (ev === null) {
+      // A silent item (a duplicate message): only its ack, in order.
+      if (seq !== undefined && rs) this._delivered(rs, seq);
+      return;
+    }
     for (const type of [ev.type, "*"]) {
       const set = this._listeners.get(type);
       if (!set) continue;
@@ -671,50 +781,120 @@ export class Client {
   }
 
   _newRoom(f) {
-    const rs = {
-      id: String(f.room), peerID: String(f.peer), token: String(f.resume_token), group: null, peers: Number(f.peers) || 1,
+    return {
+      id: String(f.room), peerID: String(f.peer), token: String(f.resume_token), peers: Number(f.peers) || 1,
+      group: null, // the pinned group: every later group must equal it
+      err: null, // why the client refused the room (group_changed …), or superseded
+      conn: null, // the connection on which the client is in the room
       priv: null, keySent: false, keyStored: false, peer: newPeerState(), expired: false,
       lastSeq: 0, delivered: 0, acked: 0,
-      setGroup(name) {
-        if (name && !this.group && GROUPS.includes(name)) this.group = name;
-      },
     };
-    rs.setGroup(f.group);
-    return rs;
   }
 
-  async _enter(frame, signal) {
+  /**
+   * Checks the group of a frame of the room against the pinned group, and
+   * pins it if none was: a name that differs from the pinned group is
+   * refused (group_changed), and so is a legacy group when the client pins
+   * one itself (group_not_allowed). A `room` reply may carry no group (the
+   * room's group is not fixed yet), except the reply to create, which asked
+   * for one; every other frame must carry one. A refusal leaves the room
+   * (_refuse) and throws.
+   */
+  _pinGroup(rs, name, what, required = true) {
+    if (rs.err) throw rs.err;
+    const got = typeof name === "string" ? name : "";
+    if (got === "" && !required) return;
+    if (rs.group !== null) {
+      if (got !== rs.group) {
+        const said = got === "" ? "no group" : got;
+        throw this._refuse(rs, fail(LocalCode.GROUP_CHANGED,
+          `the relay changed the group from ${rs.group} to ${said} (in ${what}); this room is not safe`, { expected: rs.group, got }));
+      }
+      return;
+    }
+    if (!GROUPS.includes(got)) {
+      throw this._refuse(rs, fail(DHCode.UNKNOWN_GROUP, `the relay's ${what} is in ${got === "" ? "no group" : `an unknown group ${JSON.stringify(got)}`}`, { got }));
+    }
+    if (LEGACY_GROUPS.includes(got) && !this._allowLegacy) {
+      throw this._refuse(rs, fail(Code.GROUP_NOT_ALLOWED, `the relay's ${what} is in ${got}, a legacy group below the minimum this client accepts`, { got }));
+    }
+    rs.group = got;
+  }
+
+  /**
+   * Refuses the room rs for good: records err as the room's failure (every
+   * request and wait on it rejects with it), leaves the room at the relay
+   * (best effort, no reply awaited: the peer sees peer_left "left"), and
+   * emits an "error" event with err's code. Returns err.
+   */
+  _refuse(rs, err) {
+    if (rs.err) return rs.err;
+    rs.err = err;
+    if (this._room === rs) {
+      this._room = null;
+      try {
+        this._write(this._conn, { type: FrameType.LEAVE });
+      } catch {
+        // not connected: the relay frees the place after its grace period
+      }
+    }
+    this._changed();
+    const ev = { type: "error", code: err.code, message: err.message.replace(/^keyrelay: [a-z_]+: /, "") };
+    if (err.expected !== undefined) ev.expected = err.expected;
+    if (err.got !== undefined) ev.got = err.got;
+    this._emit(ev, null);
+    return err;
+  }
+
+  async _enter(frame, expected, signal) {
     let room;
     await this._start(frame, (f) => {
-      this._room = this._newRoom(f);
+      const rs = this._newRoom(f);
+      rs.group = expected;
+      rs.conn = this._conn;
+      this._room = rs;
+      // The reply to create must carry the group asked for; a join's may
+      // carry none (the room's group is not fixed yet).
+      this._pinGroup(rs, f.group, FrameType.ROOM, frame.type === FrameType.CREATE);
       room = this.room;
     }, signal);
     return room;
   }
 
   /**
-   * Creates a room and joins it.
-   * @param {string} [group] fixes the room's group; omitted, the first key does
+   * Creates a room in group and joins it. The group is pinned: a relay that
+   * answers or forwards another group is refused (group_changed), see the
+   * class comment. Share the room ID together with the group (the page's
+   * link: #room=<id>&group=<group>), so the joiner can pin it too.
+   * @param {string} [group=opts.group of connect, DEFAULT_GROUP by default]
    * @param {{signal?: AbortSignal}} [opts]
-   * @returns {Promise<{room: string, peer: string, group: string|null, peers: number}>}
+   * @returns {Promise<{room: string, peer: string, group: string, peers: number}>}
+   * @throws {KeyrelayError} unknown_group, group_not_allowed (a legacy
+   *   group without allowLegacyGroups), group_changed, relay errors
+   *   (too_many_rooms …)
    */
   async create(group, { signal } = {}) {
-    const frame = { type: FrameType.CREATE };
-    if (group) {
-      checkGroup(group);
-      frame.group = group;
-    }
-    return this._enter(frame, signal);
+    const g = group || this._defaultGroup;
+    checkAllowed(g, this._allowLegacy);
+    return this._enter({ type: FrameType.CREATE, group: g }, g, signal);
   }
 
   /**
-   * Joins the existing room (a UUID). Relay errors: room_not_found,
-   * room_full, already_in_room …
+   * Joins the existing room (a UUID). With opts.group (the group the share
+   * link carried) the client pins it, and refuses a room in another group
+   * (group_changed); without it, it accepts the room's group unless that
+   * is a legacy group (group_not_allowed).
    * @param {string} room
-   * @param {{signal?: AbortSignal}} [opts]
+   * @param {{group?: string, signal?: AbortSignal}} [opts]
+   * @returns {Promise<{room: string, peer: string, group: string|null, peers: number}>}
+   * @throws {KeyrelayError} unknown_group, group_not_allowed,
+   *   group_changed, relay errors (room_not_found, room_full,
+   *   already_in_room …)
    */
-  async join(room, { signal } = {}) {
-    return this._enter({ type: FrameType.JOIN, room: String(room) }, signal);
+  async join(room, { group, signal } = {}) {
+    if (group !== undefined && group !== null && group !== "") checkAllowed(group, this._allowLegacy);
+    else group = null;
+    return this._enter({ type: FrameType.JOIN, room: String(room) }, group, signal);
   }
 
   async _withKeyLock(fn) {
@@ -743,7 +923,9 @@ export class Client {
         const rs = this._room;
         if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
         if (rs.keyStored && rs.priv) return rs.priv.publicKeyHex;
-        const group = rs.group || rs.peer.group || this._defaultGroup;
+        // The pinned group, else the client's default (a room whose group
+        // is not fixed yet); every key frame carries its group.
+        const group = rs.group || this._defaultGroup;
         if (!rs.priv || rs.priv.group !== group) {
           const kp = await generateKeyPair(group);
           if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
@@ -754,7 +936,13 @@ export class Client {
         const resend = rs.keySent;
         rs.keySent = true;
         try {
-          await this._start({ type: FrameType.KEY, public_key: priv.publicKeyHex, group }, () => {
+          await this._start({ type: FrameType.KEY, public_key: priv.publicKeyHex, group }, (f) => {
+            if (f.group !== group) {
+              const err = fail(LocalCode.GROUP_CHANGED, `the relay changed the group from ${group} to ${f.group || "no group"} (in key_ok); this room is not safe`,
+                { expected: group, got: typeof f.group === "string" ? f.group : "" });
+              throw this._refuse(rs, err);
+            }
+            this._pinGroup(rs, f.group, FrameType.KEY_OK);
             if (rs.priv === priv) rs.keyStored = true;
           }, signal);
           return priv.publicKeyHex;
@@ -771,8 +959,9 @@ export class Client {
             if (e.code === Code.GROUP_MISMATCH && !retried) {
               retried = true;
               await this._waitState(() => {
+                if (rs.err) throw rs.err;
                 if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
-                return rs.group || rs.peer.group;
+                return rs.group;
               }, signal);
               continue;
             }
@@ -792,14 +981,18 @@ export class Client {
    * @param {{signal?: AbortSignal}} [opts]
    * @returns {Promise<{group: string, safetyNumber: string, peerPublicKey: string, publicKey: string}>}
    * @throws {KeyrelayError} relay errors, malformed_key / invalid_public_key
-   *   for a bad peer key, same_key, peer_key_changed, unsupported_group,
-   *   not_in_room, disconnected (resume(), then handshake() again)
+   *   for a bad peer key, same_key (the relay sent this client's own key
+   *   back), peer_key_changed, group_changed / group_not_allowed (the
+   *   client refused the room's group and left), unsupported_group,
+   *   not_in_room, disconnected (resume(), then handshake() again),
+   *   superseded
    */
   async handshake({ signal } = {}) {
     await this.sendKey({ signal });
     const rs = this._room;
     if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
     return this._waitState(() => {
+      if (rs.err) throw rs.err;
       if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
       const ps = rs.peer;
       if (ps.err) throw ps.err;
@@ -811,13 +1004,30 @@ export class Client {
 
   /**
    * Encrypts a message for the peer and sends it; resolves with the seq the
-   * relay gave it once stored. Concurrent sends go out in call order.
+   * relay gave it once stored. Sends go out one at a time, in call order:
+   * each waits for the previous one's `sent`, so that the bodies reach the
+   * relay in counter order even when one has to be sent again.
+   *
+   * Sending again (protocol.md, "a msg that got no sent"): once written, a
+   * message that gets no `sent` may or may not have been stored. If the
+   * connection drops first, the promise stays pending; when resume()
+   * succeeds the client sends the *same* sealed body (same counter) again,
+   * before any later message. If the relay answers `unavailable`, it sends
+   * the same body again on the same connection after a pause (0.5 s,
+   * doubling up to 4 s), or after resume() if the connection drops
+   * meanwhile. The peer drops a copy it already has without a word (its
+   * counter was accepted) and acknowledges it. The promise rejects when the
+   * room ends (not_in_room), the peer changes before the message was
+   * confirmed (handshake_incomplete), the client is closed, superseded, or
+   * the signal aborts (the body may then have been stored or not).
    * @param {string|Uint8Array} message text (sent as UTF-8) or bytes
    * @param {{signal?: AbortSignal}} [opts]
    * @returns {Promise<number>} the relay's seq
    * @throws {KeyrelayError} too_large, not_in_room, handshake_incomplete,
-   *   relay errors (mailbox_full, rate_limited: not stored, send again
-   *   later), disconnected (it may or may not have been stored)
+   *   disconnected (the connection was down when send() was called: nothing
+   *   was sealed or sent), relay errors (mailbox_full, rate_limited,
+   *   handshake_incomplete: not stored, send again later), closed,
+   *   superseded, aborted
    */
   async send(message, { signal } = {}) {
     const pt = typeof message === "string" ? utf8Encode(message) : message;
@@ -825,20 +1035,48 @@ export class Client {
     if (pt.length > this.maxPlaintext) throw fail(LocalCode.TOO_LARGE, `longer than ${this.maxPlaintext} bytes`);
     const rs = this._room;
     if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
-    const ps = rs.peer;
-    if (ps.err) throw ps.err;
-    const ch = ps.channel;
+    const ch = rs.peer.channel;
+    if (rs.peer.err) throw rs.peer.err;
     if (!ch) throw fail(Code.HANDSHAKE_INCOMPLETE, "the handshake is not complete");
-    // Seal and write one after the other, so counters go out in order.
-    const step = this._sendChain.then(async () => {
-      if (this._conn === null || !this._conn.open) throw fail(LocalCode.DISCONNECTED, "the connection is not open");
-      const body = await ch.seal(pt);
-      return { reply: this._start({ type: FrameType.MSG, body: bytesToBase64(body) }, null, signal) };
-    });
+    if (!this._sendable(rs, ch)) throw fail(LocalCode.DISCONNECTED, "the connection is not open");
+    const step = this._sendChain.then(() => this._sendOne(rs, ch, pt, signal));
     this._sendChain = step.catch(() => {});
-    const { reply } = await step;
-    const f = await reply;
-    return Number(f.seq);
+    return step;
+  }
+
+  /**
+   * Whether a message sealed with ch can go out now: true when the client
+   * is in room rs on an open connection, false while it is not (before
+   * resume()); throws when it never will.
+   */
+  _sendable(rs, ch) {
+    if (this._closed) throw fail(LocalCode.CLOSED, "the client was closed");
+    if (rs.err) throw rs.err;
+    if (this._room !== rs) throw fail(Code.NOT_IN_ROOM, "the room ended");
+    if (rs.peer.err) throw rs.peer.err;
+    if (rs.peer.channel !== ch) throw fail(Code.HANDSHAKE_INCOMPLETE, "the peer changed before the message was confirmed");
+    return rs.conn === this._conn && this._conn !== null && this._conn.open;
+  }
+
+  async _sendOne(rs, ch, pt, signal) {
+    await this._waitState(() => this._sendable(rs, ch), signal, true);
+    const body = bytesToBase64(await ch.seal(pt));
+    let delay = RESEND_DELAY_MS;
+    for (;;) {
+      try {
+        const f = await this._start({ type: FrameType.MSG, body }, null, signal);
+        return Number(f.seq);
+      } catch (e) {
+        if (e && e.fromRelay && e.code === Code.UNAVAILABLE) {
+          await sleep(delay, signal);
+          delay = Math.min(delay * 2, RESEND_MAX_DELAY_MS);
+        } else if (!(e && e.code === LocalCode.DISCONNECTED)) {
+          throw e;
+        }
+      }
+      // No sent: the same body again, once the client is back in the room.
+      await this._waitState(() => this._sendable(rs, ch), signal, true);
+    }
   }
 
   /**
@@ -846,8 +1084,11 @@ export class Client {
    * current connection if still open, dials again, and sends resume with the
    * room, peer ID, resume token and the highest seq received. Keys, Channel
    * counters and undelivered events are kept; the relay then re-sends the
-   * messages not yet received. After resume_expired or room_not_found the
-   * client is in no room.
+   * messages not yet received, and the client sends again the message that
+   * got no `sent` (see send()). After resume_expired or room_not_found the
+   * client is in no room. The room's group must still be the pinned one
+   * (else group_changed). After close 4409 (superseded) it rejects with
+   * code "superseded" without dialling: a newer connection has the place.
    * @param {{signal?: AbortSignal}} [opts]
    * @returns {Promise<{room: string, peer: string, group: string|null, peers: number}>}
    */
@@ -862,6 +1103,7 @@ export class Client {
 
   async _resume(signal) {
     if (this._closed) throw fail(LocalCode.CLOSED, "the client was closed");
+    if (this._superseded) throw this._superseded;
     const rs = this._room;
     if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
     const old = this._conn;
@@ -886,9 +1128,11 @@ export class Client {
     if (rs.lastSeq > 0) frame.last_seq = rs.lastSeq;
     try {
       await this._start(frame, (f) => {
+        if (rs.err) throw rs.err;
         rs.peers = Number(f.peers) || rs.peers;
-        rs.setGroup(f.group);
         this._room = rs;
+        rs.conn = this._conn;
+        this._pinGroup(rs, f.group, FrameType.ROOM, false);
       }, signal);
     } catch (e) {
       if (e.fromRelay && (e.code === Code.RESUME_EXPIRED || e.code === Code.ROOM_NOT_FOUND) && this._room === rs) {
@@ -897,7 +1141,10 @@ export class Client {
       }
       throw e;
     }
-    // Messages delivered but not acknowledged before the drop.
+    // Messages delivered but not acknowledged before the drop, and the last
+    // ack again: written just before the drop, it may have been lost, and
+    // the relay would keep those messages stored (one ack frame).
+    if (rs.delivered > 0) rs.acked = 0; // so _ackNow sends ack(delivered)
     this._ackNow(rs);
     return this.room;
   }

@@ -16,8 +16,10 @@
 // Everything cryptographic happens in the browser: the page generates its key
 // pair there, sends the relay only its public key and ciphertext, and shows
 // the safety number that the two people compare out of band. The room ID
-// travels in the share link's fragment (/#room=<id>), which browsers never
-// send to the server, so it never reaches access logs.
+// and its group travel in the share link's fragment
+// (/#room=<id>&group=x25519), which browsers never send to the server, so
+// they never reach access logs; the joining page refuses a room whose group
+// is not the link's, and shows the group it insists on.
 package web
 
 import (

@@ -1,8 +1,9 @@
 // Unit tests of web/keyrelay.js's Client against a scripted fake relay (a
 // fake WebSocket class passed to Client.connect): request/reply matching,
 // relay errors, the handshake with a peer simulated by the test, message
-// decryption, duplicate and bad messages, batched acks, and a relay that
-// swaps or corrupts the peer's key.
+// decryption, duplicate and bad messages, batched acks, a relay that swaps,
+// corrupts or reflects the peer's key or changes the group, messages sent
+// again after a drop, close 4409 and a peer whose grace period expired.
 import test from "node:test";
 import assert from "node:assert/strict";
 
@@ -105,8 +106,8 @@ test("an unsolicited error (room_expired) is an event and ends the room", async 
 });
 
 /** Sets up a client in a room with a simulated peer; returns helpers. */
-async function handshaken(group = "x25519") {
-  const WS = fakeWebSocket({ relay: basicRelay() });
+async function handshaken(group = "x25519", extra = undefined) {
+  const WS = fakeWebSocket({ relay: basicRelay(extra) });
   const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS });
   await c.create(group);
   const ws = WS.sockets[0];
@@ -183,18 +184,21 @@ test("a relay that forwards an invalid peer key fails the handshake", async () =
   ws.deliver({ type: "peer_key", public_key: "b", group: "modp14" }); // not in the subgroup
   ws.deliver({ type: "handshake_complete", group: "modp14" });
   await assert.rejects(hsP, { code: "invalid_public_key" });
-  // Its own key reflected back is refused too.
-  const WS2 = fakeWebSocket({ relay: basicRelay() });
-  const c2 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS2 });
-  await c2.create("x25519");
-  const ws2 = WS2.sockets[0];
-  const hs2 = c2.handshake();
-  while (!ws2.lastKey) await sleep(1);
-  ws2.deliver({ type: "peer_key", public_key: ws2.lastKey, group: "x25519" });
-  ws2.deliver({ type: "handshake_complete", group: "x25519" });
-  await assert.rejects(hs2, { code: "same_key" });
   await c.close();
-  await c2.close();
+});
+
+test("the client refuses its own key sent back as the peer's (reflection): same_key", async () => {
+  const WS = fakeWebSocket({ relay: basicRelay() });
+  const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS });
+  await c.create("x25519");
+  const ws = WS.sockets[0];
+  const hs = c.handshake();
+  while (!ws.lastKey) await sleep(1);
+  ws.deliver({ type: "peer_key", public_key: ws.lastKey.toUpperCase(), group: "x25519" }); // same bytes, other spelling
+  ws.deliver({ type: "handshake_complete", group: "x25519" });
+  await assert.rejects(hs, { code: "same_key" });
+  await assert.rejects(c.send("x"), { code: "same_key" });
+  await c.close();
 });
 
 test("a dropped connection rejects waiting requests and emits closed; resume sends last_seq", async () => {
@@ -224,6 +228,289 @@ test("a dropped connection rejects waiting requests and emits closed; resume sen
   const msg = ws2.sent.find((f) => f.type === "msg");
   assert.equal(kr.utf8Decode(await peerChannel.open(kr.base64ToBytes(msg.body))), "after");
   assert.equal(await seq, 101); // the fake relay's sent reply
+  await c.close();
+});
+
+// ---------------------------------------------------------------------------
+// Group pinning (issue 12 C1, C2): a relay or proxy that changes the group
+// is refused, and so is a legacy group the application did not allow.
+
+/** A relay that also answers join, with the room reply room(f) returns. */
+function joinRelay(roomGroup) {
+  return basicRelay((ws, f) => {
+    if (f.type !== "join") return false;
+    ws.deliver({ type: "room", id: f.id, room: ROOM, peer: "p2", resume_token: "tok2", group: roomGroup, peers: 2, resumed: false });
+    return true;
+  });
+}
+
+test("create pins its group: a relay that rewrites it (x25519 to modp5) is refused", async () => {
+  // The downgrade of issue 12 §3: the relay creates the room in modp5.
+  const WS = fakeWebSocket({
+    relay: basicRelay((ws, f) => {
+      if (f.type !== "create") return false;
+      ws.deliver({ type: "room", id: f.id, room: ROOM, peer: "p1", resume_token: "tok", group: "modp5", peers: 1, resumed: false });
+      return true;
+    }),
+  });
+  const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS, allowLegacyGroups: true }); // refused even so
+  const events = [];
+  c.on("error", (ev) => events.push(ev));
+  await assert.rejects(c.create("x25519"), (e) => e instanceof kr.KeyrelayError && e.code === kr.LocalCode.GROUP_CHANGED &&
+    e.expected === "x25519" && e.got === "modp5" && !e.fromRelay && /from x25519 to modp5/.test(e.message));
+  assert.equal(c.room, null);
+  await sleep(5);
+  const ws = WS.sockets[0];
+  assert.deepEqual(ws.sent.map((f) => f.type), ["create", "leave"], "the client left the room");
+  assert.equal(ws.sent[0].group, "x25519");
+  assert.deepEqual(events.map((e) => [e.code, e.expected, e.got]), [["group_changed", "x25519", "modp5"]]);
+  await assert.rejects(c.handshake(), { code: "not_in_room" });
+  await c.close();
+});
+
+test("create without a group asks for and pins the client's default group", async () => {
+  const WS = fakeWebSocket({ relay: basicRelay() });
+  const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS, group: "p256" });
+  assert.equal((await c.create()).group, "p256");
+  assert.equal(WS.sockets[0].sent[0].group, "p256");
+  await c.close();
+  // A reply to create without the group asked for is refused too.
+  const WS2 = fakeWebSocket({
+    relay: basicRelay((ws, f) => {
+      if (f.type !== "create") return false;
+      ws.deliver({ type: "room", id: f.id, room: ROOM, peer: "p1", resume_token: "tok", group: "", peers: 1, resumed: false });
+      return true;
+    }),
+  });
+  const c2 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS2 });
+  await assert.rejects(c2.create("x25519"), { code: "group_changed", expected: "x25519", got: "" });
+  await c2.close();
+});
+
+test("a key_ok, peer_key or handshake_complete in another group is refused", async () => {
+  const x = await kr.generateKeyPair("x25519");
+  const m = await kr.generateKeyPair("modp5");
+  const cases = [
+    {
+      name: "key_ok",
+      relay: (ws, f) => {
+        if (f.type !== "key") return false;
+        ws.lastKey = f.public_key;
+        ws.deliver({ type: "key_ok", id: f.id, group: "modp5" });
+        return true;
+      },
+      after: () => {},
+    },
+    { name: "peer_key", after: (ws) => ws.deliver({ type: "peer_key", public_key: m.publicKeyHex, group: "modp5" }) },
+    {
+      name: "handshake_complete",
+      after: (ws) => {
+        ws.deliver({ type: "peer_key", public_key: x.publicKeyHex, group: "x25519" });
+        ws.deliver({ type: "handshake_complete", group: "modp5" });
+      },
+    },
+    { name: "peer_key without a group", after: (ws) => ws.deliver({ type: "peer_key", public_key: x.publicKeyHex }), got: "" },
+  ];
+  for (const tc of cases) {
+    const WS = fakeWebSocket({ relay: basicRelay(tc.relay) });
+    const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS });
+    const events = [];
+    c.on("error", (ev) => events.push(ev));
+    await c.create("x25519");
+    const ws = WS.sockets[0];
+    const got = tc.got ?? "modp5";
+    const refused = assert.rejects(c.handshake(), (e) => e.code === "group_changed" && e.expected === "x25519" && e.got === got, tc.name);
+    while (!ws.lastKey) await sleep(1);
+    tc.after(ws);
+    await refused;
+    assert.equal(c.room, null, tc.name);
+    assert.deepEqual(events.map((e) => e.code), ["group_changed"], tc.name);
+    await sleep(5);
+    assert.equal(ws.sent.at(-1).type, "leave", tc.name);
+    await c.close();
+  }
+});
+
+test("join pins the group of the share link, and refuses a room in another", async () => {
+  const WS = fakeWebSocket({ relay: joinRelay("modp14") });
+  const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS });
+  await assert.rejects(c.join(ROOM, { group: "x25519" }), { code: "group_changed", expected: "x25519", got: "modp14" });
+  assert.equal(c.room, null);
+  await c.close();
+
+  // The same group: joined, pinned.
+  const WS2 = fakeWebSocket({ relay: joinRelay("x25519") });
+  const c2 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS2 });
+  assert.equal((await c2.join(ROOM, { group: "x25519" })).group, "x25519");
+  await c2.close();
+
+  // A room whose group is not fixed yet: the link's group is pinned, and
+  // the key goes out in it (every key frame carries its group).
+  const WS3 = fakeWebSocket({ relay: joinRelay("") });
+  const c3 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS3 }); // default x25519
+  assert.equal((await c3.join(ROOM, { group: "p256" })).group, "p256");
+  await c3.sendKey();
+  const key = WS3.sockets[0].sent.find((f) => f.type === "key");
+  assert.equal(key.group, "p256");
+  assert.equal(kr.hexToBytes(key.public_key).length, 65);
+  await c3.close();
+
+  // A link with an unknown group is refused before anything is sent.
+  const c4 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS3 });
+  await assert.rejects(c4.join(ROOM, { group: "14" }), { code: "unknown_group" });
+  await c4.close();
+});
+
+test("legacy groups (modp5) are refused unless allowLegacyGroups", async () => {
+  assert.deepEqual([...kr.LEGACY_GROUPS], ["modp5"]);
+  const WS = fakeWebSocket({ relay: joinRelay("modp5") });
+  // Asked for by the application: refused before anything is sent.
+  await assert.rejects(kr.Client.connect("ws://x/v1/ws", { WebSocket: WS, group: "modp5" }), { code: "group_not_allowed" });
+  const c = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS });
+  await assert.rejects(c.create("modp5"), (e) => e.code === kr.Code.GROUP_NOT_ALLOWED && !e.fromRelay);
+  await assert.rejects(c.join(ROOM, { group: "modp5" }), { code: "group_not_allowed" });
+  assert.deepEqual(WS.sockets[0].sent, []);
+  // A join without a link group accepts the room's group, unless legacy.
+  await assert.rejects(c.join(ROOM), { code: "group_not_allowed", got: "modp5" });
+  assert.equal(c.room, null);
+  await c.close();
+  // A room not fixed yet whose peer key arrives in modp5.
+  const WS2 = fakeWebSocket({ relay: joinRelay("") });
+  const c2 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS2 });
+  assert.equal((await c2.join(ROOM)).group, null);
+  const m = await kr.generateKeyPair("modp5");
+  const refused = c2.nextEvent("error");
+  WS2.sockets[0].deliver({ type: "peer_key", public_key: m.publicKeyHex, group: "modp5" });
+  assert.deepEqual(await refused, { type: "error", code: "group_not_allowed", got: "modp5",
+    message: "the relay's peer_key is in modp5, a legacy group below the minimum this client accepts" });
+  assert.equal(c2.room, null);
+  await c2.close();
+  // Allowed by the application: the room's modp5 is accepted and pinned.
+  const c3 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS, allowLegacyGroups: true });
+  assert.equal((await c3.join(ROOM)).group, "modp5");
+  await c3.close();
+  const WS4 = fakeWebSocket({ relay: basicRelay() });
+  const c4 = await kr.Client.connect("ws://x/v1/ws", { WebSocket: WS4, allowLegacyGroups: true });
+  assert.equal((await c4.create("modp5")).group, "modp5");
+  await c4.close();
+});
+
+// ---------------------------------------------------------------------------
+// Duplicates and sending again (issue 12 C5, C6).
+
+test("a copy of a message already accepted is dropped silently and acknowledged", async () => {
+  const { c, ws, peerChannel } = await handshaken("x25519");
+  const events = [];
+  c.on("*", (ev) => events.push(ev));
+  const body1 = kr.bytesToBase64(await peerChannel.seal("once"));
+  ws.deliver({ type: "msg", seq: 1, body: body1 });
+  // The peer sent the same body again (it got no sent): a new seq, the
+  // same counter.
+  ws.deliver({ type: "msg", seq: 2, body: body1 });
+  await sleep(400); // the delayed ack
+  assert.deepEqual(events.filter((e) => e.type !== "peer_joined" && e.type !== "peer_key").map((e) => [e.type, e.seq, e.text]), [["message", 1, "once"]]);
+  assert.deepEqual(ws.sent.filter((f) => f.type === "ack").map((f) => f.seq), [2]);
+  // The next message is delivered as usual.
+  ws.deliver({ type: "msg", seq: 3, body: kr.bytesToBase64(await peerChannel.seal("next")) });
+  await sleep(5);
+  assert.deepEqual(events.at(-1), { type: "message", seq: 3, text: "next", bytes: kr.utf8Encode("next") });
+  assert.equal(events.filter((e) => e.type === "error").length, 0);
+  await c.close();
+});
+
+test("a msg that got no sent before a drop is sent again, the same body, after resume", async () => {
+  // The first connection stores nothing and answers no msg.
+  const { c, ws } = await handshaken("x25519", (sock, f) => f.type === "msg" && sock.constructor.sockets[0] === sock);
+  c.on("*", () => {});
+  const first = c.send("first");
+  const second = c.send("second");
+  let settled = false;
+  first.finally(() => (settled = true)).catch(() => {});
+  while (!ws.sent.some((f) => f.type === "msg")) await sleep(1);
+  await sleep(20);
+  const sent1 = ws.sent.filter((f) => f.type === "msg");
+  assert.equal(sent1.length, 1, "one message at a time: the second waits for the first's sent");
+  ws.close(1006, "");
+  await sleep(10);
+  assert.equal(settled, false, "send() waits for resume()");
+  await assert.rejects(c.send("while down"), { code: "disconnected" });
+
+  const WS = ws.constructor;
+  const resumed = c.resume();
+  while (WS.sockets.length < 2 || WS.sockets[1].sent.length === 0) await sleep(1);
+  const ws2 = WS.sockets[1];
+  ws2.deliver({ type: "room", id: ws2.sent[0].id, room: ROOM, peer: "p1", resume_token: "tok", group: "x25519", peers: 2, resumed: true });
+  await resumed;
+  assert.equal(await first, 101);
+  assert.equal(await second, 102);
+  const msgs2 = ws2.sent.filter((f) => f.type === "msg");
+  assert.equal(msgs2.length, 2);
+  assert.equal(msgs2[0].body, sent1[0].body, "the same sealed body, the same counter");
+  assert.notEqual(msgs2[1].body, sent1[0].body);
+  await c.close();
+});
+
+test("a msg answered unavailable is sent again, the same body", async () => {
+  let tries = 0;
+  const { c, ws } = await handshaken("x25519", (sock, f) => {
+    if (f.type !== "msg" || ++tries > 1) return false;
+    sock.deliver({ type: "error", id: f.id, code: "unavailable", message: "the session store is unavailable; try again" });
+    return true;
+  });
+  assert.equal(await c.send("retry me"), 101);
+  const msgs = ws.sent.filter((f) => f.type === "msg");
+  assert.equal(msgs.length, 2);
+  assert.equal(msgs[1].body, msgs[0].body);
+  await c.close();
+});
+
+test("close 4409 (superseded) is final: no resume, a closed event that says so", async () => {
+  const { c, ws } = await handshaken("x25519", (sock, f) => f.type === "msg"); // no sent
+  const events = [];
+  c.on("*", (ev) => events.push(ev));
+  const pending = assert.rejects(c.send("unconfirmed"), { code: kr.LocalCode.SUPERSEDED });
+  while (!ws.sent.some((f) => f.type === "msg")) await sleep(1);
+  ws.close(kr.CloseCode.SUPERSEDED, "superseded");
+  await sleep(10);
+  const closed = events.find((e) => e.type === "closed");
+  assert.deepEqual(closed, { type: "closed", code: 4409, reason: "superseded", final: true });
+  await pending;
+  await assert.rejects(c.resume(), { code: "superseded" });
+  assert.equal(ws.constructor.sockets.length, 1, "resume() did not dial");
+  assert.equal(c.room, null);
+  await c.close();
+  // Any other close is not final.
+  const h = await handshaken("x25519");
+  const ev = h.c.nextEvent("closed");
+  h.ws.close(1001, "going away");
+  assert.equal((await ev).final, false);
+  await h.c.close();
+});
+
+test("peer_left expired resets the peer: a new peer's key is accepted", async () => {
+  const { c, ws, peer, hs } = await handshaken("x25519");
+  const events = [];
+  c.on("*", (ev) => events.push(ev));
+  ws.deliver({ type: "peer_left", reason: "dropped" });
+  ws.deliver({ type: "peer_left", reason: kr.Reason.EXPIRED });
+  await sleep(5);
+  assert.deepEqual(events.slice(-2).map((e) => [e.type, e.reason]), [["peer_left", "dropped"], ["peer_left", "expired"]]);
+  assert.equal(c.handshakeInfo, null, "no handshake with the expired peer");
+  const before = ws.sent.length;
+  await assert.rejects(c.send("to nobody"), { code: "handshake_incomplete" });
+  assert.equal(ws.sent.length, before, "nothing sent");
+
+  // A new peer takes the seat: its key is accepted, not peer_key_changed.
+  const next = await kr.generateKeyPair("x25519");
+  const hs2P = c.handshake();
+  ws.deliver({ type: "peer_joined", resumed: false });
+  ws.deliver({ type: "peer_key", public_key: next.publicKeyHex, group: "x25519" });
+  ws.deliver({ type: "handshake_complete", group: "x25519" });
+  const hs2 = await hs2P;
+  assert.equal(hs2.peerPublicKey, next.publicKeyHex);
+  assert.notEqual(hs2.safetyNumber, hs.safetyNumber);
+  assert.notEqual(peer.publicKeyHex, next.publicKeyHex);
+  assert.equal(await c.send("to the new peer"), 101);
   await c.close();
 });
 
