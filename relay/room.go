@@ -100,7 +100,13 @@ func (c *conn) entered(e entry) {
 		ctx, cancel := c.storeCtx()
 		msgs, err := c.s.store.Pending(ctx, room.ID, e.peer, e.lastSeq)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, session.ErrMessagesLost):
+			// Never silent: the client learns it before what remains.
+			c.logger().Warn("messages lost by the store on resume", "err", err)
+			we, _ := toWireError(err)
+			c.sendError(nil, we)
+		case err != nil:
 			c.logger().Warn("pending messages unavailable on resume", "err", err)
 		}
 		for _, m := range msgs {
