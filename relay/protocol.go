@@ -93,6 +93,7 @@ var errorCodes = []struct {
 	{session.ErrRoomFull, wire.CodeRoomFull, "the room already has two peers"},
 	{session.ErrTooManyRooms, wire.CodeTooManyRooms, "the relay holds its maximum number of rooms"},
 	{session.ErrMailboxFull, wire.CodeMailboxFull, "the peer has too many unacknowledged messages"},
+	{session.ErrMessagesLost, wire.CodeMessagesLost, "the relay's store lost messages it had accepted; they cannot be recovered"},
 	{session.ErrBadToken, wire.CodeInvalidResume, "unknown peer or wrong resume token"},
 	{session.ErrNotMember, wire.CodeInvalidResume, "unknown peer or wrong resume token"},
 	{session.ErrResumeExpired, wire.CodeResumeExpired, "the resume grace period is over"},

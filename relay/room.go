@@ -100,7 +100,13 @@ func (c *conn) entered(e entry) {
 		ctx, cancel := c.storeCtx()
 		msgs, err := c.s.store.Pending(ctx, room.ID, e.peer, e.lastSeq)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, session.ErrMessagesLost):
+			// Never silent: the client learns it before what remains.
+			c.logger().Warn("messages lost by the store on resume", "err", err)
+			we, _ := toWireError(err)
+			c.sendError(nil, we)
+		case err != nil:
 			c.logger().Warn("pending messages unavailable on resume", "err", err)
 		}
 		for _, m := range msgs {
@@ -341,6 +347,19 @@ func (f *forwarder) ended(ctx context.Context, sub *session.Subscription) {
 		if stillIn {
 			c.logger().Info("room expired")
 			c.sendError(nil, newWireError(wire.CodeRoomExpired, "the room expired"))
+		}
+	case errors.Is(err, session.ErrMessagesLost):
+		// The store lost the room it still promised (Redis evicted it):
+		// say so rather than that it expired or that the store is down.
+		c.mu.Lock()
+		stillIn := c.room == f.room
+		if stillIn {
+			c.clearRoomLocked()
+		}
+		c.mu.Unlock()
+		if stillIn {
+			c.logger().Error("room lost by the store")
+			c.sendError(nil, newWireError(wire.CodeMessagesLost, "the relay's store lost this room; you are in no room now"))
 		}
 	case errors.Is(err, session.ErrSlowSubscriber):
 		c.closeSlow()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,28 @@ const maxLuaSeq = 1 << 53
 // back, new calls and new subscriptions work. A Redis that restarts
 // without persistence has lost its rooms, which are then not found.
 //
+// Redis must not evict the store's keys: every key has a TTL, so under
+// any maxmemory-policy but noeviction a full Redis would drop rooms and
+// confirmed messages. NewRedisStore refuses such a Redis unless
+// RedisConfig.AllowEviction, and the sweeper checks the policy again every
+// RedisConfig.PolicyCheckInterval (Ready fails while it evicts). Under
+// noeviction a full Redis refuses writes: calls fail with ErrUnavailable
+// and Ready fails, but nothing stored is lost. Where eviction happens all
+// the same, it is reported, never silent: the room hash records how many
+// messages each mailbox should hold, so Pending returns ErrMessagesLost
+// for an evicted mailbox, and a room whose hash vanished before its expiry
+// (as the index of rooms says) gives ErrMessagesLost instead of
+// ErrRoomNotFound, and ends its subscriptions with ErrMessagesLost. (A
+// room evicted together with its entry in the index is not found, as if
+// it had expired.)
+//
+// A Disconnect that Redis did not accept is retried by the sweeper until
+// it lands or its room or member is gone: at most 4096 are queued, one per
+// member (the newest generation); beyond that a failed disconnect is
+// logged and dropped, and its member stays connected in Redis until it
+// resumes, leaves or the room expires. The queue lives in the process:
+// one that exits loses it the same way.
+//
 // Create one with [NewRedisStore]; the zero RedisStore is not usable.
 type RedisStore struct {
 	// Static after construction.
@@ -74,6 +97,9 @@ type RedisStore struct {
 	stop       context.CancelFunc
 	swept      <-chan struct{} // closed by the sweeper when it returns
 	readers    sync.WaitGroup
+	log        *slog.Logger
+	policy     *policyCheck       // Redis's maxmemory-policy, checked by the sweeper
+	retries    *disconnectRetries // failed disconnects, retried by the sweeper
 
 	closed atomic.Bool // set, under mu, by Close
 
@@ -126,6 +152,7 @@ var redisStatus = map[string]error{
 	"REFLECTED":     ErrKeyReflected,
 	"HSINCOMPLETE":  ErrHandshakeIncomplete,
 	"MAILBOXFULL":   ErrMailboxFull,
+	"LOST":          ErrMessagesLost,
 	"DUPLICATE":     errDuplicateMember,
 }
 
@@ -135,7 +162,7 @@ var errDuplicateMember = errors.New("session: member already in the room")
 
 // run runs script on room with args after the common ones and returns its
 // reply after the status "OK". A status naming an error returns that
-// error.
+// error, and the reply after it (only Pending's LOST has one).
 func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, room string, args ...any) ([]string, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
@@ -152,7 +179,7 @@ func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, r
 		return v[1:], nil
 	}
 	if err, ok := redisStatus[v[0]]; ok {
-		return nil, err
+		return v[1:], err
 	}
 	return nil, fmt.Errorf("session: redis %s: unexpected status %q", op, v[0])
 }
@@ -249,8 +276,32 @@ func (s *RedisStore) Reconnect(ctx context.Context, room, id string, tokenHash [
 // extend the grace period. It returns
 // ErrRoomNotFound, ErrNotMember, an error wrapping ErrUnavailable, or
 // ErrClosed after Close.
+//
+// A disconnect that fails with an error wrapping ErrUnavailable (Redis
+// down, or full under noeviction) is also queued, and retried in the
+// background every RedisConfig.SweepInterval until Redis accepts it or
+// the room or member is gone; see [RedisStore]'s doc for the bound. A
+// retry dates the disconnect from this call, not from when it lands, and
+// publishes the member's EventLeft (ReasonDropped, no Conn), which the
+// caller could not.
 func (s *RedisStore) Disconnect(ctx context.Context, room, id string, generation uint64) error {
-	_, err := s.run(ctx, "disconnect", scriptDisconnect, room, id, generation)
+	err := s.disconnect(ctx, room, id, generation, 0, false)
+	if errors.Is(err, ErrUnavailable) {
+		s.retries.add(room, id, generation)
+	}
+	return err
+}
+
+// disconnect runs disconnect.lua: ago is how long before now the
+// connection ended, and announce asks for the member's EventLeft
+// (ReasonDropped) if the script marks it disconnected.
+func (s *RedisStore) disconnect(ctx context.Context, room, id string, generation uint64, ago time.Duration, announce bool) error {
+	var channel, ev any = "", ""
+	if announce {
+		channel = s.channel(room)
+		ev = encodeEvent(Event{Type: EventLeft, Room: room, Peer: id, Reason: ReasonDropped})
+	}
+	_, err := s.run(ctx, "disconnect", scriptDisconnect, room, id, generation, ago.Milliseconds(), channel, ev)
 	return err
 }
 
@@ -306,10 +357,15 @@ func (s *RedisStore) Append(ctx context.Context, room, from string, body []byte)
 // Pending returns the unacknowledged messages for member id with a
 // sequence number above after, in order. It does not count as activity.
 // It returns ErrRoomNotFound, ErrNotMember, an error wrapping
-// ErrUnavailable, or ErrClosed after Close.
+// ErrUnavailable, or ErrClosed after Close. It returns ErrMessagesLost,
+// with the messages that remain, if the member's mailbox holds fewer
+// messages than were stored for it and not acknowledged (Redis evicted
+// it), unless after is at least the last one stored for it; it does so
+// until the member acknowledges the last message stored for it.
 func (s *RedisStore) Pending(ctx context.Context, room, id string, after uint64) ([]Message, error) {
 	v, err := s.run(ctx, "pending", scriptPending, room, id, strconv.FormatUint(min(after, maxLuaSeq)+1, 10))
-	if err != nil {
+	lost := errors.Is(err, ErrMessagesLost)
+	if err != nil && !lost {
 		return nil, err
 	}
 	if len(v)%3 != 0 {
@@ -324,6 +380,9 @@ func (s *RedisStore) Pending(ctx context.Context, room, id string, after uint64)
 		if seq > after {
 			out = append(out, Message{Seq: seq, From: v[i+1], Body: []byte(v[i+2])})
 		}
+	}
+	if lost {
+		return out, fmt.Errorf("session: redis pending: room %q, member %q: %w", room, id, ErrMessagesLost)
 	}
 	return out, nil
 }
@@ -353,7 +412,7 @@ func (s *RedisStore) Touch(ctx context.Context, room string) error {
 // ErrClosed after Close.
 func (s *RedisStore) Publish(ctx context.Context, ev Event) error {
 	_, err := s.run(ctx, "publish", scriptPublish, ev.Room, s.channel(ev.Room), encodeEvent(ev))
-	if errors.Is(err, ErrRoomNotFound) {
+	if errors.Is(err, ErrRoomNotFound) || errors.Is(err, ErrMessagesLost) {
 		return nil
 	}
 	return err
@@ -380,17 +439,28 @@ func (s *RedisStore) Rooms(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Ready pings Redis. It returns an error wrapping ErrUnavailable if Redis
-// does not answer (within ctx), or ErrClosed after Close.
+// Ready checks that Redis accepts writes: it sets a small key, the
+// prefix followed by "health", that expires after 10 s. It returns an
+// error wrapping ErrUnavailable if Redis does not answer (within ctx) or
+// refuses the write (OOM: full under noeviction), an error wrapping
+// ErrUnavailable and ErrEvictingRedis while the last check of Redis's
+// maxmemory-policy found one that evicts (unless
+// RedisConfig.AllowEviction), or ErrClosed after Close.
 func (s *RedisStore) Ready(ctx context.Context) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if err := s.client.Ping(ctx).Err(); err != nil {
+	if p := s.policy.evicting(); p != "" {
+		return fmt.Errorf("session: redis ready: %w: %w: maxmemory-policy is %q", ErrUnavailable, ErrEvictingRedis, p)
+	}
+	if err := s.client.Set(ctx, s.prefix+"health", "1", healthTTL).Err(); err != nil {
 		return s.backendErr(ctx, "ready", err)
 	}
 	return nil
 }
+
+// healthTTL is how long Ready's key lives.
+const healthTTL = 10 * time.Second
 
 // Close ends every subscription with ErrClosed, closes the Pub/Sub
 // connection, stops the sweeper and, if the store made its client from
@@ -421,6 +491,9 @@ func (s *RedisStore) Close() error {
 	}
 	s.readers.Wait()
 	<-s.swept
+	if n := s.retries.len(); n > 0 {
+		s.log.Warn("store closed with disconnects Redis has not accepted: those members stay connected in Redis until they resume, leave or their rooms expire", "count", n)
+	}
 	if s.ownClient {
 		s.client.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -55,8 +56,26 @@ type RedisConfig struct {
 	// SweepInterval is how often the store checks that the rooms it has
 	// subscriptions to still exist, to end those of expired rooms with
 	// ErrRoomNotFound, and drops Redis subscriptions no longer used. Zero
-	// (or negative) means 1 s.
+	// (or negative) means 1 s. The sweeper also retries the disconnects
+	// that Redis did not accept (see RedisStore.Disconnect).
 	SweepInterval time.Duration
+	// AllowEviction lets the store run on a Redis whose maxmemory-policy
+	// is not noeviction, with a warning in the log. False (the default)
+	// refuses: NewRedisStore returns an error wrapping ErrEvictingRedis,
+	// and Ready fails while a later check finds such a policy. Every key
+	// the store writes has a TTL, so any evicting policy (volatile-* or
+	// allkeys-*) lets a full Redis drop rooms and messages the relay has
+	// confirmed; the store then reports the loss (ErrMessagesLost) where it
+	// can, but cannot undo it.
+	AllowEviction bool
+	// PolicyCheckInterval is how often the sweeper reads Redis's
+	// maxmemory-policy again, to notice a change at run time. Zero (or
+	// negative) means 10 s.
+	PolicyCheckInterval time.Duration
+	// Logger receives the store's warnings and errors: an evicting or
+	// unreadable maxmemory-policy, a disconnect that could not be
+	// recorded. Nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // defaultRedisPrefix is RedisConfig.Prefix's default; on a Cluster it is
@@ -67,8 +86,11 @@ const defaultRedisPrefix = "keyrelay"
 // answered (within ctx). It returns an error wrapping ErrUnavailable if
 // Redis cannot be reached, and an error matching no sentinel if cfg is
 // invalid (neither or both of URL and Client, a URL that does not parse, a
-// Cluster prefix without a hash tag) or Redis is older than 6.2. Call Close
-// to release it.
+// Cluster prefix without a hash tag) or Redis is older than 6.2. It
+// returns an error wrapping ErrEvictingRedis if Redis's maxmemory-policy
+// is not noeviction, unless cfg.AllowEviction. Where Redis refuses both
+// CONFIG GET and INFO (some managed services), the policy cannot be read:
+// the store starts and logs a warning, once. Call Close to release it.
 func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	client, own := cfg.Client, false
 	switch {
@@ -109,6 +131,16 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = defaultSweepInterval
 	}
+	if cfg.PolicyCheckInterval <= 0 {
+		cfg.PolicyCheckInterval = defaultPolicyCheckInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	policy := &policyCheck{allow: cfg.AllowEviction, every: cfg.PolicyCheckInterval, log: cfg.Logger}
+	if err := policy.start(ctx, client); err != nil {
+		return fail(err)
+	}
 	bg, stop := context.WithCancel(context.Background())
 	s := &RedisStore{
 		client:     client,
@@ -119,6 +151,9 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		sweepEvery: cfg.SweepInterval,
 		bg:         bg,
 		stop:       stop,
+		log:        cfg.Logger,
+		policy:     policy,
+		retries:    newDisconnectRetries(cfg.Logger),
 		chans:      make(map[string]*redisChan),
 		pongs:      make(map[string]*redisChan),
 	}

@@ -85,7 +85,8 @@ type redisSub struct {
 // ends, and its channel is closed, when ctx is done (Err() == nil), when
 // it falls RedisConfig.SubscriberBuffer events behind (ErrSlowSubscriber),
 // when the room expires (ErrRoomNotFound, within
-// RedisConfig.SweepInterval), when the connection to Redis fails (an error
+// RedisConfig.SweepInterval), when Redis evicted the room before its
+// expiry (ErrMessagesLost, as quickly), when the connection to Redis fails (an error
 // wrapping ErrUnavailable) or when the store closes (ErrClosed).
 // Subscribing counts as activity. It returns ErrRoomNotFound, an error
 // wrapping ErrUnavailable, or ErrClosed after Close.
@@ -323,11 +324,26 @@ func (s *RedisStore) endLocked(sub *redisSub, err error) {
 	close(sub.ch)
 }
 
-// sweepOnce, run every s.sweepEvery until Close, unsubscribes from the
-// channels no subscription uses any more, and ends the subscriptions of
-// rooms that no longer exist (or exist anew) with ErrRoomNotFound. Errors
-// are left for the reader's health checks to find.
+// sweepOnce is the sweeper's work, every s.sweepEvery until Close: it
+// retries the disconnects Redis did not accept, checks Redis's
+// maxmemory-policy every RedisConfig.PolicyCheckInterval, and sweeps the
+// subscriptions.
 func (s *RedisStore) sweepOnce() {
+	s.retryDisconnects()
+	if s.policy.due(time.Now()) {
+		ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
+		s.policy.check(ctx, s.client)
+		cancel()
+	}
+	s.sweepSubs()
+}
+
+// sweepSubs unsubscribes from the channels no subscription uses any more,
+// and ends the subscriptions of rooms that no longer exist (or exist anew)
+// with ErrRoomNotFound, or with ErrMessagesLost if the index of rooms says
+// that the room should still live (Redis evicted it). Errors are left for
+// the reader's health checks to find.
+func (s *RedisStore) sweepSubs() {
 	s.mu.Lock()
 	p := s.ps
 	var idle []string
@@ -337,6 +353,7 @@ func (s *RedisStore) sweepOnce() {
 	type check struct {
 		subs map[*redisSub]string
 		cmd  *redis.StringCmd
+		exp  *redis.FloatCmd // the room's expiry in the index (ms)
 	}
 	checks := make(map[string]*check) // by room
 	for name, c := range s.chans {
@@ -367,8 +384,10 @@ func (s *RedisStore) sweepOnce() {
 	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
 	defer cancel()
 	pipe := s.client.Pipeline()
+	now := pipe.Time(ctx)
 	for room, c := range checks {
 		c.cmd = pipe.HGet(ctx, s.roomKey(room), "gen")
+		c.exp = pipe.ZScore(ctx, s.index, room)
 	}
 	pipe.Exec(ctx)
 	s.mu.Lock()
@@ -381,9 +400,13 @@ func (s *RedisStore) sweepOnce() {
 		if err != nil {
 			continue
 		}
+		why := ErrRoomNotFound
+		if exp, err := c.exp.Result(); gen == "" && err == nil && now.Err() == nil && exp > float64(now.Val().UnixMilli()) {
+			why = ErrMessagesLost // gone before its expiry: evicted
+		}
 		for sub, had := range c.subs {
 			if gen == "" || gen > had {
-				s.endLocked(sub, ErrRoomNotFound)
+				s.endLocked(sub, why)
 			}
 		}
 	}

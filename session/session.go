@@ -49,6 +49,13 @@ var (
 	// ErrMailboxFull: the recipient already has the room's maximum number
 	// of unacknowledged messages waiting.
 	ErrMailboxFull = errors.New("session: recipient's mailbox is full")
+	// ErrMessagesLost: the store lost what it had confirmed: messages
+	// waiting for a member (from Pending), or a whole room before its
+	// expiry (from any method that names it). Only a store whose backend
+	// can drop data behind its back returns it: a RedisStore on a Redis
+	// that evicts keys when full (see RedisConfig.AllowEviction). Lost data
+	// cannot be recovered.
+	ErrMessagesLost = errors.New("session: messages lost by the store")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("session: store closed")
 	// ErrUnavailable: the store's backend cannot be reached (Redis down).
@@ -182,7 +189,9 @@ type Event struct {
 // Store is the relay's session state. Every method takes a context, which
 // bounds how long it may wait for a backend; all methods are safe for
 // concurrent use. Any method may also return ErrClosed and, for stores with
-// a network backend, an error wrapping ErrUnavailable.
+// a network backend, an error wrapping ErrUnavailable; a method that names
+// a room may return ErrMessagesLost where ErrRoomNotFound would hide that
+// the backend lost the room before its expiry.
 type Store interface {
 	// CreateRoom creates an empty room. It returns ErrRoomExists if id is
 	// taken and ErrTooManyRooms if the store holds maxRooms rooms already
@@ -241,7 +250,11 @@ type Store interface {
 
 	// Pending returns the unacknowledged messages for member id with a
 	// sequence number above after, in order. It returns ErrRoomNotFound or
-	// ErrNotMember.
+	// ErrNotMember. It returns ErrMessagesLost, together with the messages
+	// that remain, if messages for id with a sequence number above after
+	// were stored but are gone without having been acknowledged; it does
+	// so on every call until id acknowledges every message stored for it
+	// so far.
 	Pending(ctx context.Context, room, id string, after uint64) ([]Message, error)
 
 	// Ack discards the messages for member id up to and including seq. It
@@ -269,7 +282,8 @@ type Store interface {
 	// Rooms returns the number of rooms in the store.
 	Rooms(ctx context.Context) (int, error)
 
-	// Ready reports whether the store's backend can be used now.
+	// Ready reports whether the store's backend can be used now, writes
+	// included.
 	Ready(ctx context.Context) error
 
 	// Close releases the store. Subscriptions end with ErrClosed; after

@@ -71,6 +71,7 @@ export const Code = Object.freeze({
   NOT_IN_ROOM: "not_in_room",
   HANDSHAKE_INCOMPLETE: "handshake_incomplete",
   MAILBOX_FULL: "mailbox_full",
+  MESSAGES_LOST: "messages_lost",
   INVALID_RESUME: "invalid_resume",
   RESUME_EXPIRED: "resume_expired",
   RATE_LIMITED: "rate_limited",

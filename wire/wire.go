@@ -88,6 +88,7 @@ const (
 	CodeNotInRoom           Code = "not_in_room"          // key/msg/ack/leave outside a room
 	CodeHandshakeIncomplete Code = "handshake_incomplete" // msg before both keys are stored
 	CodeMailboxFull         Code = "mailbox_full"         // the peer has too many unacknowledged messages
+	CodeMessagesLost        Code = "messages_lost"        // the relay's store lost messages (or the room) it had accepted
 	CodeInvalidResume       Code = "invalid_resume"       // unknown peer or wrong resume token
 	CodeResumeExpired       Code = "resume_expired"       // the grace period is over
 	CodeRateLimited         Code = "rate_limited"         // too many frames per second; frame ignored

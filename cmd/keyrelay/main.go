@@ -16,6 +16,7 @@
 //	--log-level      KEYRELAY_LOG_LEVEL      debug, info, warn or error (default "info")
 //	--log-format     KEYRELAY_LOG_FORMAT     text or json (default "text")
 //	--redis-url      KEYRELAY_REDIS_URL      Redis for state shared by many instances (default: in memory)
+//	--redis-allow-eviction KEYRELAY_REDIS_ALLOW_EVICTION run on a Redis whose maxmemory-policy evicts, with a warning (default false: refuse)
 //	--allowed-origins KEYRELAY_ALLOWED_ORIGINS comma-separated origins allowed on /v1/ws, * for any (default: same origin)
 //	--max-frame-bytes KEYRELAY_MAX_FRAME_BYTES largest frame a client may send (default 65536)
 //	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames and pings per second per connection (default 20, burst twice that)
@@ -109,6 +110,7 @@ type config struct {
 	logFormat   string
 	origins     string
 	redisURL    string
+	redisEvict  bool // --redis-allow-eviction
 	relay       relay.Config
 	limits      limits.Config
 
@@ -150,6 +152,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.logLevel, "log-level", env("KEYRELAY_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYRELAY_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("KEYRELAY_LOG_FORMAT", "text"), "text or json (env KEYRELAY_LOG_FORMAT)")
 	fs.StringVar(&c.redisURL, "redis-url", env("KEYRELAY_REDIS_URL", ""), "Redis for shared session state (redis://, rediss://, Sentinel or Cluster URLs); empty: in memory, one process (env KEYRELAY_REDIS_URL)")
+	allowEvict, err := strconv.ParseBool(env("KEYRELAY_REDIS_ALLOW_EVICTION", "false"))
+	if err != nil {
+		return c, fmt.Errorf("KEYRELAY_REDIS_ALLOW_EVICTION: %w", err)
+	}
+	fs.BoolVar(&c.redisEvict, "redis-allow-eviction", allowEvict, "run on a Redis whose maxmemory-policy is not noeviction, with a warning; off: refuse to start (a full Redis would drop rooms and confirmed messages) (env KEYRELAY_REDIS_ALLOW_EVICTION)")
 	fs.StringVar(&c.origins, "allowed-origins", env("KEYRELAY_ALLOWED_ORIGINS", ""), "comma-separated origins (host patterns) allowed to open /v1/ws from a browser; * for any; empty: same origin only (env KEYRELAY_ALLOWED_ORIGINS)")
 	var errs []error
 	intFlag := func(p *int, name, envName string, def int, usage string) {
@@ -296,7 +303,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	if client != nil {
 		defer client.Close()
 	}
-	store, err := newStore(ctx, client, logger)
+	store, err := newStore(ctx, client, c.redisEvict, logger)
 	if err != nil {
 		return err
 	}
@@ -433,8 +440,9 @@ type limiter interface {
 }
 
 // newStore returns the session store: in Redis on client when there is
-// one, else in memory. The store does not own client.
-func newStore(ctx context.Context, client redis.UniversalClient, logger *slog.Logger) (session.Store, error) {
+// one, else in memory. The store does not own client. A Redis whose
+// maxmemory-policy evicts keys is refused unless allowEviction.
+func newStore(ctx context.Context, client redis.UniversalClient, allowEviction bool, logger *slog.Logger) (session.Store, error) {
 	if client == nil {
 		logger.Info("session state in memory (one instance)")
 		return session.NewMemoryStore(session.MemoryConfig{}), nil
@@ -444,11 +452,14 @@ func newStore(ctx context.Context, client redis.UniversalClient, logger *slog.Lo
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client})
+		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: allowEviction, Logger: logger})
 		cancel()
 		if err == nil {
 			logger.Info("session state in Redis")
 			return s, nil
+		}
+		if errors.Is(err, session.ErrEvictingRedis) {
+			return nil, fmt.Errorf("--redis-url: %w (or start with --redis-allow-eviction to run with a warning)", err)
 		}
 		if !errors.Is(err, session.ErrUnavailable) || time.Now().After(deadline) {
 			return nil, fmt.Errorf("--redis-url: %w", err)

@@ -458,3 +458,35 @@ func TestLimitsSharedOnRedis(t *testing.T) {
 		t.Fatalf("second connection, on the other server: %v, want close %d", err, wire.CloseTooManyConnsPerIP)
 	}
 }
+
+// TestRedisEvictionPolicy: a Redis that may evict is refused at start, with
+// how to fix it, unless --redis-allow-eviction, which only warns.
+func TestRedisEvictionPolicy(t *testing.T) {
+	srv := redistest.StartServerArgs(t, "--maxmemory-policy", "allkeys-lru")
+	logs := &syncBuffer{addrc: make(chan string, 1)}
+	err := run(t.Context(), []string{"--addr", "127.0.0.1:0", "--redis-url", srv.URL()}, func(string) string { return "" }, nil, io.Discard, logs)
+	if err == nil {
+		t.Fatal("run on an allkeys-lru Redis succeeded, want an error")
+	}
+	for _, want := range []string{`"allkeys-lru"`, "CONFIG SET maxmemory-policy noeviction", "--redis-allow-eviction"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("run's error %q does not say %q", err, want)
+		}
+	}
+
+	base, out, stop := start(t, "--redis-url", srv.URL(), "--redis-allow-eviction")
+	if !strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "allkeys-lru") {
+		t.Errorf("log with --redis-allow-eviction = %q, want a warning naming allkeys-lru", out)
+	}
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz with --redis-allow-eviction = %d, want 200", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("run: %v", err)
+	}
+}

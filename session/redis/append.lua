@@ -6,7 +6,7 @@
 -- relay that appended it. Returns {"OK", seq}.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 local _, sender = find(r, ARGV[3])
 if not sender then
@@ -14,20 +14,24 @@ if not sender then
 end
 -- Only for the other member, and only once both have keys: a message is
 -- encrypted to the other member's key.
-local box = nil
+local to = nil
 for _, m in ipairs(r.members) do
   if m.id ~= ARGV[3] and m.key ~= '' then
-    box = m.box
+    to = m
   end
 end
-if not box or sender.key == '' then
+if not to or sender.key == '' then
   return {'HSINCOMPLETE'}
 end
-if redis.call('XLEN', box_key(box)) >= r.maxp then
+-- The bound is on what the mailbox holds (what it costs Redis), not on
+-- to.cnt, which still counts messages that Redis evicted.
+if redis.call('XLEN', box_key(to.box)) >= r.maxp then
   return {'MAILBOXFULL'}
 end
 r.seq = r.seq + 1
-redis.call('XADD', box_key(box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[4])
+redis.call('XADD', box_key(to.box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[4])
+to.cnt = to.cnt + 1
+to.last = r.seq
 save(r)
 touch(r)
 local n, v = r.seq, {}

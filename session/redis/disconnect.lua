@@ -1,8 +1,13 @@
--- disconnect.lua: Disconnect. ARGV[3]: member ID, ARGV[4]: the
--- disconnecting connection's generation.
+-- disconnect.lua: Disconnect, and its retries. ARGV[3]: member ID,
+-- ARGV[4]: the disconnecting connection's generation, ARGV[5]: how long
+-- ago the connection ended (ms; 0 but on a retry), ARGV[6] and ARGV[7]:
+-- on a retry, the room's channel and the member's EventLeft (dropped),
+-- encoded, to publish if this marks the member disconnected (no relay is
+-- left to announce it); "" otherwise. Returns {"OK", "1"} if it marked the
+-- member disconnected, {"OK", "0"} if not.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 local _, m = find(r, ARGV[3])
 if not m then
@@ -11,13 +16,20 @@ end
 -- A superseded connection's disconnect changes nothing: a newer one holds
 -- the seat.
 if m.gen ~= tonumber(ARGV[4]) then
-  return {'OK'}
+  return {'OK', '0'}
 end
 -- A member already disconnected keeps its first time.
-if m.conn then
+local changed = m.conn
+if changed then
   m.conn = false
-  m.dat = now
+  m.dat = now - tonumber(ARGV[5])
 end
 save(r)
 touch(r)
-return {'OK'}
+if changed and ARGV[6] ~= '' then
+  redis.call('PUBLISH', ARGV[6], r.gen .. ARGV[7])
+end
+if changed then
+  return {'OK', '1'}
+end
+return {'OK', '0'}

@@ -1,7 +1,7 @@
 -- leave.lua: Leave. ARGV[3]: member ID.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 local i = find(r, ARGV[3])
 if not i then

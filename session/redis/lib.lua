@@ -22,10 +22,17 @@
 --   boxes          the highest mailbox number handed out
 --   nextbox        the mailbox of the next member to join
 --   n              the number of members, 0 to 2, then for each member i
---   mi.id mi.tok mi.key mi.conn mi.dat mi.box mi.gen
+--   mi.id mi.tok mi.key mi.conn mi.dat mi.box mi.gen mi.cnt mi.last
 --                  ID, SHA-256 of its resume token (hex), public key,
 --                  "1" if connected, DisconnectedAt (ms), mailbox number,
---                  Generation (absent in rooms stored before it: 1)
+--                  Generation (absent in rooms stored before it: 1), how
+--                  many messages its mailbox should hold, and the seq of
+--                  the last message stored for it (both absent in rooms
+--                  stored before them: the mailbox's length, and 0)
+--
+-- The hash says what each mailbox should hold (cnt and last) so that a
+-- mailbox that Redis evicted, or that is shorter than it should be for any
+-- reason, is reported (pending.lua's LOST) instead of replayed as empty.
 --
 -- Every key of the room expires at exp, exactly (PEXPIREAT), and so does
 -- the index once its last room has. All times come from the Redis server's
@@ -69,7 +76,11 @@ local function load()
       id = h[p .. 'id'], tok = h[p .. 'tok'], key = h[p .. 'key'],
       conn = h[p .. 'conn'] == '1', dat = tonumber(h[p .. 'dat']), box = h[p .. 'box'],
       gen = tonumber(h[p .. 'gen']) or 1,
+      cnt = tonumber(h[p .. 'cnt']), last = tonumber(h[p .. 'last']) or 0,
     }
+    if not r.members[i].cnt then
+      r.members[i].cnt = redis.call('XLEN', box_key(r.members[i].box))
+    end
   end
   return r
 end
@@ -89,6 +100,18 @@ local function lookup()
   return r
 end
 
+-- gone returns the reply for a room that lookup did not find: LOST if the
+-- index says that it should still live (Redis evicted or deleted its hash
+-- before its expiry: its members must not be told that it expired), else
+-- NOTFOUND.
+local function gone()
+  local exp = redis.call('ZSCORE', index_key, room_id)
+  if exp and tonumber(exp) > now then
+    return {'LOST'}
+  end
+  return {'NOTFOUND'}
+end
+
 -- save writes what the scripts change: group, seq, mailboxes and members.
 -- The keys keep their expiry.
 local function save(r)
@@ -99,7 +122,7 @@ local function save(r)
     if m.conn then
       conn = '1'
     end
-    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen)}
+    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last)}
     for _, v in ipairs(fields) do
       f[#f + 1] = v
     end
@@ -107,7 +130,7 @@ local function save(r)
   redis.call('HSET', room_key, unpack(f))
   for i = #r.members + 1, 2 do
     local p = 'm' .. i .. '.'
-    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen')
+    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen', p .. 'cnt', p .. 'last')
   end
 end
 

@@ -3,7 +3,7 @@
 -- can tell rooms that had the same ID apart.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 touch(r)
 redis.call('PUBLISH', ARGV[3], r.gen .. ARGV[4])

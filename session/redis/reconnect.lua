@@ -1,7 +1,7 @@
 -- reconnect.lua: Reconnect. ARGV[3]: member ID, ARGV[4]: token hash (hex).
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 local i, m = find(r, ARGV[3])
 if not m then

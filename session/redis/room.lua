@@ -1,6 +1,6 @@
 -- room.lua: Room. Not activity.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 return snapshot(r)

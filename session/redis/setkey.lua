@@ -1,7 +1,7 @@
 -- setkey.lua: SetKey. ARGV[3]: member ID, ARGV[4]: group, ARGV[5]: key.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 local _, m = find(r, ARGV[3])
 if not m then

@@ -1,7 +1,7 @@
 -- touch.lua: Touch, and Subscribe's check. Returns {"OK", gen}.
 local r = lookup()
 if not r then
-  return {'NOTFOUND'}
+  return gone()
 end
 touch(r)
 return {'OK', r.gen}

@@ -52,6 +52,7 @@ type Server struct {
 	bin     string
 	dir     string
 	cluster bool
+	extra   []string // more redis-server arguments
 
 	mu   sync.Mutex
 	proc *process // guarded by mu; nil while stopped
@@ -79,6 +80,15 @@ func StartServer(t testing.TB) *Server {
 	return start(t, false)
 }
 
+// StartServerArgs is StartServer with more redis-server arguments, such
+// as "--maxmemory", "2mb", "--maxmemory-policy", "volatile-lru", or
+// "--rename-command", "CONFIG", "" to refuse CONFIG as a managed Redis
+// does. Restart keeps them.
+func StartServerArgs(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return start(t, false, args...)
+}
+
 // StartCluster starts a redis-server in cluster mode that serves all 16384
 // hash slots alone: a one-node Redis Cluster, which refuses multi-key
 // commands and scripts whose keys lie in different slots, as a real
@@ -88,7 +98,7 @@ func StartCluster(t testing.TB) *Server {
 	return start(t, true)
 }
 
-func start(t testing.TB, cluster bool) *Server {
+func start(t testing.TB, cluster bool, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -98,7 +108,7 @@ func start(t testing.TB, cluster bool) *Server {
 		}
 		t.Skipf("%s, or set %s=1 to fail instead of skipping", msg, RequireEnv)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), cluster: cluster}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), cluster: cluster, extra: extra}
 	var errs []error
 	for range portTries {
 		port, err := freePort(cluster)
@@ -160,6 +170,7 @@ func (s *Server) launch() error {
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(s.dir, "nodes-"+port+".conf"))
 	}
+	args = append(args, s.extra...)
 	out := new(syncBuffer)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
