@@ -377,7 +377,15 @@ func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				return s.leave(ctx)
+				err := s.leave(ctx)
+				// Nothing may print after bye: stop the other goroutines first.
+				cancel()
+				s.wg.Wait()
+				if err == nil {
+					out.printf(lineLeft)
+					out.printf(lineBye)
+				}
+				return err
 			}
 			if line == "" {
 				continue
@@ -616,15 +624,13 @@ func (s *conversation) show(ctx context.Context, ev client.Event) {
 	}
 }
 
-// leave leaves the room at the end of input and says bye.
+// leave leaves the room at the end of input.
 func (s *conversation) leave(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, leaveTimeout)
 	defer cancel()
 	if err := s.c.Leave(ctx); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("leaving the room: %w", err)
 	}
-	s.out.printf(lineLeft)
-	s.out.printf(lineBye)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay/client"
@@ -274,17 +275,23 @@ func TestSuperseded(t *testing.T) {
 }
 
 // TestPeerExpired: peer_left "expired" ends the exchange with the peer as
-// "left" does: a new peer's key is accepted (not ErrPeerKeyChanged), and
-// messages go to the new peer.
+// "left" does: nothing more is sealed for the old peer, a new peer's key
+// is accepted (not ErrPeerKeyChanged), and messages go to the new peer.
 func TestPeerExpired(t *testing.T) {
 	peer1, peer2 := mustKey(t), mustKey(t)
 	got := make(chan string, 1)
+	newPeer := make(chan struct{})
 	url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
 		clientKey := r.handshake(ctx, peer1.PublicKey().Hex())
 		if clientKey == nil {
 			return
 		}
 		r.write(ctx, map[string]any{"type": "peer_left", "reason": "expired"})
+		select {
+		case <-newPeer:
+		case <-ctx.Done():
+			return
+		}
 		r.write(ctx, map[string]any{"type": "peer_joined", "resumed": false})
 		r.write(ctx, map[string]any{"type": "peer_key", "public_key": peer2.PublicKey().Hex(), "group": "x25519"})
 		r.write(ctx, map[string]any{"type": "handshake_complete", "group": "x25519"})
@@ -311,13 +318,24 @@ func TestPeerExpired(t *testing.T) {
 	if _, err := c.Create(ctx, dh.X25519()); err != nil {
 		t.Fatal(err)
 	}
-	// With peer 1, or with peer 2 if the relay's frames were all read.
-	if _, err := c.Handshake(ctx); err != nil {
-		t.Fatalf("first Handshake: %v", err)
+	if _, err := c.SendKey(ctx); err != nil {
+		t.Fatal(err)
 	}
 	var events []string
 	for {
 		ev, err := c.Next(ctx)
+		if err == nil && ev.Type == client.EventPeerLeft {
+			if ev.Reason != wire.ReasonExpired {
+				t.Errorf("peer_left reason %q, want expired", ev.Reason)
+			}
+			sendCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := c.Send(sendCtx, []byte("to nobody"))
+			cancel()
+			if !errors.Is(err, client.ErrHandshakeIncomplete) {
+				t.Errorf("Send after the peer expired = %v, want ErrHandshakeIncomplete", err)
+			}
+			close(newPeer)
+		}
 		if err != nil {
 			t.Fatalf("Next after %v: %v", events, err)
 		}
