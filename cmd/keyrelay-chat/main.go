@@ -482,8 +482,10 @@ func (s *conversation) send(ctx context.Context, line string) error {
 		_, err := s.c.Send(ctx, []byte(line))
 		var re *client.Error
 		switch {
-		case errors.Is(err, client.ErrUnconfirmed):
+		case errors.Is(err, client.ErrUnconfirmed) && errors.Is(err, client.ErrDisconnected):
 			return s.reconnect(ctx, gen) // Resume sends it again
+		case errors.Is(err, client.ErrUnconfirmed):
+			return nil // the relay answered unavailable: sent again with the next line
 		case errors.Is(err, client.ErrDisconnected):
 			if err := s.reconnect(ctx, gen); err != nil {
 				return err

@@ -70,12 +70,16 @@
 // with the highest seq it has queued, so the relay re-sends exactly the
 // messages it has not seen; none is lost or repeated. A message handed to
 // the relay without a sent reply (the connection dropped first, or the
-// relay answered unavailable, after which the client drops the
-// connection) may or may not have been stored: Send returns an error
-// wrapping ErrUnconfirmed and ErrDisconnected, and the client keeps the
-// sealed body and sends it again, as it was (same counter), right after
-// the next successful Resume; the peer's client drops the copy if the
-// first one arrived. The application must not send it again itself.
+// relay answered unavailable) may or may not have been stored: Send
+// returns an error wrapping ErrUnconfirmed (and ErrDisconnected if the
+// connection dropped), and the client keeps the sealed body and sends it
+// again, as it was (same counter), right after the next successful
+// Resume, or, after unavailable, before the next message; the peer's
+// client drops the copy if the first one arrived. The application must
+// not send it again itself. Messages are pipelined: if the relay answers
+// unavailable to one message but stores a later one sent meanwhile
+// (concurrent Sends), the peer refuses the earlier one's copy as a replay,
+// so it arrives only if the first copy was stored.
 //
 // The client never resumes by itself. When the relay closes the connection
 // with 4409 (wire.CloseSuperseded: another connection resumed this
@@ -189,9 +193,8 @@ type conn struct {
 	stop chan struct{} // closed to make the reader give up a blocked queue push
 	once sync.Once
 
-	mu      sync.Mutex // guards pending and dropErr
+	mu      sync.Mutex // guards pending
 	pending map[string]*call
-	dropErr error // why the client dropped the connection itself (see drop)
 }
 
 // call is a request waiting for its reply.
@@ -356,17 +359,6 @@ func (c *Client) connErr(cn *conn) error {
 	return ErrDisconnected
 }
 
-// drop closes cn at once, from any goroutine (the reader included), and
-// makes cause the reason its reader reports.
-func (cn *conn) drop(cause error) {
-	cn.mu.Lock()
-	if cn.dropErr == nil {
-		cn.dropErr = cause
-	}
-	cn.mu.Unlock()
-	cn.ws.CloseNow()
-}
-
 // write sends one frame on cn, bounded by WriteTimeout only.
 func (c *Client) write(cn *conn, data []byte) error {
 	if c.isClosed() {
@@ -504,11 +496,6 @@ func (c *Client) readLoop(cn *conn) {
 	for {
 		typ, data, err := cn.ws.Read(context.Background())
 		if err != nil {
-			cn.mu.Lock()
-			if cn.dropErr != nil {
-				err = cn.dropErr
-			}
-			cn.mu.Unlock()
 			cn.err = err
 			code := websocket.CloseStatus(err)
 			c.logger.Debug("connection ended", "close_code", int(code))

@@ -48,13 +48,14 @@ var (
 	// a *GroupError; the room is unusable).
 	ErrLegacyGroup = errors.New("client: legacy group refused")
 	// ErrUnconfirmed reports a message that was sealed and handed to the
-	// relay but not confirmed with sent: the connection dropped first, or
-	// the relay answered unavailable (its store failed; the client then
-	// drops the connection). The relay may or may not have stored it. It
-	// always comes with ErrDisconnected. The client keeps the sealed body
-	// and sends the same body (same counter) again, in order, after the
-	// next successful Resume; the peer's client drops the copy if the
-	// first one did arrive. Do not call Send again for it.
+	// relay but not confirmed with sent: the connection dropped first (the
+	// error also wraps ErrDisconnected), the relay answered unavailable
+	// (its store failed), or the caller's context ended. The relay may or
+	// may not have stored it. The client keeps the sealed body and sends
+	// the same body (same counter) again, in order: after the next
+	// successful Resume, or, after unavailable, before the next message
+	// (see Send). The peer's client drops the copy if the first one did
+	// arrive. Do not call Send again for it.
 	ErrUnconfirmed = errors.New("client: message not confirmed; it is sent again after Resume")
 	// ErrSuperseded reports that the relay closed the connection with
 	// close code 4409 (wire.CloseSuperseded): another connection resumed

@@ -29,7 +29,7 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 				if cl.msg != nil || cl.apply != nil && f.Type != wire.TypeError {
 					c.mu.Lock()
 					if cl.msg != nil {
-						stray = c.onMsgReplyLocked(cn, cl.room, cl.msg, f)
+						stray = c.onMsgReplyLocked(cl.room, cl.msg, f)
 					} else {
 						cl.apply(f)
 					}

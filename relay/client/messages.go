@@ -83,12 +83,13 @@ func (c *Client) MaxPlaintext() int {
 	return max(n, 0)
 }
 
-// outMsg is a message written to the relay and not confirmed yet: Resume
-// sends its body again. Guarded by Client.mu.
+// outMsg is a message written to the relay and not confirmed yet: Resume,
+// or the next Send, sends its body again. Guarded by Client.mu.
 type outMsg struct {
 	body    string     // the sealed body, base64, as sent
 	peer    *peerState // the key exchange it was sealed in
 	waiting bool       // a Send waits for the outcome and reports it
+	inWire  bool       // written on the current connection, its reply not in yet
 	done    bool       // the relay answered: sent (seq) or a refusal (err)
 	seq     uint64
 	err     *Error
@@ -103,15 +104,21 @@ type outMsg struct {
 // *Error from the relay (such as wire.CodeMailboxFull or
 // wire.CodeRateLimited: the message was not stored; send it again later),
 // or ErrDisconnected if the connection was known to be down (nothing was
-// sent: Resume, then send it again). A message handed to the relay without
-// a sent reply, because the connection dropped or the relay answered
-// unavailable (the client then drops the connection), gives an error
-// wrapping both ErrUnconfirmed and ErrDisconnected: the client sends the
-// same body again after the next successful Resume, and the peer's client
-// drops the copy if both arrive; do not send it again yourself. If ctx
-// ends first it returns an error wrapping ErrUnconfirmed and ctx's error:
-// the body is sent again after the next Resume unless its sent arrives
-// meanwhile (again harmless if both arrive).
+// sent: Resume, then send it again).
+//
+// A message handed to the relay without a sent reply may or may not have
+// been stored. Send then returns an error wrapping ErrUnconfirmed, and the
+// client keeps the sealed body and sends it again as it is (the peer's
+// client drops the copy if both arrive; do not send it again yourself):
+//   - the connection dropped first: the error also wraps ErrDisconnected;
+//     the body goes out again after the next successful Resume;
+//   - the relay answered unavailable (its store failed): the body goes out
+//     again before the next message, or after the next Resume. The next
+//     Send sends the earlier bodies first and waits for their sent; if the
+//     relay refuses one again, that Send returns the relay's *Error (such
+//     as unavailable) without sending its own message;
+//   - ctx ended first: the error also wraps ctx's error; the body goes out
+//     again after the next Resume unless its sent arrives meanwhile.
 func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	if len(plaintext) > c.MaxPlaintext() {
 		return 0, ErrTooLarge
@@ -141,6 +148,9 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	if err == nil && ch == nil {
 		err = ErrHandshakeIncomplete
 	}
+	if err == nil {
+		err = c.flushUnconfirmed(ctx, rs, cn)
+	}
 	var body []byte
 	if err == nil {
 		body, err = ch.Seal(plaintext)
@@ -152,7 +162,7 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 		}
 		return 0, fmt.Errorf("client: send: %w", err)
 	}
-	m := &outMsg{body: base64.StdEncoding.EncodeToString(body), peer: ps, waiting: true}
+	m := &outMsg{body: base64.StdEncoding.EncodeToString(body), peer: ps, waiting: true, inWire: true}
 	c.mu.Lock()
 	rs.unconfirmed = append(rs.unconfirmed, m)
 	c.mu.Unlock()
@@ -174,23 +184,23 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	case errors.Is(err, ErrClosed):
 		return 0, err
 	case errors.As(err, &re) && re.Code == wire.CodeUnavailable:
-		// The reader drops the connection (onMsgReplyLocked).
-		err = fmt.Errorf("%w: the relay answered %s", ErrDisconnected, re.Code)
+		// Not an *Error: that would mean "not stored".
+		return 0, fmt.Errorf("client: send: %w: the relay answered %s (%s)", ErrUnconfirmed, re.Code, re.Message)
 	}
 	return 0, fmt.Errorf("client: send: %w: %w", ErrUnconfirmed, err)
 }
 
-// onMsgReplyLocked settles m, a msg of rs, with the relay's reply f on
-// cn: sent confirms it; unavailable leaves it unconfirmed (maybe stored)
-// and drops the connection, so that the application resumes and Resume
-// sends it again; any other error means it was not stored. It returns an
-// error for Next when no Send waits to report a refusal (a message sent
-// again by Resume). The caller (dispatch) holds Client.mu.
-func (c *Client) onMsgReplyLocked(cn *conn, rs *roomState, m *outMsg, f *inFrame) error {
+// onMsgReplyLocked settles m, a msg of rs, with the relay's reply f: sent
+// confirms it; unavailable leaves it unconfirmed (maybe stored), to be
+// sent again by the next Send or Resume; any other error means it was not
+// stored. It returns an error for Next when no Send waits to report a
+// refusal (a message sent again by Resume). The caller (dispatch) holds
+// Client.mu.
+func (c *Client) onMsgReplyLocked(rs *roomState, m *outMsg, f *inFrame) error {
+	m.inWire = false
 	switch {
 	case f.Type == wire.TypeError && f.Code == wire.CodeUnavailable:
-		c.logger.Warn("the relay could not store a message; dropping the connection to send it again after a resume")
-		cn.drop(errors.New("the relay answered unavailable to a msg: resume to send it again"))
+		c.logger.Warn("the relay could not store a message; it will be sent again")
 		return nil
 	case f.Type == wire.TypeError:
 		m.done, m.err = true, f.relayError()
@@ -206,20 +216,84 @@ func (c *Client) onMsgReplyLocked(cn *conn, rs *roomState, m *outMsg, f *inFrame
 }
 
 // resendUnconfirmed writes again, in order, the unconfirmed messages of
-// rs's current peer, and forgets those of earlier peers. A write error
-// stops it: the rest wait for the next Resume. The caller holds sendMu.
-func (c *Client) resendUnconfirmed(rs *roomState) {
+// rs's current peer (all of them after a resume; else only those the relay
+// answered, with unavailable), and forgets those of earlier peers. It
+// returns the calls it started; a write error stops it (the rest wait for
+// the next Resume). The caller holds sendMu.
+func (c *Client) resendUnconfirmed(rs *roomState) []*resend {
 	c.mu.Lock()
 	rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(m *outMsg) bool { return m.peer != rs.peer })
-	msgs := slices.Clone(rs.unconfirmed)
-	c.mu.Unlock()
-	for _, m := range msgs {
-		c.logger.Debug("sending an unconfirmed message again")
-		if _, _, _, err := c.start(&outFrame{Type: wire.TypeMsg, Body: m.body}, nil, nil, &call{msg: m, room: rs, keep: true}); err != nil {
-			c.logger.Debug("sending again failed; kept for the next resume", "err", err)
-			return
+	var msgs []*outMsg
+	for _, m := range rs.unconfirmed {
+		if !m.inWire {
+			m.inWire = true
+			msgs = append(msgs, m)
 		}
 	}
+	c.mu.Unlock()
+	var started []*resend
+	for i, m := range msgs {
+		c.logger.Debug("sending an unconfirmed message again")
+		cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: m.body}, nil, nil, &call{msg: m, room: rs, keep: true})
+		if err != nil {
+			c.logger.Debug("sending again failed; kept for the next resume", "err", err)
+			c.mu.Lock()
+			for _, m := range msgs[i:] {
+				m.inWire = false
+			}
+			c.mu.Unlock()
+			break
+		}
+		started = append(started, &resend{m: m, cn: cn, key: key, cl: cl})
+	}
+	return started
+}
+
+// resend is a message sent again, and its call.
+type resend struct {
+	m   *outMsg
+	cn  *conn
+	key string
+	cl  *call
+}
+
+// flushUnconfirmed sends again the messages the relay answered with
+// unavailable on cn, and waits for their outcome, so that no later
+// counter overtakes them: the peer would then refuse them as replays. It
+// returns the relay's *Error, or the connection's or ctx's error, if one
+// is still not confirmed. The caller holds sendMu.
+func (c *Client) flushUnconfirmed(ctx context.Context, rs *roomState, cn *conn) error {
+	c.mu.Lock()
+	none := !slices.ContainsFunc(rs.unconfirmed, func(m *outMsg) bool { return !m.inWire && m.peer == rs.peer })
+	c.mu.Unlock()
+	if none {
+		return nil
+	}
+	var first error
+	for _, r := range c.resendUnconfirmed(rs) {
+		// Not waiting: Next reports a refusal of the earlier message; the
+		// error here says why this one was not sent.
+		_, err := c.wait(ctx, r.cn, r.key, r.cl)
+		c.mu.Lock()
+		if r.m.done && r.m.err == nil {
+			err = nil
+		}
+		c.mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		c.mu.Lock()
+		if slices.ContainsFunc(rs.unconfirmed, func(m *outMsg) bool { return !m.inWire && m.peer == rs.peer }) {
+			first = ErrDisconnected // a write failed: the connection is going
+		}
+		c.mu.Unlock()
+	}
+	if first != nil {
+		return fmt.Errorf("an earlier unconfirmed message is still not stored, so this one was not sent: %w", first)
+	}
+	return nil
 }
 
 // Next returns the next event of the room: a message (decrypted, and

@@ -311,6 +311,11 @@ func (c *Client) Resume(ctx context.Context) error {
 	if seq > 0 {
 		c.ack(rs, seq)
 	}
+	c.mu.Lock()
+	for _, m := range rs.unconfirmed {
+		m.inWire = false // the old connection is gone: all go out again
+	}
+	c.mu.Unlock()
 	c.resendUnconfirmed(rs)
 	return nil
 }
