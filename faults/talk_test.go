@@ -156,6 +156,9 @@ func (tk *talker) sendLoop(ctx context.Context, stop <-chan struct{}, pace time.
 		tk.mu.Unlock()
 		switch {
 		case err == nil || re != nil:
+		case errors.Is(err, client.ErrUnconfirmed) && !errors.Is(err, client.ErrDisconnected):
+			// The relay answered unavailable: the client sends the same
+			// body again before the next message.
 		case errors.Is(err, client.ErrDisconnected):
 			if !tk.waitResumed(ctx, stop, resumes) {
 				return

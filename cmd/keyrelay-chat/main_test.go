@@ -142,10 +142,13 @@ func TestTwoPeers(t *testing.T) {
 
 	a := start(t, ctx, []string{"--url", url, "--group", "p256"}, config{}, nil)
 	id := a.screen.waitFor(t, ctx, roomRE)[1]
-	if cmd := "keyrelay-chat --url " + url + " --room " + id; !strings.Contains(a.screen.String(), cmd) {
-		t.Errorf("the screen does not show %q:\n%s", cmd, a.screen)
+	// The joiner runs the command the creator printed, group included.
+	cmd := a.screen.waitFor(t, ctx, `(?m)^    keyrelay-chat (.*)$`)[1]
+	if want := "--url " + url + " --group p256 --room " + id; cmd != want {
+		t.Errorf("join command %q, want %q", cmd, want)
 	}
-	b := start(t, ctx, []string{"--url", url, "--room", id}, config{}, nil)
+	b := start(t, ctx, strings.Fields(cmd), config{}, nil)
+	b.screen.waitFor(t, ctx, `(?m)^\* joined room `+id+` \(p256\)$`)
 
 	snA := a.screen.waitFor(t, ctx, safetyRE)[1]
 	snB := b.screen.waitFor(t, ctx, safetyRE)[1]
@@ -164,7 +167,7 @@ func TestTwoPeers(t *testing.T) {
 	if err := a.wait(t, ctx); err != nil {
 		t.Errorf("a: %v", err)
 	}
-	a.screen.waitFor(t, ctx, `\* left the room`)
+	a.screen.waitFor(t, ctx, `\* left the room\n\* bye\n$`)
 	b.screen.waitFor(t, ctx, `\* the other person left`)
 	b.stdin.Close()
 	if err := b.wait(t, ctx); err != nil {
@@ -220,6 +223,8 @@ func TestRunErrors(t *testing.T) {
 		{"no relay", []string{"--url", deadURL}, "dial"},
 		{"no such room", []string{"--url", url, "--room", "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60"}, "room_not_found"},
 		{"extra argument", []string{"--url", url, "now"}, "unexpected argument"},
+		{"legacy group", []string{"--url", url, "--group", "modp5"}, "the group modp5 is a legacy group; refusing (--allow-legacy-groups allows it)"},
+		{"legacy group to join", []string{"--url", url, "--group", "modp5", "--room", "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60"}, "the group modp5 is a legacy group; refusing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,9 +244,10 @@ func TestRunErrors(t *testing.T) {
 
 func TestParseConfig(t *testing.T) {
 	env := map[string]string{
-		"KEYRELAY_CHAT_URL":   "ws://relay.example:9000/v1/ws",
-		"KEYRELAY_CHAT_GROUP": "modp14",
-		"KEYRELAY_CHAT_ROOM":  "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60",
+		"KEYRELAY_CHAT_URL":                 "ws://relay.example:9000/v1/ws",
+		"KEYRELAY_CHAT_GROUP":               "modp14",
+		"KEYRELAY_CHAT_ROOM":                "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60",
+		"KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS": "true",
 	}
 	tests := []struct {
 		name string
@@ -250,8 +256,10 @@ func TestParseConfig(t *testing.T) {
 		want config
 	}{
 		{"defaults", nil, nil, config{url: "ws://localhost:8080/v1/ws", group: "x25519"}},
-		{"environment", nil, env, config{url: env["KEYRELAY_CHAT_URL"], group: "modp14", room: env["KEYRELAY_CHAT_ROOM"]}},
-		{"flags win", []string{"--url", "ws://x/v1/ws", "--group", "p256", "--room", "r"}, env, config{url: "ws://x/v1/ws", group: "p256", room: "r"}},
+		{"environment", nil, env, config{url: env["KEYRELAY_CHAT_URL"], group: "modp14", groupSet: true, room: env["KEYRELAY_CHAT_ROOM"], allowLegacy: true}},
+		{"flags win", []string{"--url", "ws://x/v1/ws", "--group", "p256", "--room", "r", "--allow-legacy-groups=false"}, env, config{url: "ws://x/v1/ws", group: "p256", groupSet: true, room: "r"}},
+		{"join without group", []string{"--room", "r"}, nil, config{url: "ws://localhost:8080/v1/ws", group: "x25519", room: "r"}},
+		{"join with group", []string{"--room", "r", "--group", "x25519", "--allow-legacy-groups"}, nil, config{url: "ws://localhost:8080/v1/ws", group: "x25519", groupSet: true, room: "r", allowLegacy: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

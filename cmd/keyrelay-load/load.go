@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay/client"
 )
@@ -37,7 +38,14 @@ type load struct {
 // newLoad returns the load of cfg; opts (nil means defaults) is the base
 // of every client's options.
 func newLoad(cfg config, opts *client.Options) *load {
-	return &load{cfg: cfg, src: newSources(opts, cfg.sourceAddrs), stats: newStats()}
+	var base client.Options
+	if opts != nil {
+		base = *opts
+	}
+	// --group modp5 is the operator's explicit choice: the clients must not
+	// refuse the legacy group the load is about.
+	base.AllowLegacyGroups = base.AllowLegacyGroups || cfg.group == dh.MODP5()
+	return &load{cfg: cfg, src: newSources(&base, cfg.sourceAddrs), stats: newStats()}
 }
 
 // run runs the configuration's scenario and returns its summary. With

@@ -12,12 +12,27 @@
 // Typical use:
 //
 //	c, err := client.Dial(ctx, "ws://localhost:8080/v1/ws", nil)
-//	room, err := c.Create(ctx, dh.X25519())   // or c.Join(ctx, id)
+//	room, err := c.Create(ctx, dh.X25519())   // or c.JoinGroup(ctx, id, dh.X25519())
 //	hs, err := c.Handshake(ctx)               // show hs.SafetyNumber
 //	seq, err := c.Send(ctx, []byte("hello"))
 //	ev, err := c.Next(ctx)                    // messages, peer joined/left
 //	err = c.Resume(ctx)                       // after errors.Is(err, client.ErrDisconnected)
 //	err = c.Close()
+//
+// # Groups
+//
+// The room's group is bound into the message key and the safety number
+// (dh.DeriveKey, dh.SafetyNumber), and the client also pins it, so that a
+// relay or proxy cannot downgrade it: Create(ctx, g) and JoinGroup(ctx,
+// id, g) pin g (the creator shares the room ID together with its group),
+// and the client refuses any room, key_ok, peer_key or handshake_complete
+// frame whose group is not g, with a *GroupError wrapping ErrGroupChanged.
+// Without a group (Create(ctx, nil), Join) the client pins the first group
+// the relay reports, unless it is a legacy group. The only legacy group is
+// modp5, refused (ErrLegacyGroup) unless Options.AllowLegacyGroups. After
+// a refused group the room is unusable: SendKey, Handshake, Send and
+// Resume return the *GroupError, and Next reports it once; Leave or Close.
+// A refused room reply to Create or JoinGroup leaves the room at once.
 //
 // # Frames and queues
 //
@@ -44,14 +59,35 @@
 //
 // The client acknowledges (ack frame) the messages Next has returned,
 // batching acknowledgements so as not to spend the relay's frame rate
-// limit, and drops a message whose seq it has seen already. When the
-// connection drops, the room, the keys, the Channel's counters and the
+// limit. It drops, before decrypting, a message whose seq is not above the
+// highest it has queued, and drops silently (no event, no error) a
+// message whose counter it has already accepted: a copy the peer sent
+// again. Both are acknowledged, as is a message that fails to open (Next
+// reports ErrBadMessage), so that none comes back at every resume.
+//
+// When the connection drops, the room, the keys, the Channel's counters and the
 // undelivered queue survive: [Client.Resume] dials again and sends resume
 // with the highest seq it has queued, so the relay re-sends exactly the
-// messages it has not seen; none is lost or repeated. A Send whose
-// connection dropped before its sent reply returns ErrDisconnected, and
-// the message may or may not have been stored: sending it again after
-// Resume is safe for the encryption (a new counter) but may show it twice.
+// messages it has not seen; none is lost or repeated. A message handed to
+// the relay without a sent reply (the connection dropped first, or the
+// relay answered unavailable) may or may not have been stored: Send
+// returns an error wrapping ErrUnconfirmed (and ErrDisconnected if the
+// connection dropped), and the client keeps the sealed body and sends it
+// again, as it was (same counter), right after the next successful
+// Resume, or, after unavailable, before the next message; the peer's
+// client drops the copy if the first one arrived. The application must
+// not send it again itself. Messages are pipelined: if the relay answers
+// unavailable to one message but stores a later one sent meanwhile
+// (concurrent Sends), the peer refuses the earlier one's copy as a replay,
+// so it arrives only if the first copy was stored.
+//
+// The client never resumes by itself. When the relay closes the connection
+// with 4409 (wire.CloseSuperseded: another connection resumed this
+// client's place, with its token), errors wrap ErrSuperseded as well as
+// ErrDisconnected, and Resume refuses with ErrSuperseded. When the peer's
+// grace period ends (peer_left with wire.ReasonExpired), as when it leaves,
+// the key exchange with it ends: a new peer may join, and Handshake then
+// performs a new exchange with it.
 //
 // All methods are safe for concurrent use.
 package client
@@ -115,6 +151,13 @@ type Options struct {
 	// the caller's context (an interrupted write would break the
 	// connection), only by this timeout. Defaults to DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// AllowLegacyGroups lets the client use legacy groups: modp5 (1536-bit,
+	// below today's recommendations), the only one. Defaults to false:
+	// Create and JoinGroup refuse modp5 with ErrLegacyGroup, and a room
+	// the relay reports in modp5 (to a plain Join, or to Create(ctx, nil)
+	// by the first key) is refused with a *GroupError wrapping
+	// ErrLegacyGroup.
+	AllowLegacyGroups bool
 }
 
 // Client is a connection to a relay and the client's place in at most one
@@ -160,6 +203,13 @@ type call struct {
 	// non-error reply arrives, before any later frame is handled, so that
 	// state changes follow the order of the frames.
 	apply func(*inFrame)
+	// msg, for a msg frame, is the message whose outcome the reply
+	// decides (onMsgReplyLocked), in room.
+	msg  *outMsg
+	room *roomState
+	// keep leaves the call pending when its waiter gives up (ctx), so that
+	// a late reply still settles msg.
+	keep  bool
 	reply chan *inFrame // buffered, 1
 }
 
@@ -298,6 +348,9 @@ func (c *Client) connErr(cn *conn) error {
 	}
 	select {
 	case <-cn.done:
+		if websocket.CloseStatus(cn.err) == wire.CloseSuperseded {
+			return fmt.Errorf("%w: %w: %w", ErrDisconnected, ErrSuperseded, cn.err)
+		}
 		if cn.err != nil {
 			return fmt.Errorf("%w: %w", ErrDisconnected, cn.err)
 		}
@@ -325,8 +378,9 @@ func (c *Client) write(cn *conn, data []byte) error {
 
 // start registers a request under a fresh id and writes it; wait then
 // waits for its reply. They are separate so that Send can write under
-// sendMu and wait outside it.
-func (c *Client) start(f *outFrame, fields map[string]any, apply func(*inFrame)) (*conn, string, *call, error) {
+// sendMu and wait outside it. cl, if not nil, is the call to register
+// (Send's, with its msg); else a new one with apply.
+func (c *Client) start(f *outFrame, fields map[string]any, apply func(*inFrame), cl *call) (*conn, string, *call, error) {
 	cn := c.current()
 	id := c.nextID.Add(1)
 	key := fmt.Sprint(id)
@@ -345,7 +399,10 @@ func (c *Client) start(f *outFrame, fields map[string]any, apply func(*inFrame))
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("client: encode frame: %w", err)
 	}
-	cl := &call{apply: apply, reply: make(chan *inFrame, 1)}
+	if cl == nil {
+		cl = &call{apply: apply}
+	}
+	cl.reply = make(chan *inFrame, 1)
 	cn.mu.Lock()
 	cn.pending[key] = cl
 	cn.mu.Unlock()
@@ -366,7 +423,9 @@ func (cn *conn) forget(key string) {
 // wait waits for the reply to a request started with start. An error frame
 // is returned as *Error.
 func (c *Client) wait(ctx context.Context, cn *conn, key string, cl *call) (*inFrame, error) {
-	defer cn.forget(key)
+	if !cl.keep {
+		defer cn.forget(key)
+	}
 	var f *inFrame
 	select {
 	case f = <-cl.reply:
@@ -392,7 +451,7 @@ func (c *Client) roundTrip(ctx context.Context, f *outFrame, apply func(*inFrame
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cn, key, cl, err := c.start(f, nil, apply)
+	cn, key, cl, err := c.start(f, nil, apply, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +467,7 @@ func (c *Client) Request(ctx context.Context, fields map[string]any) (json.RawMe
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cn, key, cl, err := c.start(nil, fields, nil)
+	cn, key, cl, err := c.start(nil, fields, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -438,8 +497,15 @@ func (c *Client) readLoop(cn *conn) {
 		typ, data, err := cn.ws.Read(context.Background())
 		if err != nil {
 			cn.err = err
-			c.logger.Debug("connection ended", "close_code", int(websocket.CloseStatus(err)))
-			c.notify()
+			code := websocket.CloseStatus(err)
+			c.logger.Debug("connection ended", "close_code", int(code))
+			c.mu.Lock()
+			if code == wire.CloseSuperseded && c.conn == cn && c.room != nil {
+				c.logger.Warn("another connection resumed this client's place (close 4409)")
+				c.room.superseded = true
+			}
+			c.notifyLocked()
+			c.mu.Unlock()
 			return
 		}
 		if typ != websocket.MessageText {
@@ -458,14 +524,8 @@ func (c *Client) readLoop(cn *conn) {
 	}
 }
 
-// notify wakes the goroutines waiting for a state change.
-func (c *Client) notify() {
-	c.mu.Lock()
-	c.notifyLocked()
-	c.mu.Unlock()
-}
-
-// notifyLocked is notify for a caller that holds c.mu.
+// notifyLocked wakes the goroutines waiting for a state change. The
+// caller holds c.mu.
 func (c *Client) notifyLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})

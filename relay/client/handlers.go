@@ -25,13 +25,21 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 			delete(cn.pending, key)
 			cn.mu.Unlock()
 			if cl != nil {
-				if cl.apply != nil && f.Type != wire.TypeError {
+				var stray error
+				if cl.msg != nil || cl.apply != nil && f.Type != wire.TypeError {
 					c.mu.Lock()
-					cl.apply(f)
+					if cl.msg != nil {
+						stray = c.onMsgReplyLocked(cl.room, cl.msg, f)
+					} else {
+						cl.apply(f)
+					}
 					c.notifyLocked()
 					c.mu.Unlock()
 				}
 				cl.reply <- f
+				if stray != nil {
+					return c.enqueue(cn, item{err: stray})
+				}
 				return true
 			}
 		}
@@ -59,9 +67,12 @@ func (c *Client) dispatch(cn *conn, f *inFrame) bool {
 		}
 	case wire.TypeHandshakeComplete:
 		c.mu.Lock()
-		c.onHandshakeCompleteLocked(f)
+		err := c.onHandshakeCompleteLocked(f)
 		c.notifyLocked()
 		c.mu.Unlock()
+		if err != nil {
+			return c.enqueue(cn, item{err: err})
+		}
 	case wire.TypePeerJoined, wire.TypePeerLeft:
 		c.mu.Lock()
 		it, ok := c.onPeerEventLocked(f)
@@ -96,23 +107,30 @@ func (c *Client) enqueue(cn *conn, it item) bool {
 	return c.events.push(it, cn.stop)
 }
 
-// onPeerKeyLocked handles peer_key: it validates the key in the room's
-// group. It returns an EventPeerKey item for a new valid key. The caller
-// (dispatch) holds Client.mu.
+// onPeerKeyLocked handles peer_key: it checks the key's group against the
+// pinned one (a refusal makes the room unusable and is returned as an
+// error item for Next) and validates the key in it. It returns an
+// EventPeerKey item for a new valid key. The caller (dispatch) holds
+// Client.mu.
 func (c *Client) onPeerKeyLocked(f *inFrame) (item, bool) {
 	rs := c.room
 	if rs == nil {
 		c.logger.Warn("peer_key outside a room; ignored")
 		return item{}, false
 	}
-	ps := rs.peer
-	g, err := dh.LookupGroup(f.group())
-	if err == nil && rs.group != nil && g != rs.group {
-		err = fmt.Errorf("%w: the peer key's group %s is not the room's %s", dh.ErrGroupMismatch, g, rs.group)
+	if err := c.checkGroupLocked(rs, wire.TypePeerKey, f.group()); err != nil {
+		if c.failLocked(rs, err) {
+			return item{err: err}, true
+		}
+		return item{}, false
 	}
+	ps := rs.peer
 	var key *dh.PublicKey
-	if err == nil {
-		key, err = g.ParsePublicKey(f.PublicKey)
+	var err error
+	if rs.group == nil {
+		err = fmt.Errorf("%w: peer_key without a group", dh.ErrUnknownGroup)
+	} else {
+		key, err = rs.group.ParsePublicKey(f.PublicKey)
 	}
 	switch {
 	case err != nil:
@@ -120,7 +138,6 @@ func (c *Client) onPeerKeyLocked(f *inFrame) (item, bool) {
 		ps.err = fmt.Errorf("peer key: %w", err)
 		return item{}, false
 	case ps.key == nil:
-		rs.setGroupLocked(g.Name())
 		ps.key = key
 		return item{room: rs, ev: Event{Type: EventPeerKey, PeerKey: key}}, true
 	case !ps.key.Equal(key):
@@ -130,21 +147,30 @@ func (c *Client) onPeerKeyLocked(f *inFrame) (item, bool) {
 	return item{}, false // the same key again, after a resume
 }
 
-// onHandshakeCompleteLocked handles handshake_complete. The caller
-// (dispatch) holds Client.mu.
-func (c *Client) onHandshakeCompleteLocked(f *inFrame) {
+// onHandshakeCompleteLocked handles handshake_complete. It returns the
+// *GroupError, for Next, if the frame's group is refused (the room is then
+// unusable). The caller (dispatch) holds Client.mu.
+func (c *Client) onHandshakeCompleteLocked(f *inFrame) error {
 	rs := c.room
 	if rs == nil {
-		return
+		return nil
 	}
-	rs.setGroupLocked(f.group())
+	if err := c.checkGroupLocked(rs, wire.TypeHandshakeComplete, f.group()); err != nil {
+		if c.failLocked(rs, err) {
+			return err
+		}
+		return nil
+	}
 	rs.peer.complete = true
 	rs.keyStored = rs.priv != nil // both keys are stored, ours included
+	return nil
 }
 
 // onPeerEventLocked handles peer_joined and peer_left. A new peer (joined,
-// not resumed) or a peer that left for good ends the key exchange with the
-// previous peer. The caller (dispatch) holds Client.mu.
+// not resumed) or a peer gone for good (left, or expired after its grace
+// period) ends the key exchange with the previous peer, and the messages
+// to it that wait to be sent again are forgotten. The caller (dispatch)
+// holds Client.mu.
 func (c *Client) onPeerEventLocked(f *inFrame) (item, bool) {
 	rs := c.room
 	if rs == nil {
@@ -162,17 +188,24 @@ func (c *Client) onPeerEventLocked(f *inFrame) (item, bool) {
 		}
 		rs.peers = 2
 		if !f.resumed() && rs.peer.gone {
-			rs.peer = &peerState{} // a new peer in the old one's place
+			rs.newPeerLocked() // a new peer in the old one's place
 		}
 	case wire.TypePeerLeft:
 		ev.Type = EventPeerLeft
 		rs.peers = 1
 		rs.peer.gone = true
-		if f.Reason == wire.ReasonLeft {
-			rs.peer = &peerState{}
+		if f.Reason == wire.ReasonLeft || f.Reason == wire.ReasonExpired {
+			rs.newPeerLocked()
 		}
 	}
 	return item{room: rs, ev: ev}, true
+}
+
+// newPeerLocked starts a new key exchange for the next peer, forgetting
+// the messages to the previous one. The caller holds Client.mu.
+func (rs *roomState) newPeerLocked() {
+	rs.peer = &peerState{}
+	rs.unconfirmed = nil
 }
 
 // onMsgLocked handles msg: it returns the item to queue, or false for a

@@ -29,12 +29,15 @@ type Handshake struct {
 // it without sending again; after a dropped connection it sends the same
 // key again.
 //
-// If the room has no group yet, it uses the group of the peer's key if that
-// has arrived, else x25519; if the peer's key fixes another group
-// meanwhile, it waits for that key and sends one of its group.
+// The key is in the pinned group (see Create and JoinGroup). If the room
+// has no group yet, it uses the group of the peer's key if that has
+// arrived, else x25519; if the peer's key fixes another group meanwhile, it
+// waits for that key and sends one of its group.
 //
-// It returns ErrNotInRoom, an *Error from the relay, ErrDisconnected or
-// ctx's error.
+// It returns ErrNotInRoom, the room's *GroupError if a group was refused,
+// a *GroupError if key_ok names a group other than the key's (the room is
+// then unusable), an *Error from the relay, ErrDisconnected or ctx's
+// error.
 func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
@@ -45,6 +48,11 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 		if rs == nil {
 			c.mu.Unlock()
 			return nil, ErrNotInRoom
+		}
+		if rs.err != nil {
+			err := rs.err
+			c.mu.Unlock()
+			return nil, fmt.Errorf("client: key: %w", err)
 		}
 		if rs.keyStored && rs.priv != nil {
 			pub := rs.priv.PublicKey()
@@ -70,11 +78,25 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 		rs.keySent = true
 		c.mu.Unlock()
 
-		_, err := c.roundTrip(ctx, &outFrame{Type: wire.TypeKey, PublicKey: priv.PublicKey().Hex(), Group: group.Name()}, func(*inFrame) {
+		// group is always sent: the relay requires it (protocol §2.1).
+		_, err := c.roundTrip(ctx, &outFrame{Type: wire.TypeKey, PublicKey: priv.PublicKey().Hex(), Group: group.Name()}, func(f *inFrame) {
+			gerr := c.checkGroupLocked(rs, wire.TypeKeyOK, f.group())
+			if gerr == nil && f.group() != "" && f.group() != group.Name() {
+				gerr = &GroupError{Frame: wire.TypeKeyOK, Want: group.Name(), Got: f.group(), Err: ErrGroupChanged}
+			}
+			if gerr != nil {
+				c.failLocked(rs, gerr)
+				return
+			}
 			if rs.priv == priv {
 				rs.keyStored = true
 			}
 		})
+		if err == nil {
+			c.mu.Lock()
+			err = rs.err
+			c.mu.Unlock()
+		}
 		var re *Error
 		switch {
 		case err == nil:
@@ -120,8 +142,10 @@ func (c *Client) waitPeerGroup(ctx context.Context, rs *roomState) error {
 //
 // It returns SendKey's errors, an error wrapping dh.ErrInvalidPublicKey or
 // dh.ErrMalformedKey for a bad peer key, dh.ErrSameKey if the "peer" key
-// is the client's own, ErrPeerKeyChanged, ErrNotInRoom if the room ends,
-// ErrDisconnected (Resume, then call Handshake again), or ctx's error.
+// is the client's own (a reflected key), ErrPeerKeyChanged, a *GroupError
+// if a frame's group was refused, ErrNotInRoom if the room ends,
+// ErrDisconnected (Resume, then call Handshake again; but not after
+// ErrSuperseded), or ctx's error.
 func (c *Client) Handshake(ctx context.Context) (*Handshake, error) {
 	if _, err := c.SendKey(ctx); err != nil {
 		return nil, err
@@ -155,6 +179,9 @@ func (c *Client) Handshake(ctx context.Context) (*Handshake, error) {
 // It returns nil, nil while the exchange is not complete. The caller holds
 // Client.mu.
 func (c *Client) channelLocked(rs *roomState, ps *peerState) (*Handshake, error) {
+	if rs.err != nil {
+		return nil, rs.err
+	}
 	if ps.err != nil {
 		return nil, ps.err
 	}

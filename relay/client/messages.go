@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/wire"
@@ -22,8 +24,11 @@ const (
 	EventMessage EventType = iota + 1
 	// EventPeerJoined: the peer joined, or came back (Event.Resumed).
 	EventPeerJoined
-	// EventPeerLeft: the peer left (Event.Reason wire.ReasonLeft: for good)
-	// or its connection dropped (wire.ReasonDropped: it may resume).
+	// EventPeerLeft: the peer left (Event.Reason wire.ReasonLeft: for
+	// good), its connection dropped (wire.ReasonDropped: it may resume), or
+	// its grace period after a drop ended (wire.ReasonExpired: gone for
+	// good). After left and expired a new peer may take the place, with a
+	// new key exchange: Handshake then waits for the new peer's key.
 	EventPeerLeft
 	// EventPeerKey: the peer's public key arrived and is valid
 	// (Event.PeerKey); the handshake completes once both keys are stored.
@@ -54,7 +59,8 @@ type Event struct {
 	// Resumed, for EventPeerJoined, reports that the peer took its place
 	// back after a drop rather than being a new peer.
 	Resumed bool
-	// Reason, for EventPeerLeft, is wire.ReasonLeft or wire.ReasonDropped.
+	// Reason, for EventPeerLeft, is wire.ReasonLeft, wire.ReasonDropped or
+	// wire.ReasonExpired.
 	Reason wire.Reason
 	// PeerKey, for EventPeerKey, is the peer's public key.
 	PeerKey *dh.PublicKey
@@ -77,15 +83,42 @@ func (c *Client) MaxPlaintext() int {
 	return max(n, 0)
 }
 
+// outMsg is a message written to the relay and not confirmed yet: Resume,
+// or the next Send, sends its body again. Guarded by Client.mu.
+type outMsg struct {
+	body    string     // the sealed body, base64, as sent
+	peer    *peerState // the key exchange it was sealed in
+	waiting bool       // a Send waits for the outcome and reports it
+	inWire  bool       // written on the current connection, its reply not in yet
+	done    bool       // the relay answered: sent (seq) or a refusal (err)
+	seq     uint64
+	err     *Error
+}
+
 // Send encrypts plaintext for the peer and sends it, and returns the seq
 // the relay gave it once the relay has stored it (sent). Concurrent Sends
 // go out in the order they are sealed.
 //
 // It returns ErrTooLarge, ErrNotInRoom, ErrHandshakeIncomplete, the
-// handshake's error if the exchange failed, an *Error from the relay (such
-// as wire.CodeMailboxFull or wire.CodeRateLimited: the message was not stored, send
-// it again later), ErrDisconnected (the message may or may not have been
-// stored), or ctx's error (likewise).
+// handshake's error if the exchange failed (such as a *GroupError), an
+// *Error from the relay (such as wire.CodeMailboxFull or
+// wire.CodeRateLimited: the message was not stored; send it again later),
+// or ErrDisconnected if the connection was known to be down (nothing was
+// sent: Resume, then send it again).
+//
+// A message handed to the relay without a sent reply may or may not have
+// been stored. Send then returns an error wrapping ErrUnconfirmed, and the
+// client keeps the sealed body and sends it again as it is (the peer's
+// client drops the copy if both arrive; do not send it again yourself):
+//   - the connection dropped first: the error also wraps ErrDisconnected;
+//     the body goes out again after the next successful Resume;
+//   - the relay answered unavailable (its store failed): the body goes out
+//     again before the next message, or after the next Resume. The next
+//     Send sends the earlier bodies first and waits for their sent; if the
+//     relay refuses one again, that Send returns the relay's *Error (such
+//     as unavailable) without sending its own message;
+//   - ctx ended first: the error also wraps ctx's error; the body goes out
+//     again after the next Resume unless its sent arrives meanwhile.
 func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	if len(plaintext) > c.MaxPlaintext() {
 		return 0, ErrTooLarge
@@ -93,38 +126,174 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	c.sendMu.Lock()
 	c.mu.Lock()
-	rs := c.room
+	rs, cn := c.room, c.conn
 	if rs == nil {
 		c.mu.Unlock()
+		c.sendMu.Unlock()
 		return 0, ErrNotInRoom
 	}
-	_, err := c.channelLocked(rs, rs.peer)
-	ch := rs.peer.channel
+	ps := rs.peer
+	_, err := c.channelLocked(rs, ps)
+	ch := ps.channel
 	c.mu.Unlock()
-	if err != nil {
-		return 0, fmt.Errorf("client: send: %w", err)
+	select {
+	case <-cn.done:
+		if err == nil && ch != nil {
+			err = c.connErr(cn) // known to be down: seal nothing
+		}
+	default:
 	}
-	if ch == nil {
-		return 0, ErrHandshakeIncomplete
+	if err == nil && ch == nil {
+		err = ErrHandshakeIncomplete
 	}
-
-	c.sendMu.Lock()
-	body, err := ch.Seal(plaintext)
+	if err == nil {
+		err = c.flushUnconfirmed(ctx, rs, cn)
+	}
+	var body []byte
+	if err == nil {
+		body, err = ch.Seal(plaintext)
+	}
 	if err != nil {
 		c.sendMu.Unlock()
+		if errors.Is(err, ErrHandshakeIncomplete) {
+			return 0, err
+		}
 		return 0, fmt.Errorf("client: send: %w", err)
 	}
-	cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: base64.StdEncoding.EncodeToString(body)}, nil, nil)
+	m := &outMsg{body: base64.StdEncoding.EncodeToString(body), peer: ps, waiting: true, inWire: true}
+	c.mu.Lock()
+	rs.unconfirmed = append(rs.unconfirmed, m)
+	c.mu.Unlock()
+	cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: m.body}, nil, nil, &call{msg: m, room: rs, keep: true})
 	c.sendMu.Unlock()
-	if err != nil {
-		return 0, fmt.Errorf("client: send: %w", err)
+	if err == nil {
+		_, err = c.wait(ctx, cn, key, cl)
 	}
-	f, err := c.wait(ctx, cn, key, cl)
-	if err != nil {
-		return 0, fmt.Errorf("client: send: %w", err)
+	c.mu.Lock()
+	m.waiting = false
+	done, seq, refused := m.done, m.seq, m.err
+	c.mu.Unlock()
+	var re *Error
+	switch {
+	case done && refused == nil:
+		return seq, nil
+	case done:
+		return 0, fmt.Errorf("client: send: %w", refused)
+	case errors.Is(err, ErrClosed):
+		return 0, err
+	case errors.As(err, &re) && re.Code == wire.CodeUnavailable:
+		// Not an *Error: that would mean "not stored".
+		return 0, fmt.Errorf("client: send: %w: the relay answered %s (%s)", ErrUnconfirmed, re.Code, re.Message)
 	}
-	return f.Seq, nil
+	return 0, fmt.Errorf("client: send: %w: %w", ErrUnconfirmed, err)
+}
+
+// onMsgReplyLocked settles m, a msg of rs, with the relay's reply f: sent
+// confirms it; unavailable leaves it unconfirmed (maybe stored), to be
+// sent again by the next Send or Resume; any other error means it was not
+// stored. It returns an error for Next when no Send waits to report a
+// refusal (a message sent again by Resume). The caller (dispatch) holds
+// Client.mu.
+func (c *Client) onMsgReplyLocked(rs *roomState, m *outMsg, f *inFrame) error {
+	m.inWire = false
+	switch {
+	case f.Type == wire.TypeError && f.Code == wire.CodeUnavailable:
+		c.logger.Warn("the relay could not store a message; it will be sent again")
+		return nil
+	case f.Type == wire.TypeError:
+		m.done, m.err = true, f.relayError()
+	default:
+		m.done, m.seq = true, f.Seq
+	}
+	rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(x *outMsg) bool { return x == m })
+	if m.err != nil && !m.waiting {
+		c.logger.Warn("a message sent again was refused", "code", m.err.Code)
+		return fmt.Errorf("client: a message sent again after Resume was refused: %w", m.err)
+	}
+	return nil
+}
+
+// resendUnconfirmed writes again, in order, the unconfirmed messages of
+// rs's current peer (all of them after a resume; else only those the relay
+// answered, with unavailable), and forgets those of earlier peers. It
+// returns the calls it started; a write error stops it (the rest wait for
+// the next Resume). The caller holds sendMu.
+func (c *Client) resendUnconfirmed(rs *roomState) []*resend {
+	c.mu.Lock()
+	rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(m *outMsg) bool { return m.peer != rs.peer })
+	var msgs []*outMsg
+	for _, m := range rs.unconfirmed {
+		if !m.inWire {
+			m.inWire = true
+			msgs = append(msgs, m)
+		}
+	}
+	c.mu.Unlock()
+	var started []*resend
+	for i, m := range msgs {
+		c.logger.Debug("sending an unconfirmed message again")
+		cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: m.body}, nil, nil, &call{msg: m, room: rs, keep: true})
+		if err != nil {
+			c.logger.Debug("sending again failed; kept for the next resume", "err", err)
+			c.mu.Lock()
+			for _, m := range msgs[i:] {
+				m.inWire = false
+			}
+			c.mu.Unlock()
+			break
+		}
+		started = append(started, &resend{m: m, cn: cn, key: key, cl: cl})
+	}
+	return started
+}
+
+// resend is a message sent again, and its call.
+type resend struct {
+	m   *outMsg
+	cn  *conn
+	key string
+	cl  *call
+}
+
+// flushUnconfirmed sends again the messages the relay answered with
+// unavailable on cn, and waits for their outcome, so that no later
+// counter overtakes them: the peer would then refuse them as replays. It
+// returns the relay's *Error, or the connection's or ctx's error, if one
+// is still not confirmed. The caller holds sendMu.
+func (c *Client) flushUnconfirmed(ctx context.Context, rs *roomState, cn *conn) error {
+	c.mu.Lock()
+	none := !slices.ContainsFunc(rs.unconfirmed, func(m *outMsg) bool { return !m.inWire && m.peer == rs.peer })
+	c.mu.Unlock()
+	if none {
+		return nil
+	}
+	var first error
+	for _, r := range c.resendUnconfirmed(rs) {
+		// Not waiting: Next reports a refusal of the earlier message; the
+		// error here says why this one was not sent.
+		_, err := c.wait(ctx, r.cn, r.key, r.cl)
+		c.mu.Lock()
+		if r.m.done && r.m.err == nil {
+			err = nil
+		}
+		c.mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		c.mu.Lock()
+		if slices.ContainsFunc(rs.unconfirmed, func(m *outMsg) bool { return !m.inWire && m.peer == rs.peer }) {
+			first = ErrDisconnected // a write failed: the connection is going
+		}
+		c.mu.Unlock()
+	}
+	if first != nil {
+		return fmt.Errorf("an earlier unconfirmed message is still not stored, so this one was not sent: %w", first)
+	}
+	return nil
 }
 
 // Next returns the next event of the room: a message (decrypted, and
@@ -134,9 +303,13 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 // Errors that concern one frame leave the client usable; call Next again:
 // an *Error from the relay that answers no request (such as
 // wire.CodeRoomExpired, after which the client is in no room, or
-// wire.CodeRateLimited), and ErrBadMessage for a message that could not be
-// opened. ErrDisconnected means the connection ended and the queue is
-// empty: call Resume. It also returns ErrClosed and ctx's error.
+// wire.CodeRateLimited, or the refusal of a message Resume sent again),
+// ErrBadMessage for a message that could not be opened, and a *GroupError
+// for a peer_key or handshake_complete in a refused group (reported once;
+// the room is unusable from then on). A duplicate message is not reported.
+// ErrDisconnected means the connection ended and the queue is empty: call
+// Resume, unless the error also wraps ErrSuperseded. It also returns
+// ErrClosed and ctx's error.
 func (c *Client) Next(ctx context.Context) (Event, error) {
 	for {
 		it, ok, ready := c.events.pop()
@@ -182,7 +355,7 @@ func (c *Client) Receive(ctx context.Context) (Message, error) {
 
 // deliver turns a queued item into what Next returns; ok is false for an
 // item of a room the client left (events of an expired room are still
-// delivered). It acknowledges the messages
+// delivered) and for a duplicate message, dropped silently. It acknowledges the messages
 // delivered so far when the queue is empty or ackBatch seqs behind.
 func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 	if it.err != nil {
@@ -200,6 +373,8 @@ func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 	if it.ev.Type == EventMessage {
 		_, herr = c.channelLocked(rs, it.peer)
 		ch = it.peer.channel
+		// Acknowledged whatever comes of it: a message that does not open
+		// never will, and must not come back at every resume.
 		rs.delivered = it.ev.Message.Seq
 	}
 	var ack uint64
@@ -226,6 +401,13 @@ func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 		return Event{}, badMessage(seq, err), true
 	}
 	pt, err := ch.Open(body)
+	if errors.Is(err, dh.ErrReplay) {
+		// A counter already accepted: a copy of a message the peer sent
+		// again after a resume (docs/protocol.md: a msg without sent is
+		// sent again as is). Dropped silently; acknowledged above.
+		c.logger.Debug("duplicate message body dropped", "seq", seq)
+		return Event{}, nil, false
+	}
 	if err != nil {
 		return Event{}, badMessage(seq, err), true
 	}

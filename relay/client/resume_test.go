@@ -70,9 +70,13 @@ func TestResume(t *testing.T) {
 		send(t, ctx, b, text)
 		want = append(want, text)
 	}
-	if _, err := a.Send(ctx, []byte("lost")); !errors.Is(err, client.ErrDisconnected) {
+	// Refused, or (if the client has not noticed the cut yet) handed to
+	// the dead connection and sent again after Resume.
+	_, err := a.Send(ctx, []byte("unconfirmed"))
+	if !errors.Is(err, client.ErrDisconnected) {
 		t.Errorf("Send while cut = %v, want ErrDisconnected", err)
 	}
+	unconfirmed := errors.Is(err, client.ErrUnconfirmed)
 	// Next gives what was queued, then ErrDisconnected.
 	for {
 		m, err := a.Receive(ctx)
@@ -99,6 +103,11 @@ func TestResume(t *testing.T) {
 		t.Errorf("a received\n%q\nwant\n%q", got, want)
 	}
 	// Both directions still work, with the same keys and counters going on.
+	if unconfirmed {
+		if m := receive(t, ctx, b); string(m.Plaintext) != "unconfirmed" {
+			t.Errorf("b received %q, want the message sent again", m.Plaintext)
+		}
+	}
 	send(t, ctx, a, "after")
 	if m := receive(t, ctx, b); string(m.Plaintext) != "after" {
 		t.Errorf("b received %q", m.Plaintext)
