@@ -100,14 +100,14 @@ type Config struct {
 	MaxConcurrent int
 	// MaxWork bounds the estimated CPU time of the key operations
 	// computing at once; a request costlier than MaxWork runs alone.
-	// Zero means 1.5 times the heaviest request (about 1.6 s), so that the
-	// heaviest runs beside light requests but not beside another heavy one.
+	// Zero means 1.6 s: the heaviest request (about 1.05 s) runs beside
+	// light ones but not beside another as heavy.
 	MaxWork time.Duration
 	// SlotWait is how long a request waits for a slot before it gets 503.
 	// Zero means 2 s. Waiting ends sooner if the client goes away.
 	SlotWait time.Duration
 	// MaxWaiting bounds the requests waiting for a slot; beyond it a
-	// request gets 503 at once. Zero means 32.
+	// request gets 503 at once. Zero means 32; negative means none wait.
 	MaxWaiting int
 	// RatePerIP is the CPU time per second one client may spend on key
 	// operations once its burst is spent (a token bucket, charged with each
@@ -148,8 +148,8 @@ func New(cfg Config, logger *slog.Logger) (*Handler, error) {
 			return nil, fmt.Errorf("keyapi: allowed origin %q is neither \"*\" nor scheme://host", o)
 		}
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxConcurrent < 0 || cfg.MaxWork < 0 || cfg.SlotWait < 0 || cfg.MaxWaiting < 0 || cfg.BurstPerIP < 0 {
-		return nil, errors.New("keyapi: limits must not be negative")
+	if cfg.MaxBodyBytes < 0 || cfg.MaxConcurrent < 0 || cfg.MaxWork < 0 || cfg.SlotWait < 0 || cfg.BurstPerIP < 0 {
+		return nil, errors.New("keyapi: limits must not be negative (but RatePerIP and MaxWaiting)")
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 64 << 10
@@ -158,13 +158,16 @@ func New(cfg Config, logger *slog.Logger) (*Handler, error) {
 		cfg.MaxConcurrent = 4
 	}
 	if cfg.MaxWork == 0 {
-		cfg.MaxWork = maxCost * 3 / 2
+		cfg.MaxWork = 1600 * time.Millisecond
 	}
 	if cfg.SlotWait == 0 {
 		cfg.SlotWait = 2 * time.Second
 	}
-	if cfg.MaxWaiting == 0 {
+	switch {
+	case cfg.MaxWaiting == 0:
 		cfg.MaxWaiting = 32
+	case cfg.MaxWaiting < 0:
+		cfg.MaxWaiting = 0
 	}
 	if cfg.RatePerIP == 0 {
 		cfg.RatePerIP = 250 * time.Millisecond
