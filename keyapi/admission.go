@@ -97,9 +97,13 @@ func sharedCost(g *dh.Group, priv string) time.Duration {
 var maxCost = sharedCost(dh.MODP18(), "f"+strings.Repeat("0", 2*dh.MODP18().Size()-1))
 
 // rateLimiter is a token bucket per client, in estimated CPU time: a client
-// may spend burst at once, then rate per second. Clients whose bucket has
-// refilled are forgotten (a new bucket is full), so the table holds only
-// clients seen within burst/rate; a sweep runs whenever it doubles.
+// may spend burst at once, then rate per second. A client refused for a
+// cost is refused again, by early, before its next request is even read,
+// until it could afford that cost: a client that ignores Retry-After and
+// repeats an expensive request costs the server little more than its
+// headers. Clients whose bucket has refilled are forgotten (a new bucket is
+// full), so the table holds only clients seen within burst/rate; a sweep
+// runs whenever it doubles.
 type rateLimiter struct {
 	// Static after construction.
 	rate  float64 // tokens (ns of CPU) per second
@@ -114,6 +118,7 @@ type rateLimiter struct {
 type bucket struct {
 	tokens float64
 	last   time.Time
+	want   float64 // the cost it was last refused for; 0 after an admission
 }
 
 func newRateLimiter(rate, burst time.Duration) *rateLimiter {
@@ -146,10 +151,29 @@ func (l *rateLimiter) take(client string, cost time.Duration) time.Duration {
 	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	if b.tokens < c {
+		b.want = c
 		return time.Duration((c - b.tokens) / l.rate * float64(time.Second))
 	}
 	b.tokens -= c
+	b.want = 0
 	return 0
+}
+
+// early returns how long client must still wait for the cost it was last
+// refused for, or 0. It charges nothing and creates no bucket.
+func (l *rateLimiter) early(client string) time.Duration {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[client]
+	if b == nil || b.want == 0 {
+		return 0
+	}
+	tokens := math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	if tokens >= b.want {
+		return 0
+	}
+	return time.Duration((b.want - tokens) / l.rate * float64(time.Second))
 }
 
 // sweepLocked forgets clients whose bucket has refilled by now.

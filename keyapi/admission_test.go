@@ -77,6 +77,12 @@ func TestRateLimitPerIP(t *testing.T) {
 	if r.status != http.StatusTooManyRequests || r.retryAfter != "1" || !strings.HasPrefix(r.message, "Too many requests") {
 		t.Errorf("over the rate: %d Retry-After %q %q, want 429, Retry-After 1, Too many requests…", r.status, r.retryAfter, r.message)
 	}
+	// Until it could afford what it was refused for, the client is
+	// refused before its request is read: a malformed body gets 429, not
+	// the 400 that reading it would give.
+	if r := call(t, one, "POST", srv.URL+"/generate-shared-key", "not json"); r.status != http.StatusTooManyRequests || r.retryAfter != "1" {
+		t.Errorf("refused client, unread body: %d Retry-After %q %q, want 429", r.status, r.retryAfter, r.message)
+	}
 	if r := call(t, two, "GET", u, ""); r.status != 200 {
 		t.Errorf("another IP: %d %q, want 200", r.status, r.message)
 	}

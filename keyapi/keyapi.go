@@ -34,7 +34,9 @@
 //     it, the client gets 429 Too Many Requests with Retry-After (seconds
 //     until it could afford the request) and {"message": "Too many
 //     requests: …"}. Requests refused before (bad input) or by the limit
-//     itself are not charged.
+//     itself are not charged, but until the client could afford what it
+//     was refused for, its requests are refused before their body is
+//     read, so that one ignoring Retry-After costs little.
 //   - takes one of 4 slots and its cost of a 1.6 s budget of work in
 //     flight, so that the heaviest request (about 1 s) runs beside light
 //     ones but never beside another as heavy. A request waits up to 2 s for
@@ -286,6 +288,10 @@ func (h *Handler) generateKeys(w http.ResponseWriter, r *http.Request) {
 	if !allowMethods(w, r, http.MethodGet) {
 		return
 	}
+	if err := h.refuseEarly(r); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	g, err := h.group(r.URL.Query().Get("group"))
 	if err != nil {
 		h.writeError(w, r, err)
@@ -311,6 +317,10 @@ func (h *Handler) generateSharedKey(w http.ResponseWriter, r *http.Request) {
 		methods = methods[1:]
 	}
 	if !allowMethods(w, r, methods...) {
+		return
+	}
+	if err := h.refuseEarly(r); err != nil {
+		h.writeError(w, r, err) // the body is not read
 		return
 	}
 	priv, pub, groupText, err := h.sharedKeyParams(r)
@@ -472,17 +482,33 @@ func keyError(name string, err error) error {
 	return err
 }
 
+// refuseEarly returns a 429 error, before the request is read, for a
+// client that was refused and cannot yet afford what it was refused for.
+func (h *Handler) refuseEarly(r *http.Request) error {
+	if h.rate == nil {
+		return nil
+	}
+	if wait := h.rate.early(clientKey(r, h.cfg.ClientIP)); wait > 0 {
+		return tooMany(wait)
+	}
+	return nil
+}
+
+func tooMany(wait time.Duration) error {
+	secs := retryAfter(wait)
+	return &badRequest{
+		status:     http.StatusTooManyRequests,
+		msg:        fmt.Sprintf("Too many requests: try again in %d s", secs),
+		retryAfter: secs,
+	}
+}
+
 // admit charges cost to the client's rate and takes a slot for it. It
 // returns the function that gives the slot back, or a 429 or 503 error.
 func (h *Handler) admit(r *http.Request, cost time.Duration) (func(), error) {
 	if h.rate != nil {
 		if wait := h.rate.take(clientKey(r, h.cfg.ClientIP), cost); wait > 0 {
-			secs := retryAfter(wait)
-			return nil, &badRequest{
-				status:     http.StatusTooManyRequests,
-				msg:        fmt.Sprintf("Too many requests: try again in %d s", secs),
-				retryAfter: secs,
-			}
+			return nil, tooMany(wait)
 		}
 	}
 	taken, ok := h.slots.acquire(r.Context(), cost, h.cfg.SlotWait)
