@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/abuse_keyapi.sh: issue 13's finding 4 at full scale. The tutorial
 # key API's most expensive request, a modp18 shared key with a private
-# exponent as long as q (about 1 s of CPU), sent by ATTACK_WORKERS workers
+# exponent as long as q (about 1.3 s of CPU), sent by ATTACK_WORKERS workers
 # from one loopback address (127.0.0.1) in a tight loop that ignores
 # Retry-After, while an honest client from other loopback addresses
 # (127.0.0.2 and up) sets up WebSocket pairs (keyrelay-load, handshake

@@ -15,34 +15,48 @@ import (
 
 // The cost model. A MODP exponentiation (filippo.io/bigmod, fixed 4-bit
 // windows over every exponent byte) costs time linear in the exponent's
-// length and quadratic in the modulus's; on the reference machine (x86-64,
-// Go 1.26, one core) it takes about nsPerExpBit2048 per exponent bit at
-// 2048 bits. BenchmarkCost in cost_test.go measures every group against the
-// model; the model is within about 20 % of it.
+// length; the cost per exponent bit depends on the modulus, and not
+// smoothly: bigmod has assembly for moduli up to 2048 bits, so modp5 and
+// modp14 are an order of magnitude cheaper than modp15. nsPerExpBit holds
+// what BenchmarkCost (cost_test.go) measured on the reference machine
+// (2-core x86-64, Go 1.26, one core per request), rounded up:
 //
-//	group    generated exponent        full-length exponent (q)
-//	modp5     256 bits   0.6 ms         1536 bits   3.5 ms
-//	modp14    256 bits   1.0 ms         2048 bits   8.2 ms
-//	modp15    256 bits   2.3 ms         3072 bits  27.6 ms
-//	modp16    304 bits   4.9 ms         4096 bits  65.5 ms
-//	modp17    352 bits  12.7 ms         6144 bits 221 ms
-//	modp18    400 bits  25.6 ms         8192 bits 524 ms
+//	group   ns/bit   generated exponent        full-length exponent (q)
+//	modp5      900    256 bits   0.23 ms        1536 bits    1.4 ms
+//	modp14    1400    256 bits   0.36 ms        2048 bits    2.9 ms
+//	modp15   13000    256 bits   3.3 ms         3072 bits   40 ms
+//	modp16   20000    304 bits   6.1 ms         4096 bits   82 ms
+//	modp17   44000    352 bits  15 ms           6144 bits  270 ms
+//	modp18   80000    400 bits  32 ms           8192 bits  655 ms
 //
 // A shared key costs two exponentiations (parsing the private key derives
-// its public key, then the shared secret), a key pair one. The elliptic
-// curves cost well under a millisecond; every request is charged at least
-// minCost, which also covers the HTTP work around it.
-const (
-	nsPerExpBit2048 = 4000
-	minCost         = time.Millisecond
-)
+// its public key, then the shared secret), a key pair one: the heaviest
+// request, a modp18 shared key with a full-length exponent, about 1.3 s.
+// The elliptic curves cost well under a millisecond; every request is
+// charged at least minCost, which also covers the HTTP work around it.
+const minCost = time.Millisecond
+
+// nsPerExpBit is the measured cost of one exponent bit in MODP group g.
+func nsPerExpBit(g *dh.Group) float64 {
+	switch g.ID() {
+	case 5:
+		return 900
+	case 14:
+		return 1400
+	case 15:
+		return 13000
+	case 16:
+		return 20000
+	case 17:
+		return 44000
+	}
+	return 80000 // modp18, and any larger group dh might add
+}
 
 // expCost is the model's estimate of one exponentiation with an exponent of
-// expBits bits modulo a prime of g's size.
+// expBits bits in MODP group g.
 func expCost(g *dh.Group, expBits int) time.Duration {
-	p := float64(g.Size() * 8)
-	ns := float64(expBits) * nsPerExpBit2048 * (p / 2048) * (p / 2048)
-	return time.Duration(ns)
+	return time.Duration(float64(expBits) * nsPerExpBit(g))
 }
 
 // generatedExpBits is the length of the exponents dh generates for MODP
@@ -93,7 +107,7 @@ func sharedCost(g *dh.Group, priv string) time.Duration {
 }
 
 // maxCost is the most a request can cost: a shared key in the largest
-// group with a full-length exponent (about 1 s).
+// group with a full-length exponent (about 1.3 s).
 var maxCost = sharedCost(dh.MODP18(), "f"+strings.Repeat("0", 2*dh.MODP18().Size()-1))
 
 // rateLimiter is a token bucket per client, in estimated CPU time: a client

@@ -89,7 +89,7 @@ func TestRateLimitPerIP(t *testing.T) {
 }
 
 // fullLengthModp18 returns a private exponent as long as q and a valid
-// public key of modp18: the costliest shared key there is (about 1 s of
+// public key of modp18: the costliest shared key there is (about 1.3 s of
 // CPU).
 func fullLengthModp18(t *testing.T) string {
 	t.Helper()

@@ -117,7 +117,16 @@ func TestCostModel(t *testing.T) {
 			t.Errorf("%s: a full-length exponent does not cost more", g)
 		}
 	}
-	if maxCost < 900*time.Millisecond || maxCost > 1200*time.Millisecond {
-		t.Errorf("maxCost = %v, want about 1 s", maxCost)
+	// The defaults rest on these: MaxWork holds one heaviest request but
+	// not two, BurstPerIP two.
+	if maxCost < time.Second || maxCost > 1500*time.Millisecond {
+		t.Errorf("maxCost = %v, want about 1.3 s", maxCost)
+	}
+	h, _ := New(Config{}, nil)
+	if w := h.cfg.MaxWork; w < maxCost || w >= 2*maxCost {
+		t.Errorf("default MaxWork %v does not hold exactly one request of %v", w, maxCost)
+	}
+	if b := h.cfg.BurstPerIP; b < 2*maxCost {
+		t.Errorf("default BurstPerIP %v holds fewer than two requests of %v", b, maxCost)
 	}
 }

@@ -23,13 +23,13 @@
 //
 // A key operation's CPU time depends on its group and, for a shared key,
 // on the length of the private exponent the client sends: from well under
-// a millisecond (x25519) to about a second (modp18 with an exponent as long
-// as q, two 8192-bit exponentiations). Before computing anything the
+// a millisecond (x25519) to about 1.3 s (modp18 with an exponent as long as
+// q, two 8192-bit exponentiations). Before computing anything the
 // handler estimates the request's cost from the group and the exponent's
 // length (admission.go states the model and its figures), then:
 //
 //   - charges it to the client's token bucket, in CPU time: by default a
-//     client IP (an IPv6 /64) may spend 2.5 s at once (two of the heaviest
+//     client IP (an IPv6 /64) may spend 3 s at once (two of the heaviest
 //     requests) and 250 ms per second after that, a quarter of a core. Over
 //     it, the client gets 429 Too Many Requests with Retry-After (seconds
 //     until it could afford the request) and {"message": "Too many
@@ -38,7 +38,7 @@
 //     was refused for, its requests are refused before their body is
 //     read, so that one ignoring Retry-After costs little.
 //   - takes one of 4 slots and its cost of a 1.6 s budget of work in
-//     flight, so that the heaviest request (about 1 s) runs beside light
+//     flight, so that the heaviest request (about 1.3 s) runs beside light
 //     ones but never beside another as heavy. A request waits up to 2 s for
 //     room, behind at most 32 others, then gets 503 Service Unavailable
 //     with Retry-After and {"message": "Server busy, …"}. A light request
@@ -102,7 +102,7 @@ type Config struct {
 	MaxConcurrent int
 	// MaxWork bounds the estimated CPU time of the key operations
 	// computing at once; a request costlier than MaxWork runs alone.
-	// Zero means 1.6 s: the heaviest request (about 1.05 s) runs beside
+	// Zero means 1.6 s: the heaviest request (about 1.3 s) runs beside
 	// light ones but not beside another as heavy.
 	MaxWork time.Duration
 	// SlotWait is how long a request waits for a slot before it gets 503.
@@ -117,7 +117,7 @@ type Config struct {
 	// negative means no per-client limit.
 	RatePerIP time.Duration
 	// BurstPerIP is the size of a client's bucket: the CPU time it may
-	// spend at once. Zero means 2.5 s (two of the heaviest requests).
+	// spend at once. Zero means 3 s (two of the heaviest requests).
 	BurstPerIP time.Duration
 	// ClientIP returns the address a request is counted under: the client
 	// IP, which behind a trusted proxy package realip finds. Nil, or an
@@ -175,7 +175,7 @@ func New(cfg Config, logger *slog.Logger) (*Handler, error) {
 		cfg.RatePerIP = 250 * time.Millisecond
 	}
 	if cfg.BurstPerIP == 0 {
-		cfg.BurstPerIP = 2500 * time.Millisecond
+		cfg.BurstPerIP = 3 * time.Second
 	}
 	if cfg.DefaultGroup == nil {
 		cfg.DefaultGroup = dh.MODP14()

@@ -16,7 +16,7 @@
 //	--key-api-addr   KEYRELAY_KEY_API_ADDR   serve the key API on this address instead of --addr (default: on --addr)
 //	--key-api-get    KEYRELAY_KEY_API_GET    accept GET /generate-shared-key with keys in the URL (default true)
 //	--key-api-rate   KEYRELAY_KEY_API_RATE   CPU time per second one client IP may spend on key operations (default 250ms; 0 off)
-//	--key-api-burst  KEYRELAY_KEY_API_BURST  CPU time one client IP may spend at once (default 2.5s)
+//	--key-api-burst  KEYRELAY_KEY_API_BURST  CPU time one client IP may spend at once (default 3s)
 //	--key-api-slots  KEYRELAY_KEY_API_SLOTS  key operations computing at once (default 4)
 //	--key-api-work   KEYRELAY_KEY_API_WORK   estimated CPU time of the key operations computing at once (default 1.6s)
 //	--key-api-wait   KEYRELAY_KEY_API_WAIT   longest wait for a slot before 503 (default 2s)
@@ -61,7 +61,7 @@
 // (--key-api-rate, --key-api-burst: over it, 429 with Retry-After) and
 // runs it in one of --key-api-slots slots within a budget of
 // --key-api-work, so that the heaviest requests (modp18 with a full-length
-// exponent, about 1 s) never run together; a request waits at most
+// exponent, about 1.3 s) never run together; a request waits at most
 // --key-api-wait behind at most --key-api-queue others, then gets 503 with
 // Retry-After. The client IP is the one the relay's per-IP limits use
 // (--trusted-proxies).
@@ -235,9 +235,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&c.http.maxHeaderBytes, "max-header-bytes", "KEYRELAY_MAX_HEADER_BYTES", 16<<10, "largest request head (request line and header fields) accepted over HTTP/1.1, in bytes, exactly; more than 4096 (larger: 431)")
 	durFlag(&c.hstsMaxAge, "hsts-max-age", "KEYRELAY_HSTS_MAX_AGE", 365*24*time.Hour, "with --tls-cert, send Strict-Transport-Security with this max-age (rounded down to seconds) on every response; 0: no header")
 	durFlag(&c.keys.RatePerIP, "key-api-rate", "KEYRELAY_KEY_API_RATE", 250*time.Millisecond, "CPU time per second one client IP may spend on key operations, estimated from group and exponent length (token bucket; over it: 429 with Retry-After); 0 turns the limit off")
-	durFlag(&c.keys.BurstPerIP, "key-api-burst", "KEYRELAY_KEY_API_BURST", 2500*time.Millisecond, "CPU time one client IP may spend on key operations at once (the bucket of --key-api-rate)")
+	durFlag(&c.keys.BurstPerIP, "key-api-burst", "KEYRELAY_KEY_API_BURST", 3*time.Second, "CPU time one client IP may spend on key operations at once (the bucket of --key-api-rate)")
 	intFlag(&c.keys.MaxConcurrent, "key-api-slots", "KEYRELAY_KEY_API_SLOTS", 4, "key operations computing at once")
-	durFlag(&c.keys.MaxWork, "key-api-work", "KEYRELAY_KEY_API_WORK", 1600*time.Millisecond, "estimated CPU time of the key operations computing at once; the default keeps two of the heaviest (modp18, full-length exponent, ~1 s) from running together")
+	durFlag(&c.keys.MaxWork, "key-api-work", "KEYRELAY_KEY_API_WORK", 1600*time.Millisecond, "estimated CPU time of the key operations computing at once; the default keeps two of the heaviest (modp18, full-length exponent, ~1.3 s) from running together")
 	durFlag(&c.keys.SlotWait, "key-api-wait", "KEYRELAY_KEY_API_WAIT", 2*time.Second, "longest wait for a key API slot; then 503 with Retry-After")
 	intFlag(&c.keys.MaxWaiting, "key-api-queue", "KEYRELAY_KEY_API_QUEUE", 32, "key API requests waiting for a slot at most; more get 503 at once")
 	if err := errors.Join(errs...); err != nil {
