@@ -18,11 +18,54 @@
 // encryption should never allow: the API exists for tutorial-compatible
 // clients only. POST keeps the private key out of URLs, and so out of access
 // logs, proxies and browser history; the handler never logs a query string.
+//
+// # Admission
+//
+// A key operation's CPU time depends on its group and, for a shared key,
+// on the length of the private exponent the client sends: from well under
+// a millisecond (x25519) to about 1.3 s (modp18 with an exponent as long as
+// q, two 8192-bit exponentiations). Before computing anything the
+// handler estimates the request's cost from the group and the exponent's
+// length (admission.go states the model and its figures), then:
+//
+//   - charges it to the client's token bucket, in CPU time: by default a
+//     client IP (an IPv6 /64) may spend 3 s at once (two of the heaviest
+//     requests) and 250 ms per second after that, a quarter of a core. Over
+//     it, the client gets 429 Too Many Requests with Retry-After (seconds
+//     until it could afford the request) and {"message": "Too many
+//     requests: …"}. Requests refused before (bad input) or by the limit
+//     itself are not charged, but until the client could afford what it
+//     was refused for, its requests are refused before their body is
+//     read, so that one ignoring Retry-After costs little.
+//   - takes one of 4 slots and its cost of a 1.6 s budget of work in
+//     flight, so that the heaviest request (about 1.3 s) runs beside light
+//     ones but never beside another as heavy. A request waits up to 2 s for
+//     room, behind at most 32 others, then gets 503 Service Unavailable
+//     with Retry-After and {"message": "Server busy, …"}. A light request
+//     is never held up by a heavy one waiting ahead of it.
+//
+// So with the defaults at most 4 goroutines compute keys at once, holding
+// at most 1.6 s of CPU work between them, 32 more wait (each holding its
+// connection for at most 2 s), and one IP costs at most a quarter of a core
+// over time. Every limit is a Config field.
+//
+// # CORS
+//
+// Responses carry Access-Control-Allow-Origin for the configured origins;
+// by default "*", as the tutorial's flask_cors did, so that a page anywhere
+// can read what GET /generate-keys returns. That is safe because the API
+// uses no cookies or other credentials (a browser refuses "*" with them)
+// and answers everyone alike: a page learns nothing it could not fetch
+// itself. Preflighted requests (POST with Content-Type: application/json)
+// are another matter: they are how a page on another site would send its
+// users' private keys to this server, which end-to-end encryption never
+// should, so a preflight is answered only for an origin listed by name, "*"
+// does not cover it, and by default none is (403). Same-origin pages (the
+// relay's own) need no CORS at all.
 package keyapi
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -34,6 +77,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
 )
@@ -43,7 +87,9 @@ type Config struct {
 	// AllowedOrigins lists the origins allowed by CORS, as exact
 	// "scheme://host[:port]" strings or "*" for any origin. Nil means
 	// ["*"], as the tutorial's flask_cors did; an empty non-nil slice
-	// sends no CORS headers.
+	// sends no CORS headers. "*" covers simple requests only (GET, and
+	// POST without a JSON Content-Type): a preflight is answered only for
+	// an origin listed by name (see the package documentation).
 	AllowedOrigins []string
 	// DisableGETSharedKey rejects GET /generate-shared-key (405), leaving
 	// only POST, so that private keys cannot arrive in URLs. False by
@@ -51,10 +97,33 @@ type Config struct {
 	DisableGETSharedKey bool
 	// MaxBodyBytes bounds a POST body. Zero means 64 KiB.
 	MaxBodyBytes int64
-	// MaxConcurrent bounds how many key operations run at once; requests
-	// beyond it wait for a slot until their context ends (503). Zero means
-	// 16.
+	// MaxConcurrent bounds how many key operations compute at once (the
+	// slots). Zero means 4.
 	MaxConcurrent int
+	// MaxWork bounds the estimated CPU time of the key operations
+	// computing at once; a request costlier than MaxWork runs alone.
+	// Zero means 1.6 s: the heaviest request (about 1.3 s) runs beside
+	// light ones but not beside another as heavy.
+	MaxWork time.Duration
+	// SlotWait is how long a request waits for a slot before it gets 503.
+	// Zero means 2 s. Waiting ends sooner if the client goes away.
+	SlotWait time.Duration
+	// MaxWaiting bounds the requests waiting for a slot; beyond it a
+	// request gets 503 at once. Zero means 32; negative means none wait.
+	MaxWaiting int
+	// RatePerIP is the CPU time per second one client may spend on key
+	// operations once its burst is spent (a token bucket, charged with each
+	// request's estimated cost). Zero means 250 ms (a quarter of a core);
+	// negative means no per-client limit.
+	RatePerIP time.Duration
+	// BurstPerIP is the size of a client's bucket: the CPU time it may
+	// spend at once. Zero means 3 s (two of the heaviest requests).
+	BurstPerIP time.Duration
+	// ClientIP returns the address a request is counted under: the client
+	// IP, which behind a trusted proxy package realip finds. Nil, or an
+	// empty answer, means the host part of the request's RemoteAddr. IPv6
+	// addresses are counted by their /64.
+	ClientIP func(*http.Request) string
 	// DefaultGroup is used when a request names no group. Nil means
 	// dh.MODP14(), the tutorial's default.
 	DefaultGroup *dh.Group
@@ -65,12 +134,13 @@ type Handler struct {
 	// Static after construction.
 	cfg    Config
 	logger *slog.Logger
-	slots  chan struct{}
+	slots  *slots
+	rate   *rateLimiter // nil: no per-client limit
 	mux    *http.ServeMux
 }
 
-// New returns a Handler for cfg. It returns an error for a negative limit or
-// a malformed origin. A nil logger discards logs.
+// New returns a Handler for cfg. It returns an error for a negative limit
+// (other than RatePerIP) or a malformed origin. A nil logger discards logs.
 func New(cfg Config, logger *slog.Logger) (*Handler, error) {
 	if cfg.AllowedOrigins == nil {
 		cfg.AllowedOrigins = []string{"*"}
@@ -80,14 +150,32 @@ func New(cfg Config, logger *slog.Logger) (*Handler, error) {
 			return nil, fmt.Errorf("keyapi: allowed origin %q is neither \"*\" nor scheme://host", o)
 		}
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxConcurrent < 0 {
-		return nil, errors.New("keyapi: limits must not be negative")
+	if cfg.MaxBodyBytes < 0 || cfg.MaxConcurrent < 0 || cfg.MaxWork < 0 || cfg.SlotWait < 0 || cfg.BurstPerIP < 0 {
+		return nil, errors.New("keyapi: limits must not be negative (but RatePerIP and MaxWaiting)")
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 64 << 10
 	}
 	if cfg.MaxConcurrent == 0 {
-		cfg.MaxConcurrent = 16
+		cfg.MaxConcurrent = 4
+	}
+	if cfg.MaxWork == 0 {
+		cfg.MaxWork = 1600 * time.Millisecond
+	}
+	if cfg.SlotWait == 0 {
+		cfg.SlotWait = 2 * time.Second
+	}
+	switch {
+	case cfg.MaxWaiting == 0:
+		cfg.MaxWaiting = 32
+	case cfg.MaxWaiting < 0:
+		cfg.MaxWaiting = 0
+	}
+	if cfg.RatePerIP == 0 {
+		cfg.RatePerIP = 250 * time.Millisecond
+	}
+	if cfg.BurstPerIP == 0 {
+		cfg.BurstPerIP = 3 * time.Second
 	}
 	if cfg.DefaultGroup == nil {
 		cfg.DefaultGroup = dh.MODP14()
@@ -95,7 +183,15 @@ func New(cfg Config, logger *slog.Logger) (*Handler, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, logger: logger, slots: make(chan struct{}, cfg.MaxConcurrent), mux: http.NewServeMux()}
+	h := &Handler{
+		cfg:    cfg,
+		logger: logger,
+		slots:  newSlots(cfg.MaxConcurrent, cfg.MaxWaiting, cfg.MaxWork),
+		mux:    http.NewServeMux(),
+	}
+	if cfg.RatePerIP > 0 {
+		h.rate = newRateLimiter(cfg.RatePerIP, cfg.BurstPerIP)
+	}
 	h.mux.HandleFunc("/generate-keys", h.generateKeys)
 	h.mux.HandleFunc("/generate-shared-key", h.generateSharedKey)
 	return h, nil
@@ -116,30 +212,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // cors sets the CORS response headers and answers OPTIONS requests (CORS
-// preflights and plain ones), reporting whether it did.
+// preflights and plain ones), reporting whether it did. A preflight is
+// allowed only for an origin listed by name; "*" covers simple requests.
 func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	allowed := ""
+	allowed, named := "", false
 	switch {
 	case origin == "" || len(h.cfg.AllowedOrigins) == 0:
+	case slices.Contains(h.cfg.AllowedOrigins, origin):
+		allowed, named = origin, true
+		w.Header().Add("Vary", "Origin")
 	case slices.Contains(h.cfg.AllowedOrigins, "*"):
 		allowed = "*"
-	case slices.Contains(h.cfg.AllowedOrigins, origin):
-		allowed = origin
-		w.Header().Add("Vary", "Origin")
 	}
-	if allowed != "" {
-		w.Header().Set("Access-Control-Allow-Origin", allowed)
+	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
+		if allowed != "" {
+			w.Header().Set("Access-Control-Allow-Origin", allowed)
+		}
+		if r.Method != http.MethodOptions {
+			return false
+		}
+		// A plain OPTIONS is answered here, as Flask answers it.
+		w.WriteHeader(http.StatusNoContent)
+		return true
 	}
-	if r.Method != http.MethodOptions {
-		return false
+	if !named {
+		writeJSON(w, http.StatusForbidden, errorResponse{Message: "Cross-origin requests with a preflight are not allowed from this origin"})
+		return true
 	}
-	// OPTIONS is answered here, preflight or not, as Flask answers it.
-	if allowed != "" && r.Header.Get("Access-Control-Request-Method") != "" {
-		w.Header().Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
-		w.Header().Set("Access-Control-Max-Age", "600")
-	}
+	w.Header().Set("Access-Control-Allow-Origin", allowed)
+	w.Header().Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
+	w.Header().Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 	return true
 }
@@ -169,8 +273,9 @@ type sharedKeyRequest struct {
 
 // badRequest is an error whose message the client may see.
 type badRequest struct {
-	status int
-	msg    string
+	status     int
+	msg        string
+	retryAfter int // seconds; 0: no Retry-After header
 }
 
 func (e *badRequest) Error() string { return e.msg }
@@ -183,17 +288,22 @@ func (h *Handler) generateKeys(w http.ResponseWriter, r *http.Request) {
 	if !allowMethods(w, r, http.MethodGet) {
 		return
 	}
+	if err := h.refuseEarly(r); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	g, err := h.group(r.URL.Query().Get("group"))
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	if err := h.acquire(r.Context()); err != nil {
+	release, err := h.admit(r, generateCost(g))
+	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
 	k, err := g.GenerateKey(rand.Reader)
-	h.release()
+	release()
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -209,6 +319,10 @@ func (h *Handler) generateSharedKey(w http.ResponseWriter, r *http.Request) {
 	if !allowMethods(w, r, methods...) {
 		return
 	}
+	if err := h.refuseEarly(r); err != nil {
+		h.writeError(w, r, err) // the body is not read
+		return
+	}
 	priv, pub, groupText, err := h.sharedKeyParams(r)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -219,27 +333,38 @@ func (h *Handler) generateSharedKey(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	local, err := g.ParsePrivateKey(priv)
+	// Parsing the private key derives its public key, an exponentiation as
+	// costly as the shared secret's: both run inside the admission.
+	release, err := h.admit(r, sharedCost(g, priv))
 	if err != nil {
-		h.writeError(w, r, keyError("local_private_key", err))
-		return
-	}
-	remote, err := g.ParsePublicKey(pub)
-	if err != nil {
-		h.writeError(w, r, keyError("remote_public_key", err))
-		return
-	}
-	if err := h.acquire(r.Context()); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	z, err := local.SharedSecret(remote)
-	h.release()
+	z, err := sharedSecret(g, priv, pub)
+	release()
 	if err != nil {
-		h.writeError(w, r, keyError("remote_public_key", err))
+		h.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, sharedKeyResponse{SharedKey: dh.SeedKey(z)})
+}
+
+// sharedSecret parses both keys, in the tutorial's order (its errors come
+// in that order), and returns the raw shared secret.
+func sharedSecret(g *dh.Group, priv, pub string) ([]byte, error) {
+	local, err := g.ParsePrivateKey(priv)
+	if err != nil {
+		return nil, keyError("local_private_key", err)
+	}
+	remote, err := g.ParsePublicKey(pub)
+	if err != nil {
+		return nil, keyError("remote_public_key", err)
+	}
+	z, err := local.SharedSecret(remote)
+	if err != nil {
+		return nil, keyError("remote_public_key", err)
+	}
+	return z, nil
 }
 
 // sharedKeyParams reads the parameters from the query (GET) or the JSON body
@@ -357,16 +482,51 @@ func keyError(name string, err error) error {
 	return err
 }
 
-func (h *Handler) acquire(ctx context.Context) error {
-	select {
-	case h.slots <- struct{}{}:
+// refuseEarly returns a 429 error, before the request is read, for a
+// client that was refused and cannot yet afford what it was refused for.
+func (h *Handler) refuseEarly(r *http.Request) error {
+	if h.rate == nil {
 		return nil
-	case <-ctx.Done():
-		return fail(http.StatusServiceUnavailable, "Server busy, try again")
+	}
+	if wait := h.rate.early(clientKey(r, h.cfg.ClientIP)); wait > 0 {
+		return tooMany(wait)
+	}
+	return nil
+}
+
+func tooMany(wait time.Duration) error {
+	secs := retryAfter(wait)
+	return &badRequest{
+		status:     http.StatusTooManyRequests,
+		msg:        fmt.Sprintf("Too many requests: try again in %d s", secs),
+		retryAfter: secs,
 	}
 }
 
-func (h *Handler) release() { <-h.slots }
+// admit charges cost to the client's rate and takes a slot for it. It
+// returns the function that gives the slot back, or a 429 or 503 error.
+func (h *Handler) admit(r *http.Request, cost time.Duration) (func(), error) {
+	if h.rate != nil {
+		if wait := h.rate.take(clientKey(r, h.cfg.ClientIP), cost); wait > 0 {
+			return nil, tooMany(wait)
+		}
+	}
+	taken, ok := h.slots.acquire(r.Context(), cost, h.cfg.SlotWait)
+	if !ok {
+		secs := retryAfter(h.cfg.SlotWait)
+		return nil, &badRequest{
+			status:     http.StatusServiceUnavailable,
+			msg:        fmt.Sprintf("Server busy, try again in %d s", secs),
+			retryAfter: secs,
+		}
+	}
+	return func() { h.slots.release(taken) }, nil
+}
+
+// retryAfter is d in whole seconds, rounded up, at least 1.
+func retryAfter(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
+}
 
 // writeError writes err as {"message": …}. Errors that are not a badRequest
 // are internal: the client gets a generic message, the log the details
@@ -374,6 +534,9 @@ func (h *Handler) release() { <-h.slots }
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var br *badRequest
 	if errors.As(err, &br) {
+		if br.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(br.retryAfter))
+		}
 		writeJSON(w, br.status, errorResponse{Message: br.msg})
 		return
 	}

@@ -232,32 +232,52 @@ func TestDisableGETSharedKey(t *testing.T) {
 	}
 }
 
+// preflight sends a CORS preflight for a JSON POST from origin.
+func preflight(t *testing.T, u, origin string) (int, string, http.Header) {
+	t.Helper()
+	return do(t, "OPTIONS", u, "", http.Header{
+		"Origin": {origin}, "Access-Control-Request-Method": {"POST"}, "Access-Control-Request-Headers": {"content-type"}})
+}
+
+// TestCORS: by default any page may read simple responses (the tutorial's
+// GET), but preflighted requests (a JSON POST) are refused unless the
+// origin is listed by name.
 func TestCORS(t *testing.T) {
-	t.Run("default allows any origin", func(t *testing.T) {
+	t.Run("default: simple requests from any origin, no preflight", func(t *testing.T) {
 		srv := newServer(t, keyapi.Config{})
 		_, _, hdr := do(t, "GET", srv.URL+"/generate-keys", "", http.Header{"Origin": {"https://app.example"}})
 		if got := hdr.Get("Access-Control-Allow-Origin"); got != "*" {
-			t.Errorf("Allow-Origin = %q, want *", got)
+			t.Errorf("GET: Allow-Origin = %q, want *", got)
 		}
-		status, body, hdr := do(t, "OPTIONS", srv.URL+"/generate-shared-key", "", http.Header{
-			"Origin": {"https://app.example"}, "Access-Control-Request-Method": {"POST"}, "Access-Control-Request-Headers": {"content-type"}})
-		if status != 204 || body != "" || hdr.Get("Access-Control-Allow-Methods") != "GET, POST, OPTIONS" || hdr.Get("Access-Control-Allow-Headers") != "Content-Type" {
-			t.Errorf("preflight: %d %q %v", status, body, hdr)
+		status, body, hdr := preflight(t, srv.URL+"/generate-shared-key", "https://app.example")
+		if status != http.StatusForbidden || hdr.Get("Access-Control-Allow-Origin") != "" || hdr.Get("Access-Control-Allow-Methods") != "" || !strings.Contains(body, "not allowed") {
+			t.Errorf("preflight from any origin: %d %q %v, want 403 without CORS headers", status, body, hdr)
+		}
+		// A plain OPTIONS (no preflight) is still answered, as Flask does.
+		if status, _, _ := do(t, "OPTIONS", srv.URL+"/generate-keys", "", nil); status != http.StatusNoContent {
+			t.Errorf("plain OPTIONS: %d, want 204", status)
 		}
 	})
 	t.Run("listed origins only", func(t *testing.T) {
-		srv := newServer(t, keyapi.Config{AllowedOrigins: []string{"https://good.example"}})
+		srv := newServer(t, keyapi.Config{AllowedOrigins: []string{"https://good.example", "*"}})
 		_, _, hdr := do(t, "GET", srv.URL+"/generate-keys", "", http.Header{"Origin": {"https://good.example"}})
 		if got := hdr.Get("Access-Control-Allow-Origin"); got != "https://good.example" || hdr.Get("Vary") != "Origin" {
 			t.Errorf("listed origin: Allow-Origin %q Vary %q", got, hdr.Get("Vary"))
 		}
-		_, _, hdr = do(t, "GET", srv.URL+"/generate-keys", "", http.Header{"Origin": {"https://evil.example"}})
+		status, body, hdr := preflight(t, srv.URL+"/generate-shared-key", "https://good.example")
+		if status != 204 || body != "" || hdr.Get("Access-Control-Allow-Origin") != "https://good.example" ||
+			hdr.Get("Access-Control-Allow-Methods") != "GET, POST, OPTIONS" || hdr.Get("Access-Control-Allow-Headers") != "Content-Type" {
+			t.Errorf("preflight from a listed origin: %d %q %v", status, body, hdr)
+		}
+		if status, _, hdr := preflight(t, srv.URL+"/generate-shared-key", "https://evil.example"); status != http.StatusForbidden || hdr.Get("Access-Control-Allow-Methods") != "" {
+			t.Errorf("preflight from an unlisted origin (with * listed): %d %v", status, hdr)
+		}
+	})
+	t.Run("listed origins without *", func(t *testing.T) {
+		srv := newServer(t, keyapi.Config{AllowedOrigins: []string{"https://good.example"}})
+		_, _, hdr := do(t, "GET", srv.URL+"/generate-keys", "", http.Header{"Origin": {"https://evil.example"}})
 		if got := hdr.Get("Access-Control-Allow-Origin"); got != "" {
 			t.Errorf("unlisted origin got Allow-Origin %q", got)
-		}
-		_, _, hdr = do(t, "OPTIONS", srv.URL+"/generate-keys", "", http.Header{"Origin": {"https://evil.example"}, "Access-Control-Request-Method": {"GET"}})
-		if hdr.Get("Access-Control-Allow-Methods") != "" {
-			t.Errorf("unlisted origin preflight allowed: %v", hdr)
 		}
 	})
 	if _, err := keyapi.New(keyapi.Config{AllowedOrigins: []string{"good.example"}}, nil); err == nil {

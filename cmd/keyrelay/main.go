@@ -11,8 +11,18 @@
 // Every flag can also be set with an environment variable (the flag wins):
 //
 //	--addr           KEYRELAY_ADDR           listen address (default ":8080")
-//	--cors-origins   KEYRELAY_CORS_ORIGINS   comma-separated origins allowed by CORS on the key API (default "*")
+//	--cors-origins   KEYRELAY_CORS_ORIGINS   comma-separated origins allowed by CORS on the key API (default "*": simple requests from any origin; preflights only for origins listed by name)
+//	--key-api        KEYRELAY_KEY_API        serve the tutorial's key API (default true)
+//	--key-api-addr   KEYRELAY_KEY_API_ADDR   serve the key API on this address instead of --addr (default: on --addr)
 //	--key-api-get    KEYRELAY_KEY_API_GET    accept GET /generate-shared-key with keys in the URL (default true)
+//	--key-api-rate   KEYRELAY_KEY_API_RATE   CPU time per second one client IP may spend on key operations (default 250ms; 0 off)
+//	--key-api-burst  KEYRELAY_KEY_API_BURST  CPU time one client IP may spend at once (default 3s)
+//	--key-api-slots  KEYRELAY_KEY_API_SLOTS  key operations computing at once (default 4)
+//	--key-api-work   KEYRELAY_KEY_API_WORK   estimated CPU time of the key operations computing at once (default 1.6s)
+//	--key-api-wait   KEYRELAY_KEY_API_WAIT   longest wait for a slot before 503 (default 2s)
+//	--key-api-queue  KEYRELAY_KEY_API_QUEUE  requests waiting for a slot; more get 503 at once (default 32)
+//	--metrics-addr   KEYRELAY_METRICS_ADDR   serve /metrics on this address instead of --addr; "off" for nowhere (default: on --addr)
+//	--hsts-max-age   KEYRELAY_HSTS_MAX_AGE   Strict-Transport-Security max-age under --tls-cert (default 8760h, one year; 0 no header)
 //	--log-level      KEYRELAY_LOG_LEVEL      debug, info, warn or error (default "info")
 //	--log-format     KEYRELAY_LOG_FORMAT     text or json (default "text")
 //	--redis-url      KEYRELAY_REDIS_URL      Redis for state shared by many instances (default: in memory)
@@ -46,7 +56,25 @@
 //	--http-read-timeout KEYRELAY_HTTP_READ_TIMEOUT time to read an HTTP request, body included (default 30s)
 //	--http-write-timeout KEYRELAY_HTTP_WRITE_TIMEOUT time to write an HTTP response (default 30s)
 //	--http-idle-timeout KEYRELAY_HTTP_IDLE_TIMEOUT how long an idle keep-alive connection stays open (default 120s)
-//	--max-header-bytes KEYRELAY_MAX_HEADER_BYTES largest request header (default 16384)
+//	--max-header-bytes KEYRELAY_MAX_HEADER_BYTES largest request head, request line included (default 16384; more than 4096)
+//
+// The key API (package keyapi) estimates each request's CPU time from its
+// group and exponent length, charges it to the client IP's token bucket
+// (--key-api-rate, --key-api-burst: over it, 429 with Retry-After) and
+// runs it in one of --key-api-slots slots within a budget of
+// --key-api-work, so that the heaviest requests (modp18 with a full-length
+// exponent, about 1.3 s) never run together; a request waits at most
+// --key-api-wait behind at most --key-api-queue others, then gets 503 with
+// Retry-After. The client IP is the one the relay's per-IP limits use
+// (--trusted-proxies).
+//
+// /metrics is served on --addr by default, as Prometheus scrapes expect;
+// when --addr is not a loopback address the start-up log warns that it is
+// public. --metrics-addr serves it on a listener of its own (plain HTTP:
+// bind it to a private address) and takes it off --addr.
+//
+// /readyz answers 200 "ready" or 503 "not ready"; why it is not ready (a
+// store error, shutting down) goes to the log only.
 //
 // The HTTP timeouts apply to HTTP requests, the WebSocket handshake
 // included; once a WebSocket is established net/http clears them, and the
@@ -115,9 +143,15 @@ type config struct {
 	limits      limits.Config
 
 	debugAddr       string // "" none
+	metricsAddr     string // "" on addr; "off" nowhere
 	tlsCert, tlsKey string
+	hstsMaxAge      time.Duration
 	trustedProxies  *realip.Resolver // nil: trust no proxy
 	http            httpConfig
+
+	keyAPI     bool
+	keyAPIAddr string // "" on addr
+	keys       keyapi.Config
 }
 
 // parseConfig reads flags, each defaulting to its KEYRELAY_* variable.
@@ -132,7 +166,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("keyrelay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", env("KEYRELAY_ADDR", ":8080"), "listen address (env KEYRELAY_ADDR)")
-	fs.StringVar(&c.corsOrigins, "cors-origins", env("KEYRELAY_CORS_ORIGINS", "*"), "comma-separated origins allowed by CORS on the key API, or * (env KEYRELAY_CORS_ORIGINS)")
+	fs.StringVar(&c.corsOrigins, "cors-origins", env("KEYRELAY_CORS_ORIGINS", "*"), "comma-separated origins allowed by CORS on the key API; * for any, which covers simple requests (GET) but not preflights (a JSON POST): those need the origin listed by name (env KEYRELAY_CORS_ORIGINS)")
+	keyAPIDefault, err := strconv.ParseBool(env("KEYRELAY_KEY_API", "true"))
+	if err != nil {
+		return c, fmt.Errorf("KEYRELAY_KEY_API: %w", err)
+	}
+	fs.BoolVar(&c.keyAPI, "key-api", keyAPIDefault, "serve the tutorial's key API (/generate-keys, /generate-shared-key) (env KEYRELAY_KEY_API)")
+	fs.StringVar(&c.keyAPIAddr, "key-api-addr", env("KEYRELAY_KEY_API_ADDR", ""), "serve the key API on this address, apart from --addr (which then does not serve it); empty: on --addr (env KEYRELAY_KEY_API_ADDR)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", env("KEYRELAY_METRICS_ADDR", ""), "serve /metrics on this address (plain HTTP; bind it to a private address), apart from --addr (which then does not serve it); \"off\": nowhere; empty: on --addr (env KEYRELAY_METRICS_ADDR)")
 	getDefault, err := strconv.ParseBool(env("KEYRELAY_KEY_API_GET", "true"))
 	if err != nil {
 		return c, fmt.Errorf("KEYRELAY_KEY_API_GET: %w", err)
@@ -200,7 +241,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	durFlag(&c.http.readTimeout, "http-read-timeout", "KEYRELAY_HTTP_READ_TIMEOUT", 30*time.Second, "time to read an HTTP request, body included (not WebSocket traffic); 0 for none")
 	durFlag(&c.http.writeTimeout, "http-write-timeout", "KEYRELAY_HTTP_WRITE_TIMEOUT", 30*time.Second, "time to write an HTTP response (not WebSocket traffic); 0 for none")
 	durFlag(&c.http.idleTimeout, "http-idle-timeout", "KEYRELAY_HTTP_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open; 0 for none")
-	intFlag(&c.http.maxHeaderBytes, "max-header-bytes", "KEYRELAY_MAX_HEADER_BYTES", 16<<10, "largest request header, in bytes")
+	intFlag(&c.http.maxHeaderBytes, "max-header-bytes", "KEYRELAY_MAX_HEADER_BYTES", 16<<10, "largest request head (request line and header fields) accepted over HTTP/1.1, in bytes, exactly; more than 4096 (larger: 431)")
+	durFlag(&c.hstsMaxAge, "hsts-max-age", "KEYRELAY_HSTS_MAX_AGE", 365*24*time.Hour, "with --tls-cert, send Strict-Transport-Security with this max-age (rounded down to seconds) on every response; 0: no header")
+	durFlag(&c.keys.RatePerIP, "key-api-rate", "KEYRELAY_KEY_API_RATE", 250*time.Millisecond, "CPU time per second one client IP may spend on key operations, estimated from group and exponent length (token bucket; over it: 429 with Retry-After); 0 turns the limit off")
+	durFlag(&c.keys.BurstPerIP, "key-api-burst", "KEYRELAY_KEY_API_BURST", 3*time.Second, "CPU time one client IP may spend on key operations at once (the bucket of --key-api-rate)")
+	intFlag(&c.keys.MaxConcurrent, "key-api-slots", "KEYRELAY_KEY_API_SLOTS", 4, "key operations computing at once")
+	durFlag(&c.keys.MaxWork, "key-api-work", "KEYRELAY_KEY_API_WORK", 1600*time.Millisecond, "estimated CPU time of the key operations computing at once; the default keeps two of the heaviest (modp18, full-length exponent, ~1.3 s) from running together")
+	durFlag(&c.keys.SlotWait, "key-api-wait", "KEYRELAY_KEY_API_WAIT", 2*time.Second, "longest wait for a key API slot; then 503 with Retry-After")
+	intFlag(&c.keys.MaxWaiting, "key-api-queue", "KEYRELAY_KEY_API_QUEUE", 32, "key API requests waiting for a slot at most; more get 503 at once")
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
@@ -225,6 +273,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := c.http.validate(); err != nil {
 		return c, err
 	}
+	if c.hstsMaxAge < 0 {
+		return c, errors.New("--hsts-max-age must not be negative")
+	}
+	if c.keys.RatePerIP < 0 || c.keys.BurstPerIP <= 0 || c.keys.MaxConcurrent <= 0 || c.keys.MaxWork <= 0 || c.keys.SlotWait <= 0 || c.keys.MaxWaiting < 0 {
+		return c, errors.New("--key-api-rate and --key-api-queue must not be negative; --key-api-burst, --key-api-slots, --key-api-work and --key-api-wait must be positive")
+	}
+	if c.keys.RatePerIP == 0 {
+		c.keys.RatePerIP = -1 // off
+	}
+	if c.keys.MaxWaiting == 0 {
+		c.keys.MaxWaiting = -1 // none wait (keyapi's zero means its default)
+	}
+	if c.keyAPIAddr != "" && !c.keyAPI {
+		return c, errors.New("--key-api-addr with --key-api=false: choose one")
+	}
 	if trusted != "" {
 		r, err := realip.Parse(trusted)
 		if err != nil {
@@ -233,6 +296,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		if len(r.Prefixes()) > 0 {
 			c.trustedProxies = r
 			c.relay.ClientIP = r.ClientIP
+			c.keys.ClientIP = r.ClientIP
 		}
 	}
 	return c, nil
@@ -289,7 +353,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	if origins == nil {
 		origins = []string{} // none: no CORS headers
 	}
-	keys, err := keyapi.New(keyapi.Config{AllowedOrigins: origins, DisableGETSharedKey: !c.keyAPIGet}, logger)
+	c.keys.AllowedOrigins = origins
+	c.keys.DisableGETSharedKey = !c.keyAPIGet
+	keys, err := keyapi.New(c.keys, logger)
 	if err != nil {
 		return err
 	}
@@ -327,54 +393,90 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	// The chat page. Every other pattern is more specific than "/", so the
 	// page never shadows the relay, the key API, metrics or health checks.
 	mux.Handle("/", web.Handler())
-	keys.Register(mux)
+	if c.keyAPI && c.keyAPIAddr == "" {
+		keys.Register(mux)
+	}
 	mux.Handle(wire.Path, rl)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if c.metricsAddr == "" {
+		mux.Handle("GET /metrics", metrics)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := rl.Ready(ctx); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "not ready: "+err.Error()+"\n")
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
+	mux.Handle("GET /readyz", readyHandler(rl.Ready, logger))
 
 	// Listen first, so that a bad address fails at once.
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return err
 	}
+	servers := []*server{{name: "main", ln: ln, handler: mux, tls: cert != nil}}
+	if c.keyAPI && c.keyAPIAddr != "" {
+		kmux := http.NewServeMux()
+		keys.Register(kmux)
+		servers = append(servers, &server{name: "key api", flag: "--key-api-addr", addr: c.keyAPIAddr, handler: kmux, tls: cert != nil})
+	}
+	if c.metricsAddr != "" && c.metricsAddr != "off" {
+		mmux := http.NewServeMux()
+		mmux.Handle("GET /metrics", metrics)
+		servers = append(servers, &server{name: "metrics", flag: "--metrics-addr", addr: c.metricsAddr, handler: mmux})
+	}
+	for _, s := range servers[1:] {
+		if s.ln, err = net.Listen("tcp", s.addr); err != nil {
+			for _, s := range servers {
+				if s.ln != nil {
+					s.ln.Close()
+				}
+			}
+			return fmt.Errorf("%s: %w", s.flag, err)
+		}
+	}
 	if c.debugAddr != "" {
 		if err := startDebug(ctx, c.debugAddr, logger); err != nil {
-			ln.Close()
+			for _, s := range servers {
+				s.ln.Close()
+			}
 			return fmt.Errorf("--debug-addr: %w", err)
 		}
 	}
-	srv := newHTTPServer(ctx, logRequests(logger, mux), c.http, cert, logger)
-	scheme := "http"
-	if cert != nil {
-		scheme = "https"
+	if c.metricsAddr == "" && !isLoopback(ln.Addr()) {
+		logger.Warn("/metrics is served on the public address; set --metrics-addr to serve it apart (or block /metrics at the proxy)", "addr", ln.Addr().String())
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "scheme", scheme)
-
-	errc := make(chan error, 1)
-	go func() {
-		if cert != nil {
-			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
-		} else {
-			errc <- srv.Serve(ln)
+	if !c.keyAPI {
+		logger.Info("key api off")
+	}
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		h := s.handler
+		if s.tls && c.hstsMaxAge > 0 {
+			h = hsts(c.hstsMaxAge, h)
 		}
-	}()
+		scheme, sc := "http", (*certificate)(nil)
+		if s.tls {
+			scheme, sc = "https", cert
+		}
+		s.srv = newHTTPServer(ctx, logRequests(logger, h), c.http, sc, logger)
+		msg := "listening" // the main address; tests look for this line
+		if s.name != "main" {
+			msg = s.name + " listening"
+		}
+		logger.Info(msg, "addr", s.ln.Addr().String(), "scheme", scheme)
+		go func() {
+			if s.tls {
+				errc <- s.srv.ServeTLS(s.ln, "", "") // the certificate comes from TLSConfig
+			} else {
+				errc <- s.srv.Serve(s.ln)
+			}
+		}()
+	}
 	for done := false; !done; {
 		select {
 		case err := <-errc:
+			for _, s := range servers {
+				s.srv.Close()
+			}
 			return err
 		case <-reload:
 			if cert == nil {
@@ -394,16 +496,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// http.Server.Shutdown does not wait for WebSockets: close them first
-	// (going away: clients resume elsewhere), then the HTTP server.
+	// (going away: clients resume elsewhere), then the HTTP servers.
 	rl.Close()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	var errs []error
+	for _, s := range servers {
+		if err := s.srv.Shutdown(shutdownCtx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+	for range servers {
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// server is one of the HTTP servers run serves: the main one on --addr,
+// and the key API's and the metrics' when they have addresses of their own.
+type server struct {
+	name, flag string // for logs and errors
+	addr       string
+	ln         net.Listener
+	handler    http.Handler
+	tls        bool // serve with the certificate (and HSTS)
+	srv        *http.Server
+}
+
+// isLoopback reports whether a listener's address is a loopback address
+// (not the unspecified one, which listens everywhere).
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // newRedisClient returns the Redis client for --redis-url, shared by the

@@ -183,7 +183,15 @@ func TestConfigErrors(t *testing.T) {
 		{"bad env trusted proxy", nil, map[string]string{"KEYRELAY_TRUSTED_PROXIES": "10.0.0.0/99"}, "--trusted-proxies"},
 		{"negative timeout", []string{"--http-read-timeout", "-1s"}, nil, "must not be negative"},
 		{"bad env timeout", nil, map[string]string{"KEYRELAY_HTTP_IDLE_TIMEOUT": "long"}, "KEYRELAY_HTTP_IDLE_TIMEOUT"},
-		{"zero header bytes", []string{"--max-header-bytes", "0"}, nil, "--max-header-bytes must be positive"},
+		{"zero header bytes", []string{"--max-header-bytes", "0"}, nil, "--max-header-bytes must be more than 4096"},
+		{"header bytes within the slack", []string{"--max-header-bytes", "4096"}, nil, "--max-header-bytes must be more than 4096"},
+		{"negative hsts", []string{"--hsts-max-age", "-1s"}, nil, "--hsts-max-age"},
+		{"zero key api slots", []string{"--key-api-slots", "0"}, nil, "--key-api-slots"},
+		{"bad env key api rate", nil, map[string]string{"KEYRELAY_KEY_API_RATE": "fast"}, "KEYRELAY_KEY_API_RATE"},
+		{"bad env key api", nil, map[string]string{"KEYRELAY_KEY_API": "sometimes"}, "KEYRELAY_KEY_API"},
+		{"key api off and apart", []string{"--key-api=false", "--key-api-addr", "127.0.0.1:0"}, nil, "choose one"},
+		{"bad key api addr", []string{"--key-api-addr", "127.0.0.1:99999"}, nil, "--key-api-addr"},
+		{"bad metrics addr", []string{"--metrics-addr", "127.0.0.1:99999"}, nil, "--metrics-addr"},
 		{"ping as long as the TTL", []string{"--ping-interval", "10m", "--room-ttl", "10m"}, nil, "PingInterval 10m0s must be below half of RoomTTL"},
 		{"bad env legacy groups", nil, map[string]string{"KEYRELAY_ALLOW_LEGACY_GROUPS": "perhaps"}, "KEYRELAY_ALLOW_LEGACY_GROUPS"},
 	}
@@ -226,7 +234,7 @@ func TestRelayEndpoints(t *testing.T) {
 		t.Fatalf("create: %s, %v", b, err)
 	}
 	for path, want := range map[string]string{
-		"/readyz":  "ok\n",
+		"/readyz":  "ready\n",
 		"/metrics": "keyrelay_connections 1\n",
 	} {
 		resp, err := http.Get(base + path)
@@ -313,7 +321,7 @@ func TestTwoInstancesOnRedis(t *testing.T) {
 		t.Fatalf("A got %v", f)
 	}
 	exchange(a, "", "handshake_complete")
-	if got := mustGet(t, base1+"/readyz"); got != "ok\n" {
+	if got := mustGet(t, base1+"/readyz"); got != "ready\n" {
 		t.Errorf("/readyz = %q", got)
 	}
 }
@@ -365,7 +373,7 @@ func TestChatPage(t *testing.T) {
 	// The other routes keep their handlers.
 	for path, want := range map[string]string{
 		"/healthz":       "ok\n",
-		"/readyz":        "ok\n",
+		"/readyz":        "ready\n",
 		"/metrics":       "keyrelay_connections",
 		"/generate-keys": "private_key",
 	} {
