@@ -338,35 +338,34 @@ func (f *forwarder) ended(ctx context.Context, sub *session.Subscription) {
 	}
 	switch err := sub.Err(); {
 	case errors.Is(err, session.ErrRoomNotFound):
-		c.mu.Lock()
-		stillIn := c.room == f.room
-		if stillIn {
-			c.clearRoomLocked()
-		}
-		c.mu.Unlock()
-		if stillIn {
-			c.logger().Info("room expired")
-			c.sendError(nil, newWireError(wire.CodeRoomExpired, "the room expired"))
-		}
+		f.roomGone(newWireError(wire.CodeRoomExpired, "the room expired"))
 	case errors.Is(err, session.ErrMessagesLost):
 		// The store lost the room it still promised (Redis evicted it):
 		// say so rather than that it expired or that the store is down.
-		c.mu.Lock()
-		stillIn := c.room == f.room
-		if stillIn {
-			c.clearRoomLocked()
-		}
-		c.mu.Unlock()
-		if stillIn {
-			c.logger().Error("room lost by the store")
-			c.sendError(nil, newWireError(wire.CodeMessagesLost, "the relay's store lost this room; you are in no room now"))
-		}
+		c.logger().Error("room lost by the store")
+		f.roomGone(newWireError(wire.CodeMessagesLost, "the relay's store lost this room; you are in no room now"))
 	case errors.Is(err, session.ErrSlowSubscriber):
 		c.closeSlow()
 	default:
 		c.logger().Warn("room events ended", "err", err)
 		c.sendError(nil, newWireError(wire.CodeUnavailable, "the session store is unavailable; reconnect and resume"))
 		c.q.closeAfterFlush(wire.CloseStoreUnavailable, "session store unavailable")
+	}
+}
+
+// roomGone takes the connection out of a room the store no longer has,
+// if it is still in it, and tells the client why with we.
+func (f *forwarder) roomGone(we *wireError) {
+	c := f.c
+	c.mu.Lock()
+	stillIn := c.room == f.room
+	if stillIn {
+		c.clearRoomLocked()
+	}
+	c.mu.Unlock()
+	if stillIn {
+		c.logger().Info("room gone", "code", we.code)
+		c.sendError(nil, we)
 	}
 }
 

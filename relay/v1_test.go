@@ -305,3 +305,25 @@ func TestUnavailableMsgKeepsID(t *testing.T) {
 		t.Fatalf("B got %v", f)
 	}
 }
+
+// TestSizeLimitOverFragments: the size limit applies to a whole message,
+// whatever its fragments: two 35 KB fragments of one message exceed the
+// 64 KiB limit and close the connection with 1009.
+func TestSizeLimitOverFragments(t *testing.T) {
+	tr := newRelay(t, relay.Config{})
+	p := tr.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), frameTimeout)
+	defer cancel()
+	w, err := p.ws.Writer(ctx, websocket.MessageText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("x"), 35_000)
+	for range 2 {
+		if _, err := w.Write(chunk); err != nil {
+			break // the relay may close before the second fragment is written
+		}
+	}
+	w.Close()
+	p.expectClose(wire.CloseTooBig)
+}
