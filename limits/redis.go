@@ -190,10 +190,14 @@ func ms(d time.Duration) int64 {
 	return max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
 }
 
+// redisLua holds the limiter's Lua: lib.lua (shared helpers) and one
+// script per decision.
+//
 //go:embed redis/*.lua
 var redisLua embed.FS
 
-// The scripts: each is redisx's prelude, lib.lua, then its own file.
+// The limiter's decisions, one script each (redisx's prelude, lib.lua,
+// then the script's own file), so that each is atomic in Redis.
 var (
 	scriptConnect = redisx.LoadScript(redisLua, "redis", "connect")
 	scriptRenew   = redisx.LoadScript(redisLua, "redis", "renew")
