@@ -177,6 +177,10 @@ func newBadFixture(t *testing.T, tc badInputCase) *badFixture {
 			}
 			if tc.stage == afterGrace {
 				fx.waitGraceOver(tc.cfg.ResumeGrace)
+				// The relay tells the member still there (§3.8).
+				if f := p.b.expect(wire.TypePeerLeft); f.str("reason") != string(wire.ReasonExpired) {
+					t.Fatalf("peer_left %v, want reason expired", f)
+				}
 			}
 			fx.sender = tr.dial(t)
 		case afterLeave:
