@@ -226,10 +226,12 @@ func (c *conn) setKey(f *wire.ClientFrame) error {
 		// The store serialises SetKey: exactly one of the two sees the
 		// other key, so the room's handshake is counted once.
 		c.s.metrics.handshakes.Inc()
-		c.sendPeerKey(other.PublicKey, name)
 	}
-	// The forwarder may have delivered the other key between SetKey and
-	// keySet above, when it could not yet complete the handshake.
+	// The other key reaches the client through the forwarder (or the room
+	// frame's snapshot), never from here: sent from here it could overtake
+	// the forwarder's peer_joined for that peer. The forwarder may have
+	// delivered it between SetKey and keySet above, when it could not yet
+	// complete the handshake: complete it now.
 	c.sendHandshake()
 	return nil
 }
