@@ -32,6 +32,8 @@
 //	--frames-per-second KEYRELAY_FRAMES_PER_SECOND frames and pings per second per connection (default 20, burst twice that)
 //	--bytes-per-second KEYRELAY_BYTES_PER_SECOND message bytes per second per connection (default 262144, burst twice that)
 //	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
+//	--max-accept-per-ip KEYRELAY_MAX_ACCEPT_PER_IP TCP connections open per client IP (IPv6: /64) at accept, before any HTTP (default 64; -1 no limit)
+//	--max-conns-total KEYRELAY_MAX_CONNS_TOTAL TCP connections open in all (default 0: RLIMIT_NOFILE minus headroom, at most 65536; -1 no limit)
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
 //	--joins-per-ip   KEYRELAY_JOINS_PER_IP   creates, joins and resumes per IP per --join-window (default 60; -1 no limit)
 //	--join-window    KEYRELAY_JOIN_WINDOW    sliding window of --joins-per-ip (default 1m)
@@ -52,7 +54,7 @@
 //	--tls-cert       KEYRELAY_TLS_CERT       PEM certificate chain: serve HTTPS and WSS (with --tls-key)
 //	--tls-key        KEYRELAY_TLS_KEY        PEM private key of --tls-cert
 //	--trusted-proxies KEYRELAY_TRUSTED_PROXIES comma-separated CIDR prefixes whose X-Forwarded-For is honoured (default: none)
-//	--http-read-header-timeout KEYRELAY_HTTP_READ_HEADER_TIMEOUT time to read a request's header (default 10s)
+//	--http-read-header-timeout KEYRELAY_HTTP_READ_HEADER_TIMEOUT time to read a request's header (default 5s)
 //	--http-read-timeout KEYRELAY_HTTP_READ_TIMEOUT time to read an HTTP request, body included (default 30s)
 //	--http-write-timeout KEYRELAY_HTTP_WRITE_TIMEOUT time to write an HTTP response (default 30s)
 //	--http-idle-timeout KEYRELAY_HTTP_IDLE_TIMEOUT how long an idle keep-alive connection stays open (default 120s)
@@ -75,6 +77,32 @@
 //
 // /readyz answers 200 "ready" or 503 "not ready"; why it is not ready (a
 // store error, shutting down) goes to the log only.
+//
+// Connections are limited twice. At accept, before any byte of a request
+// is read, by package acceptlimit: --max-accept-per-ip per client address
+// (an IPv6 /64) and --max-conns-total in all, across every listener; a
+// connection over either is closed at once, without a response, and
+// counted in keyrelay_accept_refused_total{limit}. A connection counts
+// until it is closed, through keep-alive requests and as a WebSocket.
+// After the upgrade, by --max-conns-per-ip, counted by the client IP that
+// --trusted-proxies resolves (across instances on Redis). At start the
+// relay raises its soft open files limit (RLIMIT_NOFILE) to the hard one
+// (Linux), logs both, derives --max-conns-total from it when 0 (the limit
+// minus 64 + 10 per CPU for Redis connections, listeners and files), and
+// refuses to start if a --max-conns-total given plus that headroom
+// exceeds it. --http-read-header-timeout (5 s) bounds how long a
+// connection may take to send its request header: an upgrade request is a
+// few hundred bytes, sent at once, so 5 s is ample even over a slow mobile
+// link with a TLS handshake, and a client trickling headers holds its
+// place for 5 s instead of 10.
+//
+// Behind a reverse proxy (--trusted-proxies) the listener sees the proxy's
+// address, not the client's: connections from trusted proxies are exempt
+// from --max-accept-per-ip (the proxy carries many clients) and count only
+// towards --max-conns-total, which then bounds what all clients together
+// hold through the proxy. Per client, the proxy's own limits (e.g. nginx
+// limit_conn and client_header_timeout) and --max-conns-per-ip, which
+// reads X-Forwarded-For, apply.
 //
 // The HTTP timeouts apply to HTTP requests, the WebSocket handshake
 // included; once a WebSocket is established net/http clears them, and the
@@ -106,6 +134,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/keyrelay/keyrelay/internal/acceptlimit"
 	"github.com/keyrelay/keyrelay/internal/redisx"
 	"github.com/keyrelay/keyrelay/keyapi"
 	"github.com/keyrelay/keyrelay/limits"
@@ -152,6 +181,9 @@ type config struct {
 	keyAPI     bool
 	keyAPIAddr string // "" on addr
 	keys       keyapi.Config
+
+	acceptPerIP int // --max-accept-per-ip; -1 none
+	connsTotal  int // --max-conns-total; 0 derived, -1 none
 }
 
 // parseConfig reads flags, each defaulting to its KEYRELAY_* variable.
@@ -219,6 +251,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames (and pings) per second per connection, bursts of twice that")
 	intFlag(&bps, "bytes-per-second", "KEYRELAY_BYTES_PER_SECOND", 256<<10, "message bytes per second per connection, bursts of twice that (at least --max-frame-bytes); over it the relay reads more slowly")
 	intFlag(&c.limits.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP, counted across instances sharing Redis; -1 for no limit")
+	intFlag(&c.acceptPerIP, "max-accept-per-ip", "KEYRELAY_MAX_ACCEPT_PER_IP", defaultAcceptPerIP, "TCP connections open at once per client IP (IPv6: per /64), HTTP and WebSocket, counted at accept before any request is read; over it the connection is closed at once; trusted proxies are exempt; -1 for no limit")
+	intFlag(&c.connsTotal, "max-conns-total", "KEYRELAY_MAX_CONNS_TOTAL", 0, "TCP connections open at once in all, on every listener; over it new connections are closed at once; 0: the open files limit (RLIMIT_NOFILE, raised to its hard limit) minus 64 + 10 per CPU of headroom, at most 65536; -1 for no limit")
 	intFlag(&c.limits.JoinsPerIP, "joins-per-ip", "KEYRELAY_JOINS_PER_IP", 60, "creates, joins and resumes per client IP per --join-window (over: join_rate_limited); -1 for no limit")
 	durFlag(&c.limits.JoinWindow, "join-window", "KEYRELAY_JOIN_WINDOW", time.Minute, "window of --joins-per-ip (sliding)")
 	intFlag(&c.limits.JoinsPerRoom, "joins-per-room", "KEYRELAY_JOINS_PER_ROOM", 30, "join and resume attempts on one room per --room-window, from anyone (over: too_many_attempts); -1 for no limit")
@@ -237,7 +271,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsKey, "tls-key", env("KEYRELAY_TLS_KEY", ""), "PEM private key file of --tls-cert (env KEYRELAY_TLS_KEY)")
 	var trusted string
 	fs.StringVar(&trusted, "trusted-proxies", env("KEYRELAY_TRUSTED_PROXIES", ""), "comma-separated CIDR prefixes of reverse proxies whose X-Forwarded-For gives the client IP; empty: trust none (env KEYRELAY_TRUSTED_PROXIES)")
-	durFlag(&c.http.readHeaderTimeout, "http-read-header-timeout", "KEYRELAY_HTTP_READ_HEADER_TIMEOUT", 10*time.Second, "time to read a request's header; 0 for none")
+	durFlag(&c.http.readHeaderTimeout, "http-read-header-timeout", "KEYRELAY_HTTP_READ_HEADER_TIMEOUT", 5*time.Second, "time to read a request's header (and, under TLS, the handshake before it); a connection holds its place under --max-accept-per-ip meanwhile; 0 for none")
 	durFlag(&c.http.readTimeout, "http-read-timeout", "KEYRELAY_HTTP_READ_TIMEOUT", 30*time.Second, "time to read an HTTP request, body included (not WebSocket traffic); 0 for none")
 	durFlag(&c.http.writeTimeout, "http-write-timeout", "KEYRELAY_HTTP_WRITE_TIMEOUT", 30*time.Second, "time to write an HTTP response (not WebSocket traffic); 0 for none")
 	durFlag(&c.http.idleTimeout, "http-idle-timeout", "KEYRELAY_HTTP_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open; 0 for none")
@@ -284,6 +318,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.keys.MaxWaiting == 0 {
 		c.keys.MaxWaiting = -1 // none wait (keyapi's zero means its default)
+	}
+	if c.acceptPerIP == 0 || c.acceptPerIP < -1 || c.connsTotal < -1 {
+		return c, errors.New("--max-accept-per-ip must be positive or -1; --max-conns-total must be positive, 0 (derived) or -1")
 	}
 	if c.keyAPIAddr != "" && !c.keyAPI {
 		return c, errors.New("--key-api-addr with --key-api=false: choose one")
@@ -382,6 +419,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	c.relay.Limiter = lim
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	acfg, err := acceptConfig(c, logger)
+	if err != nil {
+		return err
+	}
+	acfg.Registerer = reg
+	accepts, err := acceptlimit.New(acfg)
+	if err != nil {
+		return err
+	}
 	c.relay.Registerer = reg
 	rl, err := relay.New(store, c.relay, logger)
 	if err != nil {
@@ -446,6 +492,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	}
 	if !c.keyAPI {
 		logger.Info("key api off")
+	}
+	for _, s := range servers {
+		s.ln = accepts.Listen(s.ln) // every listener, one budget
 	}
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
