@@ -1,7 +1,8 @@
 // Package limits is the relay's admission control: how many WebSocket
 // connections one client IP may hold open, how often one IP may create,
-// join or resume rooms, how often anyone may try to join or resume one
-// room, and whether a public key already used in another room is refused.
+// join or resume rooms, how many rooms one source may create, how often
+// one source may try to join or resume one room, and whether a public key
+// already used in another room is refused.
 //
 // [Memory] serves one process; [Redis] keeps the counts in Redis, so that
 // every relay instance sharing it enforces one budget: an IP at its
@@ -23,12 +24,18 @@
 //     connection ends (further calls do nothing), or ErrConnLimit,
 //     counting nothing, when ip already has MaxConnsPerIP connections
 //     open.
-//   - Join(ctx, ip, room) error counts one create, join or resume attempt
-//     by ip on room ("" for a create, which only the IP's limit counts).
-//     It returns ErrJoinRate when ip has made JoinsPerIP attempts within
-//     JoinWindow, else ErrRoomAttempts when room has had JoinsPerRoom
-//     attempts within RoomWindow. Each limit counts the attempt only if it
-//     admits it, independently of the other.
+//   - JoinIP(ctx, ip) error counts one create, join or resume by ip. It
+//     returns ErrJoinRate, counting nothing, when ip has made JoinsPerIP
+//     of them within JoinWindow.
+//   - RoomAttempt(ctx, ip, room) error counts one attempt on room by ip's
+//     source (see below): a join, or a resume that failed for a wrong
+//     token or an unknown peer. It returns ErrRoomAttempts, counting
+//     nothing, when that source has made JoinsPerRoom attempts on room
+//     within RoomWindow. Other sources' attempts on the room do not
+//     count: a stranger cannot spend a member's budget.
+//   - CreateRoom(ctx, ip) error counts one room created by ip's source.
+//     It returns ErrRoomsPerIP, counting nothing, when that source has
+//     created RoomsPerIP rooms within RoomsWindow.
 //   - UseKey(ctx, key, room) error records that key, a public key (hex),
 //     is used in room, and returns ErrKeyReused, recording nothing, if it
 //     was used in a different room within KeyReuseWindow. Using it in the
@@ -46,9 +53,21 @@
 // lease that the limiter holding it renews, so that the connections of an
 // instance that crashed stop counting within one lease.
 //
-// Join attempts are counted in sliding windows: two fixed windows, the
+// Each limit is its own counter, and each call counts on one: a caller
+// that asks JoinIP first and RoomAttempt only when JoinIP admitted (as the
+// relay does) never spends a room's budget on an attempt the IP's rate
+// refused. The relay asks RoomAttempt of a resume only after the resume
+// failed: a member with its token is never refused by the room's budget.
+//
+// A source is an IPv4 address, or the /64 prefix of an IPv6 address (the
+// smallest block a host is normally given, so that one host cannot spread
+// its attempts or rooms over its 2^64 addresses); an IPv4-mapped IPv6
+// address is its IPv4 address, and a string that is not an IP address is
+// a source of its own. Connections and JoinIP count IP addresses as given.
+//
+// Attempts and creates are counted in sliding windows: two fixed windows, the
 // current one and the previous one, whose count is weighted by how much of
-// it still lies within one window width of now. An IP or room admitted
+// it still lies within one window width of now. A counter admitted
 // limit attempts in the previous window and none in the current one,
 // halfway through the current window, may make limit/2 more. Unlike a
 // fixed window, this does not let a client that spent its budget at the
@@ -72,6 +91,7 @@ package limits
 import (
 	"crypto/sha256"
 	"errors"
+	"net/netip"
 	"time"
 )
 
@@ -87,12 +107,21 @@ type Config struct {
 	// JoinWindow is the width of JoinsPerIP's sliding window. Zero means 1
 	// minute; negative switches JoinsPerIP off.
 	JoinWindow time.Duration
-	// JoinsPerRoom bounds the join and resume attempts on one room ID, from
-	// any IP, per RoomWindow. Zero means 30.
+	// JoinsPerRoom bounds the attempts on one room ID from one source (an
+	// IP, or an IPv6 /64) per RoomWindow: joins, and resumes that failed
+	// for a wrong token or an unknown peer. Zero means 30.
 	JoinsPerRoom int
 	// RoomWindow is the width of JoinsPerRoom's sliding window. Zero means
 	// 10 minutes; negative switches JoinsPerRoom off.
 	RoomWindow time.Duration
+	// RoomsPerIP bounds the rooms one source (an IP, or an IPv6 /64) may
+	// create per RoomsWindow. Zero means 20.
+	RoomsPerIP int
+	// RoomsWindow is the width of RoomsPerIP's sliding window: set it to
+	// the rooms' TTL, so that a create counts for as long as an idle room
+	// it made can live. Zero means 10 minutes; negative switches
+	// RoomsPerIP off.
+	RoomsWindow time.Duration
 	// KeyReuseWindow is how long after a public key was last used in a
 	// room its use in another room is refused. Zero (the default) or
 	// negative switches the check off; the relay sets it from its
@@ -107,6 +136,8 @@ const (
 	DefaultJoinWindow    = time.Minute
 	DefaultJoinsPerRoom  = 30
 	DefaultRoomWindow    = 10 * time.Minute
+	DefaultRoomsPerIP    = 20
+	DefaultRoomsWindow   = 10 * time.Minute
 )
 
 // Errors returned by the limiters' methods. Callers branch with
@@ -116,9 +147,12 @@ var (
 	ErrConnLimit = errors.New("limits: too many connections from this address")
 	// ErrJoinRate: the IP made JoinsPerIP attempts within JoinWindow.
 	ErrJoinRate = errors.New("limits: too many join attempts from this address")
-	// ErrRoomAttempts: the room had JoinsPerRoom attempts within
-	// RoomWindow.
+	// ErrRoomAttempts: the source made JoinsPerRoom attempts on the room
+	// within RoomWindow.
 	ErrRoomAttempts = errors.New("limits: too many join attempts on this room")
+	// ErrRoomsPerIP: the source created RoomsPerIP rooms within
+	// RoomsWindow.
+	ErrRoomsPerIP = errors.New("limits: too many rooms created from this address")
 	// ErrKeyReused: the public key was used in another room within
 	// KeyReuseWindow.
 	ErrKeyReused = errors.New("limits: public key already used in another room")
@@ -139,6 +173,8 @@ type limits struct {
 	joinWindow time.Duration // > 0 when joinsIP is on
 	joinsRoom  int           // 0: off
 	roomWindow time.Duration // > 0 when joinsRoom is on
+	rooms      int           // 0: off
+	roomsWin   time.Duration // > 0 when rooms is on
 	keyWindow  time.Duration // 0: off
 }
 
@@ -156,6 +192,11 @@ func resolve(cfg Config) limits {
 	if l.roomWindow == 0 {
 		l.joinsRoom = 0
 	}
+	l.rooms = pick(cfg.RoomsPerIP, DefaultRoomsPerIP)
+	l.roomsWin = pick(cfg.RoomsWindow, DefaultRoomsWindow)
+	if l.roomsWin == 0 {
+		l.rooms = 0
+	}
 	l.keyWindow = max(cfg.KeyReuseWindow, 0)
 	return l
 }
@@ -169,6 +210,22 @@ func pick[T int | time.Duration](v, def T) T {
 		return 0
 	}
 	return v
+}
+
+// source returns the source ip counts under for RoomAttempt and
+// CreateRoom: an IPv4 address, an IPv6 address's /64 prefix, or ip itself
+// if it is not an IP address.
+func source(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // digest is what the limiters store of a public key or a room ID.

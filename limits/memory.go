@@ -35,13 +35,17 @@ type Memory struct {
 	stop       context.CancelFunc // called by Close to stop the sweeper
 	swept      <-chan struct{}    // closed by the sweeper when it returns
 
-	mu     sync.Mutex
-	closed bool                   // guarded by mu
-	conns  map[string]int         // guarded by mu; open connections by IP, never 0
-	ips    map[string]*sliding    // guarded by mu; join attempts by IP
-	rooms  map[string]*sliding    // guarded by mu; join attempts by room
-	keys   map[[32]byte]memKeyUse // guarded by mu; by digest of the key
+	mu       sync.Mutex
+	closed   bool                    // guarded by mu
+	conns    map[string]int          // guarded by mu; open connections by IP, never 0
+	ips      map[string]*sliding     // guarded by mu; JoinIP's counters, by IP
+	rooms    map[roomSource]*sliding // guarded by mu; RoomAttempt's counters
+	creators map[string]*sliding     // guarded by mu; CreateRoom's counters, by source
+	keys     map[[32]byte]memKeyUse  // guarded by mu; by digest of the key
 }
+
+// roomSource is the key of a room attempt counter: a room and a source.
+type roomSource struct{ room, source string }
 
 // memKeyUse is where and until when a public key is remembered.
 type memKeyUse struct {
@@ -59,7 +63,7 @@ func NewMemory(cfg Config) *Memory {
 func newMemory(cfg Config, now func() time.Time) *Memory {
 	lim := resolve(cfg)
 	sweep := memSweepMax
-	for _, w := range []time.Duration{lim.joinWindow, lim.roomWindow, lim.keyWindow} {
+	for _, w := range []time.Duration{lim.joinWindow, lim.roomWindow, lim.roomsWin, lim.keyWindow} {
 		if w > 0 {
 			sweep = min(sweep, w)
 		}
@@ -70,7 +74,8 @@ func newMemory(cfg Config, now func() time.Time) *Memory {
 		sweepEvery: max(sweep, memSweepMin),
 		conns:      make(map[string]int),
 		ips:        make(map[string]*sliding),
-		rooms:      make(map[string]*sliding),
+		rooms:      make(map[roomSource]*sliding),
+		creators:   make(map[string]*sliding),
 		keys:       make(map[[32]byte]memKeyUse),
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -107,44 +112,46 @@ func (m *Memory) release(ip string) {
 	}
 }
 
-// Join counts an attempt by ip on room. It returns ErrJoinRate,
+// JoinIP counts a create, join or resume by ip. It returns ErrJoinRate
+// (see the package documentation), or ErrClosed after Close.
+func (m *Memory) JoinIP(ctx context.Context, ip string) error {
+	return count(m, m.ips, ip, m.lim.joinWindow, m.lim.joinsIP, ErrJoinRate)
+}
+
+// RoomAttempt counts an attempt on room by ip's source. It returns
 // ErrRoomAttempts (see the package documentation), or ErrClosed after
 // Close.
-func (m *Memory) Join(ctx context.Context, ip, room string) error {
+func (m *Memory) RoomAttempt(ctx context.Context, ip, room string) error {
+	return count(m, m.rooms, roomSource{room, source(ip)}, m.lim.roomWindow, m.lim.joinsRoom, ErrRoomAttempts)
+}
+
+// CreateRoom counts a room created by ip's source. It returns
+// ErrRoomsPerIP (see the package documentation), or ErrClosed after
+// Close.
+func (m *Memory) CreateRoom(ctx context.Context, ip string) error {
+	return count(m, m.creators, source(ip), m.lim.roomsWin, m.lim.rooms, ErrRoomsPerIP)
+}
+
+// count counts an attempt on counters[id] under m's lock, and returns
+// refused if the counter refuses it; a limit of 0 is off.
+func count[K comparable](m *Memory, counters map[K]*sliding, id K, window time.Duration, limit int, refused error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	now := m.now().UnixNano()
-	ipOK, roomOK := true, true
-	if m.lim.joinsIP > 0 {
-		ipOK = admit(m.ips, ip, now, m.lim.joinWindow, m.lim.joinsIP)
+	if limit == 0 {
+		return nil
 	}
-	if m.lim.joinsRoom > 0 && room != "" {
-		roomOK = admit(m.rooms, room, now, m.lim.roomWindow, m.lim.joinsRoom)
-	}
-	switch {
-	case !ipOK:
-		return ErrJoinRate
-	case !roomOK:
-		return ErrRoomAttempts
-	}
-	return nil
-}
-
-// admit counts an attempt at now on counters[id], creating it if need be,
-// and reports whether it is admitted.
-func admit(counters map[string]*sliding, id string, now int64, window time.Duration, limit int) bool {
 	c := counters[id]
 	if c == nil {
 		c = new(sliding)
 	}
-	if !c.admit(now, int64(window), limit) {
-		return false
+	if !c.admit(m.now().UnixNano(), int64(window), limit) {
+		return refused
 	}
 	counters[id] = c
-	return true
+	return nil
 }
 
 // UseKey records that key is used in room. It returns ErrKeyReused (see
@@ -189,6 +196,7 @@ func (m *Memory) forgetAll() bool {
 	clear(m.conns)
 	clear(m.ips)
 	clear(m.rooms)
+	clear(m.creators)
 	clear(m.keys)
 	return wasOpen
 }
@@ -200,16 +208,9 @@ func (m *Memory) sweepOnce() {
 	defer m.mu.Unlock()
 	now := m.now()
 	ns := now.UnixNano()
-	for id, c := range m.ips {
-		if c.expired(ns, int64(m.lim.joinWindow)) {
-			delete(m.ips, id)
-		}
-	}
-	for id, c := range m.rooms {
-		if c.expired(ns, int64(m.lim.roomWindow)) {
-			delete(m.rooms, id)
-		}
-	}
+	sweep(m.ips, ns, m.lim.joinWindow)
+	sweep(m.rooms, ns, m.lim.roomWindow)
+	sweep(m.creators, ns, m.lim.roomsWin)
 	for k, u := range m.keys {
 		if !now.Before(u.expires) {
 			delete(m.keys, k)
@@ -217,9 +218,18 @@ func (m *Memory) sweepOnce() {
 	}
 }
 
+// sweep removes the counters that no longer affect any decision at now.
+func sweep[K comparable](counters map[K]*sliding, now int64, window time.Duration) {
+	for id, c := range counters {
+		if c.expired(now, int64(window)) {
+			delete(counters, id)
+		}
+	}
+}
+
 // size returns the number of entries the Memory holds, for tests.
-func (m *Memory) size() (conns, ips, rooms, keys int) {
+func (m *Memory) size() (conns, ips, rooms, creators, keys int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.conns), len(m.ips), len(m.rooms), len(m.keys)
+	return len(m.conns), len(m.ips), len(m.rooms), len(m.creators), len(m.keys)
 }

@@ -79,7 +79,7 @@ func TestMemoryBounded(t *testing.T) {
 	t.Parallel()
 	clock := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	const window = time.Minute
-	m := newMemory(Config{JoinWindow: window, RoomWindow: 2 * window, KeyReuseWindow: window}, clock.Now)
+	m := newMemory(Config{JoinWindow: window, RoomWindow: 2 * window, RoomsWindow: 2 * window, RoomsPerIP: 1, KeyReuseWindow: window}, clock.Now)
 	defer m.Close()
 	ctx := t.Context()
 	const n = 1000
@@ -91,7 +91,13 @@ func TestMemoryBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		releases = append(releases, release)
-		if err := m.Join(ctx, ip, room); err != nil {
+		if err := m.JoinIP(ctx, ip); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.RoomAttempt(ctx, ip, room); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.CreateRoom(ctx, ip); err != nil {
 			t.Fatal(err)
 		}
 		if err := m.UseKey(ctx, fmt.Sprint("key", i), room); err != nil {
@@ -101,10 +107,10 @@ func TestMemoryBounded(t *testing.T) {
 	check := func(step string, wantConns, wantIPs, wantRooms, wantKeys int) {
 		t.Helper()
 		m.sweepOnce()
-		conns, ips, rooms, keys := m.size()
-		if conns != wantConns || ips != wantIPs || rooms != wantRooms || keys != wantKeys {
-			t.Errorf("%s: %d conns, %d IPs, %d rooms, %d keys; want %d, %d, %d, %d",
-				step, conns, ips, rooms, keys, wantConns, wantIPs, wantRooms, wantKeys)
+		conns, ips, rooms, creators, keys := m.size()
+		if conns != wantConns || ips != wantIPs || rooms != wantRooms || creators != wantRooms || keys != wantKeys {
+			t.Errorf("%s: %d conns, %d IPs, %d rooms, %d creators, %d keys; want %d, %d, %d, %d, %d",
+				step, conns, ips, rooms, creators, keys, wantConns, wantIPs, wantRooms, wantRooms, wantKeys)
 		}
 	}
 	check("at once", n, n, n, n)
@@ -127,12 +133,18 @@ func TestMemoryBounded(t *testing.T) {
 // TestMemorySweeper checks that the background sweeper runs by itself.
 func TestMemorySweeper(t *testing.T) {
 	t.Parallel()
-	m := NewMemory(Config{JoinWindow: 50 * time.Millisecond, RoomWindow: 50 * time.Millisecond, KeyReuseWindow: 50 * time.Millisecond})
+	m := NewMemory(Config{JoinWindow: 50 * time.Millisecond, RoomWindow: 50 * time.Millisecond, RoomsWindow: 50 * time.Millisecond, KeyReuseWindow: 50 * time.Millisecond})
 	defer m.Close()
 	ctx := t.Context()
 	for i := range 100 {
-		room := fmt.Sprint("room", i)
-		if err := m.Join(ctx, fmt.Sprint("ip", i), room); err != nil {
+		ip, room := fmt.Sprint("ip", i), fmt.Sprint("room", i)
+		if err := m.JoinIP(ctx, ip); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.RoomAttempt(ctx, ip, room); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.CreateRoom(ctx, ip); err != nil {
 			t.Fatal(err)
 		}
 		if err := m.UseKey(ctx, fmt.Sprint("key", i), room); err != nil {
@@ -141,12 +153,12 @@ func TestMemorySweeper(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, ips, rooms, keys := m.size()
-		if ips+rooms+keys == 0 {
+		_, ips, rooms, creators, keys := m.size()
+		if ips+rooms+creators+keys == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 10 s: %d IPs, %d rooms, %d keys left, want none", ips, rooms, keys)
+			t.Fatalf("after 10 s: %d IPs, %d rooms, %d creators, %d keys left, want none", ips, rooms, creators, keys)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -62,12 +62,10 @@ const maxRenewIDs = 512
 // Every relay instance sharing the Redis and the prefix enforces one
 // budget per IP and per room, whichever instance a client reaches.
 //
-// Each call is one round trip: Connect and UseKey run one Lua script, Join
-// a pipeline of at most two (the IP's and the room's counters, which lie
-// in different hash slots). Scripts read the Redis server's clock (TIME),
+// Each call is one round trip, one Lua script. Scripts read the Redis server's clock (TIME),
 // never the instance's, so instances whose clocks differ agree. Windows
 // and leases are rounded up to a millisecond; Redis 5 or later is
-// required (scripts that write after reading TIME). Every key expires: a join
+// required (scripts that write after reading TIME). Every key expires: a
 // counter when both its windows are past, a key record KeyReuseWindow
 // after its last use, a connection set with its last lease; once traffic
 // stops, nothing is left.
@@ -75,10 +73,13 @@ const maxRenewIDs = 512
 // Key layout, after the prefix P:
 //
 //	P conn:{ip}   sorted set: connection IDs scored by lease expiry (ms)
-//	P ip:{ip}     hash b, c, p: the IP's join counter (window number,
-//	              current and previous counts)
-//	P room:{id}   hash b, c, p: the room's join counter
-//	P key:hex     string: hex(SHA-256(room ID)); hex is hex(SHA-256(key))
+//	P ip:{ip}            hash b, c, p: JoinIP's counter of the IP (window
+//	                     number, current and previous counts)
+//	P room:{id}:source   hash b, c, p: RoomAttempt's counter of the room
+//	                     and the source (an IP, or an IPv6 /64)
+//	P rooms:{source}     hash b, c, p: CreateRoom's counter of the source
+//	P key:hex            string: hex(SHA-256(room ID)); hex is
+//	                     hex(SHA-256(key))
 //
 // A connection is a member of its IP's sorted set, under a random ID,
 // scored by when its lease ends. Connect counts the unexpired members only
@@ -99,7 +100,7 @@ const maxRenewIDs = 512
 // Redis is back. A failed renewal or release is logged: such connections may stop
 // counting early (a lease that ended meanwhile is renewed, and counts
 // again, at the next renewal) or count until their lease ends. A call
-// whose reply was lost may have counted: a Join attempt counts until its
+// whose reply was lost may have counted: an attempt or create counts until its
 // window passes, a connection until its lease ends.
 //
 // Create one with [NewRedis]; the zero Redis is not usable.
@@ -177,9 +178,12 @@ func NewRedis(client redis.UniversalClient, cfg Config, o RedisOptions) (*Redis,
 }
 
 // Key names; see the Redis type's documentation.
-func (r *Redis) connKey(ip string) string   { return r.prefix + "conn:{" + ip + "}" }
-func (r *Redis) ipKey(ip string) string     { return r.prefix + "ip:{" + ip + "}" }
-func (r *Redis) roomKey(room string) string { return r.prefix + "room:{" + room + "}" }
+func (r *Redis) connKey(ip string) string { return r.prefix + "conn:{" + ip + "}" }
+func (r *Redis) ipKey(ip string) string   { return r.prefix + "ip:{" + ip + "}" }
+func (r *Redis) roomKey(room, src string) string {
+	return r.prefix + "room:{" + room + "}:" + src
+}
+func (r *Redis) roomsKey(src string) string { return r.prefix + "rooms:{" + src + "}" }
 func (r *Redis) keyKey(key string) string {
 	d := digest(key)
 	return r.prefix + "key:" + hex.EncodeToString(d[:])
@@ -285,35 +289,45 @@ func (r *Redis) forget(conns ...*redisConn) {
 	}
 }
 
-// Join counts an attempt by ip on room, in one pipeline. It returns
-// ErrJoinRate or ErrRoomAttempts (see the package documentation), counted
-// over all the limiters sharing the Redis and prefix, an error wrapping
+// JoinIP counts a create, join or resume by ip. It returns ErrJoinRate
+// (see the package documentation), counted over all the limiters sharing
+// the Redis and prefix, an error wrapping ErrUnavailable, or ErrClosed
+// after Close.
+func (r *Redis) JoinIP(ctx context.Context, ip string) error {
+	return r.count(ctx, "join", r.ipKey(ip), r.lim.joinsIP, r.lim.joinWindow, ErrJoinRate)
+}
+
+// RoomAttempt counts an attempt on room by ip's source. It returns
+// ErrRoomAttempts (see the package documentation), counted over all the
+// limiters sharing the Redis and prefix, an error wrapping
 // ErrUnavailable, or ErrClosed after Close.
-func (r *Redis) Join(ctx context.Context, ip, room string) error {
+func (r *Redis) RoomAttempt(ctx context.Context, ip, room string) error {
+	return r.count(ctx, "room attempt", r.roomKey(room, source(ip)), r.lim.joinsRoom, r.lim.roomWindow, ErrRoomAttempts)
+}
+
+// CreateRoom counts a room created by ip's source. It returns
+// ErrRoomsPerIP (see the package documentation), counted over all the
+// limiters sharing the Redis and prefix, an error wrapping
+// ErrUnavailable, or ErrClosed after Close.
+func (r *Redis) CreateRoom(ctx context.Context, ip string) error {
+	return r.count(ctx, "create room", r.roomsKey(source(ip)), r.lim.rooms, r.lim.roomsWin, ErrRoomsPerIP)
+}
+
+// count counts an attempt on the sliding-window counter key (window.lua),
+// and returns refused if it refuses it; a limit of 0 is off.
+func (r *Redis) count(ctx context.Context, op, key string, limit int, window time.Duration, refused error) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
-	var calls []scriptCall
-	ipAt, roomAt := -1, -1
-	if r.lim.joinsIP > 0 {
-		ipAt = len(calls)
-		calls = append(calls, scriptCall{scriptWindow, r.ipKey(ip), []any{r.lim.joinsIP, ms(r.lim.joinWindow)}})
-	}
-	if r.lim.joinsRoom > 0 && room != "" {
-		roomAt = len(calls)
-		calls = append(calls, scriptCall{scriptWindow, r.roomKey(room), []any{r.lim.joinsRoom, ms(r.lim.roomWindow)}})
-	}
-	if len(calls) == 0 {
+	if limit == 0 {
 		return nil
 	}
-	ok, err := r.runAll(ctx, "join", calls)
-	switch {
-	case err != nil:
+	ok, err := r.runOne(ctx, op, scriptWindow, key, limit, ms(window))
+	if err != nil {
 		return err
-	case ipAt >= 0 && !ok[ipAt]:
-		return ErrJoinRate
-	case roomAt >= 0 && !ok[roomAt]:
-		return ErrRoomAttempts
+	}
+	if !ok {
+		return refused
 	}
 	return nil
 }

@@ -130,14 +130,20 @@ func TestRedisSharedBudget(t *testing.T) {
 	})
 
 	t.Run("joins", func(t *testing.T) {
-		l := instances(t, client, limits.Config{JoinsPerIP: 2, JoinsPerRoom: 3}, limits.RedisOptions{}, 2)
+		l := instances(t, client, limits.Config{JoinsPerIP: 2, JoinsPerRoom: 2, RoomsPerIP: 2}, limits.RedisOptions{}, 2)
 		a, b := l[0], l[1]
-		wantErr(t, "A: Join(ip, r)", a.Join(ctx, "ip", "r"), nil)
-		wantErr(t, "B: Join(ip, r)", b.Join(ctx, "ip", "r"), nil)
-		wantErr(t, "A: Join(ip, '') over the IP limit", a.Join(ctx, "ip", ""), limits.ErrJoinRate)
-		wantErr(t, "B: Join(ip, '') over the IP limit", b.Join(ctx, "ip", ""), limits.ErrJoinRate)
-		wantErr(t, "A: Join(ip2, r)", a.Join(ctx, "ip2", "r"), nil)
-		wantErr(t, "B: Join(ip3, r) over the room limit", b.Join(ctx, "ip3", "r"), limits.ErrRoomAttempts)
+		wantErr(t, "A: JoinIP(ip)", a.JoinIP(ctx, "ip"), nil)
+		wantErr(t, "B: JoinIP(ip)", b.JoinIP(ctx, "ip"), nil)
+		wantErr(t, "A: JoinIP(ip) over the IP limit", a.JoinIP(ctx, "ip"), limits.ErrJoinRate)
+		wantErr(t, "B: JoinIP(ip) over the IP limit", b.JoinIP(ctx, "ip"), limits.ErrJoinRate)
+		wantErr(t, "A: RoomAttempt(ip, r)", a.RoomAttempt(ctx, "ip", "r"), nil)
+		wantErr(t, "B: RoomAttempt(ip, r)", b.RoomAttempt(ctx, "ip", "r"), nil)
+		wantErr(t, "A: RoomAttempt(ip, r) over the room limit", a.RoomAttempt(ctx, "ip", "r"), limits.ErrRoomAttempts)
+		wantErr(t, "B: RoomAttempt(ip2, r), another source", b.RoomAttempt(ctx, "ip2", "r"), nil)
+		wantErr(t, "A: CreateRoom(ip)", a.CreateRoom(ctx, "ip"), nil)
+		wantErr(t, "B: CreateRoom(ip)", b.CreateRoom(ctx, "ip"), nil)
+		wantErr(t, "A: CreateRoom(ip) over the rooms limit", a.CreateRoom(ctx, "ip"), limits.ErrRoomsPerIP)
+		wantErr(t, "B: CreateRoom(ip2), another source", b.CreateRoom(ctx, "ip2"), nil)
 	})
 
 	t.Run("keys", func(t *testing.T) {
@@ -268,7 +274,7 @@ func TestRedisLeavesNothing(t *testing.T) {
 	ctx := t.Context()
 	prefix := uniquePrefix(t)
 	const short = 300 * time.Millisecond
-	cfg := limits.Config{MaxConnsPerIP: 5, JoinsPerIP: 3, JoinWindow: short, JoinsPerRoom: 3, RoomWindow: 2 * short, KeyReuseWindow: short}
+	cfg := limits.Config{MaxConnsPerIP: 5, JoinsPerIP: 3, JoinWindow: short, JoinsPerRoom: 3, RoomWindow: 2 * short, RoomsPerIP: 3, RoomsWindow: 2 * short, KeyReuseWindow: short}
 	l := instances(t, client, cfg, limits.RedisOptions{Prefix: prefix, Lease: short}, 2)
 	a, b := l[0], l[1]
 	for i := range 5 {
@@ -278,7 +284,9 @@ func TestRedisLeavesNothing(t *testing.T) {
 		}
 		limitstest.Fill(t, b, ip, 3) // never released: b crashes
 		for range 4 {
-			a.Join(ctx, ip, room)
+			a.JoinIP(ctx, ip)
+			a.RoomAttempt(ctx, ip, room)
+			a.CreateRoom(ctx, ip)
 		}
 		wantErr(t, "UseKey", a.UseKey(ctx, fmt.Sprint("key", i), room), nil)
 		wantErr(t, "UseKey in another room", b.UseKey(ctx, fmt.Sprint("key", i), "x"), limits.ErrKeyReused)
@@ -287,10 +295,10 @@ func TestRedisLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
-	// 5 IPs × (connections, joins), 5 rooms, 5 keys; fewer if some
-	// expired already (on a slow machine).
-	if len(keys) == 0 || len(keys) > 20 {
-		t.Errorf("%d keys %q, want 1 to 20", len(keys), keys)
+	// 5 IPs × (connections, joins, creates), 5 rooms, 5 keys; fewer if
+	// some expired already (on a slow machine).
+	if len(keys) == 0 || len(keys) > 25 {
+		t.Errorf("%d keys %q, want 1 to 25", len(keys), keys)
 	}
 	for _, k := range keys {
 		if !strings.HasPrefix(k, prefix) {
@@ -330,7 +338,8 @@ func TestRedisKeys(t *testing.T) {
 	}, limits.Config{})
 	const pub, room = "5f3a0c9e7d21", "secret-room-id"
 	limitstest.Fill(t, l, "192.0.2.7", 1)
-	wantErr(t, "Join", l.Join(ctx, "192.0.2.7", "r"), nil)
+	wantErr(t, "JoinIP", l.JoinIP(ctx, "192.0.2.7"), nil)
+	wantErr(t, "RoomAttempt", l.RoomAttempt(ctx, "192.0.2.7", "r"), nil)
 	wantErr(t, "UseKey", l.UseKey(ctx, pub, room), nil)
 	keys, err := client.Keys(ctx, "*").Result()
 	if err != nil {
@@ -379,7 +388,9 @@ func TestRedisUnavailable(t *testing.T) {
 	if !errors.Is(err, limits.ErrUnavailable) || release != nil {
 		t.Errorf("Connect with Redis stopped = %v, %v; want nil, an error wrapping limits.ErrUnavailable", release != nil, err)
 	}
-	wantErr(t, "Join with Redis stopped", l.Join(ctx, "ip", "r"), limits.ErrUnavailable)
+	wantErr(t, "JoinIP with Redis stopped", l.JoinIP(ctx, "ip"), limits.ErrUnavailable)
+	wantErr(t, "RoomAttempt with Redis stopped", l.RoomAttempt(ctx, "ip", "r"), limits.ErrUnavailable)
+	wantErr(t, "CreateRoom with Redis stopped", l.CreateRoom(ctx, "ip"), limits.ErrUnavailable)
 	wantErr(t, "UseKey with Redis stopped", l.UseKey(ctx, "aa", "r"), limits.ErrUnavailable)
 	released[0]() // must return (and log) despite Redis
 
@@ -390,7 +401,13 @@ func TestRedisUnavailable(t *testing.T) {
 			return err
 		}
 		release()
-		if err := l.Join(ctx, "ip", "r"); err != nil {
+		if err := l.JoinIP(ctx, "ip"); err != nil {
+			return err
+		}
+		if err := l.RoomAttempt(ctx, "ip", "r"); err != nil {
+			return err
+		}
+		if err := l.CreateRoom(ctx, "ip"); err != nil {
 			return err
 		}
 		return l.UseKey(ctx, "aa", "r")
@@ -413,9 +430,9 @@ func TestRedisUnavailable(t *testing.T) {
 		defer srv.Resume()
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
-		err := l.Join(ctx, "ip2", "r2")
+		err := l.RoomAttempt(ctx, "ip2", "r2")
 		if !errors.Is(err, limits.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Join with Redis hung = %v, want an error wrapping limits.ErrUnavailable and context.DeadlineExceeded", err)
+			t.Errorf("RoomAttempt with Redis hung = %v, want an error wrapping limits.ErrUnavailable and context.DeadlineExceeded", err)
 		}
 	})
 }

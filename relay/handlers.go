@@ -3,6 +3,7 @@ package relay
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"strings"
 
 	"github.com/google/uuid"
@@ -69,7 +70,10 @@ func (c *conn) handleCreate(f *wire.ClientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	if err := c.s.limiter.Join(ctx, c.ip, ""); err != nil {
+	if err := c.s.limiter.JoinIP(ctx, c.ip); err != nil {
+		return err
+	}
+	if err := c.s.limiter.CreateRoom(ctx, c.ip); err != nil {
 		return err
 	}
 	id := uuid.NewString()
@@ -100,7 +104,10 @@ func (c *conn) handleJoin(f *wire.ClientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
+	if err := c.s.limiter.JoinIP(ctx, c.ip); err != nil {
+		return err
+	}
+	if err := c.s.limiter.RoomAttempt(ctx, c.ip, *f.Room); err != nil {
 		return err
 	}
 	return c.join(f, *f.Room)
@@ -123,7 +130,10 @@ func (c *conn) join(f *wire.ClientFrame, id string) error {
 	return c.enter(id, entry{frame: f, peer: peer, token: token, gen: me.Generation})
 }
 
-// handleResume takes a dropped member's seat back.
+// handleResume takes a dropped member's seat back. The room's attempt
+// budget is spent only by a resume that failed for a wrong token or an
+// unknown peer, after the store checked it: a member with its token is
+// never refused by it, however many strangers knocked.
 func (c *conn) handleResume(f *wire.ClientFrame) error {
 	if room, _ := c.current(); room != "" {
 		return errInRoom
@@ -142,10 +152,15 @@ func (c *conn) handleResume(f *wire.ClientFrame) error {
 		}
 		return session.ErrBadToken
 	}
-	if err := c.s.limiter.Join(ctx, c.ip, *f.Room); err != nil {
+	if err := c.s.limiter.JoinIP(ctx, c.ip); err != nil {
 		return err
 	}
 	room, err := c.s.store.Reconnect(ctx, *f.Room, *f.Peer, sha256.Sum256(tok))
+	if errors.Is(err, session.ErrBadToken) || errors.Is(err, session.ErrNotMember) {
+		if lerr := c.s.limiter.RoomAttempt(ctx, c.ip, *f.Room); lerr != nil {
+			return lerr
+		}
+	}
 	if err != nil {
 		return err
 	}

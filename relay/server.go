@@ -29,15 +29,28 @@ import (
 // Limiter is the admission control the relay asks before it admits a
 // connection, a create, join or resume, and a public key. limits.Memory
 // and limits.Redis implement it; their errors (limits.ErrConnLimit,
-// ErrJoinRate, ErrRoomAttempts, ErrKeyReused, ErrClosed, and errors
-// wrapping limits.ErrUnavailable) are what the relay maps to wire codes.
+// ErrJoinRate, ErrRoomAttempts, ErrRoomsPerIP, ErrKeyReused, ErrClosed,
+// and errors wrapping limits.ErrUnavailable) are what the relay maps to
+// wire codes.
+//
+// A create asks JoinIP, then CreateRoom; a join JoinIP, then RoomAttempt;
+// a resume JoinIP, then the store (which checks the token), and
+// RoomAttempt only if the resume failed for a wrong token or an unknown
+// peer. So an attempt refused by the IP's rate spends no room's budget,
+// and a member resuming with its token is never refused by its room's
+// budget, however many strangers knocked.
 type Limiter interface {
 	// Connect counts a connection from ip and returns the function that
 	// releases it, or an error (nothing counted).
 	Connect(ctx context.Context, ip string) (release func(), err error)
-	// Join counts an attempt by ip to create (room "") or to join or
-	// resume room.
-	Join(ctx context.Context, ip, room string) error
+	// JoinIP counts a create, join or resume by ip (limits.ErrJoinRate).
+	JoinIP(ctx context.Context, ip string) error
+	// RoomAttempt counts a join, or a failed resume, on room by ip's
+	// source (limits.ErrRoomAttempts).
+	RoomAttempt(ctx context.Context, ip, room string) error
+	// CreateRoom counts a room created by ip's source
+	// (limits.ErrRoomsPerIP).
+	CreateRoom(ctx context.Context, ip string) error
 	// UseKey records that public key key (hex) is used in room, and
 	// refuses a key recently used in another room.
 	UseKey(ctx context.Context, key, room string) error

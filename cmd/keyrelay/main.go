@@ -37,8 +37,9 @@
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
 //	--joins-per-ip   KEYRELAY_JOINS_PER_IP   creates, joins and resumes per IP per --join-window (default 60; -1 no limit)
 //	--join-window    KEYRELAY_JOIN_WINDOW    sliding window of --joins-per-ip (default 1m)
-//	--joins-per-room KEYRELAY_JOINS_PER_ROOM join and resume attempts per room per --room-window (default 30; -1 no limit)
+//	--joins-per-room KEYRELAY_JOINS_PER_ROOM joins and failed resumes per room and IP (IPv6 /64) per --room-window (default 30; -1 no limit)
 //	--room-window    KEYRELAY_ROOM_WINDOW    sliding window of --joins-per-room (default 10m)
+//	--rooms-per-ip   KEYRELAY_ROOMS_PER_IP   rooms created per IP (IPv6 /64) per --room-ttl (default 20; -1 no limit)
 //	--key-reuse-window KEYRELAY_KEY_REUSE_WINDOW refuse a key used in another room within this window (default 10m; 0 off)
 //	--debug-addr     KEYRELAY_DEBUG_ADDR     serve /debug/pprof/ on this address (default: off)
 //	--client-room-ids KEYRELAY_CLIENT_ROOM_IDS let create name its room (default false)
@@ -255,8 +256,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&c.connsTotal, "max-conns-total", "KEYRELAY_MAX_CONNS_TOTAL", 0, "TCP connections open at once in all, on every listener; over it new connections are closed at once; 0: the open files limit (RLIMIT_NOFILE, raised to its hard limit) minus 64 + 10 per CPU of headroom, at most 65536; -1 for no limit")
 	intFlag(&c.limits.JoinsPerIP, "joins-per-ip", "KEYRELAY_JOINS_PER_IP", 60, "creates, joins and resumes per client IP per --join-window (over: join_rate_limited); -1 for no limit")
 	durFlag(&c.limits.JoinWindow, "join-window", "KEYRELAY_JOIN_WINDOW", time.Minute, "window of --joins-per-ip (sliding)")
-	intFlag(&c.limits.JoinsPerRoom, "joins-per-room", "KEYRELAY_JOINS_PER_ROOM", 30, "join and resume attempts on one room per --room-window, from anyone (over: too_many_attempts); -1 for no limit")
+	intFlag(&c.limits.JoinsPerRoom, "joins-per-room", "KEYRELAY_JOINS_PER_ROOM", 30, "joins, and resumes that failed for a wrong token or unknown peer, on one room from one client IP (IPv6: /64) per --room-window (over: too_many_attempts); a resume with its token is never refused; -1 for no limit")
 	durFlag(&c.limits.RoomWindow, "room-window", "KEYRELAY_ROOM_WINDOW", 10*time.Minute, "window of --joins-per-room (sliding)")
+	intFlag(&c.limits.RoomsPerIP, "rooms-per-ip", "KEYRELAY_ROOMS_PER_IP", 20, "rooms one client IP (IPv6: /64) may create per --room-ttl (sliding; over: too_many_rooms), counted across instances sharing Redis; -1 for no limit")
 	durFlag(&c.limits.KeyReuseWindow, "key-reuse-window", "KEYRELAY_KEY_REUSE_WINDOW", 10*time.Minute, "refuse a public key used in another room within this window (key_reused: ephemeral keys should be ephemeral); 0 turns the check off")
 	intFlag(&c.relay.MaxRooms, "max-rooms", "KEYRELAY_MAX_ROOMS", 10000, "rooms in total; -1 for no limit")
 	intFlag(&c.relay.MinRoomIDLength, "min-room-id-length", "KEYRELAY_MIN_ROOM_ID_LENGTH", 22, "shortest client-chosen room ID, with --client-room-ids")
@@ -298,6 +300,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.relay.BytesPerSecond = float64(bps)
 	c.relay.ByteBurst = max(2*bps, maxFrame)
 	c.relay.AllowedOrigins = splitList(c.origins)
+	c.limits.RoomsWindow = c.relay.RoomTTL // a create counts as long as an idle room it made lives
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}

@@ -43,7 +43,9 @@ const (
 // relay.Limiter, without Close.)
 type Limiter interface {
 	Connect(ctx context.Context, ip string) (release func(), err error)
-	Join(ctx context.Context, ip, room string) error
+	JoinIP(ctx context.Context, ip string) error
+	RoomAttempt(ctx context.Context, ip, room string) error
+	CreateRoom(ctx context.Context, ip string) error
 	UseKey(ctx context.Context, key, room string) error
 	Close() error
 }
@@ -95,7 +97,7 @@ type opener func(t *testing.T, cfg limits.Config) Limiter
 
 // off is a Config with every limit off, for tests to switch on the one
 // they test.
-var off = limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1, KeyReuseWindow: -1}
+var off = limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1, RoomsPerIP: -1, KeyReuseWindow: -1}
 
 // wantErr fails t unless errors.Is(err, want) (or err is nil, for nil).
 func wantErr(t testing.TB, what string, err, want error) {
@@ -165,13 +167,18 @@ func testDefaults(t *testing.T, open opener) {
 		t.Errorf("Connect #%d with the default limit admitted, want ErrConnLimit", limits.DefaultMaxConnsPerIP+1)
 	}
 	for i := range limits.DefaultJoinsPerIP {
-		wantErr(t, fmt.Sprintf("Join #%d (create)", i+1), l.Join(ctx, "10.0.0.2", ""), nil)
+		wantErr(t, fmt.Sprintf("JoinIP #%d", i+1), l.JoinIP(ctx, "10.0.0.2"), nil)
 	}
-	wantErr(t, "Join over the default IP limit", l.Join(ctx, "10.0.0.2", ""), limits.ErrJoinRate)
+	wantErr(t, "JoinIP over the default IP limit", l.JoinIP(ctx, "10.0.0.2"), limits.ErrJoinRate)
 	for i := range limits.DefaultJoinsPerRoom {
-		wantErr(t, fmt.Sprintf("Join #%d on room r", i+1), l.Join(ctx, "10.0.0.3", "r"), nil)
+		wantErr(t, fmt.Sprintf("RoomAttempt #%d on room r", i+1), l.RoomAttempt(ctx, "10.0.0.3", "r"), nil)
 	}
-	wantErr(t, "Join over the default room limit", l.Join(ctx, "10.0.0.3", "r"), limits.ErrRoomAttempts)
+	wantErr(t, "RoomAttempt over the default room limit", l.RoomAttempt(ctx, "10.0.0.3", "r"), limits.ErrRoomAttempts)
+	wantErr(t, "RoomAttempt on room r from another source", l.RoomAttempt(ctx, "10.0.0.4", "r"), nil)
+	for i := range limits.DefaultRoomsPerIP {
+		wantErr(t, fmt.Sprintf("CreateRoom #%d", i+1), l.CreateRoom(ctx, "10.0.0.5"), nil)
+	}
+	wantErr(t, "CreateRoom over the default rooms limit", l.CreateRoom(ctx, "10.0.0.5"), limits.ErrRoomsPerIP)
 	// Key reuse is off by default.
 	wantErr(t, "UseKey(k, a)", l.UseKey(ctx, "aa", "a"), nil)
 	wantErr(t, "UseKey(k, b) with the check off by default", l.UseKey(ctx, "aa", "b"), nil)
@@ -256,45 +263,71 @@ func testJoin(t *testing.T, open opener) {
 	}{
 		{
 			name: "IP limit",
-			cfg:  limits.Config{JoinsPerIP: 3, JoinWindow: long, JoinsPerRoom: -1},
+			cfg:  limits.Config{JoinsPerIP: 3, JoinWindow: long, JoinsPerRoom: -1, RoomsPerIP: -1},
 			steps: []joinStep{
-				{"a", "", nil}, {"a", "r1", nil}, {"a", "r2", nil},
-				{"a", "", limits.ErrJoinRate}, {"a", "r3", limits.ErrJoinRate},
-				{"b", "r1", nil}, // another IP
+				{joinIP, "a", "", nil}, {joinIP, "a", "", nil}, {joinIP, "a", "", nil},
+				{joinIP, "a", "", limits.ErrJoinRate},
+				{joinIP, "b", "", nil}, // another IP
 			},
 		},
 		{
-			name: "room limit",
-			cfg:  limits.Config{JoinsPerIP: -1, JoinsPerRoom: 2, RoomWindow: long},
+			name: "room limit per source",
+			cfg:  limits.Config{JoinsPerIP: -1, JoinsPerRoom: 2, RoomWindow: long, RoomsPerIP: -1},
 			steps: []joinStep{
-				{"a", "r", nil}, {"b", "r", nil},
-				{"c", "r", limits.ErrRoomAttempts}, {"a", "r", limits.ErrRoomAttempts},
-				{"c", "other", nil},
-				// Creating names no room: only the IP limit counts it.
-				{"c", "", nil}, {"c", "", nil}, {"c", "", nil},
+				{roomAttempt, "a", "r", nil}, {roomAttempt, "a", "r", nil},
+				{roomAttempt, "a", "r", limits.ErrRoomAttempts},
+				{roomAttempt, "a", "other", nil}, // another room
+				// Another source has its own budget on r.
+				{roomAttempt, "b", "r", nil}, {roomAttempt, "b", "r", nil},
+				{roomAttempt, "b", "r", limits.ErrRoomAttempts},
 			},
 		},
 		{
-			name: "IP limit first",
-			cfg:  limits.Config{JoinsPerIP: 2, JoinWindow: long, JoinsPerRoom: 2, RoomWindow: long},
+			name: "a stranger cannot spend a member's budget",
+			cfg:  limits.Config{JoinsPerIP: -1, JoinsPerRoom: 2, RoomWindow: long, RoomsPerIP: -1},
 			steps: []joinStep{
-				{"a", "r", nil}, {"a", "r", nil},
-				{"a", "r", limits.ErrJoinRate}, // both over: the IP's error
-				{"b", "r", limits.ErrRoomAttempts},
-				{"b", "s", nil},
+				{roomAttempt, "203.0.113.9", "r", nil}, {roomAttempt, "203.0.113.9", "r", nil},
+				{roomAttempt, "203.0.113.9", "r", limits.ErrRoomAttempts},
+				{roomAttempt, "203.0.113.9", "r", limits.ErrRoomAttempts},
+				{roomAttempt, "203.0.113.9", "r", limits.ErrRoomAttempts},
+				{roomAttempt, "198.51.100.1", "r", nil}, {roomAttempt, "198.51.100.1", "r", nil},
 			},
 		},
 		{
-			name: "each limit counts what it admits",
-			cfg:  limits.Config{JoinsPerIP: 2, JoinWindow: long, JoinsPerRoom: 3, RoomWindow: long},
+			name: "IPv6 /64 is one source",
+			cfg:  limits.Config{JoinsPerIP: -1, JoinsPerRoom: 2, RoomWindow: long, RoomsPerIP: -1},
 			steps: []joinStep{
-				{"a", "r", nil}, {"a", "r", nil},
-				// Refused for the IP, admitted (and counted) by the room.
-				{"a", "r", limits.ErrJoinRate},
-				{"b", "r", limits.ErrRoomAttempts},
-				// Refused for the room, admitted by the IP.
-				{"b", "s", nil},
-				{"b", "t", limits.ErrJoinRate},
+				{roomAttempt, "2001:db8::1", "r", nil}, {roomAttempt, "2001:db8::2", "r", nil},
+				{roomAttempt, "2001:db8::ffff:1", "r", limits.ErrRoomAttempts},
+				{roomAttempt, "2001:db8:0:1::1", "r", nil}, // another /64
+				// An IPv4-mapped address is its IPv4 address.
+				{roomAttempt, "::ffff:192.0.2.1", "r", nil}, {roomAttempt, "192.0.2.1", "r", nil},
+				{roomAttempt, "192.0.2.1", "r", limits.ErrRoomAttempts},
+				{roomAttempt, "192.0.2.2", "r", nil},
+			},
+		},
+		{
+			name: "rooms per source",
+			cfg:  limits.Config{JoinsPerIP: -1, JoinsPerRoom: -1, RoomsPerIP: 2, RoomsWindow: long},
+			steps: []joinStep{
+				{createRoom, "a", "", nil}, {createRoom, "a", "", nil},
+				{createRoom, "a", "", limits.ErrRoomsPerIP},
+				{createRoom, "b", "", nil}, // another IP
+				{createRoom, "2001:db8::1", "", nil}, {createRoom, "2001:db8::2", "", nil},
+				{createRoom, "2001:db8::3", "", limits.ErrRoomsPerIP}, // the same /64
+				{createRoom, "2001:db8:0:1::1", "", nil},
+			},
+		},
+		{
+			name: "each call counts on its own limit",
+			cfg:  limits.Config{JoinsPerIP: 1, JoinWindow: long, JoinsPerRoom: 1, RoomWindow: long, RoomsPerIP: 1, RoomsWindow: long},
+			steps: []joinStep{
+				{joinIP, "a", "", nil}, {joinIP, "a", "", limits.ErrJoinRate},
+				// The IP's refusals spent nothing of the room's or the
+				// rooms' budget, and each spends nothing of the others'.
+				{roomAttempt, "a", "r", nil}, {roomAttempt, "a", "r", limits.ErrRoomAttempts},
+				{createRoom, "a", "", nil}, {createRoom, "a", "", limits.ErrRoomsPerIP},
+				{joinIP, "b", "", nil},
 			},
 		},
 	} {
@@ -305,16 +338,37 @@ func testJoin(t *testing.T, open opener) {
 	}
 }
 
-// joinStep is a Join call and the error it must return.
+// The calls a joinStep makes.
+const (
+	joinIP      = "JoinIP"
+	roomAttempt = "RoomAttempt"
+	createRoom  = "CreateRoom"
+)
+
+// joinStep is a JoinIP, RoomAttempt or CreateRoom call and the error it
+// must return.
 type joinStep struct {
+	call     string
 	ip, room string
 	want     error
 }
 
 func runJoins(t *testing.T, l Limiter, steps []joinStep) {
 	t.Helper()
+	ctx := t.Context()
 	for i, s := range steps {
-		wantErr(t, fmt.Sprintf("step %d: Join(%q, %q)", i+1, s.ip, s.room), l.Join(t.Context(), s.ip, s.room), s.want)
+		var err error
+		switch s.call {
+		case joinIP:
+			err = l.JoinIP(ctx, s.ip)
+		case roomAttempt:
+			err = l.RoomAttempt(ctx, s.ip, s.room)
+		case createRoom:
+			err = l.CreateRoom(ctx, s.ip)
+		default:
+			t.Fatalf("step %d: unknown call %q", i+1, s.call)
+		}
+		wantErr(t, fmt.Sprintf("step %d: %s(%q, %q)", i+1, s.call, s.ip, s.room), err, s.want)
 	}
 }
 
@@ -355,7 +409,7 @@ func testOff(t *testing.T, open opener) {
 		cfg  limits.Config
 	}{
 		{"all -1", off},
-		{"negative windows", limits.Config{MaxConnsPerIP: -1, JoinsPerIP: 1, JoinWindow: -1, JoinsPerRoom: 1, RoomWindow: -1, KeyReuseWindow: -time.Hour}},
+		{"negative windows", limits.Config{MaxConnsPerIP: -1, JoinsPerIP: 1, JoinWindow: -1, JoinsPerRoom: 1, RoomWindow: -1, RoomsPerIP: 1, RoomsWindow: -1, KeyReuseWindow: -time.Hour}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := open(t, tc.cfg)
@@ -366,7 +420,9 @@ func testOff(t *testing.T, open opener) {
 				r()
 			}
 			for i := range 100 {
-				wantErr(t, fmt.Sprintf("Join #%d", i+1), l.Join(ctx, "ip", "r"), nil)
+				wantErr(t, fmt.Sprintf("JoinIP #%d", i+1), l.JoinIP(ctx, "ip"), nil)
+				wantErr(t, fmt.Sprintf("RoomAttempt #%d", i+1), l.RoomAttempt(ctx, "ip", "r"), nil)
+				wantErr(t, fmt.Sprintf("CreateRoom #%d", i+1), l.CreateRoom(ctx, "ip"), nil)
 			}
 			wantErr(t, "UseKey(k, a)", l.UseKey(ctx, "aa", "a"), nil)
 			wantErr(t, "UseKey(k, b)", l.UseKey(ctx, "aa", "b"), nil)
@@ -374,10 +430,14 @@ func testOff(t *testing.T, open opener) {
 	}
 
 	t.Run("one limit off leaves the others", func(t *testing.T) {
-		cfg := limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: 1, RoomWindow: time.Hour, KeyReuseWindow: time.Hour}
+		cfg := limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: 1, RoomWindow: time.Hour, RoomsPerIP: -1, KeyReuseWindow: time.Hour}
 		l := open(t, cfg)
 		Fill(t, l, "ip", 100)
-		runJoins(t, l, []joinStep{{"ip", "", nil}, {"ip", "", nil}, {"ip", "r", nil}, {"ip", "r", limits.ErrRoomAttempts}})
+		runJoins(t, l, []joinStep{
+			{joinIP, "ip", "", nil}, {joinIP, "ip", "", nil},
+			{createRoom, "ip", "", nil}, {createRoom, "ip", "", nil},
+			{roomAttempt, "ip", "r", nil}, {roomAttempt, "ip", "r", limits.ErrRoomAttempts},
+		})
 		wantErr(t, "UseKey(k, a)", l.UseKey(t.Context(), "aa", "a"), nil)
 		wantErr(t, "UseKey(k, b)", l.UseKey(t.Context(), "aa", "b"), limits.ErrKeyReused)
 	})
@@ -396,16 +456,23 @@ func testWindows(t *testing.T, open opener) {
 		{
 			name: "IP window",
 			cfg:  limits.Config{MaxConnsPerIP: -1, JoinsPerIP: 2, JoinWindow: shortWindow, JoinsPerRoom: -1},
-			fill: func(ctx context.Context, l Limiter) error { return l.Join(ctx, "ip", "") },
+			fill: func(ctx context.Context, l Limiter) error { return l.JoinIP(ctx, "ip") },
 			n:    2,
 			want: limits.ErrJoinRate,
 		},
 		{
 			name: "room window",
 			cfg:  limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: 2, RoomWindow: shortWindow},
-			fill: func(ctx context.Context, l Limiter) error { return l.Join(ctx, "ip", "r") },
+			fill: func(ctx context.Context, l Limiter) error { return l.RoomAttempt(ctx, "ip", "r") },
 			n:    2,
 			want: limits.ErrRoomAttempts,
+		},
+		{
+			name: "rooms window",
+			cfg:  limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1, RoomsPerIP: 2, RoomsWindow: shortWindow},
+			fill: func(ctx context.Context, l Limiter) error { return l.CreateRoom(ctx, "ip") },
+			n:    2,
+			want: limits.ErrRoomsPerIP,
 		},
 		{
 			name: "key window",
@@ -454,7 +521,7 @@ func testWindows(t *testing.T, open opener) {
 		start := time.Now()
 		admitted := 0
 		for time.Since(start) < window/2 {
-			err := l.Join(ctx, "ip", "")
+			err := l.JoinIP(ctx, "ip")
 			switch {
 			case err == nil && time.Since(start) < window/2:
 				admitted++
@@ -519,12 +586,22 @@ func testConcurrency(t *testing.T, open opener) {
 
 	t.Run("Join", func(t *testing.T) {
 		l := open(t, limits.Config{JoinsPerIP: limit, JoinWindow: time.Hour, JoinsPerRoom: -1})
-		race(t, limit, func(int) error { return l.Join(t.Context(), "ip", "") }, limits.ErrJoinRate)
+		race(t, limit, func(int) error { return l.JoinIP(t.Context(), "ip") }, limits.ErrJoinRate)
 	})
 
-	t.Run("Join room", func(t *testing.T) {
+	t.Run("RoomAttempt", func(t *testing.T) {
 		l := open(t, limits.Config{JoinsPerIP: -1, JoinsPerRoom: limit, RoomWindow: time.Hour})
-		race(t, limit, func(i int) error { return l.Join(t.Context(), fmt.Sprint("ip", i), "r") }, limits.ErrRoomAttempts)
+		race(t, limit, func(int) error { return l.RoomAttempt(t.Context(), "ip", "r") }, limits.ErrRoomAttempts)
+	})
+
+	t.Run("RoomAttempt from many sources", func(t *testing.T) {
+		l := open(t, limits.Config{JoinsPerIP: -1, JoinsPerRoom: 1, RoomWindow: time.Hour})
+		race(t, racers, func(i int) error { return l.RoomAttempt(t.Context(), fmt.Sprint("ip", i), "r") }, limits.ErrRoomAttempts)
+	})
+
+	t.Run("CreateRoom", func(t *testing.T) {
+		l := open(t, limits.Config{JoinsPerIP: -1, RoomsPerIP: limit, RoomsWindow: time.Hour})
+		race(t, limit, func(int) error { return l.CreateRoom(t.Context(), "2001:db8::1") }, limits.ErrRoomsPerIP)
 	})
 
 	t.Run("UseKey", func(t *testing.T) {
@@ -543,13 +620,15 @@ func testClosed(t *testing.T, open opener) {
 	if r, err := l.Connect(ctx, "ip"); !errors.Is(err, limits.ErrClosed) || r != nil {
 		t.Errorf("Connect after Close = %v, %v; want nil, ErrClosed", r != nil, err)
 	}
-	wantErr(t, "Join after Close", l.Join(ctx, "ip", "r"), limits.ErrClosed)
+	wantErr(t, "JoinIP after Close", l.JoinIP(ctx, "ip"), limits.ErrClosed)
+	wantErr(t, "RoomAttempt after Close", l.RoomAttempt(ctx, "ip", "r"), limits.ErrClosed)
+	wantErr(t, "CreateRoom after Close", l.CreateRoom(ctx, "ip"), limits.ErrClosed)
 	wantErr(t, "UseKey after Close", l.UseKey(ctx, "aa", "r"), limits.ErrClosed)
 	wantErr(t, "second Close", l.Close(), limits.ErrClosed)
 	rel[0]() // harmless
 }
 
-// Benchmark measures Connect with its release, and Join, on Limiters
+// Benchmark measures Connect with its release, JoinIP and RoomAttempt, on Limiters
 // from newLimiter, with limits high enough never to refuse.
 func Benchmark(b *testing.B, newLimiter NewFunc) {
 	b.Run("ConnectRelease", func(b *testing.B) {
@@ -564,12 +643,22 @@ func Benchmark(b *testing.B, newLimiter NewFunc) {
 			release()
 		}
 	})
-	b.Run("Join", func(b *testing.B) {
-		l := Open(b, newLimiter, limits.Config{JoinsPerIP: 1 << 30, JoinsPerRoom: 1 << 30})
+	b.Run("JoinIP", func(b *testing.B) {
+		l := Open(b, newLimiter, limits.Config{JoinsPerIP: 1 << 30})
 		ctx := b.Context()
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := l.Join(ctx, "192.0.2.1", "room"); err != nil {
+			if err := l.JoinIP(ctx, "192.0.2.1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("RoomAttempt", func(b *testing.B) {
+		l := Open(b, newLimiter, limits.Config{JoinsPerRoom: 1 << 30})
+		ctx := b.Context()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := l.RoomAttempt(ctx, "2001:db8::1", "room"); err != nil {
 				b.Fatal(err)
 			}
 		}

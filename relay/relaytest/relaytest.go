@@ -52,16 +52,16 @@ type Server struct {
 }
 
 // Limits are the admission limits of a test relay whose Config has no
-// Limiter: 32 connections per IP, as cmd/keyrelay's default, and no join
-// or key limits, which tests that make many rooms from one address would
-// run into.
-var Limits = limits.Config{JoinsPerIP: -1, JoinsPerRoom: -1}
+// Limiter: 32 connections per IP, as cmd/keyrelay's default, and no join,
+// room or key limits, which tests that make many rooms from one address
+// would run into.
+var Limits = limits.Config{JoinsPerIP: -1, JoinsPerRoom: -1, RoomsPerIP: -1}
 
 // NoLimits returns an in-memory limiter with every limit off, for load
 // tests from one address. It is made once per test binary, shared, and
 // never closed.
 var NoLimits = sync.OnceValue(func() relay.Limiter {
-	return limits.NewMemory(limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1})
+	return limits.NewMemory(limits.Config{MaxConnsPerIP: -1, JoinsPerIP: -1, JoinsPerRoom: -1, RoomsPerIP: -1})
 })
 
 // NewLimiter returns an in-memory limiter enforcing cfg, closed when the
