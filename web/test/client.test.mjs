@@ -224,7 +224,8 @@ test("a dropped connection rejects waiting requests and emits closed; resume sen
   await p;
   // The Channel survives: the peer opens what the client sends after resuming.
   const seq = c.send("after");
-  await sleep(5);
+  // Wait for the frame (bounded): under load the send takes more than a tick.
+  for (let i = 0; i < 2000 && !ws2.sent.some((f) => f.type === "msg"); i++) await sleep(1);
   const msg = ws2.sent.find((f) => f.type === "msg");
   assert.equal(kr.utf8Decode(await peerChannel.open(kr.base64ToBytes(msg.body))), "after");
   assert.equal(await seq, 101); // the fake relay's sent reply
