@@ -54,6 +54,7 @@ type conn struct {
 	hsSent              bool   // handshake_complete was sent
 	joinedAt            time.Time
 	gen                 uint64 // the generation of the seat this connection holds
+	knownPeer           string // the other member the client has been told of; "" for none
 	superseded          bool   // a newer connection resumed this peer
 	stopForward         context.CancelFunc
 	forwardDone         chan struct{}

@@ -229,24 +229,31 @@ func (c *conn) setKey(f *wire.ClientFrame) error {
 		return err
 	}
 	name := g.Name()
+	other, hasOther := r.Other(peer)
 	c.mu.Lock()
 	c.keySet, c.group = true, name
 	// key_ok is queued before c.mu is released: the forwarder, which may
 	// now complete the handshake, must not queue handshake_complete first.
 	c.queueLocked(&wire.ServerFrame{Type: wire.TypeKeyOK, ID: f.ID, Group: &name})
+	if hasOther && other.PublicKey != "" && other.ID == c.knownPeer && !c.peerKeySent {
+		// The other key is already stored. Its event normally brings it
+		// (the forwarder), but its relay may have died before announcing
+		// it, so it is sent from here too, once; only for a peer the
+		// client has been told of, so that it never overtakes that peer's
+		// peer_joined.
+		c.peerKeySent = true
+		c.queueLocked(&wire.ServerFrame{Type: wire.TypePeerKey, PublicKey: other.PublicKey, Group: &name})
+	}
 	c.mu.Unlock()
 	c.q.wait(c.ctx)
 	c.publish(ctx, session.Event{Type: session.EventKey, Room: room, Peer: peer, Key: pk.Hex(), Group: name, Conn: c.id})
-	if other, ok := r.Other(peer); ok && other.PublicKey != "" {
+	if hasOther && other.PublicKey != "" {
 		// The store serialises SetKey: exactly one of the two sees the
 		// other key, so the room's handshake is counted once.
 		c.s.metrics.handshakes.Inc()
 	}
-	// The other key reaches the client through the forwarder (or the room
-	// frame's snapshot), never from here: sent from here it could overtake
-	// the forwarder's peer_joined for that peer. The forwarder may have
-	// delivered it between SetKey and keySet above, when it could not yet
-	// complete the handshake: complete it now.
+	// The forwarder may have delivered the other key between SetKey and
+	// keySet above, when it could not yet complete the handshake.
 	c.sendHandshake()
 	return nil
 }

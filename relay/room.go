@@ -78,6 +78,7 @@ func (c *conn) entered(e entry) {
 	c.mu.Lock()
 	c.room, c.roomTag, c.peer, c.group = room.ID, c.s.roomTag(room.ID), e.peer, group
 	c.gen = e.gen
+	c.knownPeer = other.ID // "" without one: the room frame tells the client
 	c.keySet = me.PublicKey != ""
 	c.peerKeySent, c.hsSent, c.superseded = false, false, false
 	c.joinedAt = time.Now()
@@ -209,12 +210,23 @@ func (f *forwarder) graceC() <-chan time.Time {
 	return f.graceEnds.C
 }
 
-// resetHandshake forgets the handshake with the other peer: a new peer
-// must send a new key, and the client may send no message until then.
-func (f *forwarder) resetHandshake() {
-	f.c.mu.Lock()
-	f.c.peerKeySent, f.c.hsSent = false, false
-	f.c.mu.Unlock()
+// tell sends the client frame fr about the other peer, now other ("" for
+// none). The client's view of the peer (conn.knownPeer) changes in the
+// same step as the frame is queued, so that a peer_key the reader sends
+// for that peer cannot overtake it. With reset, the handshake with the
+// old peer is forgotten: a new peer must send a new key, and the client
+// may send no message until then.
+func (f *forwarder) tell(other string, reset bool, fr *wire.ServerFrame) {
+	c := f.c
+	f.other = other
+	c.mu.Lock()
+	c.knownPeer = other
+	if reset {
+		c.peerKeySent, c.hsSent = false, false
+	}
+	c.queueLocked(fr)
+	c.mu.Unlock()
+	c.q.wait(c.ctx)
 }
 
 // run forwards events until ctx ends or the subscription does, then
@@ -257,37 +269,33 @@ func (f *forwarder) handle(ev *session.Event) bool {
 			return true // this connection's own arrival, or an older one's
 		}
 		resumed := ev.Reason == session.ReasonResumed
+		joined := &wire.ServerFrame{Type: wire.TypePeerJoined, Resumed: &resumed}
 		switch {
 		case resumed && ev.Peer == f.other:
 			f.stopGrace() // back within its grace period
+			f.tell(ev.Peer, false, joined)
 		case ev.Peer == f.other:
 			// Its join predates our snapshot: the room frame told the
 			// client already.
-			return true
 		default:
 			// A new peer in the seat of one that left or expired: a new
 			// handshake.
 			f.stopGrace()
-			f.other = ev.Peer
-			f.resetHandshake()
+			f.tell(ev.Peer, true, joined)
 		}
-		c.send(&wire.ServerFrame{Type: wire.TypePeerJoined, Resumed: &resumed})
 	case session.EventLeft:
 		if ev.Peer == f.peer {
 			return true
 		}
-		reason := wire.ReasonDropped
 		if ev.Reason == session.ReasonLeft {
 			// The room's handshake is over; a new peer must send a new
 			// key.
-			reason = wire.ReasonLeft
 			f.stopGrace()
-			f.other = ""
-			f.resetHandshake()
+			f.tell("", true, &wire.ServerFrame{Type: wire.TypePeerLeft, Reason: wire.ReasonLeft})
 		} else {
 			f.watchGrace(time.Now())
+			c.send(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: wire.ReasonDropped})
 		}
-		c.send(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: reason})
 	case session.EventKey:
 		if ev.Peer == f.peer {
 			return true
@@ -323,9 +331,7 @@ func (f *forwarder) checkGrace() {
 		f.watchGrace(m.DisconnectedAt) // it resumed and dropped again
 		return
 	}
-	f.other = ""
-	f.resetHandshake()
-	c.send(&wire.ServerFrame{Type: wire.TypePeerLeft, Reason: wire.ReasonExpired})
+	f.tell("", true, &wire.ServerFrame{Type: wire.TypePeerLeft, Reason: wire.ReasonExpired})
 }
 
 // ended handles the end of the subscription while the connection is still
@@ -371,7 +377,7 @@ func (f *forwarder) roomGone(we *wireError) {
 
 // clearRoomLocked forgets the room. c.mu must be held.
 func (c *conn) clearRoomLocked() {
-	c.room, c.roomTag, c.peer, c.group = "", "", "", ""
+	c.room, c.roomTag, c.peer, c.group, c.knownPeer = "", "", "", "", ""
 	c.keySet, c.peerKeySent, c.hsSent = false, false, false
 	c.logp.Store(c.s.log.With("conn", c.id))
 }
