@@ -8,6 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -71,4 +72,32 @@ func TestNestingBound(t *testing.T) {
 	p.expectError(wire.CodeBadRequest)
 	p.send(map[string]any{"type": "create"})
 	p.expect(wire.TypeRoom)
+}
+
+// TestPendingBytes: a sender whose messages would take the bytes waiting
+// for its peer over MaxPendingBytes gets mailbox_full, though far below
+// MaxPending; once the peer acknowledges, it can send again.
+func TestPendingBytes(t *testing.T) {
+	tr := newRelay(t, relay.Config{MaxPendingBytes: 64 << 10})
+	p := handshake(t, tr, dh.X25519())
+	big := func(c byte) string { return strings.Repeat(string(c), 30<<10) }
+	sendMsg(t, p.a, p.aCh, big('1'))
+	sendMsg(t, p.a, p.aCh, big('2')) // about 60 KiB waiting for B
+	third, err := p.aCh.Seal([]byte(big('3')))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.a.send(map[string]any{"type": "msg", "body": b64(third)})
+	p.a.expectError(wire.CodeMailboxFull)
+	recvMsg(t, p.b, p.bCh, 1, big('1'))
+	recvMsg(t, p.b, p.bCh, 2, big('2'))
+	p.b.send(map[string]any{"type": "ack", "seq": 1})
+	// Once B has acknowledged the first, A can send the third (the same
+	// sealed body: the refused one was not stored).
+	waitFor(t, func() bool {
+		p.a.send(map[string]any{"type": "msg", "body": b64(third)})
+		f := p.a.read()
+		return wire.FrameType(f.str("type")) == wire.TypeSent
+	})
+	recvMsg(t, p.b, p.bCh, 3, big('3'))
 }

@@ -101,6 +101,12 @@ type Config struct {
 	// MaxPending bounds the unacknowledged messages waiting for one peer.
 	// Zero means 256.
 	MaxPending int
+	// MaxPendingBytes bounds the bytes of the unacknowledged message
+	// bodies (decoded ciphertext) waiting for one peer; a message that
+	// would go over it is refused with mailbox_full, as one over
+	// MaxPending is. Zero means 1 MiB. It must be at least MaxFrameBytes,
+	// so that the largest message always fits an empty mailbox.
+	MaxPendingBytes int64
 	// StoreTimeout bounds each call to the session store. Zero means 5 s.
 	StoreTimeout time.Duration
 	// AllowedOrigins lists the origins browsers may connect from, as
@@ -171,6 +177,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxPending == 0 {
 		c.MaxPending = 256
 	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = 1 << 20
+	}
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.SlowReaderTimeout, 5*time.Second)
 	def(&c.PingInterval, 20*time.Second)
@@ -185,6 +194,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MinRoomIDLength %d: want 1 to %d", c.MinRoomIDLength, maxRoomIDLength)
 	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1 || c.BytesPerSecond < 0:
 		return errors.New("relay: FramesPerSecond, FrameBurst, BytesPerSecond, SendQueue and MaxPending must be positive")
+	case c.MaxPendingBytes < c.MaxFrameBytes:
+		return fmt.Errorf("relay: MaxPendingBytes %d is below MaxFrameBytes %d: a largest message would never fit", c.MaxPendingBytes, c.MaxFrameBytes)
 	case int64(c.ByteBurst) < c.MaxFrameBytes:
 		return fmt.Errorf("relay: ByteBurst %d is below MaxFrameBytes %d: a largest message would never fit", c.ByteBurst, c.MaxFrameBytes)
 	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:

@@ -78,6 +78,7 @@ type memRoom struct {
 type memMember struct {
 	Member
 	mailbox []Message // unacknowledged messages for this member, by Seq
+	bytes   int64     // the sum of len(Body) over mailbox
 }
 
 // memSub is one subscription. Its fields are guarded by MemoryStore.mu;
@@ -247,6 +248,8 @@ func validRoomConfig(cfg RoomConfig) error {
 		return fmt.Errorf("session: invalid room config: ResumeGrace must be > 0, got %v", cfg.ResumeGrace)
 	case cfg.MaxPending <= 0:
 		return fmt.Errorf("session: invalid room config: MaxPending must be > 0, got %d", cfg.MaxPending)
+	case cfg.MaxPendingBytes < 0:
+		return fmt.Errorf("session: invalid room config: MaxPendingBytes must be >= 0, got %d", cfg.MaxPendingBytes)
 	}
 	return nil
 }
@@ -254,9 +257,10 @@ func validRoomConfig(cfg RoomConfig) error {
 // CreateRoom creates an empty room id with cfg, expiring cfg.TTL from now
 // unless there is activity. Its group is cfg.Group ("" leaves it to the
 // first stored key). It returns an error (matching no sentinel) if cfg.TTL,
-// cfg.ResumeGrace or cfg.MaxPending is not positive, ErrRoomExists if a
-// live room has the ID, ErrTooManyRooms if maxRooms > 0 and the store
-// holds maxRooms live rooms, and ErrClosed after Close.
+// cfg.ResumeGrace or cfg.MaxPending is not positive or
+// cfg.MaxPendingBytes is negative, ErrRoomExists if a live room has the
+// ID, ErrTooManyRooms if maxRooms > 0 and the store holds maxRooms live
+// rooms, and ErrClosed after Close.
 func (s *MemoryStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig, maxRooms int) error {
 	if err := validRoomConfig(cfg); err != nil {
 		return err
@@ -430,8 +434,9 @@ func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (
 // member, and returns the message's sequence number, LastSeq+1. It returns
 // ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
 // members have a key, ErrMailboxFull if the recipient already has
-// Config.MaxPending unacknowledged messages (no sequence number is used),
-// and ErrClosed after Close.
+// Config.MaxPending unacknowledged messages or if body would take the
+// bytes waiting for it over Config.MaxPendingBytes (nothing is stored and
+// no sequence number is used), and ErrClosed after Close.
 func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,8 +456,12 @@ func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte
 	if len(to.mailbox) >= r.cfg.MaxPending {
 		return 0, ErrMailboxFull
 	}
+	if max := r.cfg.MaxPendingBytes; max > 0 && to.bytes+int64(len(body)) > max {
+		return 0, ErrMailboxFull
+	}
 	r.lastSeq++
 	to.mailbox = append(to.mailbox, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
+	to.bytes += int64(len(body))
 	s.publishLocked(r, Event{Type: EventMessage, Room: room, Peer: from, Seq: r.lastSeq, Body: body})
 	r.touch(now)
 	return r.lastSeq, nil
@@ -492,6 +501,7 @@ func (s *MemoryStore) Ack(ctx context.Context, room, id string, seq uint64) erro
 	// discarded bodies can be collected.
 	n := 0
 	for n < len(m.mailbox) && m.mailbox[n].Seq <= seq {
+		m.bytes -= int64(len(m.mailbox[n].Body))
 		n++
 	}
 	m.mailbox = slices.Delete(m.mailbox, 0, n)

@@ -47,7 +47,8 @@ var (
 	// has no other member, or one of the two has no public key yet.
 	ErrHandshakeIncomplete = errors.New("session: handshake incomplete")
 	// ErrMailboxFull: the recipient already has the room's maximum number
-	// of unacknowledged messages waiting.
+	// of unacknowledged messages waiting, or the message would take the
+	// bytes waiting for it over the room's maximum.
 	ErrMailboxFull = errors.New("session: recipient's mailbox is full")
 	// ErrMessagesLost: the store lost what it had confirmed: messages
 	// waiting for a member (from Pending), or a whole room before its
@@ -78,6 +79,10 @@ type RoomConfig struct {
 	// MaxPending bounds the unacknowledged messages waiting for one member.
 	// Must be > 0.
 	MaxPending int
+	// MaxPendingBytes bounds the bytes of the unacknowledged message
+	// bodies waiting for one member (the sum of len(Body)). Zero means no
+	// bound in bytes, only MaxPending; must not be negative.
+	MaxPendingBytes int64
 }
 
 // Member is one of a room's (at most two) members.
@@ -245,7 +250,12 @@ type Store interface {
 	// ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
 	// members have a key (a message is only ever stored for the member
 	// whose key the sender encrypted it to), or ErrMailboxFull when the
-	// other member already has Config.MaxPending unacknowledged messages.
+	// other member already has Config.MaxPending unacknowledged messages,
+	// or when body would take the bytes of the unacknowledged bodies
+	// waiting for it over Config.MaxPendingBytes (when that is > 0).
+	// Refusing stores nothing and uses no sequence number. Ack releases the
+	// bytes of the messages it discards; Leave, and the removal of a
+	// member, release its mailbox.
 	Append(ctx context.Context, room, from string, body []byte) (uint64, error)
 
 	// Pending returns the unacknowledged messages for member id with a

@@ -15,6 +15,8 @@
 --   ttl, grace     RoomConfig.TTL and ResumeGrace in ns, as given (for Room)
 --   ttlms, gracems the same in ms (ttlms rounded up), for arithmetic
 --   maxp, cgroup   RoomConfig.MaxPending and Group
+--   maxb           RoomConfig.MaxPendingBytes (absent in rooms stored
+--                  before it: 0, no bound)
 --   gen            this incarnation of the room ID: its creation time (ms,
 --                  16 digits), so that later incarnations compare greater
 --   group, seq     the room's group and LastSeq
@@ -22,13 +24,15 @@
 --   boxes          the highest mailbox number handed out
 --   nextbox        the mailbox of the next member to join
 --   n              the number of members, 0 to 2, then for each member i
---   mi.id mi.tok mi.key mi.conn mi.dat mi.box mi.gen mi.cnt mi.last
+--   mi.id mi.tok mi.key mi.conn mi.dat mi.box mi.gen mi.cnt mi.last mi.bytes
 --                  ID, SHA-256 of its resume token (hex), public key,
 --                  "1" if connected, DisconnectedAt (ms), mailbox number,
 --                  Generation (absent in rooms stored before it: 1), how
---                  many messages its mailbox should hold, and the seq of
+--                  many messages its mailbox should hold, the seq of
 --                  the last message stored for it (both absent in rooms
---                  stored before them: the mailbox's length, and 0)
+--                  stored before them: the mailbox's length, and 0), and
+--                  the bytes of the bodies its mailbox holds (absent in
+--                  rooms stored before it: 0)
 --
 -- The hash says what each mailbox should hold (cnt and last) so that a
 -- mailbox that Redis evicted, or that is shorter than it should be for any
@@ -66,7 +70,7 @@ local function load()
   end
   local r = {
     ttl = h.ttl, grace = h.grace, ttlms = tonumber(h.ttlms), gracems = tonumber(h.gracems),
-    maxp = tonumber(h.maxp), cgroup = h.cgroup, gen = h.gen,
+    maxp = tonumber(h.maxp), cgroup = h.cgroup, gen = h.gen, maxb = tonumber(h.maxb) or 0,
     group = h.group, seq = tonumber(h.seq), exp = tonumber(h.exp),
     boxes = tonumber(h.boxes), nextbox = h.nextbox, members = {},
   }
@@ -77,6 +81,7 @@ local function load()
       conn = h[p .. 'conn'] == '1', dat = tonumber(h[p .. 'dat']), box = h[p .. 'box'],
       gen = tonumber(h[p .. 'gen']) or 1,
       cnt = tonumber(h[p .. 'cnt']), last = tonumber(h[p .. 'last']) or 0,
+      bytes = tonumber(h[p .. 'bytes']) or 0,
     }
     if not r.members[i].cnt then
       r.members[i].cnt = redis.call('XLEN', box_key(r.members[i].box))
@@ -122,7 +127,7 @@ local function save(r)
     if m.conn then
       conn = '1'
     end
-    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last)}
+    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last), p .. 'bytes', int(m.bytes)}
     for _, v in ipairs(fields) do
       f[#f + 1] = v
     end
@@ -130,7 +135,7 @@ local function save(r)
   redis.call('HSET', room_key, unpack(f))
   for i = #r.members + 1, 2 do
     local p = 'm' .. i .. '.'
-    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen', p .. 'cnt', p .. 'last')
+    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen', p .. 'cnt', p .. 'last', p .. 'bytes')
   end
 end
 
@@ -186,10 +191,10 @@ local function equal(a, b)
 end
 
 -- snapshot returns the room as the Go side decodes it: "OK", ttl, grace,
--- maxp, cgroup, group, seq, exp, n, then id, tok, key, conn, dat, gen for
--- each member.
+-- maxp, cgroup, group, seq, exp, maxb, n, then id, tok, key, conn, dat,
+-- gen for each member.
 local function snapshot(r)
-  local out = {'OK', r.ttl, r.grace, int(r.maxp), r.cgroup, r.group, int(r.seq), int(r.exp), int(#r.members)}
+  local out = {'OK', r.ttl, r.grace, int(r.maxp), r.cgroup, r.group, int(r.seq), int(r.exp), int(r.maxb), int(#r.members)}
   for _, m in ipairs(r.members) do
     local conn = '0'
     if m.conn then

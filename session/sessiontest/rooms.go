@@ -75,6 +75,7 @@ func testCreateRoom(t *testing.T, open opener) {
 			{"negative ResumeGrace", func(c *session.RoomConfig) { c.ResumeGrace = -time.Second }},
 			{"zero MaxPending", func(c *session.RoomConfig) { c.MaxPending = 0 }},
 			{"negative MaxPending", func(c *session.RoomConfig) { c.MaxPending = -1 }},
+			{"negative MaxPendingBytes", func(c *session.RoomConfig) { c.MaxPendingBytes = -1 }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				cfg := longCfg

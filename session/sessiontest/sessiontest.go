@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"Generations", testGenerations},
 		{"Reflection", testReflection},
 		{"Messages", testMessages},
+		{"PendingBytes", testPendingBytes},
 		{"Touch", testTouch},
 		{"Activity", testActivity},
 		{"Expiry", testExpiry},
