@@ -215,13 +215,18 @@ func (s *RedisStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig, 
 	if err := validRoomConfig(cfg); err != nil {
 		return err
 	}
-	ttlms := cfg.TTL / time.Millisecond
-	if cfg.TTL%time.Millisecond != 0 {
-		ttlms++
+	ceilms := func(d time.Duration) int64 {
+		ms := d / time.Millisecond
+		if d%time.Millisecond != 0 {
+			ms++
+		}
+		return int64(ms)
 	}
+	ttlms := ceilms(cfg.TTL)
 	_, err := s.run(ctx, "create room", scriptCreate, id,
-		int64(cfg.TTL), int64(cfg.ResumeGrace), int64(ttlms), msString(cfg.ResumeGrace),
-		cfg.MaxPending, cfg.Group, maxRooms, cfg.MaxPendingBytes)
+		int64(cfg.TTL), int64(cfg.ResumeGrace), ttlms, msString(cfg.ResumeGrace),
+		cfg.MaxPending, cfg.Group, maxRooms, cfg.MaxPendingBytes,
+		int64(cfg.EmptyTTL), ceilms(cfg.EmptyTTL))
 	return err
 }
 

@@ -8,6 +8,8 @@ local r = lookup()
 if not r then
   return gone()
 end
+-- A recipient whose grace is over is gone, with its mailbox.
+prune(r)
 local _, sender = find(r, ARGV[3])
 if not sender then
   return {'NOTMEMBER'}

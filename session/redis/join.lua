@@ -5,18 +5,7 @@ if not r then
 end
 -- Members past their grace period give up their seats (and mailboxes)
 -- first, whatever the outcome.
-local kept = {}
-for _, m in ipairs(r.members) do
-  if grace_over(r, m) then
-    redis.call('DEL', box_key(m.box))
-  else
-    kept[#kept + 1] = m
-  end
-end
-if #kept ~= #r.members then
-  r.members = kept
-  save(r)
-end
+prune(r)
 if #r.members >= 2 then
   return {'FULL'}
 end

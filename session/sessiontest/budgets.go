@@ -1,8 +1,11 @@
 package sessiontest
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyrelay/keyrelay/session"
 )
@@ -72,5 +75,122 @@ func testPendingBytes(t *testing.T, open opener) {
 		setup(t, s, "r", longCfg, "a", "b")
 		keyAll(t, s, "r", "a", "b")
 		appendMsg(t, s, "r", "a", body(1<<16))
+	})
+}
+
+// testGraceEnds checks that a member whose grace is over goes, with its
+// mailbox, when the grace ends: no Join is needed to remove it.
+func testGraceEnds(t *testing.T, open opener) {
+	s := open(t)
+	cfg := longCfg
+	cfg.ResumeGrace = shortGrace
+	cfg.MaxPendingBytes = 10
+	setup(t, s, "r", cfg, "a", "b")
+	keyAll(t, s, "r", "a", "b")
+	appendMsg(t, s, "r", "a", body10)
+	disconnect(t, s, "r", "b")
+	waitFor(t, patience, "b removed after its grace", func() bool {
+		r, err := s.Room(t.Context(), "r")
+		wantErr(t, "Room", err, nil)
+		_, ok := r.Member("b")
+		return !ok
+	})
+	if got, want := memberIDs(getRoom(t, s, "r")), []string{"a"}; !slices.Equal(got, want) {
+		t.Errorf("members = %v, want %v", got, want)
+	}
+	_, err := s.Reconnect(t.Context(), "r", "b", token("b"))
+	wantErr(t, "Reconnect(b) after its removal", err, session.ErrResumeExpired)
+	// a, connected, keeps the room; a newcomer gets b's seat and an empty
+	// mailbox with the whole byte budget.
+	join(t, s, "r", "c")
+	keyAll(t, s, "r", "c")
+	checkPending(t, s, "r", "c", 0)
+	appendMsg(t, s, "r", "a", body10)
+}
+
+const body10 = "0123456789"
+
+// testUnattended checks how long rooms live with no connected member: a
+// room whose members are all disconnected goes when the last grace ends
+// (plus GraceMargin), however long its TTL; a room with no member goes
+// after EmptyTTL; a room with a connected member lives its TTL.
+func testUnattended(t *testing.T, open opener) {
+	cfg := longCfg
+	cfg.ResumeGrace = shortGrace
+	cfg.EmptyTTL = shortTTL
+	grace := shortGrace + session.GraceMargin(shortGrace)
+	const slack = time.Second // for a backend with its own clock
+
+	t.Run("all members disconnected", func(t *testing.T) {
+		s := open(t)
+		setup(t, s, "r", cfg, "a", "b")
+		keyAll(t, s, "r", "a", "b")
+		appendMsg(t, s, "r", "a", "m1")
+		disconnect(t, s, "r", "b")
+		if r := getRoom(t, s, "r"); r.ExpiresAt.Before(time.Now().Add(cfg.TTL - slack)) {
+			t.Errorf("ExpiresAt with a connected = %v, want TTL (%v) from now", r.ExpiresAt, cfg.TTL)
+		}
+		disconnect(t, s, "r", "a")
+		last := time.Now()
+		// Activity does not keep a room with no connected member alive.
+		wantErr(t, "Touch", s.Touch(t.Context(), "r"), nil)
+		if r, err := s.Room(t.Context(), "r"); err == nil && r.ExpiresAt.After(last.Add(grace+slack)) {
+			t.Errorf("ExpiresAt = %v, want by the end of a's grace plus margin, %v", r.ExpiresAt, last.Add(grace))
+		}
+		waitFor(t, patience, "the room to expire", func() bool {
+			_, err := s.Room(t.Context(), "r")
+			return errors.Is(err, session.ErrRoomNotFound)
+		})
+	})
+
+	t.Run("a resume keeps the room", func(t *testing.T) {
+		s := open(t)
+		setup(t, s, "r", cfg, "a", "b")
+		disconnect(t, s, "r", "a")
+		disconnect(t, s, "r", "b")
+		if _, err := s.Reconnect(t.Context(), "r", "b", token("b")); err != nil {
+			t.Fatalf("Reconnect(b): %v", err)
+		}
+		if r := getRoom(t, s, "r"); r.ExpiresAt.Before(time.Now().Add(cfg.TTL - slack)) {
+			t.Errorf("ExpiresAt after b resumed = %v, want TTL (%v) from now", r.ExpiresAt, cfg.TTL)
+		}
+		time.Sleep(2 * grace)
+		if got, want := memberIDs(getRoom(t, s, "r")), []string{"b"}; !slices.Equal(got, want) {
+			waitFor(t, patience, "a removed", func() bool {
+				return slices.Equal(memberIDs(getRoom(t, s, "r")), want)
+			})
+		}
+	})
+
+	t.Run("no member", func(t *testing.T) {
+		s := open(t)
+		create(t, s, "r", cfg)
+		if r := getRoom(t, s, "r"); r.ExpiresAt.After(time.Now().Add(cfg.EmptyTTL + slack)) {
+			t.Errorf("ExpiresAt of a new room = %v, want EmptyTTL (%v) from now", r.ExpiresAt, cfg.EmptyTTL)
+		}
+		join(t, s, "r", "a")
+		// A member waiting alone for its peer keeps the TTL.
+		if r := getRoom(t, s, "r"); r.ExpiresAt.Before(time.Now().Add(cfg.TTL - slack)) {
+			t.Errorf("ExpiresAt with a member = %v, want TTL (%v) from now", r.ExpiresAt, cfg.TTL)
+		}
+		join(t, s, "r", "b")
+		wantErr(t, "Leave(a)", s.Leave(t.Context(), "r", "a"), nil)
+		wantErr(t, "Leave(b)", s.Leave(t.Context(), "r", "b"), nil)
+		left := time.Now()
+		waitFor(t, patience, "the empty room to expire", func() bool {
+			_, err := s.Room(t.Context(), "r")
+			return errors.Is(err, session.ErrRoomNotFound)
+		})
+		if d := time.Since(left); d < cfg.EmptyTTL-slack {
+			t.Errorf("empty room expired after %v, want about EmptyTTL (%v)", d, cfg.EmptyTTL)
+		}
+	})
+
+	t.Run("EmptyTTL zero means TTL", func(t *testing.T) {
+		s := open(t)
+		create(t, s, "r", longCfg)
+		if r := getRoom(t, s, "r"); r.ExpiresAt.Before(time.Now().Add(longCfg.TTL - slack)) {
+			t.Errorf("ExpiresAt = %v, want TTL (%v) from now", r.ExpiresAt, longCfg.TTL)
+		}
 	})
 }

@@ -76,6 +76,8 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"Reflection", testReflection},
 		{"Messages", testMessages},
 		{"PendingBytes", testPendingBytes},
+		{"GraceEnds", testGraceEnds},
+		{"Unattended", testUnattended},
 		{"Touch", testTouch},
 		{"Activity", testActivity},
 		{"Expiry", testExpiry},
