@@ -92,6 +92,7 @@ func (c *conn) handleCreate(f *wire.ClientFrame) error {
 		ResumeGrace:     c.s.cfg.ResumeGrace,
 		MaxPending:      c.s.cfg.MaxPending,
 		MaxPendingBytes: c.s.cfg.MaxPendingBytes,
+		EmptyTTL:        c.s.cfg.EmptyRoomTTL,
 	}
 	if err := c.s.store.CreateRoom(ctx, id, cfg, c.s.cfg.MaxRooms); err != nil {
 		return err

@@ -96,8 +96,16 @@ type Config struct {
 	// RoomTTL is how long a room lives without activity. Zero means 10 min.
 	RoomTTL time.Duration
 	// ResumeGrace is how long a dropped peer keeps its place. Zero means
-	// 2 min.
+	// 2 min. A peer whose grace is over is removed, with the messages
+	// waiting for it, when it ends; a room whose peers are all dropped
+	// expires when the last grace ends (plus session.GraceMargin), however
+	// long RoomTTL.
 	ResumeGrace time.Duration
+	// EmptyRoomTTL is how long a room with no peer (every peer left)
+	// lives without activity. Zero means 2 min, or RoomTTL if shorter; a
+	// value above RoomTTL acts as RoomTTL. A room whose creator waits
+	// alone, connected, for its peer keeps RoomTTL.
+	EmptyRoomTTL time.Duration
 	// MaxPending bounds the unacknowledged messages waiting for one peer.
 	// Zero means 256.
 	MaxPending int
@@ -186,6 +194,8 @@ func (c *Config) setDefaults() error {
 	def(&c.PingTimeout, 10*time.Second)
 	def(&c.RoomTTL, 10*time.Minute)
 	def(&c.ResumeGrace, 2*time.Minute)
+	def(&c.EmptyRoomTTL, min(2*time.Minute, c.RoomTTL))
+	c.EmptyRoomTTL = min(c.EmptyRoomTTL, c.RoomTTL)
 	def(&c.StoreTimeout, 5*time.Second)
 	switch {
 	case c.MaxFrameBytes < 1024:
@@ -198,7 +208,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MaxPendingBytes %d is below MaxFrameBytes %d: a largest message would never fit", c.MaxPendingBytes, c.MaxFrameBytes)
 	case int64(c.ByteBurst) < c.MaxFrameBytes:
 		return fmt.Errorf("relay: ByteBurst %d is below MaxFrameBytes %d: a largest message would never fit", c.ByteBurst, c.MaxFrameBytes)
-	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
+	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.EmptyRoomTTL < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
 		return errors.New("relay: durations must not be negative")
 	case c.PingInterval >= c.RoomTTL/2:
 		// A connected member's keepalive touches its room every third of
