@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
 
@@ -100,4 +101,21 @@ func TestPendingBytes(t *testing.T) {
 		return wire.FrameType(f.str("type")) == wire.TypeSent
 	})
 	recvMsg(t, p.b, p.bCh, 3, big('3'))
+}
+
+// TestUnattendedRoomExpires: when both peers drop, the room and the
+// message waiting in it go when the last grace ends (plus the margin),
+// not at the end of the 10-minute TTL.
+func TestUnattendedRoomExpires(t *testing.T) {
+	const grace = 200 * time.Millisecond
+	tr := newRelay(t, relay.Config{ResumeGrace: grace})
+	p := handshake(t, tr, dh.X25519())
+	p.b.ws.CloseNow()
+	p.a.expect(wire.TypePeerLeft)
+	sendMsg(t, p.a, p.aCh, "never read")
+	p.a.ws.CloseNow()
+	time.Sleep(grace + session.GraceMargin(grace) + 100*time.Millisecond)
+	a2 := tr.dial(t)
+	a2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.aID, "resume_token": p.aTok})
+	a2.expectError(wire.CodeRoomNotFound)
 }
