@@ -119,7 +119,7 @@ func TestSlowReader(t *testing.T) {
 	rs := redistest.StartServer(t)
 	flags := []string{
 		"--frames-per-second", "5000", "--send-queue", "4", "--slow-reader-timeout", "1s",
-		"--write-timeout", "30s", "--max-pending", "5000",
+		"--write-timeout", "30s", "--max-pending", "5000", "--max-pending-bytes", "100000000",
 	}
 	r1 := startRelay(t, "relay1", rs.URL(), flags...) // B's
 	r2 := startRelay(t, "relay2", rs.URL(), flags...) // A's

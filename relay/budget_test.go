@@ -8,7 +8,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/relay"
+	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
 
@@ -71,4 +73,49 @@ func TestNestingBound(t *testing.T) {
 	p.expectError(wire.CodeBadRequest)
 	p.send(map[string]any{"type": "create"})
 	p.expect(wire.TypeRoom)
+}
+
+// TestPendingBytes: a sender whose messages would take the bytes waiting
+// for its peer over MaxPendingBytes gets mailbox_full, though far below
+// MaxPending; once the peer acknowledges, it can send again.
+func TestPendingBytes(t *testing.T) {
+	tr := newRelay(t, relay.Config{MaxPendingBytes: 64 << 10})
+	p := handshake(t, tr, dh.X25519())
+	big := func(c byte) string { return strings.Repeat(string(c), 30<<10) }
+	sendMsg(t, p.a, p.aCh, big('1'))
+	sendMsg(t, p.a, p.aCh, big('2')) // about 60 KiB waiting for B
+	third, err := p.aCh.Seal([]byte(big('3')))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.a.send(map[string]any{"type": "msg", "body": b64(third)})
+	p.a.expectError(wire.CodeMailboxFull)
+	recvMsg(t, p.b, p.bCh, 1, big('1'))
+	recvMsg(t, p.b, p.bCh, 2, big('2'))
+	p.b.send(map[string]any{"type": "ack", "seq": 1})
+	// Once B has acknowledged the first, A can send the third (the same
+	// sealed body: the refused one was not stored).
+	waitFor(t, func() bool {
+		p.a.send(map[string]any{"type": "msg", "body": b64(third)})
+		f := p.a.read()
+		return wire.FrameType(f.str("type")) == wire.TypeSent
+	})
+	recvMsg(t, p.b, p.bCh, 3, big('3'))
+}
+
+// TestUnattendedRoomExpires: when both peers drop, the room and the
+// message waiting in it go when the last grace ends (plus the margin),
+// not at the end of the 10-minute TTL.
+func TestUnattendedRoomExpires(t *testing.T) {
+	const grace = 200 * time.Millisecond
+	tr := newRelay(t, relay.Config{ResumeGrace: grace})
+	p := handshake(t, tr, dh.X25519())
+	p.b.ws.CloseNow()
+	p.a.expect(wire.TypePeerLeft)
+	sendMsg(t, p.a, p.aCh, "never read")
+	p.a.ws.CloseNow()
+	time.Sleep(grace + session.GraceMargin(grace) + 100*time.Millisecond)
+	a2 := tr.dial(t)
+	a2.send(map[string]any{"type": "resume", "room": p.room, "peer": p.aID, "resume_token": p.aTok})
+	a2.expectError(wire.CodeRoomNotFound)
 }

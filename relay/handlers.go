@@ -86,7 +86,14 @@ func (c *conn) handleCreate(f *wire.ClientFrame) error {
 		}
 		id = *f.Room
 	}
-	cfg := session.RoomConfig{Group: group, TTL: c.s.cfg.RoomTTL, ResumeGrace: c.s.cfg.ResumeGrace, MaxPending: c.s.cfg.MaxPending}
+	cfg := session.RoomConfig{
+		Group:           group,
+		TTL:             c.s.cfg.RoomTTL,
+		ResumeGrace:     c.s.cfg.ResumeGrace,
+		MaxPending:      c.s.cfg.MaxPending,
+		MaxPendingBytes: c.s.cfg.MaxPendingBytes,
+		EmptyTTL:        c.s.cfg.EmptyRoomTTL,
+	}
 	if err := c.s.store.CreateRoom(ctx, id, cfg, c.s.cfg.MaxRooms); err != nil {
 		return err
 	}

@@ -520,7 +520,7 @@ func TestLimits(t *testing.T) {
 		waitFor(t, func() bool { return metricValue(t, tr, "keyrelay_connections") == 1 })
 	})
 	t.Run("slow reader", func(t *testing.T) {
-		tr := newRelay(t, relay.Config{SendQueue: 2, FramesPerSecond: 1e6, FrameBurst: 1e6, BytesPerSecond: 1e9, ByteBurst: 1 << 30, MaxPending: 100000, SlowReaderTimeout: 200 * time.Millisecond, WriteTimeout: time.Minute})
+		tr := newRelay(t, relay.Config{SendQueue: 2, FramesPerSecond: 1e6, FrameBurst: 1e6, BytesPerSecond: 1e9, ByteBurst: 1 << 30, MaxPending: 100000, MaxPendingBytes: 1 << 30, SlowReaderTimeout: 200 * time.Millisecond, WriteTimeout: time.Minute})
 		p := handshake(t, tr, dh.X25519())
 		p.b.stopReading()
 		// B stops reading; A sends until the relay gives up on B. Bounded:

@@ -96,11 +96,25 @@ type Config struct {
 	// RoomTTL is how long a room lives without activity. Zero means 10 min.
 	RoomTTL time.Duration
 	// ResumeGrace is how long a dropped peer keeps its place. Zero means
-	// 2 min.
+	// 2 min. A peer whose grace is over is removed, with the messages
+	// waiting for it, when it ends; a room whose peers are all dropped
+	// expires when the last grace ends (plus session.GraceMargin), however
+	// long RoomTTL.
 	ResumeGrace time.Duration
+	// EmptyRoomTTL is how long a room with no peer (every peer left)
+	// lives without activity. Zero means 2 min, or RoomTTL if shorter; a
+	// value above RoomTTL acts as RoomTTL. A room whose creator waits
+	// alone, connected, for its peer keeps RoomTTL.
+	EmptyRoomTTL time.Duration
 	// MaxPending bounds the unacknowledged messages waiting for one peer.
 	// Zero means 256.
 	MaxPending int
+	// MaxPendingBytes bounds the bytes of the unacknowledged message
+	// bodies (decoded ciphertext) waiting for one peer; a message that
+	// would go over it is refused with mailbox_full, as one over
+	// MaxPending is. Zero means 1 MiB. It must be at least MaxFrameBytes,
+	// so that the largest message always fits an empty mailbox.
+	MaxPendingBytes int64
 	// StoreTimeout bounds each call to the session store. Zero means 5 s.
 	StoreTimeout time.Duration
 	// AllowedOrigins lists the origins browsers may connect from, as
@@ -171,12 +185,17 @@ func (c *Config) setDefaults() error {
 	if c.MaxPending == 0 {
 		c.MaxPending = 256
 	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = 1 << 20
+	}
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.SlowReaderTimeout, 5*time.Second)
 	def(&c.PingInterval, 20*time.Second)
 	def(&c.PingTimeout, 10*time.Second)
 	def(&c.RoomTTL, 10*time.Minute)
 	def(&c.ResumeGrace, 2*time.Minute)
+	def(&c.EmptyRoomTTL, min(2*time.Minute, c.RoomTTL))
+	c.EmptyRoomTTL = min(c.EmptyRoomTTL, c.RoomTTL)
 	def(&c.StoreTimeout, 5*time.Second)
 	switch {
 	case c.MaxFrameBytes < 1024:
@@ -185,9 +204,11 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MinRoomIDLength %d: want 1 to %d", c.MinRoomIDLength, maxRoomIDLength)
 	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1 || c.BytesPerSecond < 0:
 		return errors.New("relay: FramesPerSecond, FrameBurst, BytesPerSecond, SendQueue and MaxPending must be positive")
+	case c.MaxPendingBytes < c.MaxFrameBytes:
+		return fmt.Errorf("relay: MaxPendingBytes %d is below MaxFrameBytes %d: a largest message would never fit", c.MaxPendingBytes, c.MaxFrameBytes)
 	case int64(c.ByteBurst) < c.MaxFrameBytes:
 		return fmt.Errorf("relay: ByteBurst %d is below MaxFrameBytes %d: a largest message would never fit", c.ByteBurst, c.MaxFrameBytes)
-	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
+	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.EmptyRoomTTL < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
 		return errors.New("relay: durations must not be negative")
 	case c.PingInterval >= c.RoomTTL/2:
 		// A connected member's keepalive touches its room every third of

@@ -18,8 +18,9 @@ type MemoryConfig struct {
 	// fake clock.
 	Now func() time.Time
 	// SweepInterval is how often the background sweeper removes expired
-	// rooms. Zero (or negative) means 1 s. Between sweeps an expired room
-	// is already treated as not found by every method.
+	// rooms, and members whose grace period is over (with their
+	// mailboxes). Zero (or negative) means 1 s. Between sweeps an expired
+	// room is already treated as not found by every method.
 	SweepInterval time.Duration
 	// SubscriberBuffer is how many events a subscription may fall behind
 	// before it is ended with ErrSlowSubscriber. Zero (or negative) means
@@ -69,6 +70,7 @@ type memRoom struct {
 	cfg       RoomConfig
 	group     string
 	members   []*memMember // join order, at most two
+	gone      []Member     // members removed after their grace (ID, TokenHash), newest last, at most two
 	lastSeq   uint64
 	expiresAt time.Time
 	subs      map[*memSub]struct{}
@@ -78,6 +80,7 @@ type memRoom struct {
 type memMember struct {
 	Member
 	mailbox []Message // unacknowledged messages for this member, by Seq
+	bytes   int64     // the sum of len(Body) over mailbox
 }
 
 // memSub is one subscription. Its fields are guarded by MemoryStore.mu;
@@ -122,12 +125,35 @@ func (s *MemoryStore) sweep() {
 	}
 }
 
-// sweepLocked removes every room expired at now. s.mu must be held.
+// sweepLocked removes every room expired at now, and from the others every
+// member whose grace period is over, with its mailbox. s.mu must be held.
 func (s *MemoryStore) sweepLocked(now time.Time) {
 	for _, r := range s.rooms {
 		if r.expired(now) {
 			s.removeLocked(r, ErrRoomNotFound)
+			continue
 		}
+		r.dropGone(now)
+	}
+}
+
+// dropGone removes the members whose grace period is over at now, with
+// their mailboxes. It is not activity, but a room left with no member
+// expires within EmptyTTL.
+func (r *memRoom) dropGone(now time.Time) {
+	n := len(r.members)
+	r.members = slices.DeleteFunc(r.members, func(m *memMember) bool {
+		if !r.graceOver(m, now) {
+			return false
+		}
+		r.gone = append(r.gone, Member{ID: m.ID, TokenHash: m.TokenHash})
+		if len(r.gone) > 2 {
+			r.gone = slices.Delete(r.gone, 0, len(r.gone)-2)
+		}
+		return true
+	})
+	if len(r.members) != n {
+		r.expiresAt = r.limit(now, r.expiresAt)
 	}
 }
 
@@ -157,7 +183,36 @@ func (s *MemoryStore) endLocked(sub *memSub, err error) {
 func (r *memRoom) expired(now time.Time) bool { return !now.Before(r.expiresAt) }
 
 // touch records activity at now.
-func (r *memRoom) touch(now time.Time) { r.expiresAt = now.Add(r.cfg.TTL) }
+func (r *memRoom) touch(now time.Time) { r.expiresAt = r.limit(now, now.Add(r.cfg.TTL)) }
+
+// limit returns exp, or earlier if the room holds no connected member:
+// now+EmptyTTL for a room with no member, the end of the last grace
+// period plus GraceMargin for one whose members are all disconnected.
+func (r *memRoom) limit(now, exp time.Time) time.Time {
+	if len(r.members) == 0 {
+		if r.cfg.EmptyTTL > 0 {
+			exp = minTime(exp, now.Add(r.cfg.EmptyTTL))
+		}
+		return exp
+	}
+	var last time.Time
+	for _, m := range r.members {
+		if m.Connected {
+			return exp
+		}
+		if m.DisconnectedAt.After(last) {
+			last = m.DisconnectedAt
+		}
+	}
+	return minTime(exp, last.Add(r.cfg.ResumeGrace+GraceMargin(r.cfg.ResumeGrace)))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
 
 // member returns the member with id, or nil.
 func (r *memRoom) member(id string) *memMember {
@@ -177,6 +232,18 @@ func (r *memRoom) other(id string) *memMember {
 		}
 	}
 	return nil
+}
+
+// resumeGone reports whether id, with tokenHash, is a member removed after
+// its grace period, and forgets it: it is told ErrResumeExpired once.
+func (r *memRoom) resumeGone(id string, tokenHash [32]byte) bool {
+	for i, g := range r.gone {
+		if g.ID == id && subtle.ConstantTimeCompare(g.TokenHash[:], tokenHash[:]) == 1 {
+			r.gone = slices.Delete(r.gone, i, i+1)
+			return true
+		}
+	}
+	return false
 }
 
 // removeMember removes member id and its mailbox.
@@ -225,7 +292,8 @@ func (s *MemoryStore) lookup(id string, now time.Time) (*memRoom, error) {
 }
 
 // lookupMember is lookup followed by the member check: it returns the room
-// and member id, or ErrRoomNotFound, ErrNotMember or ErrClosed.
+// and member id, or ErrRoomNotFound, ErrNotMember (with the room) or
+// ErrClosed.
 func (s *MemoryStore) lookupMember(room, id string, now time.Time) (*memRoom, *memMember, error) {
 	r, err := s.lookup(room, now)
 	if err != nil {
@@ -233,7 +301,7 @@ func (s *MemoryStore) lookupMember(room, id string, now time.Time) (*memRoom, *m
 	}
 	m := r.member(id)
 	if m == nil {
-		return nil, nil, ErrNotMember
+		return r, nil, ErrNotMember // the room, for Reconnect's check of the gone
 	}
 	return r, m, nil
 }
@@ -247,6 +315,10 @@ func validRoomConfig(cfg RoomConfig) error {
 		return fmt.Errorf("session: invalid room config: ResumeGrace must be > 0, got %v", cfg.ResumeGrace)
 	case cfg.MaxPending <= 0:
 		return fmt.Errorf("session: invalid room config: MaxPending must be > 0, got %d", cfg.MaxPending)
+	case cfg.MaxPendingBytes < 0:
+		return fmt.Errorf("session: invalid room config: MaxPendingBytes must be >= 0, got %d", cfg.MaxPendingBytes)
+	case cfg.EmptyTTL < 0:
+		return fmt.Errorf("session: invalid room config: EmptyTTL must be >= 0, got %v", cfg.EmptyTTL)
 	}
 	return nil
 }
@@ -254,9 +326,10 @@ func validRoomConfig(cfg RoomConfig) error {
 // CreateRoom creates an empty room id with cfg, expiring cfg.TTL from now
 // unless there is activity. Its group is cfg.Group ("" leaves it to the
 // first stored key). It returns an error (matching no sentinel) if cfg.TTL,
-// cfg.ResumeGrace or cfg.MaxPending is not positive, ErrRoomExists if a
-// live room has the ID, ErrTooManyRooms if maxRooms > 0 and the store
-// holds maxRooms live rooms, and ErrClosed after Close.
+// cfg.ResumeGrace or cfg.MaxPending is not positive or
+// cfg.MaxPendingBytes is negative, ErrRoomExists if a live room has the
+// ID, ErrTooManyRooms if maxRooms > 0 and the store holds maxRooms live
+// rooms, and ErrClosed after Close.
 func (s *MemoryStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig, maxRooms int) error {
 	if err := validRoomConfig(cfg); err != nil {
 		return err
@@ -312,7 +385,7 @@ func (s *MemoryStore) Join(ctx context.Context, room string, m Member) (Room, er
 	if err != nil {
 		return Room{}, err
 	}
-	r.members = slices.DeleteFunc(r.members, func(old *memMember) bool { return r.graceOver(old, now) })
+	r.dropGone(now)
 	if len(r.members) >= 2 {
 		return Room{}, ErrRoomFull
 	}
@@ -338,6 +411,9 @@ func (s *MemoryStore) Reconnect(ctx context.Context, room, id string, tokenHash 
 	defer s.mu.Unlock()
 	now := s.now()
 	r, m, err := s.lookupMember(room, id, now)
+	if errors.Is(err, ErrNotMember) && r.resumeGone(id, tokenHash) {
+		return Room{}, ErrResumeExpired
+	}
 	if err != nil {
 		return Room{}, err
 	}
@@ -345,7 +421,8 @@ func (s *MemoryStore) Reconnect(ctx context.Context, room, id string, tokenHash 
 		return Room{}, ErrBadToken
 	}
 	if r.graceOver(m, now) {
-		r.removeMember(id)
+		r.dropGone(now)
+		r.resumeGone(id, tokenHash)
 		return Room{}, ErrResumeExpired
 	}
 	m.Connected = true
@@ -430,8 +507,9 @@ func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (
 // member, and returns the message's sequence number, LastSeq+1. It returns
 // ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
 // members have a key, ErrMailboxFull if the recipient already has
-// Config.MaxPending unacknowledged messages (no sequence number is used),
-// and ErrClosed after Close.
+// Config.MaxPending unacknowledged messages or if body would take the
+// bytes waiting for it over Config.MaxPendingBytes (nothing is stored and
+// no sequence number is used), and ErrClosed after Close.
 func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,8 +529,12 @@ func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte
 	if len(to.mailbox) >= r.cfg.MaxPending {
 		return 0, ErrMailboxFull
 	}
+	if max := r.cfg.MaxPendingBytes; max > 0 && to.bytes+int64(len(body)) > max {
+		return 0, ErrMailboxFull
+	}
 	r.lastSeq++
 	to.mailbox = append(to.mailbox, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
+	to.bytes += int64(len(body))
 	s.publishLocked(r, Event{Type: EventMessage, Room: room, Peer: from, Seq: r.lastSeq, Body: body})
 	r.touch(now)
 	return r.lastSeq, nil
@@ -492,6 +574,7 @@ func (s *MemoryStore) Ack(ctx context.Context, room, id string, seq uint64) erro
 	// discarded bodies can be collected.
 	n := 0
 	for n < len(m.mailbox) && m.mailbox[n].Seq <= seq {
+		m.bytes -= int64(len(m.mailbox[n].Body))
 		n++
 	}
 	m.mailbox = slices.Delete(m.mailbox, 0, n)

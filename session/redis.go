@@ -207,21 +207,26 @@ func msString(d time.Duration) string {
 // up to a millisecond) from now unless there is activity. Its group is
 // cfg.Group ("" leaves it to the first stored key). It returns an error
 // (matching no sentinel) if cfg.TTL, cfg.ResumeGrace or cfg.MaxPending is
-// not positive, ErrRoomExists if a live room has the ID, ErrTooManyRooms if
-// maxRooms > 0 and the store (all instances sharing its Redis and prefix)
-// holds maxRooms live rooms, an error wrapping ErrUnavailable, and
-// ErrClosed after Close.
+// not positive or cfg.MaxPendingBytes is negative, ErrRoomExists if a
+// live room has the ID, ErrTooManyRooms if maxRooms > 0 and the store (all
+// instances sharing its Redis and prefix) holds maxRooms live rooms, an
+// error wrapping ErrUnavailable, and ErrClosed after Close.
 func (s *RedisStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig, maxRooms int) error {
 	if err := validRoomConfig(cfg); err != nil {
 		return err
 	}
-	ttlms := cfg.TTL / time.Millisecond
-	if cfg.TTL%time.Millisecond != 0 {
-		ttlms++
+	ceilms := func(d time.Duration) int64 {
+		ms := d / time.Millisecond
+		if d%time.Millisecond != 0 {
+			ms++
+		}
+		return int64(ms)
 	}
+	ttlms := ceilms(cfg.TTL)
 	_, err := s.run(ctx, "create room", scriptCreate, id,
-		int64(cfg.TTL), int64(cfg.ResumeGrace), int64(ttlms), msString(cfg.ResumeGrace),
-		cfg.MaxPending, cfg.Group, maxRooms)
+		int64(cfg.TTL), int64(cfg.ResumeGrace), ttlms, msString(cfg.ResumeGrace),
+		cfg.MaxPending, cfg.Group, maxRooms, cfg.MaxPendingBytes,
+		int64(cfg.EmptyTTL), ceilms(cfg.EmptyTTL))
 	return err
 }
 
@@ -332,8 +337,10 @@ func (s *RedisStore) SetKey(ctx context.Context, room, id, group, key string) (R
 // returns the message's sequence number, LastSeq+1. It returns
 // ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
 // members have a key, ErrMailboxFull if the recipient already has
-// Config.MaxPending unacknowledged messages (no sequence number is used),
-// an error wrapping ErrUnavailable, and ErrClosed after Close.
+// Config.MaxPending unacknowledged messages or if body would take the
+// bytes waiting for it (as the room hash counts them) over
+// Config.MaxPendingBytes (nothing is stored and no sequence number is
+// used), an error wrapping ErrUnavailable, and ErrClosed after Close.
 func (s *RedisStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
 	if body == nil {
 		body = []byte{}

@@ -15,7 +15,8 @@ func decodeRoom(id string, v []string) (Room, error) {
 	bad := func(what string) (Room, error) {
 		return Room{}, fmt.Errorf("session: redis: malformed room %s", what)
 	}
-	if len(v) < 8 {
+	const head = 10 // fields before the members'
+	if len(v) < head {
 		return bad("reply")
 	}
 	num := func(s string) int64 {
@@ -25,20 +26,21 @@ func decodeRoom(id string, v []string) (Room, error) {
 		}
 		return n
 	}
-	ttl, grace, maxp, seq, exp, n := num(v[0]), num(v[1]), num(v[2]), num(v[5]), num(v[6]), num(v[7])
-	if ttl < 0 || grace < 0 || maxp < 0 || seq < 0 || exp < 0 || n < 0 || n > 2 || len(v) != 8+6*int(n) {
+	ttl, grace, maxp, seq, exp, maxb, n := num(v[0]), num(v[1]), num(v[2]), num(v[5]), num(v[6]), num(v[7]), num(v[9])
+	empty := num(v[8])
+	if ttl < 0 || grace < 0 || maxp < 0 || seq < 0 || exp < 0 || maxb < 0 || empty < 0 || n < 0 || n > 2 || len(v) != head+6*int(n) {
 		return bad("fields")
 	}
 	r := Room{
 		ID:        id,
-		Config:    RoomConfig{Group: v[3], TTL: time.Duration(ttl), ResumeGrace: time.Duration(grace), MaxPending: int(maxp)},
+		Config:    RoomConfig{Group: v[3], TTL: time.Duration(ttl), ResumeGrace: time.Duration(grace), MaxPending: int(maxp), MaxPendingBytes: maxb, EmptyTTL: time.Duration(empty)},
 		Group:     v[4],
 		LastSeq:   uint64(seq),
 		ExpiresAt: time.UnixMilli(exp),
 		Members:   make([]Member, n),
 	}
 	for i := range r.Members {
-		f := v[8+6*i:]
+		f := v[head+6*i:]
 		m := Member{ID: f[0], PublicKey: f[2], Connected: f[3] == "1"}
 		if m.Generation = uint64(num(f[5])); num(f[5]) < 1 {
 			return bad("Generation")

@@ -491,3 +491,57 @@ func TestRedisStoreJoinDuplicate(t *testing.T) {
 		t.Errorf("Room after a duplicate Join = %+v, %v; want one member", r, err)
 	}
 }
+
+// TestRedisStoreGraceEndsWithoutCalls: nothing calls the store after b
+// drops, yet b's mailbox is gone from Redis when b's grace ends (its key
+// expires then), and the whole room when a's ends too.
+func TestRedisStoreGraceEndsWithoutCalls(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	c := newClient(t, srv.Addr)
+	s := newRedisStore(t, srv.URL(), uniquePrefix(t, false))
+	ctx := t.Context()
+	cfg := longCfg
+	cfg.ResumeGrace = 300 * time.Millisecond
+	mustCreate(t, s, "r", cfg)
+	for _, id := range []string{"a", "b"} {
+		if _, err := s.Join(ctx, "r", member(id)); err != nil {
+			t.Fatalf("Join(%s): %v", id, err)
+		}
+		if _, err := s.SetKey(ctx, "r", id, "g", "key-"+id); err != nil {
+			t.Fatalf("SetKey(%s): %v", id, err)
+		}
+	}
+	if _, err := s.Append(ctx, "r", "a", bytes.Repeat([]byte("m"), 1000)); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	if err := s.Disconnect(ctx, "r", "b", 1); err != nil {
+		t.Fatalf("Disconnect(b): %v", err)
+	}
+	keys := func(pattern string) int {
+		t.Helper()
+		k, err := c.Keys(ctx, pattern).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(k)
+	}
+	if n := keys("*mbox:{r}:*"); n != 1 {
+		t.Fatalf("%d mailbox keys after b dropped, want b's", n)
+	}
+	end := cfg.ResumeGrace + session.GraceMargin(cfg.ResumeGrace)
+	time.Sleep(end + 100*time.Millisecond)
+	if n := keys("*mbox:{r}:*"); n != 0 {
+		t.Errorf("%d mailbox keys after b's grace ended, want 0", n)
+	}
+	if n := keys("*room:{r}"); n != 1 {
+		t.Errorf("%d room keys while a is connected, want 1", n)
+	}
+	if err := s.Disconnect(ctx, "r", "a", 1); err != nil {
+		t.Fatalf("Disconnect(a): %v", err)
+	}
+	time.Sleep(end + 100*time.Millisecond)
+	if n := keys("*{r}*"); n != 0 {
+		t.Errorf("%d keys of room r after a's grace ended, want 0", n)
+	}
+}

@@ -47,7 +47,8 @@ var (
 	// has no other member, or one of the two has no public key yet.
 	ErrHandshakeIncomplete = errors.New("session: handshake incomplete")
 	// ErrMailboxFull: the recipient already has the room's maximum number
-	// of unacknowledged messages waiting.
+	// of unacknowledged messages waiting, or the message would take the
+	// bytes waiting for it over the room's maximum.
 	ErrMailboxFull = errors.New("session: recipient's mailbox is full")
 	// ErrMessagesLost: the store lost what it had confirmed: messages
 	// waiting for a member (from Pending), or a whole room before its
@@ -70,15 +71,35 @@ type RoomConfig struct {
 	Group string
 	// TTL is how long the room lives without activity: any successful
 	// Store call that names the room, except Room and Pending, counts as
-	// activity. Must be > 0.
+	// activity. Must be > 0. A room with no connected member lives
+	// shorter: see EmptyTTL and ResumeGrace.
 	TTL time.Duration
 	// ResumeGrace is how long a disconnected member keeps its place. Must
-	// be > 0.
+	// be > 0. A member whose grace is over is removed, with the messages
+	// waiting for it, by the store's sweeper soon after (or by the next
+	// call that needs its seat). While the room has members but none is
+	// connected, it expires at the latest when the last grace ends, plus
+	// GraceMargin(ResumeGrace), even if there is activity.
 	ResumeGrace time.Duration
+	// EmptyTTL is how long a room with no member (just created, or left by
+	// all its members) lives without activity. Zero means TTL, and so does
+	// a value above TTL; must not be negative.
+	EmptyTTL time.Duration
 	// MaxPending bounds the unacknowledged messages waiting for one member.
 	// Must be > 0.
 	MaxPending int
+	// MaxPendingBytes bounds the bytes of the unacknowledged message
+	// bodies waiting for one member (the sum of len(Body)). Zero means no
+	// bound in bytes, only MaxPending; must not be negative.
+	MaxPendingBytes int64
 }
+
+// GraceMargin is how long after the end of its last member's resume grace
+// period a room with no connected member expires: the grace period, or
+// 5 s if that is shorter. It leaves the member that comes back at the
+// last moment the time to be told ErrResumeExpired rather than
+// ErrRoomNotFound.
+func GraceMargin(grace time.Duration) time.Duration { return min(grace, 5*time.Second) }
 
 // Member is one of a room's (at most two) members.
 type Member struct {
@@ -113,7 +134,10 @@ type Room struct {
 	// the first). Sequence numbers are per room, start at 1 and increase by
 	// one per message.
 	LastSeq uint64
-	// ExpiresAt is when the room expires unless there is activity.
+	// ExpiresAt is when the room expires unless there is activity: TTL
+	// after the last activity, EmptyTTL after it while the room has no
+	// member, and at most GraceMargin after the end of the last grace
+	// period while it has members but none is connected.
 	ExpiresAt time.Time
 }
 
@@ -215,7 +239,11 @@ type Store interface {
 	// ErrRoomNotFound, ErrNotMember, ErrBadToken, or ErrResumeExpired (and
 	// removes the member and the messages waiting for it) if it was
 	// disconnected for longer than the grace period. ErrBadToken takes
-	// precedence over ErrResumeExpired.
+	// precedence over ErrResumeExpired. A member whose grace is over and
+	// that the store has already removed (its sweeper does so soon after
+	// the grace ends) is still told ErrResumeExpired, once, if tokenHash
+	// matches (the store remembers the last two removed per room);
+	// otherwise ErrNotMember, or ErrRoomNotFound if the room went too.
 	Reconnect(ctx context.Context, room, id string, tokenHash [32]byte) (Room, error)
 
 	// Disconnect marks member id disconnected now, starting its grace
@@ -245,7 +273,12 @@ type Store interface {
 	// ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
 	// members have a key (a message is only ever stored for the member
 	// whose key the sender encrypted it to), or ErrMailboxFull when the
-	// other member already has Config.MaxPending unacknowledged messages.
+	// other member already has Config.MaxPending unacknowledged messages,
+	// or when body would take the bytes of the unacknowledged bodies
+	// waiting for it over Config.MaxPendingBytes (when that is > 0).
+	// Refusing stores nothing and uses no sequence number. Ack releases the
+	// bytes of the messages it discards; Leave, and the removal of a
+	// member, release its mailbox.
 	Append(ctx context.Context, room, from string, body []byte) (uint64, error)
 
 	// Pending returns the unacknowledged messages for member id with a

@@ -247,7 +247,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		fs.DurationVar(p, name, v, usage+" (env "+envName+")")
 	}
-	var maxFrame, fps, bps int
+	var maxFrame, fps, bps, maxPendingBytes int
 	intFlag(&maxFrame, "max-frame-bytes", "KEYRELAY_MAX_FRAME_BYTES", 64<<10, "largest frame a client may send")
 	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames (and pings) per second per connection, bursts of twice that")
 	intFlag(&bps, "bytes-per-second", "KEYRELAY_BYTES_PER_SECOND", 256<<10, "message bytes per second per connection, bursts of twice that (at least --max-frame-bytes); over it the relay reads more slowly")
@@ -264,8 +264,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&c.relay.MinRoomIDLength, "min-room-id-length", "KEYRELAY_MIN_ROOM_ID_LENGTH", 22, "shortest client-chosen room ID, with --client-room-ids")
 	intFlag(&c.relay.SendQueue, "send-queue", "KEYRELAY_SEND_QUEUE", 64, "frames queued for a slow reader before it is disconnected")
 	intFlag(&c.relay.MaxPending, "max-pending", "KEYRELAY_MAX_PENDING", 256, "unacknowledged messages waiting for one peer")
+	intFlag(&maxPendingBytes, "max-pending-bytes", "KEYRELAY_MAX_PENDING_BYTES", 1<<20, "bytes of unacknowledged message bodies waiting for one peer (over: mailbox_full); at least --max-frame-bytes")
 	durFlag(&c.relay.RoomTTL, "room-ttl", "KEYRELAY_ROOM_TTL", 10*time.Minute, "idle time after which a room expires")
-	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place")
+	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place; when it ends the peer and its mailbox go, and a room whose peers are all dropped goes when the last grace ends (plus 5 s)")
+	durFlag(&c.relay.EmptyRoomTTL, "empty-room-ttl", "KEYRELAY_EMPTY_ROOM_TTL", 2*time.Minute, "idle time after which a room with no peer (all left) expires; at most --room-ttl")
 	durFlag(&c.relay.PingInterval, "ping-interval", "KEYRELAY_PING_INTERVAL", 20*time.Second, "keepalive ping interval")
 	durFlag(&c.relay.WriteTimeout, "write-timeout", "KEYRELAY_WRITE_TIMEOUT", 10*time.Second, "timeout of each frame write")
 	durFlag(&c.relay.SlowReaderTimeout, "slow-reader-timeout", "KEYRELAY_SLOW_READER_TIMEOUT", 5*time.Second, "how long a client's send queue may stay full before it is disconnected")
@@ -291,10 +293,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if maxFrame <= 0 || fps <= 0 || bps <= 0 {
-		return c, errors.New("--max-frame-bytes, --frames-per-second and --bytes-per-second must be positive")
+	if maxFrame <= 0 || fps <= 0 || bps <= 0 || maxPendingBytes <= 0 {
+		return c, errors.New("--max-frame-bytes, --frames-per-second, --bytes-per-second and --max-pending-bytes must be positive")
 	}
 	c.relay.MaxFrameBytes = int64(maxFrame)
+	c.relay.MaxPendingBytes = int64(maxPendingBytes)
 	c.relay.FramesPerSecond = float64(fps)
 	c.relay.FrameBurst = 2 * fps
 	c.relay.BytesPerSecond = float64(bps)

@@ -8,6 +8,8 @@ local r = lookup()
 if not r then
   return gone()
 end
+-- A recipient whose grace is over is gone, with its mailbox.
+prune(r)
 local _, sender = find(r, ARGV[3])
 if not sender then
   return {'NOTMEMBER'}
@@ -28,9 +30,15 @@ end
 if redis.call('XLEN', box_key(to.box)) >= r.maxp then
   return {'MAILBOXFULL'}
 end
+-- The bytes waiting are what the room says (after an eviction, more than
+-- the mailbox holds, until the member acknowledges everything).
+if r.maxb > 0 and to.bytes + #ARGV[4] > r.maxb then
+  return {'MAILBOXFULL'}
+end
 r.seq = r.seq + 1
 redis.call('XADD', box_key(to.box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[4])
 to.cnt = to.cnt + 1
+to.bytes = to.bytes + #ARGV[4]
 to.last = r.seq
 save(r)
 touch(r)

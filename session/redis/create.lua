@@ -1,5 +1,6 @@
--- create.lua: CreateRoom. ARGV[3..9]: ttl (ns), grace (ns), ttlms,
--- gracems, maxp, group, maxRooms (<= 0: no limit).
+-- create.lua: CreateRoom. ARGV[3..10]: ttl (ns), grace (ns), ttlms,
+-- gracems, maxp, group, maxRooms (<= 0: no limit), maxb, empty (ns),
+-- emptyms.
 if lookup() then
   return {'EXISTS'}
 end
@@ -13,10 +14,12 @@ end
 local gen = string.format('%016d', now)
 redis.call('HSET', room_key,
   'ttl', ARGV[3], 'grace', ARGV[4], 'ttlms', ARGV[5], 'gracems', ARGV[6],
-  'maxp', ARGV[7], 'cgroup', ARGV[8], 'gen', gen)
+  'maxp', ARGV[7], 'cgroup', ARGV[8], 'gen', gen, 'maxb', ARGV[10],
+  'empty', ARGV[11], 'emptyms', ARGV[12])
 local r = {
   ttl = ARGV[3], grace = ARGV[4], ttlms = tonumber(ARGV[5]), gracems = tonumber(ARGV[6]),
-  maxp = tonumber(ARGV[7]), cgroup = ARGV[8], gen = gen,
+  maxp = tonumber(ARGV[7]), cgroup = ARGV[8], gen = gen, maxb = tonumber(ARGV[10]),
+  empty = ARGV[11], emptyms = tonumber(ARGV[12]),
   group = ARGV[8], seq = 0, boxes = 1, nextbox = '1', members = {},
 }
 save(r)

@@ -5,18 +5,7 @@ if not r then
 end
 -- Members past their grace period give up their seats (and mailboxes)
 -- first, whatever the outcome.
-local kept = {}
-for _, m in ipairs(r.members) do
-  if grace_over(r, m) then
-    redis.call('DEL', box_key(m.box))
-  else
-    kept[#kept + 1] = m
-  end
-end
-if #kept ~= #r.members then
-  r.members = kept
-  save(r)
-end
+prune(r)
 if #r.members >= 2 then
   return {'FULL'}
 end
@@ -25,7 +14,7 @@ if find(r, ARGV[3]) then
 end
 -- The new member takes the next (empty) mailbox: messages are only stored
 -- for a member with a key (append.lua).
-r.members[#r.members + 1] = {id = ARGV[3], tok = ARGV[4], key = '', conn = true, dat = 0, box = r.nextbox, gen = 1, cnt = 0, last = 0}
+r.members[#r.members + 1] = {id = ARGV[3], tok = ARGV[4], key = '', conn = true, dat = 0, box = r.nextbox, gen = 1, cnt = 0, last = 0, bytes = 0}
 r.boxes = r.boxes + 1
 r.nextbox = int(r.boxes)
 save(r)

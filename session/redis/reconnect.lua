@@ -3,8 +3,16 @@ local r = lookup()
 if not r then
   return gone()
 end
-local i, m = find(r, ARGV[3])
+local _, m = find(r, ARGV[3])
 if not m then
+  -- A member removed after its grace is told so, once.
+  for j, g in ipairs(r.gone) do
+    if g.id == ARGV[3] and equal(g.tok, ARGV[4]) then
+      table.remove(r.gone, j)
+      save(r)
+      return {'RESUMEEXPIRED'}
+    end
+  end
   return {'NOTMEMBER'}
 end
 -- The token first: a wrong one learns nothing about the grace period.
@@ -12,7 +20,13 @@ if not equal(m.tok, ARGV[4]) then
   return {'BADTOKEN'}
 end
 if grace_over(r, m) then
-  remove(r, i)
+  prune(r)
+  for j, g in ipairs(r.gone) do
+    if g.id == m.id then
+      table.remove(r.gone, j) -- told now
+      break
+    end
+  end
   save(r)
   return {'RESUMEEXPIRED'}
 end

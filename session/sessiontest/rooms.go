@@ -75,6 +75,8 @@ func testCreateRoom(t *testing.T, open opener) {
 			{"negative ResumeGrace", func(c *session.RoomConfig) { c.ResumeGrace = -time.Second }},
 			{"zero MaxPending", func(c *session.RoomConfig) { c.MaxPending = 0 }},
 			{"negative MaxPending", func(c *session.RoomConfig) { c.MaxPending = -1 }},
+			{"negative MaxPendingBytes", func(c *session.RoomConfig) { c.MaxPendingBytes = -1 }},
+			{"negative EmptyTTL", func(c *session.RoomConfig) { c.EmptyTTL = -time.Second }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				cfg := longCfg
@@ -177,8 +179,13 @@ func testJoin(t *testing.T, open opener) {
 		if got, want := memberIDs(r), []string{"a", "c"}; !slices.Equal(got, want) {
 			t.Errorf("members = %v, want %v", got, want)
 		}
-		_, err := s.Reconnect(t.Context(), "r", "b", token("b"))
-		wantErr(t, "Reconnect(b)", err, session.ErrNotMember)
+		// b, removed, is told that its grace is over, once.
+		_, err := s.Reconnect(t.Context(), "r", "b", token("a"))
+		wantErr(t, "Reconnect(b) with a wrong token", err, session.ErrNotMember)
+		_, err = s.Reconnect(t.Context(), "r", "b", token("b"))
+		wantErr(t, "Reconnect(b)", err, session.ErrResumeExpired)
+		_, err = s.Reconnect(t.Context(), "r", "b", token("b"))
+		wantErr(t, "second Reconnect(b)", err, session.ErrNotMember)
 	})
 }
 
@@ -237,6 +244,7 @@ func testReconnect(t *testing.T, open opener) {
 		// Sleeping guarantees the grace is over; polling Reconnect would
 		// resume b while it is not.
 		time.Sleep(2 * shortGrace)
+		// Whether or not the store's sweeper removed b already.
 		_, err := s.Reconnect(t.Context(), "r", "b", token("b"))
 		wantErr(t, "Reconnect(b) after grace", err, session.ErrResumeExpired)
 		if got, want := memberIDs(getRoom(t, s, "r")), []string{"a"}; !slices.Equal(got, want) {
