@@ -93,7 +93,7 @@ var errorCodes = []struct {
 	{limits.ErrClosed, wire.CodeUnavailable, "the relay is shutting down; reconnect and resume"},
 	{session.ErrRoomFull, wire.CodeRoomFull, "the room already has two peers"},
 	{session.ErrTooManyRooms, wire.CodeTooManyRooms, "the relay holds its maximum number of rooms"},
-	{session.ErrMailboxFull, wire.CodeMailboxFull, "the peer has too many unacknowledged messages"},
+	{session.ErrMailboxFull, wire.CodeMailboxFull, "the peer has too many unacknowledged messages, or bytes of them; send again later"},
 	{session.ErrMessagesLost, wire.CodeMessagesLost, "the relay's store lost messages it had accepted; they cannot be recovered"},
 	{session.ErrBadToken, wire.CodeInvalidResume, "unknown peer or wrong resume token"},
 	{session.ErrNotMember, wire.CodeInvalidResume, "unknown peer or wrong resume token"},

@@ -287,7 +287,7 @@ func sendNumbered(t *testing.T, ctx context.Context, c *client.Client, n, size i
 // up). Either way, reading with Resume on ErrDisconnected gets every
 // message once, in order.
 func TestSlowReaderClosed(t *testing.T) {
-	url := relaytest.NewServer(t, relaytest.NewMemoryStore(), relay.Config{FramesPerSecond: 1000, FrameBurst: 1000, BytesPerSecond: 1e9, ByteBurst: 1 << 30, SendQueue: 2}).URL
+	url := relaytest.NewServer(t, relaytest.NewMemoryStore(), relay.Config{FramesPerSecond: 1000, FrameBurst: 1000, BytesPerSecond: 1e9, ByteBurst: 1 << 30, MaxPendingBytes: 1 << 30, SendQueue: 2}).URL
 	ctx := testContext(t)
 	a := dial(t, ctx, url, &client.Options{QueueSize: 1})
 	b := dial(t, ctx, url, nil)
