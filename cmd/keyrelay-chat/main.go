@@ -390,6 +390,11 @@ func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader
 			if line == "" {
 				continue
 			}
+			if !ready && s.handshakeDone() {
+				// The handshake printed its lines before its result
+				// reached handshook: a line typed in between is sent.
+				ready = true
+			}
 			if !ready {
 				out.printf(lineNobody)
 				continue
@@ -442,6 +447,14 @@ func (s *conversation) end(ctx context.Context, err error) error {
 		return nil
 	}
 	return explain(err, nil)
+}
+
+// handshakeDone reports whether the first key exchange is complete (its
+// peer key is recorded before anything about it is printed).
+func (s *conversation) handshakeDone() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peerKey != nil
 }
 
 // handshake exchanges keys and shows the safety number.
