@@ -5,12 +5,12 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/realip"
 )
 
 // The cost model. A MODP exponentiation (filippo.io/bigmod, fixed 4-bit
@@ -214,16 +214,7 @@ func clientKey(r *http.Request, resolve func(*http.Request) string) string {
 			ip = host
 		}
 	}
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap()
-	if a.Is4() {
-		return a.String()
-	}
-	p, _ := a.WithZone("").Prefix(64)
-	return p.String()
+	return realip.Source(ip)
 }
 
 // slots bounds the key operations computing at once, by count (n) and by

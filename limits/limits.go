@@ -91,8 +91,9 @@ package limits
 import (
 	"crypto/sha256"
 	"errors"
-	"net/netip"
 	"time"
+
+	"github.com/keyrelay/keyrelay/realip"
 )
 
 // Config holds the limits. Zero fields take the defaults stated on each; a
@@ -213,20 +214,8 @@ func pick[T int | time.Duration](v, def T) T {
 }
 
 // source returns the source ip counts under for RoomAttempt and
-// CreateRoom: an IPv4 address, an IPv6 address's /64 prefix, or ip itself
-// if it is not an IP address.
-func source(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap()
-	if a.Is4() {
-		return a.String()
-	}
-	p, _ := a.WithZone("").Prefix(64)
-	return p.String()
-}
+// CreateRoom: an IPv4 address, an IPv6 address's /64 (realip.Source).
+func source(ip string) string { return realip.Source(ip) }
 
 // digest is what the limiters store of a public key or a room ID.
 func digest(s string) [sha256.Size]byte { return sha256.Sum256([]byte(s)) }

@@ -194,3 +194,33 @@ func parseEntry(s string) (netip.Addr, bool) {
 	}
 	return a.Unmap(), true
 }
+
+// SourcePrefix returns the block a client at addr is counted under by
+// limits that a host could otherwise dodge by changing address: its own
+// address for IPv4 (a /32), its /64 for IPv6, the smallest block a host is
+// normally given. An IPv4-mapped IPv6 address counts as its IPv4 address;
+// a zone is dropped.
+func SourcePrefix(addr netip.Addr) netip.Prefix {
+	addr = addr.Unmap().WithZone("")
+	bits := 32
+	if addr.Is6() {
+		bits = 64
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// Source returns the key of SourcePrefix for the address ip: an IPv4
+// address as it is, an IPv6 /64 in prefix notation ("2001:db8::/64"), or
+// ip unchanged if it is not an IP address (a Unix socket's name, say).
+func Source(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	p := SourcePrefix(a)
+	if p.Addr().Is4() {
+		return p.Addr().String()
+	}
+	return p.String()
+}

@@ -219,3 +219,20 @@ func ExampleResolver_ClientIP() {
 	// 198.51.100.1
 	// 192.0.2.7
 }
+
+// TestSource checks the blocks clients are counted under.
+func TestSource(t *testing.T) {
+	for _, tt := range []struct{ ip, want string }{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"not an address", "not an address"},
+		{"", ""},
+	} {
+		if got := realip.Source(tt.ip); got != tt.want {
+			t.Errorf("Source(%q) = %q, want %q", tt.ip, got, tt.want)
+		}
+	}
+}

@@ -34,6 +34,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyrelay/keyrelay/realip"
 )
 
 // Config configures a Limiter. The zero value limits nothing.
@@ -150,12 +152,7 @@ func (l *Limiter) key(a net.Addr) (netip.Prefix, bool) {
 	if l.cfg.Exempt != nil && l.cfg.Exempt(addr) {
 		return netip.Prefix{}, false
 	}
-	bits := 32
-	if addr.Is6() {
-		bits = 64
-	}
-	p, _ := addr.Prefix(bits)
-	return p, true
+	return realip.SourcePrefix(addr), true
 }
 
 // admit counts a connection under key, or returns the limit it is over.
