@@ -425,6 +425,9 @@ func (c *conn) exitRoom(why exitReason) bool {
 	switch {
 	case err == nil:
 		c.publish(ctx, session.Event{Type: session.EventLeft, Room: room, Peer: peer, Reason: reason, Conn: c.id})
+	case errors.Is(err, session.ErrSuperseded):
+		// A newer connection resumed the seat before this one's end was
+		// recorded: the peer was told it is back, not that it dropped.
 	case !errors.Is(err, session.ErrRoomNotFound) && !errors.Is(err, session.ErrNotMember):
 		c.logger().Warn("could not record leaving the room", "reason", reason, "err", err)
 	}

@@ -433,10 +433,10 @@ func (s *MemoryStore) Reconnect(ctx context.Context, room, id string, tokenHash 
 }
 
 // Disconnect marks member id disconnected now, starting its grace period,
-// if generation is the member's current Generation (else it does
-// nothing: a newer connection holds the seat). A member already
-// disconnected keeps its earlier DisconnectedAt, so repeated calls cannot
-// extend the grace period. It returns
+// if generation is the member's current Generation (else it changes
+// nothing and returns ErrSuperseded: a newer connection holds the seat).
+// A member already disconnected keeps its earlier DisconnectedAt, so
+// repeated calls cannot extend the grace period. It returns
 // ErrRoomNotFound, ErrNotMember, or ErrClosed after Close.
 func (s *MemoryStore) Disconnect(ctx context.Context, room, id string, generation uint64) error {
 	s.mu.Lock()
@@ -447,7 +447,7 @@ func (s *MemoryStore) Disconnect(ctx context.Context, room, id string, generatio
 		return err
 	}
 	if m.Generation != generation {
-		return nil // a newer connection holds the seat
+		return ErrSuperseded
 	}
 	if m.Connected {
 		m.Connected = false

@@ -145,6 +145,7 @@ var redisStatus = map[string]error{
 	"TOOMANY":       ErrTooManyRooms,
 	"FULL":          ErrRoomFull,
 	"NOTMEMBER":     ErrNotMember,
+	"SUPERSEDED":    ErrSuperseded,
 	"BADTOKEN":      ErrBadToken,
 	"RESUMEEXPIRED": ErrResumeExpired,
 	"GROUPMISMATCH": ErrGroupMismatch,
@@ -275,12 +276,12 @@ func (s *RedisStore) Reconnect(ctx context.Context, room, id string, tokenHash [
 }
 
 // Disconnect marks member id disconnected now, starting its grace period,
-// if generation is the member's current Generation (else it does
-// nothing: a newer connection holds the seat). A member already
-// disconnected keeps its earlier DisconnectedAt, so repeated calls cannot
-// extend the grace period. It returns
-// ErrRoomNotFound, ErrNotMember, an error wrapping ErrUnavailable, or
-// ErrClosed after Close.
+// if generation is the member's current Generation (else it changes
+// nothing and returns ErrSuperseded: a newer connection holds the seat).
+// A member already disconnected keeps its earlier DisconnectedAt, so
+// repeated calls cannot extend the grace period. It returns
+// ErrRoomNotFound, ErrNotMember, ErrSuperseded, an error wrapping
+// ErrUnavailable, or ErrClosed after Close.
 //
 // A disconnect that fails with an error wrapping ErrUnavailable (Redis
 // down, or full under noeviction) is also queued, and retried in the

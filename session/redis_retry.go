@@ -82,7 +82,7 @@ func (d *disconnectRetries) retry(ctx context.Context, do func(ctx context.Conte
 		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
 			return
 		}
-		if err != nil && !errors.Is(err, ErrRoomNotFound) && !errors.Is(err, ErrNotMember) && !errors.Is(err, ErrMessagesLost) {
+		if err != nil && !errors.Is(err, ErrRoomNotFound) && !errors.Is(err, ErrNotMember) && !errors.Is(err, ErrSuperseded) && !errors.Is(err, ErrMessagesLost) {
 			d.log.Error("disconnect retry failed; dropped", "err", err)
 		}
 		d.mu.Lock()

@@ -57,6 +57,10 @@ var (
 	// that evicts keys when full (see RedisConfig.AllowEviction). Lost data
 	// cannot be recovered.
 	ErrMessagesLost = errors.New("session: messages lost by the store")
+	// ErrSuperseded: Disconnect was called for a connection that no longer
+	// holds the member's seat (a newer generation resumed it); nothing
+	// changed, and the caller must not announce a drop.
+	ErrSuperseded = errors.New("session: a newer connection holds the seat")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("session: store closed")
 	// ErrUnavailable: the store's backend cannot be reached (Redis down).
@@ -248,9 +252,9 @@ type Store interface {
 
 	// Disconnect marks member id disconnected now, starting its grace
 	// period, if generation is its current Generation; a superseded
-	// connection's disconnect (an older generation) changes nothing. For a
-	// member already disconnected it keeps the first time. It returns
-	// ErrRoomNotFound or ErrNotMember.
+	// connection's disconnect (an older generation) changes nothing and
+	// returns ErrSuperseded. For a member already disconnected it keeps
+	// the first time. It returns ErrRoomNotFound or ErrNotMember.
 	Disconnect(ctx context.Context, room, id string, generation uint64) error
 
 	// Leave removes member id and the messages waiting for it. It returns

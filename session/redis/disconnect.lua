@@ -4,7 +4,8 @@
 -- on a retry, the room's channel and the member's EventLeft (dropped),
 -- encoded, to publish if this marks the member disconnected (no relay is
 -- left to announce it); "" otherwise. Returns {"OK", "1"} if it marked the
--- member disconnected, {"OK", "0"} if not.
+-- member disconnected, {"OK", "0"} if it was already, {"SUPERSEDED"} if a
+-- newer generation holds the seat.
 local r = lookup()
 if not r then
   return gone()
@@ -16,7 +17,7 @@ end
 -- A superseded connection's disconnect changes nothing: a newer one holds
 -- the seat.
 if m.gen ~= tonumber(ARGV[4]) then
-  return {'OK', '0'}
+  return {'SUPERSEDED'}
 end
 -- A member already disconnected keeps its first time.
 local changed = m.conn

@@ -37,7 +37,7 @@ func testGenerations(t *testing.T, open opener) {
 		setup(t, s, "r", longCfg, "a")
 		_, err := s.Reconnect(t.Context(), "r", "a", token("a")) // generation 2 holds the seat
 		wantErr(t, "Reconnect", err, nil)
-		wantErr(t, "Disconnect(generation 1)", s.Disconnect(t.Context(), "r", "a", 1), nil)
+		wantErr(t, "Disconnect(generation 1)", s.Disconnect(t.Context(), "r", "a", 1), session.ErrSuperseded)
 		if m, _ := getRoom(t, s, "r").Member("a"); !m.Connected {
 			t.Fatal("generation 1's Disconnect disconnected the seat generation 2 holds")
 		}
