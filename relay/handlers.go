@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/keyrelay/keyrelay/realip"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -285,7 +286,7 @@ func (c *conn) handleMsg(f *wire.ClientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	seq, err := c.s.store.Append(ctx, room, peer, body)
+	seq, err := c.s.store.Append(ctx, room, peer, realip.Source(c.ip), body)
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,8 @@ var errorCodes = []struct {
 	{limits.ErrClosed, wire.CodeUnavailable, "the relay is shutting down; reconnect and resume"},
 	{session.ErrRoomFull, wire.CodeRoomFull, "the room already has two peers"},
 	{session.ErrTooManyRooms, wire.CodeTooManyRooms, "the relay holds its maximum number of rooms"},
+	{session.ErrSourceOverBudget, wire.CodeMailboxFull, "too many bytes of your address's messages wait unacknowledged on this relay; send again once your peers have acknowledged some"},
+	{session.ErrStoreOverBudget, wire.CodeMailboxFull, "the relay holds its maximum of unacknowledged message bytes; send again later"},
 	{session.ErrMailboxFull, wire.CodeMailboxFull, "the peer has too many unacknowledged messages, or bytes of them; send again later"},
 	{session.ErrMessagesLost, wire.CodeMessagesLost, "the relay's store lost messages it had accepted; they cannot be recovered"},
 	{session.ErrBadToken, wire.CodeInvalidResume, "unknown peer or wrong resume token"},

@@ -275,8 +275,8 @@ type storedButUnavailable struct {
 	once sync.Once
 }
 
-func (s *storedButUnavailable) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
-	seq, err := s.Store.Append(ctx, room, from, body)
+func (s *storedButUnavailable) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
+	seq, err := s.Store.Append(ctx, room, from, source, body)
 	failed := false
 	s.once.Do(func() { failed = true })
 	if err == nil && failed {

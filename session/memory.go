@@ -26,6 +26,10 @@ type MemoryConfig struct {
 	// before it is ended with ErrSlowSubscriber. Zero (or negative) means
 	// 256.
 	SubscriberBuffer int
+	// Budget bounds the bytes of the bodies waiting in the store, in total
+	// and per source. The zero Budget bounds nothing beyond each room's
+	// MaxPendingBytes.
+	Budget Budget
 }
 
 // Defaults for the zero fields of MemoryConfig.
@@ -60,6 +64,47 @@ type MemoryStore struct {
 	mu     sync.Mutex
 	closed bool                // guarded by mu
 	rooms  map[string]*memRoom // guarded by mu
+	ledger *ledger             // guarded by mu
+}
+
+// ledger counts the bytes of the bodies waiting in a MemoryStore, in
+// total and per source, against the store's Budget. Guarded by
+// MemoryStore.mu.
+type ledger struct {
+	budget   Budget
+	total    int64
+	bySource map[string]int64 // no entry for a source with nothing waiting
+}
+
+// admit reports why n more bytes from source do not fit, or nil.
+func (l *ledger) admit(source string, n int64) error {
+	if l.budget.Total > 0 && l.total+n > l.budget.Total {
+		return ErrStoreOverBudget
+	}
+	if source != "" && l.budget.PerSource > 0 && l.bySource[source]+n > l.budget.PerSource {
+		return ErrSourceOverBudget
+	}
+	return nil
+}
+
+// add counts n bytes from source; a negative n releases them.
+func (l *ledger) add(source string, n int64) {
+	l.total += n
+	if source == "" {
+		return
+	}
+	if v := l.bySource[source] + n; v > 0 {
+		l.bySource[source] = v
+	} else {
+		delete(l.bySource, source)
+	}
+}
+
+// release releases the bytes of every message in mailbox.
+func (l *ledger) release(mailbox []memMessage) {
+	for _, m := range mailbox {
+		l.add(m.source, -int64(len(m.Body)))
+	}
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -74,13 +119,20 @@ type memRoom struct {
 	lastSeq   uint64
 	expiresAt time.Time
 	subs      map[*memSub]struct{}
+	ledger    *ledger // the store's
 }
 
 // memMember is a member and its mailbox. Guarded by MemoryStore.mu.
 type memMember struct {
 	Member
-	mailbox []Message // unacknowledged messages for this member, by Seq
-	bytes   int64     // the sum of len(Body) over mailbox
+	mailbox []memMessage // unacknowledged messages for this member, by Seq
+	bytes   int64        // the sum of len(Body) over mailbox
+}
+
+// memMessage is a message waiting, and the source it was sent from.
+type memMessage struct {
+	Message
+	source string
 }
 
 // memSub is one subscription. Its fields are guarded by MemoryStore.mu;
@@ -109,6 +161,7 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 		now:       cfg.Now,
 		subBuffer: cfg.SubscriberBuffer,
 		rooms:     make(map[string]*memRoom),
+		ledger:    &ledger{budget: cfg.Budget, bySource: make(map[string]int64)},
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop, s.swept = stop, background.Every(ctx, cfg.SweepInterval, s.sweep)
@@ -146,6 +199,7 @@ func (r *memRoom) dropGone(now time.Time) {
 		if !r.graceOver(m, now) {
 			return false
 		}
+		r.ledger.release(m.mailbox)
 		r.gone = append(r.gone, Member{ID: m.ID, TokenHash: m.TokenHash})
 		if len(r.gone) > 2 {
 			r.gone = slices.Delete(r.gone, 0, len(r.gone)-2)
@@ -162,6 +216,9 @@ func (r *memRoom) dropGone(now time.Time) {
 func (s *MemoryStore) removeLocked(r *memRoom, err error) {
 	for sub := range r.subs {
 		s.endLocked(sub, err)
+	}
+	for _, m := range r.members {
+		r.ledger.release(m.mailbox)
 	}
 	delete(s.rooms, r.id)
 }
@@ -248,7 +305,13 @@ func (r *memRoom) resumeGone(id string, tokenHash [32]byte) bool {
 
 // removeMember removes member id and its mailbox.
 func (r *memRoom) removeMember(id string) {
-	r.members = slices.DeleteFunc(r.members, func(m *memMember) bool { return m.ID == id })
+	r.members = slices.DeleteFunc(r.members, func(m *memMember) bool {
+		if m.ID != id {
+			return false
+		}
+		r.ledger.release(m.mailbox)
+		return true
+	})
 }
 
 // graceOver reports whether m has been disconnected for longer than the
@@ -349,10 +412,11 @@ func (s *MemoryStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig,
 		}
 	}
 	r := &memRoom{
-		id:    id,
-		cfg:   cfg,
-		group: cfg.Group,
-		subs:  make(map[*memSub]struct{}),
+		id:     id,
+		cfg:    cfg,
+		group:  cfg.Group,
+		subs:   make(map[*memSub]struct{}),
+		ledger: s.ledger,
 	}
 	r.touch(now)
 	s.rooms[id] = r
@@ -508,9 +572,11 @@ func (s *MemoryStore) SetKey(ctx context.Context, room, id, group, key string) (
 // ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
 // members have a key, ErrMailboxFull if the recipient already has
 // Config.MaxPending unacknowledged messages or if body would take the
-// bytes waiting for it over Config.MaxPendingBytes (nothing is stored and
-// no sequence number is used), and ErrClosed after Close.
-func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
+// bytes waiting for it over Config.MaxPendingBytes, ErrSourceOverBudget
+// or ErrStoreOverBudget if it would take the bytes waiting from source, or
+// in the store, over MemoryConfig.Budget (nothing is stored and no
+// sequence number is used), and ErrClosed after Close.
+func (s *MemoryStore) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -532,9 +598,13 @@ func (s *MemoryStore) Append(ctx context.Context, room, from string, body []byte
 	if max := r.cfg.MaxPendingBytes; max > 0 && to.bytes+int64(len(body)) > max {
 		return 0, ErrMailboxFull
 	}
+	if err := s.ledger.admit(source, int64(len(body))); err != nil {
+		return 0, err
+	}
 	r.lastSeq++
-	to.mailbox = append(to.mailbox, Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)})
+	to.mailbox = append(to.mailbox, memMessage{Message{Seq: r.lastSeq, From: from, Body: slices.Clone(body)}, source})
 	to.bytes += int64(len(body))
+	s.ledger.add(source, int64(len(body)))
 	s.publishLocked(r, Event{Type: EventMessage, Room: room, Peer: from, Seq: r.lastSeq, Body: body})
 	r.touch(now)
 	return r.lastSeq, nil
@@ -553,8 +623,7 @@ func (s *MemoryStore) Pending(ctx context.Context, room, id string, after uint64
 	var out []Message
 	for _, msg := range m.mailbox {
 		if msg.Seq > after {
-			msg.Body = slices.Clone(msg.Body)
-			out = append(out, msg)
+			out = append(out, Message{Seq: msg.Seq, From: msg.From, Body: slices.Clone(msg.Body)})
 		}
 	}
 	return out, nil
@@ -577,6 +646,7 @@ func (s *MemoryStore) Ack(ctx context.Context, room, id string, seq uint64) erro
 		m.bytes -= int64(len(m.mailbox[n].Body))
 		n++
 	}
+	s.ledger.release(m.mailbox[:n])
 	m.mailbox = slices.Delete(m.mailbox, 0, n)
 	r.touch(now)
 	return nil

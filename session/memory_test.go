@@ -20,6 +20,12 @@ func TestMemoryStore(t *testing.T) {
 	})
 }
 
+func TestMemoryStoreBudget(t *testing.T) {
+	sessiontest.RunBudget(t, func(t *testing.T, b session.Budget) session.Store {
+		return session.NewMemoryStore(session.MemoryConfig{SweepInterval: 20 * time.Millisecond, Budget: b})
+	})
+}
+
 // newFakeStore returns a memory store on a fake clock, closed when the test
 // ends. Its sweeper runs every sweep of real time.
 func newFakeStore(t *testing.T, sweep time.Duration) (*session.MemoryStore, *testkit.Clock) {
@@ -96,7 +102,7 @@ func TestMemoryStoreLazyExpiry(t *testing.T) {
 		sub, err := s.Subscribe(ctx, "r")
 		mustOK(t, "Subscribe", err)
 		clock.Advance(cfg.TTL)
-		_, err = s.Append(ctx, "r", "a", []byte("x"))
+		_, err = s.Append(ctx, "r", "a", "", []byte("x"))
 		wantErr(t, "Append", err, session.ErrRoomNotFound)
 		if !ended(sub) {
 			t.Fatal("subscription still open after its room was found expired")
@@ -186,7 +192,7 @@ func TestMemoryStoreActivity(t *testing.T) {
 					return err
 				}
 			}
-			_, err := s.Append(ctx, "r", "a", nil)
+			_, err := s.Append(ctx, "r", "a", "", nil)
 			return err
 		}, true},
 		{"Ack", func(s *session.MemoryStore) error { return s.Ack(ctx, "r", "a", 1) }, true},
@@ -387,11 +393,11 @@ func ExampleMemoryStore() {
 	s.Join(ctx, "room-1", session.Member{ID: "alice"})
 	s.SetKey(ctx, "room-1", "alice", "x25519", "8520f0…")
 	// Bob has not joined yet: a message has no one to go to.
-	_, err := s.Append(ctx, "room-1", "alice", []byte("ciphertext"))
+	_, err := s.Append(ctx, "room-1", "alice", "", []byte("ciphertext"))
 	fmt.Println(err)
 	s.Join(ctx, "room-1", session.Member{ID: "bob"})
 	s.SetKey(ctx, "room-1", "bob", "x25519", "de9edb…")
-	seq, _ := s.Append(ctx, "room-1", "alice", []byte("ciphertext"))
+	seq, _ := s.Append(ctx, "room-1", "alice", "", []byte("ciphertext"))
 	msgs, _ := s.Pending(ctx, "room-1", "bob", 0)
 	fmt.Println(seq, msgs[0].From, string(msgs[0].Body))
 

@@ -342,7 +342,7 @@ func (s *RedisStore) SetKey(ctx context.Context, room, id, group, key string) (R
 // bytes waiting for it (as the room hash counts them) over
 // Config.MaxPendingBytes (nothing is stored and no sequence number is
 // used), an error wrapping ErrUnavailable, and ErrClosed after Close.
-func (s *RedisStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
+func (s *RedisStore) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
 	if body == nil {
 		body = []byte{}
 	}

@@ -268,7 +268,7 @@ func TestRedisStoreEvictedMailbox(t *testing.T) {
 	body := bytes.Repeat([]byte("m"), 1000)
 	const n = 10
 	for range n {
-		if _, err := s.Append(ctx, "r", "a", body); err != nil {
+		if _, err := s.Append(ctx, "r", "a", "", body); err != nil {
 			t.Fatalf("Append: %v", err)
 		}
 	}
@@ -328,7 +328,7 @@ func TestRedisStoreEvictedMailbox(t *testing.T) {
 		t.Errorf("Pending(after %d) after eviction = %d messages, %v; want none, no error", n, len(msgs), err)
 	}
 	// What arrives later is delivered with the report, until b acks it.
-	seq, err := s.Append(ctx, "r", "a", []byte("later"))
+	seq, err := s.Append(ctx, "r", "a", "", []byte("later"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,10 +353,10 @@ func TestRedisStoreAckKeepsCount(t *testing.T) {
 	ctx := t.Context()
 	keyedRoom(t, s)
 	for range 5 {
-		if _, err := s.Append(ctx, "r", "a", []byte("m")); err != nil {
+		if _, err := s.Append(ctx, "r", "a", "", []byte("m")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Append(ctx, "r", "b", []byte("m")); err != nil {
+		if _, err := s.Append(ctx, "r", "b", "", []byte("m")); err != nil {
 			t.Fatal(err)
 		}
 	}

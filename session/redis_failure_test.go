@@ -203,7 +203,7 @@ func storeCalls(room string) []storeCall {
 			return err
 		}},
 		{"Append", func(ctx context.Context, s session.Store) error {
-			_, err := s.Append(ctx, room, "a", []byte("x"))
+			_, err := s.Append(ctx, room, "a", "", []byte("x"))
 			return err
 		}},
 		{"Pending", func(ctx context.Context, s session.Store) error { _, err := s.Pending(ctx, room, "a", 0); return err }},

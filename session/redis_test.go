@@ -167,10 +167,10 @@ func TestRedisStoreLeavesNothing(t *testing.T) {
 	_, err = s.SetKey(ctx, "a", "y", "x25519", "bb")
 	must("SetKey(a, y)", err)
 	checkKeys("two members, no mail", 2)
-	_, err = s.Append(ctx, "a", "y", []byte("to x"))
+	_, err = s.Append(ctx, "a", "y", "", []byte("to x"))
 	must("Append(a, y)", err)
 	checkKeys("mail for x", 3) // + x's mailbox
-	_, err = s.Append(ctx, "a", "x", []byte("to y"))
+	_, err = s.Append(ctx, "a", "x", "", []byte("to y"))
 	must("Append(a, x)", err)
 	must("Disconnect(a, y)", s.Disconnect(ctx, "a", "y", 1))
 	checkKeys("two members with mail", 4) // room, index, x's and y's mailboxes
@@ -403,7 +403,7 @@ func TestRedisStoreCrossInstance(t *testing.T) {
 		}
 
 		for _, body := range []string{"m1", "m2", "m3"} {
-			if _, err := a.Append(ctx, "r", "x", []byte(body)); err != nil {
+			if _, err := a.Append(ctx, "r", "x", "", []byte(body)); err != nil {
 				t.Fatalf("Append on a: %v", err)
 			}
 		}
@@ -512,7 +512,7 @@ func TestRedisStoreGraceEndsWithoutCalls(t *testing.T) {
 			t.Fatalf("SetKey(%s): %v", id, err)
 		}
 	}
-	if _, err := s.Append(ctx, "r", "a", bytes.Repeat([]byte("m"), 1000)); err != nil {
+	if _, err := s.Append(ctx, "r", "a", "", bytes.Repeat([]byte("m"), 1000)); err != nil {
 		t.Fatalf("Append: %v", err)
 	}
 	if err := s.Disconnect(ctx, "r", "b", 1); err != nil {

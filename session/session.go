@@ -17,6 +17,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -50,6 +51,13 @@ var (
 	// of unacknowledged messages waiting, or the message would take the
 	// bytes waiting for it over the room's maximum.
 	ErrMailboxFull = errors.New("session: recipient's mailbox is full")
+	// ErrSourceOverBudget: the bodies waiting from the sender's source
+	// (Append's source) would go over Budget.PerSource. It matches
+	// ErrMailboxFull too.
+	ErrSourceOverBudget = fmt.Errorf("%w: the sender's source has its budget of bytes waiting", ErrMailboxFull)
+	// ErrStoreOverBudget: the bodies waiting in the whole store would go
+	// over Budget.Total. It matches ErrMailboxFull too.
+	ErrStoreOverBudget = fmt.Errorf("%w: the store holds its budget of bytes waiting", ErrMailboxFull)
 	// ErrMessagesLost: the store lost what it had confirmed: messages
 	// waiting for a member (from Pending), or a whole room before its
 	// expiry (from any method that names it). Only a store whose backend
@@ -96,6 +104,22 @@ type RoomConfig struct {
 	// bodies waiting for one member (the sum of len(Body)). Zero means no
 	// bound in bytes, only MaxPending; must not be negative.
 	MaxPendingBytes int64
+}
+
+// Budget bounds the bytes of the unacknowledged message bodies a store
+// holds across all its rooms: in total, and per source (the address, or
+// network, that Append names as the sender's). A store's Budget is fixed
+// when it is created; RoomConfig.MaxPendingBytes bounds one mailbox.
+// Bytes count from Append until the message is acknowledged or its
+// mailbox goes (Leave, the end of the member's grace, the room's expiry).
+type Budget struct {
+	// PerSource bounds the bodies waiting that were sent from one source.
+	// Zero means no bound; must not be negative. Append with source ""
+	// counts in Total only.
+	PerSource int64
+	// Total bounds the bodies waiting in the store. Zero means no bound;
+	// must not be negative.
+	Total int64
 }
 
 // GraceMargin is how long after the end of its last member's resume grace
@@ -269,8 +293,10 @@ type Store interface {
 	// Concurrent SetKeys can never fix two groups.
 	SetKey(ctx context.Context, room, id, group, key string) (Room, error)
 
-	// Append stores body, from member from, for the room's other member,
-	// and returns the message's sequence number. In the same atomic step it
+	// Append stores body, from member from whose connection comes from
+	// source (its address or network, for the store's Budget; "" for
+	// none), for the room's other member, and returns the message's
+	// sequence number. In the same atomic step it
 	// publishes the message's EventMessage (Peer: from, Seq, Body; no
 	// Conn) to the room's subscribers, so that a stored message is always
 	// announced, even if its sender's relay dies right after. It returns
@@ -279,11 +305,14 @@ type Store interface {
 	// whose key the sender encrypted it to), or ErrMailboxFull when the
 	// other member already has Config.MaxPending unacknowledged messages,
 	// or when body would take the bytes of the unacknowledged bodies
-	// waiting for it over Config.MaxPendingBytes (when that is > 0).
+	// waiting for it over Config.MaxPendingBytes (when that is > 0);
+	// ErrSourceOverBudget or ErrStoreOverBudget (both match
+	// ErrMailboxFull) when body would take the bytes waiting from source,
+	// or in the whole store, over the store's Budget.
 	// Refusing stores nothing and uses no sequence number. Ack releases the
 	// bytes of the messages it discards; Leave, and the removal of a
 	// member, release its mailbox.
-	Append(ctx context.Context, room, from string, body []byte) (uint64, error)
+	Append(ctx context.Context, room, from, source string, body []byte) (uint64, error)
 
 	// Pending returns the unacknowledged messages for member id with a
 	// sequence number above after, in order. It returns ErrRoomNotFound or

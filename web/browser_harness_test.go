@@ -57,11 +57,11 @@ type recordingStore struct {
 	bodies [][]byte // guarded by mu
 }
 
-func (s *recordingStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
+func (s *recordingStore) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
 	s.mu.Lock()
 	s.bodies = append(s.bodies, bytes.Clone(body))
 	s.mu.Unlock()
-	return s.Store.Append(ctx, room, from, body)
+	return s.Store.Append(ctx, room, from, source, body)
 }
 
 func (s *recordingStore) Bodies() [][]byte {

@@ -36,23 +36,23 @@ type flakyStore struct {
 	release chan struct{} // appendStoreThenHold: closed by the test
 }
 
-func (s *flakyStore) Append(ctx context.Context, room, from string, body []byte) (uint64, error) {
+func (s *flakyStore) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
 	unavailable := fmt.Errorf("flaky store: %w", session.ErrUnavailable)
 	switch s.mode.Swap(appendOK) {
 	case appendStoreThenFail:
-		if _, err := s.Store.Append(ctx, room, from, body); err != nil {
+		if _, err := s.Store.Append(ctx, room, from, source, body); err != nil {
 			return 0, err
 		}
 		return 0, unavailable
 	case appendFail:
 		return 0, unavailable
 	case appendStoreThenHold:
-		seq, err := s.Store.Append(ctx, room, from, body)
+		seq, err := s.Store.Append(ctx, room, from, source, body)
 		s.held <- struct{}{}
 		<-s.release
 		return seq, err
 	}
-	return s.Store.Append(ctx, room, from, body)
+	return s.Store.Append(ctx, room, from, source, body)
 }
 
 // TestSendAgain: whether the relay stored the message or not, and whether

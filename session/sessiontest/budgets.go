@@ -27,7 +27,7 @@ func testPendingBytes(t *testing.T, open opener) {
 		}
 		appendMsg(t, s, "r", "a", body(4))
 		appendMsg(t, s, "r", "a", body(6)) // exactly 10 bytes waiting
-		_, err := s.Append(t.Context(), "r", "a", []byte("y"))
+		_, err := s.Append(t.Context(), "r", "a", "", []byte("y"))
 		wantErr(t, "Append(a, 1 byte) over 10 bytes", err, session.ErrMailboxFull)
 		if got := getRoom(t, s, "r").LastSeq; got != 2 {
 			t.Errorf("LastSeq after a refused Append = %d, want 2", got)
@@ -40,7 +40,7 @@ func testPendingBytes(t *testing.T, open opener) {
 
 		// Acking the 4-byte message makes room for 4 bytes, not 5.
 		wantErr(t, "Ack(b, 1)", s.Ack(t.Context(), "r", "b", 1), nil)
-		_, err = s.Append(t.Context(), "r", "a", []byte(body(5)))
+		_, err = s.Append(t.Context(), "r", "a", "", []byte(body(5)))
 		wantErr(t, "Append(a, 5 bytes) with 6 waiting", err, session.ErrMailboxFull)
 		if got := appendMsg(t, s, "r", "a", body(4)); got != 5 {
 			t.Errorf("Append(a, 4 bytes) = %d, want 5", got)
@@ -53,7 +53,7 @@ func testPendingBytes(t *testing.T, open opener) {
 		s := open(t)
 		setup(t, s, "r", cfg, "a", "b")
 		keyAll(t, s, "r", "a", "b")
-		_, err := s.Append(t.Context(), "r", "a", []byte(body(11)))
+		_, err := s.Append(t.Context(), "r", "a", "", []byte(body(11)))
 		wantErr(t, "Append(a, 11 bytes) to an empty mailbox", err, session.ErrMailboxFull)
 		checkPending(t, s, "r", "b", 0)
 	})

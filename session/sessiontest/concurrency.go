@@ -107,7 +107,7 @@ func testConcurrency(t *testing.T, open opener) {
 			for k, from := range []string{"a", "b"} {
 				fns = append(fns, func() {
 					for n := range each {
-						seqs[i][k][n], errs[i][k] = s.Append(ctx, room, from, []byte(fmt.Sprint(from, n)))
+						seqs[i][k][n], errs[i][k] = s.Append(ctx, room, from, "", []byte(fmt.Sprint(from, n)))
 						if errs[i][k] != nil {
 							return
 						}

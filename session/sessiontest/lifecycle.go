@@ -78,7 +78,7 @@ func roomCalls(room string) []call {
 			return err
 		}},
 		{"Append", func(ctx context.Context, s session.Store) error {
-			_, err := s.Append(ctx, room, "a", []byte("x"))
+			_, err := s.Append(ctx, room, "a", "", []byte("x"))
 			return err
 		}},
 		{"Pending", func(ctx context.Context, s session.Store) error {

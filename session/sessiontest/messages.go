@@ -53,12 +53,12 @@ func testMessages(t *testing.T, open opener) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a")
 		keyAll(t, s, "r", "a")
-		_, err := s.Append(t.Context(), "r", "a", []byte("alone"))
+		_, err := s.Append(t.Context(), "r", "a", "", []byte("alone"))
 		wantErr(t, "Append(a) with no peer", err, session.ErrHandshakeIncomplete)
 		join(t, s, "r", "b")
-		_, err = s.Append(t.Context(), "r", "a", []byte("to a keyless peer"))
+		_, err = s.Append(t.Context(), "r", "a", "", []byte("to a keyless peer"))
 		wantErr(t, "Append(a) before b's key", err, session.ErrHandshakeIncomplete)
-		_, err = s.Append(t.Context(), "r", "b", []byte("from a keyless member"))
+		_, err = s.Append(t.Context(), "r", "b", "", []byte("from a keyless member"))
 		wantErr(t, "Append(b) before b's key", err, session.ErrHandshakeIncomplete)
 		if got := getRoom(t, s, "r").LastSeq; got != 0 {
 			t.Errorf("LastSeq after refused Appends = %d, want 0", got)
@@ -86,11 +86,11 @@ func testMessages(t *testing.T, open opener) {
 		setup(t, s, "r", longCfg, "a", "b")
 		keyAll(t, s, "r", "a", "b")
 		buf := []byte("ciphertext")
-		if _, err := s.Append(t.Context(), "r", "a", buf); err != nil {
+		if _, err := s.Append(t.Context(), "r", "a", "", buf); err != nil {
 			t.Fatalf("Append: %v", err)
 		}
 		copy(buf, "XXXXXXXXXX")
-		if _, err := s.Append(t.Context(), "r", "a", nil); err != nil {
+		if _, err := s.Append(t.Context(), "r", "a", "", nil); err != nil {
 			t.Fatalf("Append(nil): %v", err)
 		}
 		got, err := s.Pending(t.Context(), "r", "b", 0)
@@ -105,7 +105,7 @@ func testMessages(t *testing.T, open opener) {
 		s := open(t)
 		setup(t, s, "r", longCfg, "a", "b")
 		ctx := t.Context()
-		_, err := s.Append(ctx, "r", "c", []byte("x"))
+		_, err := s.Append(ctx, "r", "c", "", []byte("x"))
 		wantErr(t, "Append(c)", err, session.ErrNotMember)
 		_, err = s.Pending(ctx, "r", "c", 0)
 		wantErr(t, "Pending(c)", err, session.ErrNotMember)
@@ -115,7 +115,7 @@ func testMessages(t *testing.T, open opener) {
 	t.Run("missing room", func(t *testing.T) {
 		s := open(t)
 		ctx := t.Context()
-		_, err := s.Append(ctx, "nope", "a", []byte("x"))
+		_, err := s.Append(ctx, "nope", "a", "", []byte("x"))
 		wantErr(t, "Append", err, session.ErrRoomNotFound)
 		_, err = s.Pending(ctx, "nope", "a", 0)
 		wantErr(t, "Pending", err, session.ErrRoomNotFound)
@@ -172,7 +172,7 @@ func testActivity(t *testing.T, open opener) {
 			return err
 		}, true},
 		{"Append", nil, func(ctx context.Context, room string) error {
-			_, err := s.Append(ctx, room, "b", []byte("x"))
+			_, err := s.Append(ctx, room, "b", "", []byte("x"))
 			return err
 		}, true},
 		{"Ack", nil, func(ctx context.Context, room string) error {

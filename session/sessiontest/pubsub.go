@@ -56,7 +56,7 @@ func testPubSub(t *testing.T, open opener) {
 		join(t, s, "r", "b")
 		keyAll(t, s, "r", "a", "b")
 		sub := subscribe(t, s, "r")
-		seq, err := s.Append(t.Context(), "r", "a", []byte("ciphertext"))
+		seq, err := s.Append(t.Context(), "r", "a", "", []byte("ciphertext"))
 		wantErr(t, "Append", err, nil)
 		want := session.Event{Type: session.EventMessage, Room: "r", Peer: "a", Seq: seq, Body: []byte("ciphertext")}
 		if got := recv(t, sub); !eventEqual(got, want) {

@@ -165,7 +165,7 @@ func disconnect(t *testing.T, s session.Store, room, id string) {
 // appendMsg appends body from member from and returns its sequence number.
 func appendMsg(t *testing.T, s session.Store, room, from, body string) uint64 {
 	t.Helper()
-	seq, err := s.Append(t.Context(), room, from, []byte(body))
+	seq, err := s.Append(t.Context(), room, from, "", []byte(body))
 	if err != nil {
 		t.Fatalf("Append(%q, %q): %v", room, from, err)
 	}
