@@ -3,7 +3,9 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -16,7 +18,11 @@ import (
 // freeAddr returns a loopback address with a port nobody listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A random loopback address of its own: between this Close and the
+	// relay's Listen, another test's listener on 127.0.0.1:0 cannot take
+	// the port (the race that made TestKeyAPIAddr fail once in CI).
+	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
+	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +105,9 @@ func TestHSTS(t *testing.T) {
 	tc.install(t, certFile, keyFile)
 	roots := x509.NewCertPool()
 	roots.AddCert(tc.cert)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	// ServerName: the certificate names 127.0.0.1, and freeAddr gives the
+	// key API another loopback address.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}}
 
 	keyAddr := freeAddr(t)
 	addr, _, _ := startWith(t, nil, "--tls-cert", certFile, "--tls-key", keyFile, "--key-api-addr", keyAddr)
