@@ -70,8 +70,8 @@
 // one memory plan, half the memory the process may use (its cgroup's
 // limit, else the machine's RAM), within 256 MiB and 2 GiB: 1/16 of it for
 // message bodies waiting (--max-pending-bytes-total), 1/32 for frames
-// queued for clients (--max-queued-bytes-total), 55% for connections at
-// 92 KiB each (the cap on the derived --max-conns-total), and 7/8 as the Go
+// queued for clients (--max-queued-bytes-total), 60% for connections at
+// 180 KiB each (the cap on the derived --max-conns-total), and 7/8 as the Go
 // runtime's soft memory limit unless GOMEMLIMIT is set. The start-up log
 // says what was chosen; SECURITY.md has the worst cases.
 //
@@ -270,7 +270,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&bps, "bytes-per-second", "KEYRELAY_BYTES_PER_SECOND", 256<<10, "message bytes per second per connection, bursts of twice that (at least --max-frame-bytes); over it the relay reads more slowly")
 	intFlag(&c.limits.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP, counted across instances sharing Redis; -1 for no limit")
 	intFlag(&c.acceptPerIP, "max-accept-per-ip", "KEYRELAY_MAX_ACCEPT_PER_IP", defaultAcceptPerIP, "TCP connections open at once per client IP (IPv6: per /64), HTTP and WebSocket, counted at accept before any request is read; over it the connection is closed at once; trusted proxies are exempt; -1 for no limit")
-	intFlag(&c.connsTotal, "max-conns-total", "KEYRELAY_MAX_CONNS_TOTAL", 0, "TCP connections open at once in all, on every listener; over it new connections are closed at once; 0: the open files limit (RLIMIT_NOFILE, raised to its hard limit) minus 64 + 10 per CPU of headroom, at most 65536 and at most 55% of the memory plan at 92 KiB a connection (12 537 for the 2 GiB plan); -1 for no limit")
+	intFlag(&c.connsTotal, "max-conns-total", "KEYRELAY_MAX_CONNS_TOTAL", 0, "TCP connections open at once in all, on every listener; over it new connections are closed at once; 0: the open files limit (RLIMIT_NOFILE, raised to its hard limit) minus 64 + 10 per CPU of headroom, at most 65536 and at most 60% of the memory plan at 180 KiB a connection (6990 for the 2 GiB plan); -1 for no limit")
 	intFlag(&c.limits.JoinsPerIP, "joins-per-ip", "KEYRELAY_JOINS_PER_IP", 60, "creates, joins and resumes per client IP per --join-window (over: join_rate_limited); -1 for no limit")
 	durFlag(&c.limits.JoinWindow, "join-window", "KEYRELAY_JOIN_WINDOW", time.Minute, "window of --joins-per-ip (sliding)")
 	intFlag(&c.limits.JoinsPerRoom, "joins-per-room", "KEYRELAY_JOINS_PER_ROOM", 30, "joins, and resumes that failed for a wrong token or unknown peer, on one room from one client IP (IPv6: /64) per --room-window (over: too_many_attempts); a resume with its token is never refused; -1 for no limit")

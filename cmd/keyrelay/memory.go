@@ -20,9 +20,11 @@ const (
 	// too little to be useful; a smaller machine sets the limits itself.
 	minPlannedRelay = 256 << 20
 	// connCost is what one connection may hold at worst: an idle
-	// WebSocket measured 28.4 KiB of RSS (BENCHMARKS.md), plus a frame
-	// of up to 64 KiB being read.
-	connCost = 92 << 10
+	// WebSocket measured 28.4 KiB of RSS (BENCHMARKS.md), a frame of up to
+	// 64 KiB being read, and one outgoing frame of up to 88 KiB (a 64 KiB
+	// body in base64 and JSON) that a producer may queue past the queue
+	// bounds before it waits.
+	connCost = 180 << 10
 )
 
 // memoryPlan is what the derived memory defaults come from.
@@ -31,7 +33,7 @@ type memoryPlan struct {
 	relay        int64 // the planned RSS ceiling: half the machine, within [256 MiB, 2 GiB]
 	pendingTotal int64 // --max-pending-bytes-total: relay/16 of message bodies waiting
 	queuedTotal  int64 // --max-queued-bytes-total: relay/32 of frames queued for clients
-	conns        int   // the cap on derived --max-conns-total: 55% of relay at connCost each
+	conns        int   // the cap on derived --max-conns-total: 60% of relay at connCost each
 	goMemLimit   int64 // the Go runtime's soft memory limit: 7/8 of relay
 }
 
@@ -48,7 +50,7 @@ func planMemory(machine int64) memoryPlan {
 		relay:        relay,
 		pendingTotal: relay / 16,
 		queuedTotal:  relay / 32,
-		conns:        int(relay * 55 / 100 / connCost),
+		conns:        int(relay * 60 / 100 / connCost),
 		goMemLimit:   relay / 8 * 7,
 	}
 }

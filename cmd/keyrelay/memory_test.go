@@ -14,10 +14,10 @@ func TestPlanMemory(t *testing.T) {
 		wantConns   int
 		wantPending int64
 	}{
-		{24 * GiB, 2 * GiB, 12537, 128 * MiB},
-		{2 * GiB, 1 * GiB, 6268, 64 * MiB},
-		{256 * MiB, 256 * MiB, 1567, 16 * MiB}, // the floor
-		{0, 2 * GiB, 12537, 128 * MiB},         // unknown: planned as 4 GiB
+		{24 * GiB, 2 * GiB, 6990, 128 * MiB},
+		{2 * GiB, 1 * GiB, 3495, 64 * MiB},
+		{256 * MiB, 256 * MiB, 873, 16 * MiB}, // the floor
+		{0, 2 * GiB, 6990, 128 * MiB},         // unknown: planned as 4 GiB
 	} {
 		p := planMemory(tt.machine)
 		if p.relay != tt.relay || p.conns != tt.wantConns || p.pendingTotal != tt.wantPending || p.queuedTotal != tt.relay/32 || p.goMemLimit != tt.relay/8*7 {
