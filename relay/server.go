@@ -450,6 +450,23 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// DisconnectAll closes every connection with 1013 (try again later), for
+// its client to resume, and goes on serving new ones. The command calls it
+// when the Redis store finds that this instance's lease ended before it
+// could renew it: other instances may have marked the seats of its
+// connections disconnected.
+func (s *Server) DisconnectAll(reason string) {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith(wire.CloseStoreUnavailable, reason)
+	}
+}
+
 // Ready reports whether the relay can serve new rooms: its store is
 // reachable and it is not shutting down.
 func (s *Server) Ready(ctx context.Context) error {

@@ -138,6 +138,8 @@ type RedisStore struct {
 	log        *slog.Logger
 	policy     *policyCheck       // Redis's maxmemory-policy, checked by the sweeper
 	retries    *disconnectRetries // failed disconnects, retried by the sweeper
+	instances  string             // the registry of instances and their leases
+	lease      lease              // this instance's; see redis_lease.go
 
 	closed atomic.Bool // set, under mu, by Close
 
@@ -175,6 +177,9 @@ var (
 	scriptPublish    = redisx.LoadScript(redisLua, "redis", "publish")
 	scriptRooms      = redisx.LoadScript(redisLua, "redis", "rooms")
 	scriptDue        = redisx.LoadScript(redisLua, "redis", "due")
+	scriptLease      = redisx.LoadScript(redisLua, "redis", "lease")
+	scriptDead       = redisx.LoadScript(redisLua, "redis", "dead")
+	scriptReap       = redisx.LoadScript(redisLua, "redis", "reap")
 	scriptSettle     = redisx.LoadScript(redisLua, "redis", "settle")
 )
 
@@ -292,7 +297,7 @@ func (s *RedisStore) Room(ctx context.Context, id string) (Room, error) {
 // if two members remain, an error matching no sentinel if a member already
 // has m.ID, an error wrapping ErrUnavailable, and ErrClosed after Close.
 func (s *RedisStore) Join(ctx context.Context, room string, m Member) (Room, error) {
-	v, err := s.run(ctx, "join", scriptJoin, room, m.ID, hex.EncodeToString(m.TokenHash[:]))
+	v, err := s.run(ctx, "join", scriptJoin, room, m.ID, hex.EncodeToString(m.TokenHash[:]), s.instance())
 	if errors.Is(err, errDuplicateMember) {
 		return Room{}, fmt.Errorf("session: join room %q: member %q is already in the room", room, m.ID)
 	}
@@ -310,7 +315,7 @@ func (s *RedisStore) Join(ctx context.Context, room string, m Member) (Room, err
 // than the room's ResumeGrace, an error wrapping ErrUnavailable, and
 // ErrClosed after Close.
 func (s *RedisStore) Reconnect(ctx context.Context, room, id string, tokenHash [32]byte) (Room, error) {
-	v, err := s.run(ctx, "reconnect", scriptReconnect, room, id, hex.EncodeToString(tokenHash[:]))
+	v, err := s.run(ctx, "reconnect", scriptReconnect, room, id, hex.EncodeToString(tokenHash[:]), s.instance())
 	if err != nil {
 		return Room{}, err
 	}

@@ -79,6 +79,19 @@ type RedisConfig struct {
 	// negative. Each instance applies its own Budget to the shared counts:
 	// give them all the same.
 	Budget Budget
+	// LeaseTTL is how long this instance's lease in Redis lasts unless it
+	// is renewed (every third of it, by the sweeper). When an instance's
+	// lease ends (it was killed, or cut off from Redis), the sweeper of any
+	// other instance marks the seats its connections held disconnected,
+	// publishing each member's EventLeft (ReasonDropped), within
+	// SweepInterval. Zero (or negative) means 15 s.
+	LeaseTTL time.Duration
+	// OnLeaseLost is called, from the sweeper, when this instance finds
+	// that its own lease ended before it could renew it: other instances
+	// may have marked its seats disconnected, so the connections holding
+	// them should be closed, for their clients to resume. The store goes
+	// on under a new instance ID. Nil means nothing is called.
+	OnLeaseLost func()
 	// PolicyCheckInterval is how often the sweeper reads Redis's
 	// maxmemory-policy again, to notice a change at run time. Zero (or
 	// negative) means 10 s.
@@ -173,7 +186,18 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		retries:    newDisconnectRetries(cfg.Logger),
 		chans:      make(map[string]*redisChan),
 		pongs:      make(map[string]*redisChan),
+		instances:  prefix + "instances",
 	}
+	s.lease.ttl, s.lease.onLost = cfg.LeaseTTL, cfg.OnLeaseLost
+	if s.lease.ttl <= 0 {
+		s.lease.ttl = defaultLeaseTTL
+	}
+	s.setInstance(newInstanceID())
+	if err := s.renewLease(ctx, true); err != nil {
+		stop()
+		return fail(err)
+	}
+	s.lease.nextRenew = time.Now().Add(s.lease.ttl / 3)
 	s.swept = background.Every(bg, s.sweepEvery, s.sweepOnce)
 	return s, nil
 }

@@ -330,6 +330,7 @@ func (s *RedisStore) endLocked(sub *redisSub, err error) {
 // maxmemory-policy every RedisConfig.PolicyCheckInterval, and sweeps the
 // subscriptions.
 func (s *RedisStore) sweepOnce() {
+	s.leaseWork()
 	s.retryDisconnects()
 	s.settleLedgers()
 	if s.policy.due(time.Now()) {

@@ -90,6 +90,19 @@ func TestRedisStoreCluster(t *testing.T) {
 	})
 }
 
+// roomKeys returns the keys in c's database but the instance's own
+// (prefix+"instances" and prefix+"inst:…").
+func roomKeys(t *testing.T, c *redis.Client, prefix string) []string {
+	t.Helper()
+	var keys []string
+	for _, k := range scanKeys(t, c) {
+		if !strings.HasPrefix(k, prefix+"inst") {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // scanKeys returns every key in c's database.
 func scanKeys(t *testing.T, c *redis.Client) []string {
 	t.Helper()
@@ -122,7 +135,8 @@ const ledgerLife = 24 * time.Hour
 // key the store writes starts with its prefix and expires with its room
 // (the budget's keys at most 2*ledgerLife later), that the budget's keys go
 // as soon as nothing is waiting, and that nothing is left once the rooms
-// have expired.
+// have expired but the instance's own keys (its lease in the registry and
+// its set of seats), which live at most a day past its lease.
 func TestRedisStoreLeavesNothing(t *testing.T) {
 	t.Parallel()
 	addr := redistest.Start(t)
@@ -137,7 +151,7 @@ func TestRedisStoreLeavesNothing(t *testing.T) {
 	// a TTL of at most the rooms' (plus 2*ledgerLife for the budget's).
 	checkKeys := func(step string, want int) {
 		t.Helper()
-		keys := scanKeys(t, c)
+		keys := roomKeys(t, c, prefix)
 		if len(keys) != want {
 			t.Errorf("%s: %d keys %q, want %d", step, len(keys), keys, want)
 		}
@@ -196,14 +210,20 @@ func TestRedisStoreLeavesNothing(t *testing.T) {
 	checkKeys("two rooms", 4) // a's hash and x's (empty) mailbox, b's hash, the index
 
 	deadline := time.Now().Add(5 * time.Second)
-	for len(scanKeys(t, c)) > 0 {
+	for len(roomKeys(t, c, prefix)) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("keys left 5s after the rooms' TTL: %q", scanKeys(t, c))
+			t.Fatalf("keys left 5s after the rooms' TTL: %q", roomKeys(t, c, prefix))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n, err := c.DBSize(ctx).Result(); err != nil || n != 0 {
-		t.Errorf("DBSIZE = %d, %v; want 0", n, err)
+	for _, k := range scanKeys(t, c) {
+		if !strings.HasPrefix(k, prefix+"inst") {
+			t.Errorf("key %q left", k)
+			continue
+		}
+		if pttl, err := c.PTTL(ctx, k).Result(); err != nil || pttl < 0 || pttl > 24*time.Hour+time.Minute {
+			t.Errorf("instance key %q has TTL %v, %v; want at most a day and the lease", k, pttl, err)
+		}
 	}
 	if n, err := s.Rooms(ctx); err != nil || n != 0 {
 		t.Errorf("Rooms = %d, %v; want 0", n, err)

@@ -54,6 +54,7 @@
 //	--max-queued-bytes-total KEYRELAY_MAX_QUEUED_BYTES_TOTAL bytes of frames queued for all clients (default 0: 1/32 of the memory plan; -1 no limit)
 //	--room-ttl       KEYRELAY_ROOM_TTL       idle time after which a room expires (default 10m)
 //	--resume-grace   KEYRELAY_RESUME_GRACE   how long a dropped peer keeps its place (default 2m)
+//	--instance-lease KEYRELAY_INSTANCE_LEASE with Redis: this instance's lease; a dead instance's peers are marked dropped within it plus a second (default 15s)
 //	--ping-interval  KEYRELAY_PING_INTERVAL  keepalive ping interval (default 20s)
 //	--write-timeout  KEYRELAY_WRITE_TIMEOUT  timeout of each frame write (default 10s)
 //	--slow-reader-timeout KEYRELAY_SLOW_READER_TIMEOUT how long a full send queue is tolerated (default 5s)
@@ -142,6 +143,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -187,6 +189,7 @@ type config struct {
 	relay       relay.Config
 	limits      limits.Config
 	budget      session.Budget // the store's: bytes waiting per source and in total
+	lease       time.Duration  // --instance-lease
 	mem         memoryPlan     // what the derived memory limits come from
 
 	debugAddr       string // "" none
@@ -287,6 +290,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&queuedTotal, "max-queued-bytes-total", "KEYRELAY_MAX_QUEUED_BYTES_TOTAL", 0, "bytes of frames queued for all clients of this instance; over it, clients that do not read are closed with 4408 within --slow-reader-timeout; 0: 1/32 of the memory plan; -1 for no limit")
 	intFlag(&maxPendingBytes, "max-pending-bytes", "KEYRELAY_MAX_PENDING_BYTES", 1<<20, "bytes of unacknowledged message bodies waiting for one peer (over: mailbox_full); at least --max-frame-bytes")
 	durFlag(&c.relay.RoomTTL, "room-ttl", "KEYRELAY_ROOM_TTL", 10*time.Minute, "idle time after which a room expires")
+	durFlag(&c.lease, "instance-lease", "KEYRELAY_INSTANCE_LEASE", 15*time.Second, "with --redis-url: this instance's lease in Redis, renewed every third of it; when an instance dies, the others mark its peers dropped (their partners get peer_left) within the lease plus a second")
 	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place; when it ends the peer and its mailbox go, and a room whose peers are all dropped goes when the last grace ends (plus 5 s)")
 	durFlag(&c.relay.EmptyRoomTTL, "empty-room-ttl", "KEYRELAY_EMPTY_ROOM_TTL", 2*time.Minute, "idle time after which a room with no peer (all left) expires; at most --room-ttl")
 	durFlag(&c.relay.PingInterval, "ping-interval", "KEYRELAY_PING_INTERVAL", 20*time.Second, "keepalive ping interval")
@@ -471,7 +475,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	logger.Info("memory plan", "machine_bytes", c.mem.machine, "planned_rss_bytes", c.mem.relay,
 		"go_memory_limit", debug.SetMemoryLimit(-1), "max_pending_bytes_total", c.budget.Total,
 		"max_pending_bytes_per_ip", c.budget.PerSource, "max_queued_bytes_total", c.relay.MaxQueuedBytesTotal)
-	store, err := newStore(ctx, client, c.redisEvict, c.budget, logger)
+	var relayp atomic.Pointer[relay.Server] // for the store's OnLeaseLost, set once the relay exists
+	onLeaseLost := func() {
+		if rl := relayp.Load(); rl != nil {
+			rl.DisconnectAll("this relay lost its lease in Redis; resume")
+		}
+	}
+	store, err := newStore(ctx, client, storeOptions{allowEviction: c.redisEvict, budget: c.budget, lease: c.lease, onLeaseLost: onLeaseLost}, logger)
 	if err != nil {
 		return err
 	}
@@ -499,6 +509,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 		return err
 	}
 	defer rl.Close()
+	relayp.Store(rl)
 
 	mux := http.NewServeMux()
 	// The chat page. Every other pattern is more specific than "/", so the
@@ -683,18 +694,26 @@ type limiter interface {
 
 // newStore returns the session store: in Redis on client when there is
 // one, else in memory, with budget. The store does not own client. A Redis whose
-// maxmemory-policy evicts keys is refused unless allowEviction.
-func newStore(ctx context.Context, client redis.UniversalClient, allowEviction bool, budget session.Budget, logger *slog.Logger) (session.Store, error) {
+// maxmemory-policy evicts keys is refused unless o.allowEviction.
+// storeOptions are newStore's settings.
+type storeOptions struct {
+	allowEviction bool           // --redis-allow-eviction
+	budget        session.Budget // --max-pending-bytes-per-ip, --max-pending-bytes-total
+	lease         time.Duration  // --instance-lease
+	onLeaseLost   func()         // called when this instance's lease in Redis ended unrenewed
+}
+
+func newStore(ctx context.Context, client redis.UniversalClient, o storeOptions, logger *slog.Logger) (session.Store, error) {
 	if client == nil {
 		logger.Info("session state in memory (one instance)")
-		return session.NewMemoryStore(session.MemoryConfig{Budget: budget}), nil
+		return session.NewMemoryStore(session.MemoryConfig{Budget: o.budget}), nil
 	}
 	// Redis may start after the relay (docker compose): wait for it, up to
 	// 30 s, then give up with the last error.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: allowEviction, Budget: budget, Logger: logger})
+		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: o.allowEviction, Budget: o.budget, LeaseTTL: o.lease, OnLeaseLost: o.onLeaseLost, Logger: logger})
 		cancel()
 		if err == nil {
 			logger.Info("session state in Redis")

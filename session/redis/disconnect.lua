@@ -25,6 +25,7 @@ if changed then
   m.conn = false
   m.dat = now - tonumber(ARGV[5])
 end
+release_seat(m)
 save(r)
 touch(r)
 if changed and ARGV[6] ~= '' then

@@ -41,6 +41,17 @@
 --                  stored before them: the mailbox's length, and 0), and
 --                  the bytes of the bodies its mailbox holds (absent in
 --                  rooms stored before it: 0)
+--   mi.inst        the instance whose connection holds the member (its
+--                  RedisStore's instance ID) while connected; "" (or
+--                  absent, in rooms stored before it) when disconnected
+--
+-- Instance liveness: PREFIX.."inst:"..instance is the set of the seats
+-- ("room\nmember") that an instance's connections hold, and
+-- PREFIX.."instances" a sorted set of instances scored by when their
+-- lease ends (ms). Join and Reconnect add the seat to the set of the
+-- instance that asks; Disconnect, Leave and the removal of a member take
+-- it out. When an instance's lease ends, the survivors' sweepers mark its
+-- seats disconnected (reap.lua), announcing each, and forget the instance.
 --
 -- The hash says what each mailbox should hold (cnt and last) so that a
 -- mailbox that Redis evicted, or that is shorter than it should be for any
@@ -88,6 +99,59 @@
 local room_key, index_key = KEYS[1], KEYS[2]
 local total_key, ledgers_key = KEYS[3], KEYS[4]
 local room_id, box_prefix = ARGV[1], ARGV[2]
+
+-- key_prefix is PREFIX (index_key is PREFIX.."rooms"); every script
+-- passes the index as KEYS[2].
+local key_prefix = index_key and string.sub(index_key, 1, #index_key - #'rooms')
+
+-- inst_life is how long (ms) an instance's set of seats outlives its
+-- lease at least: a day for survivors, or the next instance, to reap it.
+local inst_life = 86400000
+
+-- inst_key returns the set of the seats instance inst holds.
+local function inst_key(inst)
+  return key_prefix .. 'inst:' .. inst
+end
+
+-- released lists the seats to take out of their instances' sets once the
+-- room is saved (flush_seats): a script that Redis stops at a write it
+-- refuses (full, under noeviction) must not have forgotten a seat whose
+-- member it leaves connected.
+local released = {}
+
+-- release_seat takes m's seat out of the set of the instance holding it
+-- (when the room is saved), and forgets the instance.
+local function release_seat(m)
+  if m.inst and m.inst ~= '' then
+    released[#released + 1] = {inst_key(m.inst), room_id .. '\n' .. m.id}
+  end
+  m.inst = ''
+end
+
+-- flush_seats takes the released seats out of their sets.
+local function flush_seats()
+  for _, s in ipairs(released) do
+    redis.call('SREM', s[1], s[2])
+  end
+  released = {}
+end
+
+-- hold_seat records that instance inst holds m's seat, taking it from any
+-- other instance first.
+local function hold_seat(m, inst)
+  if m.inst ~= inst then
+    release_seat(m)
+  end
+  m.inst = inst
+  if inst ~= '' then
+    local k = inst_key(inst)
+    redis.call('SADD', k, room_id .. '\n' .. m.id)
+    if redis.call('PTTL', k) < 0 then
+      -- lease.lua keeps it longer at the next renewal.
+      redis.call('PEXPIRE', k, inst_life)
+    end
+  end
+end
 
 -- budget_prefix is B above (total_key without "total"); nil in scripts
 -- that name no room (rooms.lua, due.lua).
@@ -220,7 +284,7 @@ local function load()
       conn = h[p .. 'conn'] == '1', dat = tonumber(h[p .. 'dat']), box = h[p .. 'box'],
       gen = tonumber(h[p .. 'gen']) or 1,
       cnt = tonumber(h[p .. 'cnt']), last = tonumber(h[p .. 'last']) or 0,
-      bytes = tonumber(h[p .. 'bytes']) or 0,
+      bytes = tonumber(h[p .. 'bytes']) or 0, inst = h[p .. 'inst'] or '',
     }
     if not r.members[i].cnt then
       r.members[i].cnt = redis.call('XLEN', box_key(r.members[i].box))
@@ -235,9 +299,13 @@ end
 local function lookup()
   local r = load()
   if r and now >= r.exp then
+    for _, m in ipairs(r.members) do
+      release_seat(m)
+    end
     local keys = box_keys(r)
     keys[#keys + 1] = room_key
     redis.call('DEL', unpack(keys))
+    flush_seats()
     redis.call('ZREM', index_key, room_id)
     release(r.gen, nil)
     return nil
@@ -271,15 +339,16 @@ local function save(r)
     if m.conn then
       conn = '1'
     end
-    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last), p .. 'bytes', int(m.bytes)}
+    local fields = {p .. 'id', m.id, p .. 'tok', m.tok, p .. 'key', m.key, p .. 'conn', conn, p .. 'dat', int(m.dat), p .. 'box', m.box, p .. 'gen', int(m.gen), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last), p .. 'bytes', int(m.bytes), p .. 'inst', m.inst or ''}
     for _, v in ipairs(fields) do
       f[#f + 1] = v
     end
   end
   redis.call('HSET', room_key, unpack(f))
+  flush_seats()
   for i = #r.members + 1, 2 do
     local p = 'm' .. i .. '.'
-    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen', p .. 'cnt', p .. 'last', p .. 'bytes')
+    redis.call('HDEL', room_key, p .. 'id', p .. 'tok', p .. 'key', p .. 'conn', p .. 'dat', p .. 'box', p .. 'gen', p .. 'cnt', p .. 'last', p .. 'bytes', p .. 'inst')
   end
 end
 
@@ -417,6 +486,7 @@ end
 -- remove removes the i-th member and the messages waiting for it, and
 -- gives their bytes back.
 local function remove(r, i)
+  release_seat(r.members[i])
   release(r.gen, r.members[i].box)
   redis.call('DEL', box_key(r.members[i].box))
   table.remove(r.members, i)
@@ -437,6 +507,7 @@ local function prune(r)
   local kept = {}
   for _, m in ipairs(r.members) do
     if grace_over(r, m) then
+      release_seat(m)
       release(r.gen, m.box)
       redis.call('DEL', box_key(m.box))
       r.gone[#r.gone + 1] = {id = m.id, tok = m.tok}

@@ -1,4 +1,5 @@
--- reconnect.lua: Reconnect. ARGV[3]: member ID, ARGV[4]: token hash (hex).
+-- reconnect.lua: Reconnect. ARGV[3]: member ID, ARGV[4]: token hash (hex),
+-- ARGV[5]: the resuming connection's instance.
 local r = lookup()
 if not r then
   return gone()
@@ -32,6 +33,7 @@ if grace_over(r, m) then
 end
 m.conn = true
 m.dat = 0
+hold_seat(m, ARGV[5])
 -- The newest connection holds the seat.
 m.gen = m.gen + 1
 save(r)

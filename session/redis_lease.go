@@ -1,0 +1,163 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// Instance liveness (lib.lua describes the keys). Each RedisStore is an
+// instance with a lease in Redis, renewed by its sweeper every third of
+// RedisConfig.LeaseTTL. Join and Reconnect record which instance holds a
+// member's seat. When an instance dies without disconnecting its members
+// (SIGKILL, a crash, a lost network), its lease ends, and the sweeper of
+// any other instance marks the seats it held disconnected, publishing
+// each member's EventLeft (ReasonDropped): the other peers are told, and
+// the grace periods start then. So a seat is never held "connected" more
+// than LeaseTTL plus a sweep after the last renewal of its instance.
+
+// Defaults and bounds of the lease.
+const (
+	defaultLeaseTTL = 15 * time.Second
+	// maxReap bounds the seats one sweep marks disconnected; the rest wait
+	// for the next sweeps.
+	maxReap = 1000
+	// maxDead bounds the dead instances one sweep looks at.
+	maxDead = 16
+)
+
+// lease is an instance's identity and lease. Its fields are used by the
+// sweeper goroutine only, but for id, which Join and Reconnect read.
+type lease struct {
+	ttl       time.Duration
+	onLost    func()
+	nextRenew time.Time
+	cursor    uint64                 // where the tidying of the instance's own seats goes on
+	id        atomic.Pointer[string] // the instance ID
+}
+
+// newInstanceID returns a new instance ID.
+func newInstanceID() string { return uuid.NewString() }
+
+// instance returns the store's current instance ID.
+func (s *RedisStore) instance() string { return *s.lease.id.Load() }
+
+// setInstance replaces the store's instance ID.
+func (s *RedisStore) setInstance(id string) { s.lease.id.Store(&id) }
+
+// instKey returns the set of the seats instance id holds.
+func (s *RedisStore) instKey(id string) string { return s.prefix + "inst:" + id }
+
+// renewLease registers the instance (first) or renews its lease. A
+// renewal that finds the lease ended gets the store a new instance ID and
+// calls RedisConfig.OnLeaseLost: other instances may have marked the
+// seats of the old one disconnected, so the connections holding them must
+// resume.
+func (s *RedisStore) renewLease(ctx context.Context, first bool) error {
+	id := s.instance()
+	flag := "0"
+	if first {
+		flag = "1"
+	}
+	v, err := scriptLease.Run(ctx, s.client, []string{s.instances, s.index, s.instKey(id)}, id, s.lease.ttl.Milliseconds(), flag).StringSlice()
+	if err != nil {
+		return s.backendErr(ctx, "lease", err)
+	}
+	if len(v) > 0 && v[0] == "LOST" {
+		s.log.Error("this instance's lease in Redis ended before it was renewed (Redis unreachable or the process paused for longer than the lease): its connections must resume", "lease", s.lease.ttl)
+		s.setInstance(newInstanceID())
+		if s.lease.onLost != nil {
+			s.lease.onLost()
+		}
+		return s.renewLease(ctx, true)
+	}
+	return nil
+}
+
+// leaseWork is the sweeper's part of instance liveness: it renews the
+// lease when due, and marks the seats of dead instances disconnected.
+func (s *RedisStore) leaseWork() {
+	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
+	defer cancel()
+	if now := time.Now(); !now.Before(s.lease.nextRenew) {
+		if err := s.renewLease(ctx, false); err != nil {
+			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
+				s.log.Error("lease renewal failed", "err", err)
+			}
+		} else {
+			s.lease.nextRenew = now.Add(s.lease.ttl / 3)
+		}
+		s.tidySeats(ctx)
+	}
+	s.reapDead(ctx)
+}
+
+// tidySeats takes out of the instance's own set, a hundred at a time, the
+// seats of rooms that Redis expired by itself (no script saw them go), so
+// that a long-lived instance's set does not grow.
+func (s *RedisStore) tidySeats(ctx context.Context) {
+	key := s.instKey(s.instance())
+	seats, cursor, err := s.client.SScan(ctx, key, s.lease.cursor, "", 100).Result()
+	if err != nil {
+		return
+	}
+	s.lease.cursor = cursor
+	pipe := s.client.Pipeline()
+	exists := make([]*redis.IntCmd, len(seats))
+	for i, seat := range seats {
+		room, _, _ := strings.Cut(seat, "\n")
+		exists[i] = pipe.Exists(ctx, s.roomKey(room))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return
+	}
+	for i, seat := range seats {
+		if exists[i].Val() == 0 {
+			s.client.SRem(ctx, key, seat)
+		}
+	}
+}
+
+// reapDead marks disconnected the seats held by instances whose lease has
+// ended (at most maxReap a sweep), announcing each. Two instances reaping
+// at once is safe: reap.lua marks a seat only while the dead instance
+// still holds it.
+func (s *RedisStore) reapDead(ctx context.Context) {
+	v, err := scriptDead.Run(ctx, s.client, []string{s.instances, s.index}, maxDead).StringSlice()
+	if err != nil || len(v) == 0 || v[0] != "OK" {
+		return // Redis unreachable: the next sweep tries again
+	}
+	budget := maxReap
+	self := s.instance()
+	for _, dead := range v[1:] {
+		if dead == self {
+			continue // our own lease lapsed: renewLease handles it
+		}
+		seats, _, err := s.client.SScan(ctx, s.instKey(dead), 0, "", int64(budget)).Result()
+		if err != nil {
+			return
+		}
+		for _, seat := range seats {
+			room, member, ok := strings.Cut(seat, "\n")
+			if !ok {
+				s.client.SRem(ctx, s.instKey(dead), seat)
+				continue
+			}
+			ev := encodeEvent(Event{Type: EventLeft, Room: room, Peer: member, Reason: ReasonDropped})
+			if _, err := s.run(ctx, "reap", scriptReap, room, member, dead, s.channel(room), ev); err != nil {
+				if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+					return
+				}
+				s.log.Error("could not mark a dead instance's seat disconnected", "err", err)
+			}
+			if budget--; budget == 0 {
+				return
+			}
+		}
+	}
+}
