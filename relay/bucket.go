@@ -41,6 +41,20 @@ func (b *bucket) debt(now time.Time) time.Duration {
 	return time.Duration(-b.tokens / b.rate * float64(time.Second))
 }
 
+// maxWait caps wait: however slow the rate, a client over its budget is
+// read again within a second (and told it is over, or not answered).
+const maxWait = time.Second
+
+// wait returns how long until the bucket holds a whole token (0 if it
+// does), at most maxWait.
+func (b *bucket) wait(now time.Time) time.Duration {
+	b.refill(now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	return min(time.Duration((1-b.tokens)/b.rate*float64(time.Second)), maxWait)
+}
+
 // refill adds the tokens earned since the last call.
 func (b *bucket) refill(now time.Time) {
 	b.tokens += now.Sub(b.last).Seconds() * b.rate

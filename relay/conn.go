@@ -117,6 +117,11 @@ func (c *conn) serve() {
 		c.bytes.take(now, float64(len(data)))
 		if !c.limiter.allow(now) {
 			c.sendError(nil, newWireError(wire.CodeRateLimited, "too many frames per second; frame ignored"))
+			// Read nothing more until a frame is allowed again: a flood
+			// of small frames costs the relay no more than the budget.
+			if !sleep(c.ctx, c.limiter.wait(now)) {
+				break
+			}
 			continue
 		}
 		if typ != websocket.MessageText {
@@ -147,10 +152,15 @@ func (c *conn) serve() {
 // allowPing reports whether a WebSocket ping from the client is within its
 // frame budget (it then gets its pong). It runs in the reader.
 func (c *conn) allowPing() bool {
-	if c.limiter.allow(time.Now()) {
+	now := time.Now()
+	if c.limiter.allow(now) {
 		return true
 	}
 	c.s.metrics.throttled.WithLabelValues("ping").Inc()
+	// The reader handles pings: sleeping here reads nothing more until a
+	// frame is allowed again, so a ping flood costs the relay no more
+	// than the budget (TCP pushes back on the client).
+	sleep(c.ctx, c.limiter.wait(now))
 	return false
 }
 
