@@ -76,6 +76,8 @@ func newConn(s *Server, ws *websocket.Conn, id, ip string) *conn {
 	}
 	c.q = sendQueue{
 		max:         s.cfg.SendQueue,
+		maxBytes:    s.cfg.MaxQueuedBytes,
+		total:       &s.queued,
 		slowTimeout: s.cfg.SlowReaderTimeout,
 		bg:          &c.bg,
 		write:       c.writeFrame,

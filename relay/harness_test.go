@@ -232,7 +232,13 @@ type pair struct {
 // every frame of the flow in protocol.md §2.3.
 func handshake(t *testing.T, tr *testRelay, g *dh.Group) *pair {
 	t.Helper()
-	p := &pair{a: tr.dial(t), b: tr.dial(t), aKey: newKey(t, g), bKey: newKey(t, g)}
+	return handshakeOn(t, tr.dial(t), tr.dial(t), g)
+}
+
+// handshakeOn is handshake on connections a and b.
+func handshakeOn(t *testing.T, a, b *peer, g *dh.Group) *pair {
+	t.Helper()
+	p := &pair{a: a, b: b, aKey: newKey(t, g), bKey: newKey(t, g)}
 	p.a.send(map[string]any{"type": "create", "group": g.Name(), "id": 1})
 	room := p.a.expect(wire.TypeRoom)
 	if room["id"] != float64(1) || room.str("group") != g.Name() || room.num("peers") != 1 || room["resumed"] != false {

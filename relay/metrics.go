@@ -22,7 +22,7 @@ type metrics struct {
 	handshakeLatency prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer, store session.Store) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, store session.Store, queued *queuedBytes) (*metrics, error) {
 	m := &metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keyrelay_connections", Help: "Open WebSocket connections.",
@@ -68,7 +68,10 @@ func newMetrics(reg prometheus.Registerer, store session.Store) (*metrics, error
 		}
 		return float64(n)
 	})
-	for _, c := range []prometheus.Collector{m.connections, m.handshakes, m.validationErrors, m.errors, m.rejected, m.throttled, m.messages, m.bytes, m.handshakeLatency, rooms} {
+	queuedBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyrelay_queued_bytes", Help: "Bytes of the frames waiting to be written to clients, on every connection.",
+	}, func() float64 { return float64(queued.n.Load()) })
+	for _, c := range []prometheus.Collector{m.connections, m.handshakes, m.validationErrors, m.errors, m.rejected, m.throttled, m.messages, m.bytes, m.handshakeLatency, rooms, queuedBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

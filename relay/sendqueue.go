@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -16,9 +17,12 @@ import (
 // put frames in with add, which never waits, so that it may be called
 // under the connection's lock: frames decided under that lock are queued in
 // the order they were decided. A producer then calls wait, without any lock
-// held, which waits while the queue holds more than max frames. Each
-// producer adds a few frames at most between waits, so the queue holds at
-// most max plus a few frames per producer.
+// held, which waits while the queue holds more than max frames or more
+// than maxBytes bytes, and, while the frames queued on every connection
+// together hold more than the server's total (queuedBytes), until this
+// queue is empty. Each producer adds a few frames at most between waits,
+// so the queue holds at most max frames, or maxBytes, plus a few frames
+// per producer.
 //
 // A client that lets a producer wait slowTimeout is a slow reader: the
 // queue takes nothing more and onSlow closes the connection (4408). The
@@ -34,6 +38,8 @@ import (
 type sendQueue struct {
 	// Static after construction.
 	max         int                                       // frames before producers wait
+	maxBytes    int64                                     // bytes before producers wait; <= 0: no bound
+	total       *queuedBytes                              // the bytes queued on every connection; nil: not counted
 	slowTimeout time.Duration                             // how long a producer waits for room
 	bg          *goroutines                               // starts the writer
 	write       func(b []byte) error                      // writes one frame; an error ends the writer
@@ -43,6 +49,7 @@ type sendQueue struct {
 
 	mu       sync.Mutex    // guards the following; taken after conn.mu, before goroutines.mu
 	frames   [][]byte      // encoded frames, oldest first; nil is closeAfterFlush's marker
+	bytes    int64         // the bytes of frames, counted in total too
 	writing  bool          // a writer goroutine is running
 	stopped  bool          // the connection is ending
 	closing  bool          // a close is queued or the client is a slow reader: queue nothing more
@@ -63,8 +70,17 @@ func (q *sendQueue) add(b []byte) bool {
 		return false
 	}
 	q.frames = append(q.frames, b)
+	q.bytes += int64(len(b))
+	q.total.add(int64(len(b)))
 	q.startLocked()
 	return true
+}
+
+// fullLocked reports whether a producer must wait: the queue holds more
+// than max frames or maxBytes bytes, or the server's queues together hold
+// more than their total and this one is not empty. q.mu must be held.
+func (q *sendQueue) fullLocked() bool {
+	return len(q.frames) > q.max || (q.maxBytes > 0 && q.bytes > q.maxBytes) || (q.bytes > 0 && q.total.over())
 }
 
 // startLocked starts the writer if it is parked. q.mu must be held.
@@ -74,14 +90,14 @@ func (q *sendQueue) startLocked() {
 	}
 }
 
-// wait waits while the queue holds more than max frames, until ctx ends or
+// wait waits while the queue is full (see fullLocked), until ctx ends or
 // slowTimeout passes; then the client is a slow reader. It must be called
 // with no lock held.
 func (q *sendQueue) wait(ctx context.Context) {
 	var timeout <-chan time.Time
 	for {
 		q.mu.Lock()
-		if len(q.frames) <= q.max || q.stopped || q.closing {
+		if !q.fullLocked() || q.stopped || q.closing {
 			q.mu.Unlock()
 			return
 		}
@@ -152,6 +168,8 @@ func (q *sendQueue) next() (b []byte, ok bool) {
 	b = q.frames[0]
 	q.frames[0] = nil
 	q.frames = q.frames[1:]
+	q.bytes -= int64(len(b))
+	q.total.add(-int64(len(b)))
 	return b, true
 }
 
@@ -183,11 +201,30 @@ func (q *sendQueue) stop() {
 	defer q.mu.Unlock()
 	q.stopped = true
 	q.frames = nil
+	q.total.add(-q.bytes)
+	q.bytes = 0
 	if q.progress != nil {
 		close(q.progress)
 		q.progress = nil
 	}
 }
+
+// queuedBytes counts the bytes of the frames queued on all of a server's
+// connections, against MaxQueuedBytesTotal.
+type queuedBytes struct {
+	max int64 // <= 0: no bound
+	n   atomic.Int64
+}
+
+// add counts n more bytes (n < 0: fewer). A nil t counts nothing.
+func (t *queuedBytes) add(n int64) {
+	if t != nil {
+		t.n.Add(n)
+	}
+}
+
+// over reports whether the bytes queued exceed the bound.
+func (t *queuedBytes) over() bool { return t != nil && t.max > 0 && t.n.Load() > t.max }
 
 // goroutines tracks the goroutines a connection runs besides its reader
 // (the writer, the keepalive and the closer), so that the reader can wait

@@ -161,3 +161,55 @@ func TestSendQueueBound(t *testing.T) {
 	q.stop()
 	bg.stop()
 }
+
+// TestSendQueueBytes checks the bounds in bytes: a producer waits while
+// its queue holds more than maxBytes, or while all queues together hold
+// more than their total and its own is not empty; a client that does not
+// read is then a slow reader, and stop gives its bytes back to the total.
+func TestSendQueueBytes(t *testing.T) {
+	frame := make([]byte, 100)
+	for _, tt := range []struct {
+		name       string
+		maxBytes   int64
+		totalMax   int64
+		preTotal   int64 // bytes other connections hold
+		wantFrames int   // frames queued when the wait times out, the writer's one apart
+	}{
+		{"per-queue bound", 250, 0, 0, 3},
+		{"total bound, others hold it", 0, 1000, 1000, 1},
+		{"total bound, this queue fills it", 0, 450, 0, 5},
+		{"no byte bounds: the frame bound", 0, 0, 0, 9},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			slow := 0
+			bg := &goroutines{}
+			stuck := make(chan struct{})
+			total := &queuedBytes{max: tt.totalMax}
+			total.add(tt.preTotal)
+			q := &sendQueue{max: 8, maxBytes: tt.maxBytes, total: total, slowTimeout: 50 * time.Millisecond, bg: bg,
+				write:  func([]byte) error { <-stuck; return nil },
+				onSlow: func() { slow++ },
+			}
+			for i := 0; i < 20; i++ {
+				if q.add(frame) {
+					q.wait(context.Background())
+				}
+			}
+			q.mu.Lock()
+			n, queued := len(q.frames), q.bytes
+			q.mu.Unlock()
+			if n != tt.wantFrames || slow != 1 {
+				t.Errorf("queue holds %d frames, onSlow called %d times; want %d and 1", n, slow, tt.wantFrames)
+			}
+			if got, want := total.n.Load(), tt.preTotal+queued; got != want {
+				t.Errorf("total = %d, want %d (others' %d plus this queue's %d)", got, want, tt.preTotal, queued)
+			}
+			close(stuck)
+			q.stop()
+			bg.stop()
+			if got := total.n.Load(); got != tt.preTotal {
+				t.Errorf("total after stop = %d, want %d", got, tt.preTotal)
+			}
+		})
+	}
+}

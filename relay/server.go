@@ -86,6 +86,17 @@ type Config struct {
 	// connection is closed with 4408. Zero means 64 frames and 5 s.
 	SendQueue         int
 	SlowReaderTimeout time.Duration
+	// MaxQueuedBytes bounds the bytes of the frames waiting for one
+	// client the same way: producers wait while more are queued, and a
+	// client that keeps them waiting SlowReaderTimeout is closed with 4408.
+	// Zero means 1 MiB; a frame larger than it is still queued alone.
+	MaxQueuedBytes int64
+	// MaxQueuedBytesTotal bounds the frames waiting for all clients
+	// together: while the queues hold more, every producer with frames
+	// queued waits for its queue to empty, so the clients that do not read
+	// are closed as slow readers within SlowReaderTimeout and the ones that
+	// do read go on. Zero means 64 MiB; negative means no bound.
+	MaxQueuedBytesTotal int64
 	// WriteTimeout bounds each frame's write. Zero means 10 s.
 	WriteTimeout time.Duration
 	// PingInterval is how often the relay pings each connection; a pong
@@ -188,6 +199,12 @@ func (c *Config) setDefaults() error {
 	if c.MaxPendingBytes == 0 {
 		c.MaxPendingBytes = 1 << 20
 	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = 1 << 20
+	}
+	if c.MaxQueuedBytesTotal == 0 {
+		c.MaxQueuedBytesTotal = 64 << 20
+	}
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.SlowReaderTimeout, 5*time.Second)
 	def(&c.PingInterval, 20*time.Second)
@@ -202,8 +219,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MaxFrameBytes %d is below 1024", c.MaxFrameBytes)
 	case c.MinRoomIDLength < 1 || c.MinRoomIDLength > maxRoomIDLength:
 		return fmt.Errorf("relay: MinRoomIDLength %d: want 1 to %d", c.MinRoomIDLength, maxRoomIDLength)
-	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1 || c.BytesPerSecond < 0:
-		return errors.New("relay: FramesPerSecond, FrameBurst, BytesPerSecond, SendQueue and MaxPending must be positive")
+	case c.FramesPerSecond < 0 || c.FrameBurst < 1 || c.SendQueue < 1 || c.MaxPending < 1 || c.BytesPerSecond < 0 || c.MaxQueuedBytes < 1:
+		return errors.New("relay: FramesPerSecond, FrameBurst, BytesPerSecond, SendQueue, MaxPending and MaxQueuedBytes must be positive")
 	case c.MaxPendingBytes < c.MaxFrameBytes:
 		return fmt.Errorf("relay: MaxPendingBytes %d is below MaxFrameBytes %d: a largest message would never fit", c.MaxPendingBytes, c.MaxFrameBytes)
 	case int64(c.ByteBurst) < c.MaxFrameBytes:
@@ -230,6 +247,7 @@ type Server struct {
 	metrics *metrics
 	logKey  [32]byte // keys the hash under which room IDs appear in logs
 	nextID  atomic.Uint64
+	queued  queuedBytes // the frames queued on every connection
 
 	mu     sync.Mutex // guards the following
 	conns  map[*conn]struct{}
@@ -261,10 +279,11 @@ func New(store session.Store, cfg Config, logger *slog.Logger) (*Server, error) 
 		conns: make(map[*conn]struct{}),
 	}
 	s.limiter = cfg.Limiter
+	s.queued.max = cfg.MaxQueuedBytesTotal
 	if _, err := rand.Read(s.logKey[:]); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer, store)
+	m, err := newMetrics(cfg.Registerer, store, &s.queued)
 	if err != nil {
 		return nil, err
 	}

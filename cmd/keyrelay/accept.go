@@ -45,7 +45,7 @@ func acceptConfig(c config, logger *slog.Logger) (acceptlimit.Config, error) {
 	switch {
 	case !ok:
 		if cfg.Total == 0 {
-			cfg.Total = defaultTotalUnknown
+			cfg.Total = min(defaultTotalUnknown, c.mem.conns)
 		}
 	case err != nil:
 		logger.Warn("cannot raise the open files limit", "soft", soft, "hard", hard, "err", err)
@@ -57,7 +57,7 @@ func acceptConfig(c config, logger *slog.Logger) (acceptlimit.Config, error) {
 			return cfg, fmt.Errorf("--max-conns-total %d plus %d file descriptors of headroom exceeds the open files limit (RLIMIT_NOFILE) %d: raise the limit (ulimit -n, LimitNOFILE=, docker --ulimit nofile=) or lower --max-conns-total", cfg.Total, headroom, limit)
 		}
 		if cfg.Total == 0 {
-			cfg.Total = min(limit-headroom, maxDerivedTotal)
+			cfg.Total = min(limit-headroom, maxDerivedTotal, c.mem.conns)
 			if cfg.Total < 256 {
 				cfg.Total = max(limit/2, 1)
 				logger.Warn("open files limit is low: few connections can be served", "soft", soft, "max_conns_total", cfg.Total)

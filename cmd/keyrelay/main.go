@@ -33,7 +33,7 @@
 //	--bytes-per-second KEYRELAY_BYTES_PER_SECOND message bytes per second per connection (default 262144, burst twice that)
 //	--max-conns-per-ip KEYRELAY_MAX_CONNS_PER_IP connections per client IP (default 32; -1 no limit)
 //	--max-accept-per-ip KEYRELAY_MAX_ACCEPT_PER_IP TCP connections open per client IP (IPv6: /64) at accept, before any HTTP (default 64; -1 no limit)
-//	--max-conns-total KEYRELAY_MAX_CONNS_TOTAL TCP connections open in all (default 0: RLIMIT_NOFILE minus headroom, at most 65536; -1 no limit)
+//	--max-conns-total KEYRELAY_MAX_CONNS_TOTAL TCP connections open in all (default 0: RLIMIT_NOFILE minus headroom, within the memory plan; -1 no limit)
 //	--max-rooms      KEYRELAY_MAX_ROOMS      rooms in total (default 10000; -1 no limit)
 //	--joins-per-ip   KEYRELAY_JOINS_PER_IP   creates, joins and resumes per IP per --join-window (default 60; -1 no limit)
 //	--join-window    KEYRELAY_JOIN_WINDOW    sliding window of --joins-per-ip (default 1m)
@@ -47,6 +47,11 @@
 //	--min-room-id-length KEYRELAY_MIN_ROOM_ID_LENGTH shortest client-chosen room ID (default 22)
 //	--send-queue     KEYRELAY_SEND_QUEUE     frames queued for a slow reader before it is disconnected (default 64)
 //	--max-pending    KEYRELAY_MAX_PENDING    unacknowledged messages waiting for one peer (default 256)
+//	--max-pending-bytes KEYRELAY_MAX_PENDING_BYTES bytes of message bodies waiting for one peer (default 1048576)
+//	--max-pending-bytes-per-ip KEYRELAY_MAX_PENDING_BYTES_PER_IP bytes of message bodies from one IP (IPv6 /64) waiting in all (default 33554432; -1 no limit)
+//	--max-pending-bytes-total KEYRELAY_MAX_PENDING_BYTES_TOTAL bytes of message bodies waiting in all (default 0: 1/16 of the memory plan; -1 no limit)
+//	--max-queued-bytes KEYRELAY_MAX_QUEUED_BYTES bytes of frames queued for one client (default 1048576)
+//	--max-queued-bytes-total KEYRELAY_MAX_QUEUED_BYTES_TOTAL bytes of frames queued for all clients (default 0: 1/32 of the memory plan; -1 no limit)
 //	--room-ttl       KEYRELAY_ROOM_TTL       idle time after which a room expires (default 10m)
 //	--resume-grace   KEYRELAY_RESUME_GRACE   how long a dropped peer keeps its place (default 2m)
 //	--ping-interval  KEYRELAY_PING_INTERVAL  keepalive ping interval (default 20s)
@@ -60,6 +65,15 @@
 //	--http-write-timeout KEYRELAY_HTTP_WRITE_TIMEOUT time to write an HTTP response (default 30s)
 //	--http-idle-timeout KEYRELAY_HTTP_IDLE_TIMEOUT how long an idle keep-alive connection stays open (default 120s)
 //	--max-header-bytes KEYRELAY_MAX_HEADER_BYTES largest request head, request line included (default 16384; more than 4096)
+//
+// Memory: the defaults that bound memory across all clients derive from
+// one memory plan, half the memory the process may use (its cgroup's
+// limit, else the machine's RAM), within 256 MiB and 2 GiB: 1/16 of it for
+// message bodies waiting (--max-pending-bytes-total), 1/32 for frames
+// queued for clients (--max-queued-bytes-total), 60% for connections at
+// 180 KiB each (the cap on the derived --max-conns-total), and 7/8 as the Go
+// runtime's soft memory limit unless GOMEMLIMIT is set. The start-up log
+// says what was chosen; SECURITY.md has the worst cases.
 //
 // The key API (package keyapi) estimates each request's CPU time from its
 // group and exponent length, charges it to the client IP's token bucket
@@ -125,6 +139,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -171,6 +186,8 @@ type config struct {
 	redisEvict  bool // --redis-allow-eviction
 	relay       relay.Config
 	limits      limits.Config
+	budget      session.Budget // the store's: bytes waiting per source and in total
+	mem         memoryPlan     // what the derived memory limits come from
 
 	debugAddr       string // "" none
 	metricsAddr     string // "" on addr; "off" nowhere
@@ -247,13 +264,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		fs.DurationVar(p, name, v, usage+" (env "+envName+")")
 	}
-	var maxFrame, fps, bps, maxPendingBytes int
+	var maxFrame, fps, bps, maxPendingBytes, pendingPerIP, pendingTotal, queuedBytes, queuedTotal int
 	intFlag(&maxFrame, "max-frame-bytes", "KEYRELAY_MAX_FRAME_BYTES", 64<<10, "largest frame a client may send")
 	intFlag(&fps, "frames-per-second", "KEYRELAY_FRAMES_PER_SECOND", 20, "frames (and pings) per second per connection, bursts of twice that")
 	intFlag(&bps, "bytes-per-second", "KEYRELAY_BYTES_PER_SECOND", 256<<10, "message bytes per second per connection, bursts of twice that (at least --max-frame-bytes); over it the relay reads more slowly")
 	intFlag(&c.limits.MaxConnsPerIP, "max-conns-per-ip", "KEYRELAY_MAX_CONNS_PER_IP", 32, "connections per client IP, counted across instances sharing Redis; -1 for no limit")
 	intFlag(&c.acceptPerIP, "max-accept-per-ip", "KEYRELAY_MAX_ACCEPT_PER_IP", defaultAcceptPerIP, "TCP connections open at once per client IP (IPv6: per /64), HTTP and WebSocket, counted at accept before any request is read; over it the connection is closed at once; trusted proxies are exempt; -1 for no limit")
-	intFlag(&c.connsTotal, "max-conns-total", "KEYRELAY_MAX_CONNS_TOTAL", 0, "TCP connections open at once in all, on every listener; over it new connections are closed at once; 0: the open files limit (RLIMIT_NOFILE, raised to its hard limit) minus 64 + 10 per CPU of headroom, at most 65536; -1 for no limit")
+	intFlag(&c.connsTotal, "max-conns-total", "KEYRELAY_MAX_CONNS_TOTAL", 0, "TCP connections open at once in all, on every listener; over it new connections are closed at once; 0: the open files limit (RLIMIT_NOFILE, raised to its hard limit) minus 64 + 10 per CPU of headroom, at most 65536 and at most 60% of the memory plan at 180 KiB a connection (6990 for the 2 GiB plan); -1 for no limit")
 	intFlag(&c.limits.JoinsPerIP, "joins-per-ip", "KEYRELAY_JOINS_PER_IP", 60, "creates, joins and resumes per client IP per --join-window (over: join_rate_limited); -1 for no limit")
 	durFlag(&c.limits.JoinWindow, "join-window", "KEYRELAY_JOIN_WINDOW", time.Minute, "window of --joins-per-ip (sliding)")
 	intFlag(&c.limits.JoinsPerRoom, "joins-per-room", "KEYRELAY_JOINS_PER_ROOM", 30, "joins, and resumes that failed for a wrong token or unknown peer, on one room from one client IP (IPv6: /64) per --room-window (over: too_many_attempts); a resume with its token is never refused; -1 for no limit")
@@ -264,6 +281,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intFlag(&c.relay.MinRoomIDLength, "min-room-id-length", "KEYRELAY_MIN_ROOM_ID_LENGTH", 22, "shortest client-chosen room ID, with --client-room-ids")
 	intFlag(&c.relay.SendQueue, "send-queue", "KEYRELAY_SEND_QUEUE", 64, "frames queued for a slow reader before it is disconnected")
 	intFlag(&c.relay.MaxPending, "max-pending", "KEYRELAY_MAX_PENDING", 256, "unacknowledged messages waiting for one peer")
+	intFlag(&pendingPerIP, "max-pending-bytes-per-ip", "KEYRELAY_MAX_PENDING_BYTES_PER_IP", 32<<20, "bytes of unacknowledged message bodies sent from one client IP (IPv6: /64) waiting in all rooms, across instances sharing Redis (over: mailbox_full); -1 for no limit")
+	intFlag(&pendingTotal, "max-pending-bytes-total", "KEYRELAY_MAX_PENDING_BYTES_TOTAL", 0, "bytes of unacknowledged message bodies waiting in all (in memory: on this instance; with Redis: in Redis, for all instances) (over: mailbox_full); 0: 1/16 of the memory plan (half the machine's memory, within 256 MiB and 2 GiB); -1 for no limit")
+	intFlag(&queuedBytes, "max-queued-bytes", "KEYRELAY_MAX_QUEUED_BYTES", 1<<20, "bytes of frames queued for one client before the relay waits for it to read (a client that does not read within --slow-reader-timeout is closed with 4408)")
+	intFlag(&queuedTotal, "max-queued-bytes-total", "KEYRELAY_MAX_QUEUED_BYTES_TOTAL", 0, "bytes of frames queued for all clients of this instance; over it, clients that do not read are closed with 4408 within --slow-reader-timeout; 0: 1/32 of the memory plan; -1 for no limit")
 	intFlag(&maxPendingBytes, "max-pending-bytes", "KEYRELAY_MAX_PENDING_BYTES", 1<<20, "bytes of unacknowledged message bodies waiting for one peer (over: mailbox_full); at least --max-frame-bytes")
 	durFlag(&c.relay.RoomTTL, "room-ttl", "KEYRELAY_ROOM_TTL", 10*time.Minute, "idle time after which a room expires")
 	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place; when it ends the peer and its mailbox go, and a room whose peers are all dropped goes when the last grace ends (plus 5 s)")
@@ -298,6 +319,36 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	c.relay.MaxFrameBytes = int64(maxFrame)
 	c.relay.MaxPendingBytes = int64(maxPendingBytes)
+	c.mem = planMemory(machineMemory())
+	derive := func(name string, v int, derived int64) (int64, error) {
+		switch {
+		case v == 0:
+			return derived, nil
+		case v == -1:
+			return 0, nil // no bound
+		case v < 0:
+			return 0, fmt.Errorf("--%s must be positive, 0 (derived) or -1 (no limit)", name)
+		}
+		return int64(v), nil
+	}
+	var derr []error
+	var err2 error
+	c.budget.PerSource, err2 = derive("max-pending-bytes-per-ip", pendingPerIP, 32<<20)
+	derr = append(derr, err2)
+	c.budget.Total, err2 = derive("max-pending-bytes-total", pendingTotal, c.mem.pendingTotal)
+	derr = append(derr, err2)
+	c.relay.MaxQueuedBytesTotal, err2 = derive("max-queued-bytes-total", queuedTotal, c.mem.queuedTotal)
+	derr = append(derr, err2)
+	if c.relay.MaxQueuedBytesTotal == 0 {
+		c.relay.MaxQueuedBytesTotal = -1 // relay.Config's "no bound"
+	}
+	if err := errors.Join(derr...); err != nil {
+		return c, err
+	}
+	if queuedBytes <= 0 {
+		return c, errors.New("--max-queued-bytes must be positive")
+	}
+	c.relay.MaxQueuedBytes = int64(queuedBytes)
 	c.relay.FramesPerSecond = float64(fps)
 	c.relay.FrameBurst = 2 * fps
 	c.relay.BytesPerSecond = float64(bps)
@@ -412,7 +463,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	if client != nil {
 		defer client.Close()
 	}
-	store, err := newStore(ctx, client, c.redisEvict, logger)
+	if getenv("GOMEMLIMIT") == "" {
+		// The Go runtime's soft limit: the garbage collector works harder
+		// near it rather than let the heap double (GOGC) past the plan.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(c.mem.goMemLimit))
+	}
+	logger.Info("memory plan", "machine_bytes", c.mem.machine, "planned_rss_bytes", c.mem.relay,
+		"go_memory_limit", debug.SetMemoryLimit(-1), "max_pending_bytes_total", c.budget.Total,
+		"max_pending_bytes_per_ip", c.budget.PerSource, "max_queued_bytes_total", c.relay.MaxQueuedBytesTotal)
+	store, err := newStore(ctx, client, c.redisEvict, c.budget, logger)
 	if err != nil {
 		return err
 	}
@@ -623,12 +682,12 @@ type limiter interface {
 }
 
 // newStore returns the session store: in Redis on client when there is
-// one, else in memory. The store does not own client. A Redis whose
+// one, else in memory, with budget. The store does not own client. A Redis whose
 // maxmemory-policy evicts keys is refused unless allowEviction.
-func newStore(ctx context.Context, client redis.UniversalClient, allowEviction bool, logger *slog.Logger) (session.Store, error) {
+func newStore(ctx context.Context, client redis.UniversalClient, allowEviction bool, budget session.Budget, logger *slog.Logger) (session.Store, error) {
 	if client == nil {
 		logger.Info("session state in memory (one instance)")
-		return session.NewMemoryStore(session.MemoryConfig{}), nil
+		return session.NewMemoryStore(session.MemoryConfig{Budget: budget}), nil
 	}
 	// Redis may start after the relay (docker compose): wait for it, up to
 	// 30 s, then give up with the last error.
