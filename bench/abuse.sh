@@ -58,6 +58,7 @@
 #   HONEST_RATE          honest pair arrivals a second (default 4)
 #   RELAY_FLAGS          extra keyrelay flags (default none: default limits)
 #   OUT                  output directory (default $TMPDIR/keyrelay-abuse-DATE)
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 ATTACKS=${ATTACKS:-mailbox rooms lockout floods}
 BASE_DURATION=${BASE_DURATION:-10s}
@@ -86,6 +87,8 @@ bench_build
 	echo "relay_flags ${RELAY_FLAGS:-none}"
 	echo "pending_bytes_flags $("$TMP/keyrelay" --help 2>&1 | grep -o -- '-max-pending-bytes[a-z-]*' | sort -u | tr '\n' ' ')"
 	echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
+	# shellcheck disable=SC2086
+	echo "memory_plan $(timeout 2 "$TMP/keyrelay" --addr 127.0.0.1:0 $RELAY_FLAGS 2>&1 | grep -m1 -o 'msg="memory plan".*' || echo none)"
 } >"$OUT/env.txt"
 
 # run_phase NAME SECONDS AFTER CMD...: a fresh relay; the honest load alone
@@ -242,8 +245,9 @@ def short(name, r):
                 f"the relay read about {n(round(read / secs))}/s; {n(c.get('conns_opened', 0))} conns, {n(closes)} ended by the relay")
     return counters(c)
 
-print(f"{env.get('date')}, commit {env.get('commit')}, {env.get('cpus')} cores, {env.get('go')}, "
-      f"extra relay flags: {env.get('relay_flags')}; the relay's pending-bytes flags: {env.get('pending_bytes_flags', '').strip() or 'none'}.")
+print(f"{env.get('date')}, commit {env.get('commit')}, {env.get('cpus')} cores, {env.get('go')}, load average at the start {env.get('load')}, "
+      f"extra relay flags: {env.get('relay_flags')}; the relay's pending-bytes flags: {env.get('pending_bytes_flags', '').strip() or 'none'}; "
+      f"its log: {env.get('memory_plan', 'n/a')}.")
 print()
 print("| attack | phase | relay RSS peak (growth) | relay CPU mean / peak | honest pairs ok / failed | pair setup p50 / p99 | handshake p50 / p99 | attack |")
 print("|---|---|---:|---:|---:|---:|---:|---|")

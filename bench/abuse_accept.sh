@@ -28,6 +28,7 @@
 #   HONEST_RATE      honest pair arrivals per second (default 4)
 #   RELAY_FLAGS      extra keyrelay flags (default none: default limits)
 #   OUT              output directory (default $TMPDIR/keyrelay-abuse-accept-DATE)
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 BASE_DURATION=${BASE_DURATION:-10s}
 ATTACK_DURATION=${ATTACK_DURATION:-30s}
@@ -117,7 +118,7 @@ EOF
 build_standalone "$TMP/attack" "$TMP/attacker"
 
 # The relay under `ulimit -n $RELAY_NOFILE` (soft and hard), in a subshell.
-relay_start
+relay_start --log-level info # the limits it logs at the start are shown below
 grep -E 'open files limit|accept limits' "$OUT/relay.log" >&2 || true
 
 # probe PHASE: GET /healthz from 127.0.0.2 twice a second; "phase ok|fail".

@@ -24,6 +24,7 @@
 #   HONEST_RATE      honest pair arrivals per second (default 4)
 #   RELAY_FLAGS      extra keyrelay flags (default none: default limits)
 #   OUT              output directory (default $TMPDIR/keyrelay-abuse-keyapi-DATE)
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 BASE_DURATION=${BASE_DURATION:-15s}
 ATTACK_DURATION=${ATTACK_DURATION:-30s}

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # it sets variables for the scripts that source it
 # bench/lib.sh: the shell the abuse benchmarks share (abuse.sh,
 # abuse_keyapi.sh, abuse_accept.sh). Source it; it defines functions and
 # runs nothing:
@@ -86,8 +87,7 @@ relay_start() {
 	RELAY=$!
 	PIDS+=("$RELAY")
 	URL="ws://127.0.0.1:$PORT/v1/ws"
-	local i
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		curl -fsS --interface 127.0.0.2 "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
 		kill -0 "$RELAY" 2>/dev/null || { echo "relay exited at start; see $log" >&2; return 1; }
 		sleep 0.1
@@ -101,8 +101,7 @@ relay_alive() { kill -0 "$RELAY" 2>/dev/null; }
 # relay_stop: stops the relay (SIGTERM, then SIGKILL after 10 s).
 relay_stop() {
 	kill "$RELAY" 2>/dev/null || true
-	local i
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		relay_alive || break
 		sleep 0.1
 	done
