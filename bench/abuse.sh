@@ -58,6 +58,7 @@
 #   HONEST_RATE          honest pair arrivals a second (default 4)
 #   RELAY_FLAGS          extra keyrelay flags (default none: default limits)
 #   OUT                  output directory (default $TMPDIR/keyrelay-abuse-DATE)
+#   SUMMARY_ONLY         if set, run nothing: print the summary of the run in OUT
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 ATTACKS=${ATTACKS:-mailbox rooms lockout floods}
@@ -76,10 +77,9 @@ FLOOD_SECONDS=${FLOOD_SECONDS:-20}
 FLOOD_CONNS=${FLOOD_CONNS:-32}
 HONEST_ADDRS=${HONEST_ADDRS:-127.0.0.16-127.0.0.115}
 bench_init abuse
-bench_build
-"$GO" build -o "$TMP/abuse" ./bench/abuse
-: >"$OUT/phases.txt"
-{
+
+# environment: what the summary says about the run.
+environment() {
 	echo "date $(date -u '+%F %T') UTC"
 	echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' 2>/dev/null || echo ' (uncommitted changes)')"
 	echo "cpus $(nproc)"
@@ -88,8 +88,9 @@ bench_build
 	echo "pending_bytes_flags $("$TMP/keyrelay" --help 2>&1 | grep -o -- '-max-pending-bytes[a-z-]*' | sort -u | tr '\n' ' ')"
 	echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 	# shellcheck disable=SC2086
-	echo "memory_plan $(timeout 2 "$TMP/keyrelay" --addr 127.0.0.1:0 $RELAY_FLAGS 2>&1 | grep -m1 -o 'msg="memory plan".*' || echo none)"
-} >"$OUT/env.txt"
+	plan=$(timeout 2 "$TMP/keyrelay" --addr 127.0.0.1:0 $RELAY_FLAGS 2>&1 | grep -m1 -o 'msg="memory plan".*') || true
+	echo "memory_plan ${plan:-none}"
+}
 
 # run_phase NAME SECONDS AFTER CMD...: a fresh relay; the honest load alone
 # (NAME-base); then CMD (the attack, with @URL@ and @ADDR@ replaced by the
@@ -140,42 +141,51 @@ after_rooms() {
 	"$TMP/abuse" create -url "$URL" -source 127.0.3.1 >"$OUT/rooms-honest-create.json" 2>>"$OUT/rooms.err" || true
 }
 
-for attack in $ATTACKS; do
-	case $attack in
-	mailbox)
-		run_phase mailbox-one "$MAILBOX_SECONDS" : mailbox -url @URL@ -sources 127.0.0.1 \
-			-workers "$MAILBOX_WORKERS" -duration "${MAILBOX_SECONDS}s"
-		run_phase mailbox-many "$MAILBOX_SECONDS" : mailbox -url @URL@ -sources "$MAILBOX_SOURCES" \
-			-workers "$MAILBOX_WORKERS" -duration "${MAILBOX_SECONDS}s"
-		;;
-	rooms)
-		run_phase rooms "$ROOMS_SECONDS" after_rooms rooms -url @URL@ -sources "$ROOMS_SOURCES" \
-			-rate "$ROOMS_RATE" -duration "${ROOMS_SECONDS}s"
-		;;
-	lockout)
-		run_phase lockout "$LOCKOUT_SECONDS" : lockout -url @URL@ -join-rate "$LOCKOUT_JOIN_RATE" \
-			-resume-every "$LOCKOUT_RESUME_EVERY" -duration "${LOCKOUT_SECONDS}s"
-		;;
-	floods)
-		for mode in $FLOODS; do
-			run_phase "flood-$mode" "$FLOOD_SECONDS" : flood -addr @ADDR@ -mode "$mode" \
-				-conns "$FLOOD_CONNS" -duration "${FLOOD_SECONDS}s"
-		done
-		;;
-	*)
-		echo "unknown attack $attack (mailbox, rooms, lockout, floods)" >&2
-		exit 2
-		;;
-	esac
-done
+# run_all: every attack of $ATTACKS, each phase on a fresh relay.
+run_all() {
+	bench_build
+	"$GO" build -o "$TMP/abuse" ./bench/abuse
+	environment >"$OUT/env.txt"
+	: >"$OUT/phases.txt"
+	for attack in $ATTACKS; do
+		case $attack in
+		mailbox)
+			run_phase mailbox-one "$MAILBOX_SECONDS" : mailbox -url @URL@ -sources 127.0.0.1 \
+				-workers "$MAILBOX_WORKERS" -duration "${MAILBOX_SECONDS}s"
+			run_phase mailbox-many "$MAILBOX_SECONDS" : mailbox -url @URL@ -sources "$MAILBOX_SOURCES" \
+				-workers "$MAILBOX_WORKERS" -duration "${MAILBOX_SECONDS}s"
+			;;
+		rooms)
+			run_phase rooms "$ROOMS_SECONDS" after_rooms rooms -url @URL@ -sources "$ROOMS_SOURCES" \
+				-rate "$ROOMS_RATE" -duration "${ROOMS_SECONDS}s"
+			;;
+		lockout)
+			run_phase lockout "$LOCKOUT_SECONDS" : lockout -url @URL@ -join-rate "$LOCKOUT_JOIN_RATE" \
+				-resume-every "$LOCKOUT_RESUME_EVERY" -duration "${LOCKOUT_SECONDS}s"
+			;;
+		floods)
+			for mode in $FLOODS; do
+				run_phase "flood-$mode" "$FLOOD_SECONDS" : flood -addr @ADDR@ -mode "$mode" \
+					-conns "$FLOOD_CONNS" -duration "${FLOOD_SECONDS}s"
+			done
+			;;
+		*)
+			echo "unknown attack $attack (mailbox, rooms, lockout, floods)" >&2
+			exit 2
+			;;
+		esac
+	done
+}
 
-python3 - "$OUT" <<'EOF' | tee "$OUT/table.md"
+# summarise: the table and the details of the run in OUT.
+summarise() {
+	python3 - "$OUT" <<'EOF'
 import json, math, os, sys
 from benchlib import phase, honest, lat, setup, ms, honest_errors
 
 out = sys.argv[1]
 phases = [l.split() for l in open(os.path.join(out, "phases.txt"))]
-env = dict(l.rstrip("\n").split(" ", 1) for l in open(os.path.join(out, "env.txt")))
+env = dict(l.rstrip("\n").split(" ", 1) for l in open(os.path.join(out, "env.txt")) if " " in l)
 
 def load(name):
     try:
@@ -321,3 +331,7 @@ for name, idle, before, hwm, alive, load1 in phases:
     for line in honest_errors(out, (f"{name}-base", name)):
         print("  " + line)
 EOF
+}
+
+[ -n "${SUMMARY_ONLY:-}" ] || run_all
+summarise | tee "$OUT/table.md"

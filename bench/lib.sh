@@ -21,6 +21,7 @@
 #   HONEST_ADDRS    honest source addresses (default 127.0.0.2-127.0.0.11)
 #   HONEST_RATE     honest pair arrivals a second (default 4)
 #   HONEST_CONCURRENCY  honest pairs in flight at most (default 16)
+#   SUMMARY_ONLY    if set, OUT's samples.txt is kept (for a summary of an earlier run)
 # Loopback only.
 
 # bench_init NAME: the common prologue.
@@ -41,7 +42,7 @@ bench_init() {
 	GO=${GO:-go}
 	command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
 	TCK=$(getconf CLK_TCK)
-	: >"$OUT/samples.txt"
+	[ -n "${SUMMARY_ONLY:-}" ] || : >"$OUT/samples.txt"
 	benchlib_py >"$TMP/benchlib.py"
 	export PYTHONPATH="$TMP${PYTHONPATH:+:$PYTHONPATH}"
 }
