@@ -3,6 +3,7 @@ package relay_test
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"os"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/session"
+	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/wire"
 )
 
@@ -95,4 +97,39 @@ func TestMailboxBudgetPerSource(t *testing.T) {
 		r2.b.send(map[string]any{"type": "msg", "body": base64.StdEncoding.EncodeToString(make([]byte, body))})
 		return r2.b.read().str("type") == string(wire.TypeSent)
 	})
+}
+
+// TestMailboxBudgetAcrossInstances: on two relays sharing Redis, one
+// source's budget is one budget: what it stores through one relay counts
+// against what it sends through the other.
+func TestMailboxBudgetAcrossInstances(t *testing.T) {
+	const attacker = "203.0.113.66"
+	const perSource, body = 300 << 10, 40 << 10
+	if os.Getenv(storeEnv) != "" {
+		t.Skip("runs once, in the parent process of TestSuiteOnRedis")
+	}
+	rs := redistest.StartServer(t)
+	prefix := "budget:" + t.Name() + ":"
+	newRelay := func() *testRelay {
+		store, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: "redis://" + rs.Addr, Prefix: prefix, Budget: session.Budget{PerSource: perSource}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		return newRelayOn(t, store, mailboxAttackConfig(t))
+	}
+	r1, r2 := newRelay(), newRelay()
+	p1 := handshakeOn(t, r1.dialFrom(t, attacker), r1.dialFrom(t, attacker), dh.X25519())
+	p2 := handshakeOn(t, r2.dialFrom(t, attacker), r2.dialFrom(t, attacker), dh.X25519())
+	n1, _ := flood(t, p1.a, body, 4)
+	n2, refused := flood(t, p2.a, body, 100)
+	if n1 != 4*body || refused == nil || n1+n2 > perSource || n1+n2 <= perSource-body {
+		t.Fatalf("stored %d bytes through one relay, then %d through the other before %v; want %d, then the rest of %d", n1, n2, refused, 4*body, perSource)
+	}
+	if refused.str("code") != string(wire.CodeMailboxFull) {
+		t.Errorf("refusal %v, want mailbox_full", refused)
+	}
+	// Another source is served on both.
+	h := handshakeOn(t, r1.dialFrom(t, "192.0.2.10"), r2.dialFrom(t, "198.51.100.20"), dh.X25519())
+	recvMsg(t, h.b, h.bCh, sendMsg(t, h.a, h.aCh, "hello"), "hello")
 }

@@ -35,8 +35,9 @@ const maxLuaSeq = 1 << 53
 // which comes first, puts all the store's keys in one slot (see
 // RedisConfig.Prefix). Every key the store writes expires exactly when its
 // room does (the index of rooms when its last room does), so an idle room
-// leaves nothing behind. As in [MemoryStore], a call that succeeds counts
-// as activity, except Room and Pending.
+// leaves nothing behind; the Budget's keys, below, go when nothing waits.
+// As in [MemoryStore], a call that succeeds counts as activity, except
+// Room and Pending.
 //
 // All times (ExpiresAt, DisconnectedAt and the grace periods measured from
 // them) come from the Redis server's clock, the one that expires keys, in
@@ -77,6 +78,40 @@ const maxLuaSeq = 1 << 53
 // room evicted together with its entry in the index is not found, as if
 // it had expired.)
 //
+// The store's Budget (RedisConfig.Budget) holds across every instance
+// sharing the Redis and prefix: the bytes waiting are counted in Redis, in
+// total and per source, and per room incarnation in a ledger of what each
+// mailbox holds from each source (redis/lib.lua names the keys and
+// fields; each mailbox entry records its source). The scripts that store
+// or remove bodies (Append, Ack, Leave, the removal of a member whose
+// grace is over or of an expired room) update them in the same atomic
+// step. This costs every Append about fifteen more O(1) commands in its
+// script (reading both counters, incrementing them and the ledger,
+// rescoring the ledger in its index, keeping expiries), every Ack about
+// eight per source it gives back to, and every other call on a room one
+// EXISTS, plus a ZADD, an HGET and a PTTL while bytes wait in it (and,
+// once a day per room, extending the expiry of its ledger's counters).
+// The bytes are counted even under the zero Budget, so that instances
+// configured differently agree (each applies its own Budget to the shared
+// counts).
+//
+// A room, or a disconnected member's mailbox, that Redis expires by
+// itself gives nothing back. So the sweeper of every instance, every
+// SweepInterval, settles up to 100 ledgers that are due (their room's
+// expiry, or a member's grace end, has passed), one script each: it
+// removes the members whose grace is over, or gives back the ledger of a
+// room that is gone, so that two instances sweeping at once never give
+// bytes back twice. While no instance runs, the bytes of the rooms that
+// expire keep counting; the first instance back gives them back within a
+// few sweeps. Ledgers outlive their rooms by at least a day, and counters
+// live at least as long as the ledgers that count in them, so that
+// nothing stays for ever. If every instance stays down for longer than
+// that, a ledger may expire before it is settled: its bytes then keep
+// counting until the counters expire (newer messages from their sources
+// postpone that). Where Redis evicts keys (AllowEviction), an evicted
+// mailbox is given back once its member acknowledges everything, but an
+// evicted ledger's bytes keep counting in the same way.
+//
 // A Disconnect that Redis did not accept is retried by the sweeper until
 // it lands or its room or member is gone: at most 4096 are queued, one per
 // member (the newest generation); beyond that a failed disconnect is
@@ -91,6 +126,9 @@ type RedisStore struct {
 	ownClient  bool // made from RedisConfig.URL, closed by Close
 	prefix     string
 	index      string // key of the room index
+	total      string // key of the bytes waiting in the store (lib.lua's budget keys)
+	ledgers    string // key of the ledger index
+	budget     Budget
 	subBuffer  int
 	sweepEvery time.Duration
 	bg         context.Context // ends with Close; for the reader and sweeper
@@ -136,6 +174,8 @@ var (
 	scriptTouch      = redisx.LoadScript(redisLua, "redis", "touch")
 	scriptPublish    = redisx.LoadScript(redisLua, "redis", "publish")
 	scriptRooms      = redisx.LoadScript(redisLua, "redis", "rooms")
+	scriptDue        = redisx.LoadScript(redisLua, "redis", "due")
+	scriptSettle     = redisx.LoadScript(redisLua, "redis", "settle")
 )
 
 // Script statuses other than "OK", and the errors they stand for.
@@ -153,6 +193,8 @@ var redisStatus = map[string]error{
 	"REFLECTED":     ErrKeyReflected,
 	"HSINCOMPLETE":  ErrHandshakeIncomplete,
 	"MAILBOXFULL":   ErrMailboxFull,
+	"SOURCEBUDGET":  ErrSourceOverBudget,
+	"STOREBUDGET":   ErrStoreOverBudget,
 	"LOST":          ErrMessagesLost,
 	"DUPLICATE":     errDuplicateMember,
 }
@@ -169,7 +211,7 @@ func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, r
 		return nil, ErrClosed
 	}
 	argv := append([]any{room, s.boxPrefix(room)}, args...)
-	v, err := script.Run(ctx, s.client, []string{s.roomKey(room), s.index}, argv...).StringSlice()
+	v, err := script.Run(ctx, s.client, []string{s.roomKey(room), s.index, s.total, s.ledgers}, argv...).StringSlice()
 	if err != nil {
 		return nil, s.backendErr(ctx, op, err)
 	}
@@ -334,21 +376,26 @@ func (s *RedisStore) SetKey(ctx context.Context, room, id, group, key string) (R
 	return decodeRoom(room, v)
 }
 
-// Append stores body, from member from, for the room's other member, and
-// returns the message's sequence number, LastSeq+1. It returns
-// ErrRoomNotFound, ErrNotMember, ErrHandshakeIncomplete unless both
-// members have a key, ErrMailboxFull if the recipient already has
-// Config.MaxPending unacknowledged messages or if body would take the
-// bytes waiting for it (as the room hash counts them) over
-// Config.MaxPendingBytes (nothing is stored and no sequence number is
-// used), an error wrapping ErrUnavailable, and ErrClosed after Close.
+// Append stores body, from member from, whose connection comes from
+// source, for the room's other member, and returns the message's sequence
+// number, LastSeq+1. It returns ErrRoomNotFound, ErrNotMember,
+// ErrHandshakeIncomplete unless both members have a key, ErrMailboxFull if
+// the recipient already has Config.MaxPending unacknowledged messages or
+// if body would take the bytes waiting for it (as the room hash counts
+// them) over Config.MaxPendingBytes, ErrStoreOverBudget or
+// ErrSourceOverBudget if it would take the bytes waiting in the store, or
+// from source, on every instance sharing the Redis and prefix, over
+// RedisConfig.Budget (in each case nothing is stored and no sequence
+// number is used), an error wrapping ErrUnavailable, and ErrClosed after
+// Close.
 func (s *RedisStore) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
 	if body == nil {
 		body = []byte{}
 	}
 	ev := encodeEvent(Event{Type: EventMessage, Room: room, Peer: from})
 	prefix := ev[:len(ev)-1] // without the uvarint of seq 0, a single 0 byte
-	v, err := s.run(ctx, "append", scriptAppend, room, from, body, s.channel(room), prefix)
+	v, err := s.run(ctx, "append", scriptAppend, room, from, body, s.channel(room), prefix,
+		source, s.budget.PerSource, s.budget.Total)
 	if err != nil {
 		return 0, err
 	}

@@ -57,7 +57,9 @@ type RedisConfig struct {
 	// subscriptions to still exist, to end those of expired rooms with
 	// ErrRoomNotFound, and drops Redis subscriptions no longer used. Zero
 	// (or negative) means 1 s. The sweeper also retries the disconnects
-	// that Redis did not accept (see RedisStore.Disconnect).
+	// that Redis did not accept (see RedisStore.Disconnect), and gives
+	// back the Budget's bytes of the rooms and mailboxes Redis expired
+	// (see RedisStore).
 	SweepInterval time.Duration
 	// AllowEviction lets the store run on a Redis whose maxmemory-policy
 	// is not noeviction, with a warning in the log. False (the default)
@@ -68,6 +70,15 @@ type RedisConfig struct {
 	// confirmed; the store then reports the loss (ErrMessagesLost) where it
 	// can, but cannot undo it.
 	AllowEviction bool
+	// Budget bounds the bytes of the bodies waiting in the store, in total
+	// and per source, counted in Redis across every instance sharing it
+	// and the prefix: the instances share one budget, they do not get one
+	// each. The zero Budget bounds nothing beyond each room's
+	// MaxPendingBytes (the bytes are counted all the same, so that
+	// instances configured differently agree). Its fields must not be
+	// negative. Each instance applies its own Budget to the shared counts:
+	// give them all the same.
+	Budget Budget
 	// PolicyCheckInterval is how often the sweeper reads Redis's
 	// maxmemory-policy again, to notice a change at run time. Zero (or
 	// negative) means 10 s.
@@ -86,14 +97,17 @@ const defaultRedisPrefix = "keyrelay"
 // answered (within ctx). It returns an error wrapping ErrUnavailable if
 // Redis cannot be reached, and an error matching no sentinel if cfg is
 // invalid (neither or both of URL and Client, a URL that does not parse, a
-// Cluster prefix without a hash tag) or Redis is older than 6.2. It
-// returns an error wrapping ErrEvictingRedis if Redis's maxmemory-policy
-// is not noeviction, unless cfg.AllowEviction. Where Redis refuses both
-// CONFIG GET and INFO (some managed services), the policy cannot be read:
-// the store starts and logs a warning, once. Call Close to release it.
+// Cluster prefix without a hash tag, a negative Budget field) or Redis is
+// older than 6.2. It returns an error wrapping ErrEvictingRedis if Redis's
+// maxmemory-policy is not noeviction, unless cfg.AllowEviction. Where
+// Redis refuses both CONFIG GET and INFO (some managed services), the
+// policy cannot be read: the store starts and logs a warning, once. Call
+// Close to release it.
 func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	client, own := cfg.Client, false
 	switch {
+	case cfg.Budget.PerSource < 0 || cfg.Budget.Total < 0:
+		return nil, fmt.Errorf("session: redis config: Budget.PerSource and Budget.Total must be >= 0, got %d and %d", cfg.Budget.PerSource, cfg.Budget.Total)
 	case cfg.URL != "" && client != nil:
 		return nil, errors.New("session: redis config: set URL or Client, not both")
 	case client == nil && cfg.URL == "":
@@ -147,6 +161,9 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		ownClient:  own,
 		prefix:     prefix,
 		index:      prefix + "rooms",
+		total:      prefix + "budget:total",
+		ledgers:    prefix + "budget:ledgers",
+		budget:     cfg.Budget,
 		subBuffer:  cfg.SubscriberBuffer,
 		sweepEvery: cfg.SweepInterval,
 		bg:         bg,

@@ -149,6 +149,8 @@ func TestNewRedisStoreErrors(t *testing.T) {
 		{"bad scheme", session.RedisConfig{URL: "http://user:secret@127.0.0.1:1"}},
 		{"bad option", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1?bogus=1"}},
 		{"bad cluster option", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1?cluster=maybe"}},
+		{"negative Budget.PerSource", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1", Budget: session.Budget{PerSource: -1}}},
+		{"negative Budget.Total", session.RedisConfig{URL: "redis://user:secret@127.0.0.1:1", Budget: session.Budget{Total: -1}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := session.NewRedisStore(ctx, tc.cfg)

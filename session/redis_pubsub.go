@@ -325,11 +325,13 @@ func (s *RedisStore) endLocked(sub *redisSub, err error) {
 }
 
 // sweepOnce is the sweeper's work, every s.sweepEvery until Close: it
-// retries the disconnects Redis did not accept, checks Redis's
+// retries the disconnects Redis did not accept, gives back the bytes of
+// the mailboxes Redis expired by itself (settleLedgers), checks Redis's
 // maxmemory-policy every RedisConfig.PolicyCheckInterval, and sweeps the
 // subscriptions.
 func (s *RedisStore) sweepOnce() {
 	s.retryDisconnects()
+	s.settleLedgers()
 	if s.policy.due(time.Now()) {
 		ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
 		s.policy.check(ctx, s.client)

@@ -694,7 +694,7 @@ func newStore(ctx context.Context, client redis.UniversalClient, allowEviction b
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: allowEviction, Logger: logger})
+		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: allowEviction, Budget: budget, Logger: logger})
 		cancel()
 		if err == nil {
 			logger.Info("session state in Redis")

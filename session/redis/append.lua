@@ -3,7 +3,9 @@
 -- sequence number (encodeEvent's layout: the script adds the uvarint seq and
 -- the body). The event is published in the same script as the message is
 -- stored, so a stored message is always announced, whatever happens to the
--- relay that appended it. Returns {"OK", seq}.
+-- relay that appended it. ARGV[7]: the sender's source ("" for none),
+-- ARGV[8] and ARGV[9]: the store's Budget.PerSource and Budget.Total (0:
+-- no bound). Returns {"OK", seq}.
 local r = lookup()
 if not r then
   return gone()
@@ -35,13 +37,25 @@ end
 if r.maxb > 0 and to.bytes + #ARGV[4] > r.maxb then
   return {'MAILBOXFULL'}
 end
+-- The store's budgets, counted across every instance sharing the Redis
+-- (lib.lua): the total first, as the memory store checks them.
+local source, size = ARGV[7], #ARGV[4]
+local per, total = tonumber(ARGV[8]), tonumber(ARGV[9])
+if total > 0 and tonumber(redis.call('GET', total_key) or 0) + size > total then
+  return {'STOREBUDGET'}
+end
+if source ~= '' and per > 0 and tonumber(redis.call('GET', source_key(source)) or 0) + size > per then
+  return {'SOURCEBUDGET'}
+end
 r.seq = r.seq + 1
-redis.call('XADD', box_key(to.box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[4])
+-- s, last, so that pending.lua finds f and b where they always were.
+redis.call('XADD', box_key(to.box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[4], 's', source)
 to.cnt = to.cnt + 1
-to.bytes = to.bytes + #ARGV[4]
+to.bytes = to.bytes + size
 to.last = r.seq
 save(r)
 touch(r)
+count(r, to.box, source, size)
 local n, v = r.seq, {}
 while n >= 128 do
   v[#v + 1] = string.char(n % 128 + 128)

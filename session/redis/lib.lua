@@ -6,6 +6,9 @@
 -- KEYS[1]  the room's hash, PREFIX.."room:{"..id.."}"
 -- KEYS[2]  the room index, PREFIX.."rooms": a sorted set of room IDs
 --          scored by expiry (ms), so that counting rooms is exact
+-- KEYS[3]  the store's bytes waiting, PREFIX.."budget:total"; the other
+--          budget keys (below) start with PREFIX.."budget:" too
+-- KEYS[4]  the ledger index, PREFIX.."budget:ledgers" (below)
 -- ARGV[1]  the room ID
 -- ARGV[2]  the prefix of the room's mailbox keys, PREFIX.."mbox:{"..id.."}:"
 --          (a mailbox is a stream of the messages for one member, or for
@@ -46,12 +49,133 @@
 -- Every key of the room expires at exp, exactly (PEXPIREAT), and so does
 -- the index once its last room has. All times come from the Redis server's
 -- clock (TIME), the one that expires keys.
+--
+-- A mailbox entry has the fields f (the sender's member ID), b (the body)
+-- and s (the source the sender's connection came from, for the Budget;
+-- absent in entries stored before it, which were never counted).
+--
+-- The Budget (RedisConfig.Budget) is counted across every instance that
+-- shares the Redis and prefix, in these keys (B is PREFIX.."budget:"):
+--   B.."total"     the bytes of the bodies waiting in the store (a string,
+--                  INCRBY'd; absent when 0)
+--   B.."src:"..s   the bytes waiting from source s ("" counts in the total
+--                  only; absent when 0, so idle sources leave nothing)
+--   B.."ledger:{"..id.."}:"..gen
+--                  the room incarnation's ledger, a hash of box..":"..s to
+--                  the bytes waiting in mailbox box from source s, and
+--                  until, when the ledger expires (ms); absent when no
+--                  bytes wait. It says what to give back when a mailbox
+--                  goes, even one that Redis expired or evicted, and it
+--                  outlives its room by at least ledger_life, so that a
+--                  room that Redis expired is given back later: the gen in
+--                  its name keeps it apart from a later room with that ID.
+--   B.."ledgers"   the ledger index: a sorted set of gen..id (gen has 16
+--                  digits), one per ledger, scored by when the sweeper
+--                  must look at it (due): when the room expires, or the
+--                  grace of a disconnected member ends, if earlier.
+-- The counters and the ledgers change in the same script as the mailboxes
+-- (append, ack, leave, prune, the removal of an expired room), so they
+-- always agree. A room that Redis expires by itself gives back nothing;
+-- the sweeper of every instance runs settle.lua on the due entries of the
+-- index, which prunes the members of a live room whose grace is over, or
+-- gives back the whole ledger of an incarnation that is gone. Nothing
+-- lives for ever all the same: a ledger expires at until, the index and
+-- the counters no earlier than every ledger that counts in them (so a
+-- counter never loses bytes a ledger still holds), and until is pushed
+-- ledger_life further each time the room's expiry comes within
+-- ledger_life of it (a write per room and day, not per call).
 
 local room_key, index_key = KEYS[1], KEYS[2]
+local total_key, ledgers_key = KEYS[3], KEYS[4]
 local room_id, box_prefix = ARGV[1], ARGV[2]
+
+-- budget_prefix is B above (total_key without "total"); nil in scripts
+-- that name no room (rooms.lua, due.lua).
+local budget_prefix = total_key and string.sub(total_key, 1, #total_key - #'total')
+
+-- ledger_life is how long (ms) a ledger, and the counters it adds to,
+-- outlive the room at least: a day for an instance to come back and give
+-- back the bytes of the rooms that expired while none ran.
+local ledger_life = 86400000
 
 local function box_key(box)
   return box_prefix .. box
+end
+
+local function source_key(source)
+  return budget_prefix .. 'src:' .. source
+end
+
+local function ledger_key(gen)
+  return budget_prefix .. 'ledger:{' .. room_id .. '}:' .. gen
+end
+
+-- extend makes key, if it exists, expire at t unless it expires later.
+local function extend(key, t)
+  local pttl = redis.call('PTTL', key)
+  if pttl == -1 or (pttl >= 0 and now + pttl < t) then
+    redis.call('PEXPIREAT', key, int(t))
+  end
+end
+
+-- uncount subtracts n bytes from the total and from source's counter,
+-- never below zero; a counter that reaches zero is deleted.
+local function uncount(source, n)
+  local keys = {total_key}
+  if source ~= '' then
+    keys[2] = source_key(source)
+  end
+  for _, k in ipairs(keys) do
+    if tonumber(redis.call('GET', k) or 0) > n then
+      redis.call('DECRBY', k, n)
+    else
+      redis.call('DEL', k)
+    end
+  end
+end
+
+-- forget_if_empty deletes incarnation gen's ledger, and its entry in the
+-- index, once it counts no bytes (until is all that is left, or nothing).
+local function forget_if_empty(gen)
+  local lk = ledger_key(gen)
+  if redis.call('HLEN', lk) - redis.call('HEXISTS', lk, 'until') <= 0 then
+    redis.call('DEL', lk)
+    redis.call('ZREM', ledgers_key, gen .. room_id)
+  end
+end
+
+-- release gives back what incarnation gen's ledger holds for mailbox box,
+-- or for every mailbox if box is nil, and forgets it.
+local function release(gen, box)
+  local lk = ledger_key(gen)
+  local raw = redis.call('HGETALL', lk)
+  for i = 1, #raw, 2 do
+    local b, source = string.match(raw[i], '^([^:]*):(.*)$')
+    if b and (box == nil or b == box) then
+      uncount(source, tonumber(raw[i + 1]))
+      redis.call('HDEL', lk, raw[i])
+    end
+  end
+  forget_if_empty(gen)
+end
+
+-- release_some gives back n bytes of mailbox box from source, or what the
+-- ledger holds if that is less (bodies stored before the budget was
+-- counted were never counted).
+local function release_some(gen, box, source, n)
+  local lk, f = ledger_key(gen), box .. ':' .. source
+  local held = tonumber(redis.call('HGET', lk, f) or 0)
+  n = math.min(n, held)
+  if n <= 0 then
+    return
+  end
+  if held > n then
+    redis.call('HINCRBY', lk, f, -n)
+  else
+    redis.call('HDEL', lk, f)
+  end
+  uncount(source, n)
+  forget_if_empty(gen)
 end
 
 -- box_keys returns the keys of every mailbox of room r.
@@ -115,6 +239,7 @@ local function lookup()
     keys[#keys + 1] = room_key
     redis.call('DEL', unpack(keys))
     redis.call('ZREM', index_key, room_id)
+    release(r.gen, nil)
     return nil
   end
   return r
@@ -184,9 +309,73 @@ local function limit(r, exp)
   return math.min(exp, last)
 end
 
+-- due returns when the sweeper must look at r's ledger next: at r.exp,
+-- or when the grace of a disconnected member is over, if that is earlier
+-- (grace_over holds from then on; prune then gives its mailbox back).
+local function due(r)
+  local t = r.exp
+  for _, m in ipairs(r.members) do
+    if not m.conn then
+      t = math.min(t, math.floor(m.dat + r.gracems) + 1)
+    end
+  end
+  return t
+end
+
+-- sync_ledger scores r's ledger, if it has one, by due(r) in the ledger
+-- index, and keeps it alive at least ledger_life after r: when r.exp
+-- comes within ledger_life of the ledger's until, until moves to
+-- r.exp + 2 * ledger_life, and the ledger, the index and every counter
+-- the ledger counts in are made to live that long. It returns until, or
+-- nil if r has no ledger.
+local function sync_ledger(r)
+  local lk = ledger_key(r.gen)
+  if redis.call('EXISTS', lk) == 0 then
+    return nil
+  end
+  redis.call('ZADD', ledgers_key, int(due(r)), r.gen .. room_id)
+  local t = tonumber(redis.call('HGET', lk, 'until') or 0)
+  if t >= r.exp + ledger_life then
+    -- The index too, in case the ZADD made it anew (evicted).
+    extend(ledgers_key, t)
+    return t
+  end
+  t = r.exp + 2 * ledger_life
+  redis.call('HSET', lk, 'until', int(t))
+  redis.call('PEXPIREAT', lk, int(t))
+  extend(ledgers_key, t)
+  extend(total_key, t)
+  for _, f in ipairs(redis.call('HKEYS', lk)) do
+    local source = string.match(f, '^[^:]*:(.*)$')
+    if source and source ~= '' then
+      extend(source_key(source), t)
+    end
+  end
+  return t
+end
+
+-- count adds n bytes from source, stored in mailbox box of r, to r's
+-- ledger and to the counters, which then expire no earlier than the
+-- ledger. It must follow touch, which sets r.exp.
+local function count(r, box, source, n)
+  if n == 0 then
+    return
+  end
+  redis.call('HINCRBY', ledger_key(r.gen), box .. ':' .. source, n)
+  local t = sync_ledger(r)
+  local keys = {total_key}
+  if source ~= '' then
+    keys[2] = source_key(source)
+  end
+  for _, k in ipairs(keys) do
+    redis.call('INCRBY', k, n)
+    extend(k, t)
+  end
+end
+
 -- expire sets the expiry of the room and all its keys to r.exp; the
 -- mailbox of a disconnected member expires when its grace ends, if that
--- is earlier.
+-- is earlier. The ledger follows (sync_ledger).
 local function expire(r)
   local exp = int(r.exp)
   redis.call('HSET', room_key, 'exp', exp)
@@ -204,6 +393,7 @@ local function expire(r)
   if pttl < 0 or now + pttl < r.exp then
     redis.call('PEXPIREAT', index_key, exp)
   end
+  sync_ledger(r)
 end
 
 -- touch records activity: the room and all its keys expire TTL from now,
@@ -224,8 +414,10 @@ local function find(r, id)
   return nil, nil
 end
 
--- remove removes the i-th member and the messages waiting for it.
+-- remove removes the i-th member and the messages waiting for it, and
+-- gives their bytes back.
 local function remove(r, i)
+  release(r.gen, r.members[i].box)
   redis.call('DEL', box_key(r.members[i].box))
   table.remove(r.members, i)
 end
@@ -237,12 +429,15 @@ local function grace_over(r, m)
 end
 
 -- prune removes the members whose grace period is over, with their
--- mailboxes, and saves the room if it removed any, shortening its life
--- if it has no member left (not activity). It returns whether it did.
+-- mailboxes (whose bytes it gives back, even if Redis has expired the
+-- mailbox already), and saves the room if it removed any, shortening its
+-- life if it has no member left (not activity). It returns whether it
+-- did.
 local function prune(r)
   local kept = {}
   for _, m in ipairs(r.members) do
     if grace_over(r, m) then
+      release(r.gen, m.box)
       redis.call('DEL', box_key(m.box))
       r.gone[#r.gone + 1] = {id = m.id, tok = m.tok}
       if #r.gone > 2 then

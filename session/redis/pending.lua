@@ -17,6 +17,7 @@ if tonumber(ARGV[4]) <= m.last and redis.call('XLEN', key) < m.cnt then
   out[1] = 'LOST'
 end
 for _, e in ipairs(redis.call('XRANGE', key, '0-' .. ARGV[4], '+')) do
+  -- f and b come first in every entry; s, if there, follows (unused).
   local f = e[2]
   out[#out + 1] = string.sub(e[1], 3)
   out[#out + 1] = f[2]

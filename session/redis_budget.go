@@ -1,0 +1,52 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// maxSettle bounds the ledgers one sweep settles, so that a sweep after a
+// long outage (every instance down while many rooms expired) stays short;
+// the rest wait for the next sweeps, the most overdue first.
+const maxSettle = 100
+
+// settleLedgers is the sweeper's part of the Budget (lib.lua describes the
+// keys): it runs settle.lua for each ledger that is due, at most
+// maxSettle, which gives back the bytes of the rooms Redis expired by
+// itself and of the members whose grace is over. Every instance's sweeper
+// does it; settle.lua makes that safe. Redis being unreachable is left
+// for the next sweep (Ready reports it).
+func (s *RedisStore) settleLedgers() {
+	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
+	defer cancel()
+	v, err := scriptDue.Run(ctx, s.client, []string{s.ledgers}, maxSettle).StringSlice()
+	if err != nil {
+		if err := s.backendErr(ctx, "due ledgers", err); !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
+			s.log.Error("budget sweep failed", "err", err)
+		}
+		return
+	}
+	if len(v) == 0 || v[0] != "OK" {
+		s.log.Error("budget sweep: malformed reply from Redis")
+		return
+	}
+	for _, entry := range v[1:] {
+		if len(entry) < genLen {
+			// Not written by this store: drop it, or it would stay
+			// first in line for ever.
+			s.log.Error("budget sweep: malformed ledger index entry; removed")
+			s.client.ZRem(ctx, s.ledgers, entry)
+			continue
+		}
+		gen, room := entry[:genLen], entry[genLen:]
+		_, err := s.run(ctx, "settle", scriptSettle, room, gen)
+		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+			return
+		}
+		if err != nil {
+			// A bug, for this ledger: the others still get settled.
+			s.log.Error("budget sweep failed", "err", err)
+		}
+	}
+}
