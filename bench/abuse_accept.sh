@@ -12,9 +12,10 @@
 # 127.0.0.1 port in a subshell under `ulimit -n $NOFILE` (1024, soft and
 # hard, as in the finding). It runs the honest load alone for
 # BASE_DURATION, then with the attack for ATTACK_DURATION, sampling the
-# relay's RSS and CPU every second from /proc. Output: a Markdown table on
-# stdout, everything in OUT. Loopback only; every process it starts is
-# killed on exit.
+# relay's RSS and CPU every second from /proc (bench/lib.sh does all but
+# the attack and the probe). Output: a Markdown table on stdout,
+# everything in OUT. Loopback only; every process it starts is killed on
+# exit.
 #
 # Environment (all optional):
 #   BASE_DURATION    honest load alone (default 10s)
@@ -27,34 +28,15 @@
 #   HONEST_RATE      honest pair arrivals per second (default 4)
 #   RELAY_FLAGS      extra keyrelay flags (default none: default limits)
 #   OUT              output directory (default $TMPDIR/keyrelay-abuse-accept-DATE)
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 BASE_DURATION=${BASE_DURATION:-10s}
 ATTACK_DURATION=${ATTACK_DURATION:-30s}
 ATTACK_CONNS=${ATTACK_CONNS:-1100}
 RECONNECT_DELAY=${RECONNECT_DELAY:-100ms}
-NOFILE=${NOFILE:-1024}
-HONEST_ADDRS=${HONEST_ADDRS:-127.0.0.2-127.0.0.11}
-HONEST_RATE=${HONEST_RATE:-4}
-RELAY_FLAGS=${RELAY_FLAGS:-}
-OUT=${OUT:-${TMPDIR:-/tmp}/keyrelay-abuse-accept-$(date -u +%F)}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-GO=${GO:-go}
-command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
-"$GO" build -o "$TMP/keyrelay" ./cmd/keyrelay
-"$GO" build -o "$TMP/keyrelay-load" ./cmd/keyrelay-load
+RELAY_NOFILE=${NOFILE:-1024}
+bench_init abuse-accept
+bench_build
 
 # The attacker: standard library only, built outside the module.
 mkdir -p "$TMP/attack"
@@ -133,37 +115,11 @@ func main() {
 	fmt.Println(string(out))
 }
 EOF
-(cd "$TMP/attack" && "$GO" mod init attack >/dev/null 2>&1 && "$GO" build -o "$TMP/attacker" .)
+build_standalone "$TMP/attack" "$TMP/attacker"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# The relay under `ulimit -n $NOFILE` (soft and hard), in a subshell.
-# shellcheck disable=SC2086
-(ulimit -n "$NOFILE" && exec "$TMP/keyrelay" --addr "127.0.0.1:$PORT" $RELAY_FLAGS 2>"$OUT/relay.log") &
-RELAY=$!
-PIDS+=("$RELAY")
-for _ in $(seq 100); do
-	curl -fsS --interface 127.0.0.2 "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+# The relay under `ulimit -n $RELAY_NOFILE` (soft and hard), in a subshell.
+relay_start --log-level info # the limits it logs at the start are shown below
 grep -E 'open files limit|accept limits' "$OUT/relay.log" >&2 || true
-
-TCK=$(getconf CLK_TCK)
-# sample PHASE: one line a second, "phase t rss_kib cpu_percent", until
-# the file $TMP/stop-PHASE exists.
-sample() {
-	local phase=$1 last_t last_ticks t ticks rss
-	last_t=$(date +%s.%N)
-	last_ticks=$(awk '{print $14+$15}' /proc/$RELAY/stat)
-	while [ ! -e "$TMP/stop-$phase" ]; do
-		sleep 1
-		t=$(date +%s.%N)
-		ticks=$(awk '{print $14+$15}' /proc/$RELAY/stat)
-		rss=$(awk '/^VmRSS/ {print $2}' /proc/$RELAY/status)
-		echo "$phase $t $rss $(awk -v a="$last_ticks" -v b="$ticks" -v s="$last_t" -v e="$t" -v k="$TCK" 'BEGIN {printf "%.1f", (b-a)/k/(e-s)*100}')"
-		last_t=$t
-		last_ticks=$ticks
-	done >>"$OUT/samples.txt"
-}
 
 # probe PHASE: GET /healthz from 127.0.0.2 twice a second; "phase ok|fail".
 probe() {
@@ -177,24 +133,14 @@ probe() {
 	done >>"$OUT/healthz.txt"
 }
 
-honest() { # honest PHASE DURATION
-	"$TMP/keyrelay-load" --url "ws://127.0.0.1:$PORT/v1/ws" --source-addrs "$HONEST_ADDRS" \
-		--scenario handshake --pairs 0 --duration "$2" --rate "$HONEST_RATE" --concurrency 16 \
-		--metrics-url none --max-error-rate 1 --json "$OUT/honest-$1.json" >/dev/null 2>"$OUT/honest-$1.log" || true
-}
-
-: >"$OUT/samples.txt"
 : >"$OUT/healthz.txt"
-RSS_IDLE=$(awk '/^VmRSS/ {print $2}' /proc/$RELAY/status)
-sample base &
-PIDS+=($!)
+sample_start base
 probe base &
 PIDS+=($!)
 honest base "$BASE_DURATION"
-touch "$TMP/stop-base"
+sample_stop base
 
-sample attack &
-PIDS+=($!)
+sample_start attack
 "$TMP/attacker" --addr "127.0.0.1:$PORT" --conns "$ATTACK_CONNS" --duration "$ATTACK_DURATION" --reconnect-delay "$RECONNECT_DELAY" >"$OUT/attack.json" &
 ATTACKER=$!
 PIDS+=("$ATTACKER")
@@ -203,40 +149,27 @@ probe attack &
 PIDS+=($!)
 honest attack "$ATTACK_DURATION"
 wait "$ATTACKER" || true
-touch "$TMP/stop-attack"
-sleep 1.2
-HWM=$(awk '/^VmHWM/ {print $2}' /proc/$RELAY/status)
+sample_stop attack
+HWM=$(hwm_kib)
 curl -fsS --interface 127.0.0.2 "http://127.0.0.1:$PORT/metrics" 2>/dev/null | grep -E '^keyrelay_accept' >"$OUT/accept-metrics.txt" || true
 EMFILE=$(grep -c 'too many open files' "$OUT/relay.log" || true)
 
 python3 - "$OUT" "$RSS_IDLE" "$HWM" "$ATTACK_CONNS" "$EMFILE" <<'EOF'
 import json, sys
+from benchlib import header, row, honest_errors
 out, idle, hwm, conns, emfile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-rows = [l.split() for l in open(out + "/samples.txt")]
 probes = [l.split() for l in open(out + "/healthz.txt")]
-def phase(p):
-    s = [(int(r[2]), float(r[3])) for r in rows if r[0] == p]
-    return max(x[0] for x in s), sum(x[1] for x in s) / len(s), max(x[1] for x in s)
 def hz(p):
     s = [r[1] for r in probes if r[0] == p]
-    return s.count("ok"), len(s)
-print("| phase | relay RSS peak | relay CPU mean / peak | /healthz ok | honest pairs ok / failed | connect p50 / p99 | join p50 / p99 | handshake p50 / p99 |")
-print("|---|---|---|---|---|---|---|---|")
-for p, name in (("base", "honest load alone"), ("attack", f"with {conns} slow-header connections from one IP")):
-    rss, cpu, cpupk = phase(p)
-    j = json.load(open(f"{out}/honest-{p}.json"))
-    L = j["latency_ms"]
-    g = lambda m, q: L.get(m, {}).get(q, float("nan"))
-    ok, n = hz(p)
-    print(f"| {name} | {rss/1024:.0f} MiB | {cpu:.0f}% / {cpupk:.0f}% of a core | {ok} / {n} | {j['pairs_completed']} / {j['pairs_failed']} | "
-          f"{g('connect','p50'):.1f} / {g('connect','p99'):.1f} ms | {g('join','p50'):.1f} / {g('join','p99'):.1f} ms | {g('handshake','p50'):.1f} / {g('handshake','p99'):.1f} ms |")
+    return f"{s.count('ok')} / {len(s)}"
+print(header(["/healthz ok"]))
+print(row(out, "base", "honest load alone", [hz("base")]))
+print(row(out, "attack", f"with {conns} slow-header connections from one IP", [hz("attack")]))
 print()
 print(f"Relay RSS idle {idle/1024:.0f} MiB, peak (VmHWM) over the run {hwm/1024:.0f} MiB; log lines with 'too many open files': {emfile}.")
 a = json.load(open(out + "/attack.json"))
 print(f"Attacker: {a['opened']} connections opened in {a['seconds']:.0f} s; closed by the relay within 500 ms: {a['closed_within_500ms']}, later: {a['closed_later']}; dial errors {a['dial_errors']}.")
 print("Relay accept metrics: " + "; ".join(l.strip() for l in open(out + "/accept-metrics.txt")))
-for p in ("base", "attack"):
-    j = json.load(open(f"{out}/honest-{p}.json"))
-    if j.get("errors"):
-        print(f"Honest errors ({p}): {j['errors']}")
+for line in honest_errors(out, ("base", "attack")):
+    print(line)
 EOF

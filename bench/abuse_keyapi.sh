@@ -11,8 +11,9 @@
 # keyrelay-load, starts the relay on a free 127.0.0.1 port with default
 # limits, runs the honest load alone for BASE_DURATION (the baseline), then
 # with the attack for ATTACK_DURATION, sampling the relay's RSS and CPU
-# every second from /proc. Output: a Markdown table on stdout, everything
-# in OUT. Loopback only; every process it starts is killed on exit.
+# every second from /proc (bench/lib.sh does all but the attack). Output: a
+# Markdown table on stdout, everything in OUT. Loopback only; every process
+# it starts is killed on exit.
 #
 # Environment (all optional):
 #   BASE_DURATION    honest load alone (default 15s)
@@ -23,32 +24,13 @@
 #   HONEST_RATE      honest pair arrivals per second (default 4)
 #   RELAY_FLAGS      extra keyrelay flags (default none: default limits)
 #   OUT              output directory (default $TMPDIR/keyrelay-abuse-keyapi-DATE)
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 BASE_DURATION=${BASE_DURATION:-15s}
 ATTACK_DURATION=${ATTACK_DURATION:-30s}
 ATTACK_WORKERS=${ATTACK_WORKERS:-32}
-HONEST_ADDRS=${HONEST_ADDRS:-127.0.0.2-127.0.0.11}
-HONEST_RATE=${HONEST_RATE:-4}
-RELAY_FLAGS=${RELAY_FLAGS:-}
-OUT=${OUT:-${TMPDIR:-/tmp}/keyrelay-abuse-keyapi-$(date -u +%F)}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-
-GO=${GO:-go}
-command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
-"$GO" build -o "$TMP/keyrelay" ./cmd/keyrelay
-"$GO" build -o "$TMP/keyrelay-load" ./cmd/keyrelay-load
+bench_init abuse-keyapi
+bench_build
 
 # The attacker: standard library only, built outside the module.
 mkdir -p "$TMP/attack"
@@ -119,90 +101,38 @@ func main() {
 	fmt.Println(string(out))
 }
 EOF
-(cd "$TMP/attack" && GO111MODULE=off "$GO" build -o "$TMP/attacker" main.go 2>/dev/null ||
-	(cd "$TMP/attack" && "$GO" mod init attack >/dev/null 2>&1 && "$GO" build -o "$TMP/attacker" .))
+build_standalone "$TMP/attack" "$TMP/attacker"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# shellcheck disable=SC2086
-"$TMP/keyrelay" --addr "127.0.0.1:$PORT" --log-level warn $RELAY_FLAGS 2>"$OUT/relay.log" &
-RELAY=$!
-PIDS+=("$RELAY")
-for _ in $(seq 100); do
-	curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+relay_start --log-level warn
 
-TCK=$(getconf CLK_TCK)
-# sample PHASE: one line a second, "phase t rss_kib cpu_percent", until
-# the file $TMP/stop-sampling exists.
-sample() {
-	local phase=$1 last_t last_ticks t ticks rss
-	last_t=$(date +%s.%N)
-	last_ticks=$(awk '{print $14+$15}' /proc/$RELAY/stat)
-	while [ ! -e "$TMP/stop-$phase" ]; do
-		sleep 1
-		t=$(date +%s.%N)
-		ticks=$(awk '{print $14+$15}' /proc/$RELAY/stat)
-		rss=$(awk '/^VmRSS/ {print $2}' /proc/$RELAY/status)
-		echo "$phase $t $rss $(awk -v a="$last_ticks" -v b="$ticks" -v s="$last_t" -v e="$t" -v k="$TCK" 'BEGIN {printf "%.1f", (b-a)/k/(e-s)*100}')"
-		last_t=$t
-		last_ticks=$ticks
-	done >>"$OUT/samples.txt"
-}
-
-honest() { # honest PHASE DURATION
-	"$TMP/keyrelay-load" --url "ws://127.0.0.1:$PORT/v1/ws" --source-addrs "$HONEST_ADDRS" \
-		--scenario handshake --pairs 0 --duration "$2" --rate "$HONEST_RATE" --concurrency 16 \
-		--max-error-rate 1 --json "$OUT/honest-$1.json" >/dev/null 2>"$OUT/honest-$1.log" || true
-}
-
-: >"$OUT/samples.txt"
-RSS_IDLE=$(awk '/^VmRSS/ {print $2}' /proc/$RELAY/status)
-sample base &
-PIDS+=($!)
+sample_start base
 honest base "$BASE_DURATION"
-touch "$TMP/stop-base"
+sample_stop base
 
-sample attack &
-PIDS+=($!)
+sample_start attack
 "$TMP/attacker" --url "http://127.0.0.1:$PORT" --workers "$ATTACK_WORKERS" --duration "$ATTACK_DURATION" >"$OUT/attack.json" &
 ATTACKER=$!
 PIDS+=("$ATTACKER")
 sleep 1 # let the attack start
 honest attack "$ATTACK_DURATION"
 wait "$ATTACKER" || true
-touch "$TMP/stop-attack"
-sleep 1.2
-HWM=$(awk '/^VmHWM/ {print $2}' /proc/$RELAY/status)
+sample_stop attack
+HWM=$(hwm_kib)
 
 python3 - "$OUT" "$RSS_IDLE" "$HWM" "$ATTACK_WORKERS" <<'EOF'
 import json, sys
+from benchlib import header, row, honest_errors
 out, idle, hwm, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-rows = [l.split() for l in open(out + "/samples.txt")]
-def phase(p):
-    s = [(int(r[2]), float(r[3])) for r in rows if r[0] == p]
-    return max(x[0] for x in s), sum(x[1] for x in s) / len(s), max(x[1] for x in s)
-def lat(p):
-    j = json.load(open(f"{out}/honest-{p}.json"))
-    L = j["latency_ms"]
-    g = lambda m, q: L.get(m, {}).get(q, float("nan"))
-    return j, g
 attack = json.load(open(out + "/attack.json"))
-print(f"| phase | relay RSS peak | relay CPU mean / peak | honest pairs ok / failed | connect p50 / p99 | join p50 / p99 | handshake p50 / p99 |")
-print(f"|---|---|---|---|---|---|---|")
-for p, name in (("base", "honest load alone"), ("attack", f"with {workers} attackers (modp18, full-length)")):
-    rss, cpu, cpupk = phase(p)
-    j, g = lat(p)
-    print(f"| {name} | {rss/1024:.0f} MiB | {cpu:.0f}% / {cpupk:.0f}% of a core | {j['pairs_completed']} / {j['pairs_failed']} | "
-          f"{g('connect','p50'):.1f} / {g('connect','p99'):.1f} ms | {g('join','p50'):.1f} / {g('join','p99'):.1f} ms | {g('handshake','p50'):.1f} / {g('handshake','p99'):.1f} ms |")
+print(header())
+print(row(out, "base", "honest load alone"))
+print(row(out, "attack", f"with {workers} attackers (modp18, full-length)"))
 print()
 print(f"Relay RSS idle {idle/1024:.0f} MiB, peak (VmHWM) over the run {hwm/1024:.0f} MiB.")
 codes = attack["codes"]; secs = attack["seconds"]
 total = sum(codes.values())
 print(f"Attacker: {total} responses in {secs:.0f} s ({total/secs:.0f}/s): " +
       ", ".join(f"{c}: {n}" for c, n in sorted(codes.items())) + f"; transport errors {attack['errors']}.")
-for p in ("base", "attack"):
-    j = json.load(open(f"{out}/honest-{p}.json"))
-    if j.get("errors"):
-        print(f"Honest errors ({p}): {j['errors']}")
+for line in honest_errors(out, ("base", "attack")):
+    print(line)
 EOF
