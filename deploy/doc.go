@@ -1,0 +1,12 @@
+// Package deploy holds no code: its directory keeps the files that put
+// keyrelay behind a reverse proxy (nginx.conf, used by docker-compose.yml,
+// and Caddyfile), and its tests check them with real processes on
+// loopback:
+//
+//   - TestNginx runs Debian's nginx with the shipped nginx.conf (only its
+//     addresses and ports replaced) in front of two keyrelay processes on
+//     one redis-server, and drives Go clients, a browser's WebSocket
+//     handshake and, where Chromium is installed, the chat page through
+//     it. It skips where nginx is not installed, unless
+//     KEYRELAY_REQUIRE_NGINX=1 (as in CI), which makes it fail instead.
+package deploy
