@@ -1229,6 +1229,19 @@ export class Client {
       } catch (e) {
         if ((signal && signal.aborted) || !e || !RETRY_RESUME.has(e.code)) throw e;
         last = e;
+        // A connection the attempt left open is in no room: close it until
+        // the next attempt (sends wait for a resumed connection).
+        const c = this._conn;
+        if (c && c.open && !c.replaced) {
+          c.replaced = true;
+          c.open = false;
+          try {
+            c.ws.close(CloseCode.NORMAL);
+          } catch {
+            // already closed
+          }
+          await this._serial(() => this._onClose(c, CloseCode.NORMAL, "replaced"));
+        }
       }
     }
   }

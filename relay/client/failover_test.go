@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/relay/relaytest"
+	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/session/redistest"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -455,5 +458,48 @@ func TestRestoreBadState(t *testing.T) {
 	legacy := client.State{Version: client.StateVersion, Room: "r", Peer: "p", ResumeToken: "tok", Group: "modp5"}
 	if _, err := client.Restore(ctx, []string{"ws://127.0.0.1:1/v1/ws"}, legacy, nil); !errors.Is(err, client.ErrLegacyGroup) {
 		t.Errorf("Restore of a modp5 room = %v, want ErrLegacyGroup", err)
+	}
+}
+
+// unavailableOnce is a store whose next Reconnect (the store's half of a
+// resume) fails as if Redis were unreachable, once.
+type unavailableOnce struct {
+	session.Store
+	armed atomic.Bool
+}
+
+func (s *unavailableOnce) Reconnect(ctx context.Context, room, peer string, tokenHash [32]byte) (session.Room, error) {
+	if s.armed.Swap(false) {
+		return session.Room{}, fmt.Errorf("test: %w", session.ErrUnavailable)
+	}
+	return s.Store.Reconnect(ctx, room, peer, tokenHash)
+}
+
+// TestResumeRetriesUnavailable: a resume the relay answers with
+// unavailable is tried again after a short wait, and succeeds; nothing is
+// lost.
+func TestResumeRetriesUnavailable(t *testing.T) {
+	store := &unavailableOnce{Store: relaytest.NewMemoryStore()}
+	url := relaytest.NewServer(t, store, relay.Config{}).URL
+	ctx := testContext(t)
+	var seen attempts
+	var cut relaytest.Cutter
+	a := dial(t, ctx, url, &client.Options{OnResumeAttempt: seen.record, HTTPClient: cut.HTTPClient()})
+	b := dial(t, ctx, url, nil)
+	pair(t, ctx, a, b, dh.X25519())
+	cut.Cut()
+	waitDropped(t, ctx, a)
+	send(t, ctx, b, "while away")
+	store.armed.Store(true)
+	if err := a.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	at := seen.get()
+	var re *client.Error
+	if len(at) != 2 || !errors.As(at[1].Err, &re) || re.Code != wire.CodeUnavailable {
+		t.Fatalf("attempts %+v, want a second one after unavailable", at)
+	}
+	if m := receive(t, ctx, a); string(m.Plaintext) != "while away" {
+		t.Fatalf("a received %q", m.Plaintext)
 	}
 }

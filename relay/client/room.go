@@ -299,6 +299,11 @@ func (c *Client) Resume(ctx context.Context) error {
 		if ctx.Err() != nil || !retryable(err) {
 			return err
 		}
+		// A connection the attempt left open is in no room: until the next
+		// attempt, Sends see it down (ErrDisconnected), not not_in_room.
+		if cn := c.current(); cn != nil {
+			cn.shutdown(false)
+		}
 		c.logger.Debug("resume attempt failed", "relay", redactURL(c.urls[i]), "attempt", n, "err", err)
 		last = err
 	}
