@@ -275,3 +275,26 @@ func TestCrossInstanceConcurrentHandshakes(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestResumeGraceIsTheRoomsAcrossInstances: the grace a room frame gives
+// is the room's, fixed when it was created, not the configuration of the
+// instance that answers: a peer resuming on an instance configured
+// otherwise is told the seat's real deadline.
+func TestResumeGraceIsTheRoomsAcrossInstances(t *testing.T) {
+	if os.Getenv(storeEnv) != "" {
+		t.Skip("runs once, in the parent process of TestSuiteOnRedis")
+	}
+	rs := redistest.StartServer(t)
+	prefix := "cluster:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
+	r1 := newRelayOn(t, relaytest.NewRedisStore(t, rs.Addr, prefix), relay.Config{ResumeGrace: 1500 * time.Millisecond})
+	r2 := newRelayOn(t, relaytest.NewRedisStore(t, rs.Addr, prefix), relay.Config{ResumeGrace: time.Minute})
+	a := r1.dial(t)
+	a.send(map[string]any{"type": "create", "group": "x25519"})
+	created := a.expect(wire.TypeRoom)
+	a.ws.CloseNow()
+	a2 := r2.dial(t)
+	a2.send(map[string]any{"type": "resume", "room": created.str("room"), "peer": created.str("peer"), "resume_token": created.str("resume_token")})
+	if got := a2.expect(wire.TypeRoom).num("resume_grace_ms"); got != 1500 {
+		t.Errorf("resume on the other instance: resume_grace_ms %d, want the room's 1500", got)
+	}
+}

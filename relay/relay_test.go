@@ -380,6 +380,40 @@ func TestResumeExpired(t *testing.T) {
 	c.expect(wire.TypeRoom)
 }
 
+// TestRoomFrameResumeGrace: the room frame says how long the relay keeps
+// a dropped member's seat (resume_grace_ms), in the replies to create,
+// join and resume alike: the configured grace, 2 minutes by default.
+func TestRoomFrameResumeGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration
+		want  uint64
+	}{
+		{"default", 0, 120000},
+		{"configured", 1500 * time.Millisecond, 1500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newRelay(t, relay.Config{ResumeGrace: tc.grace})
+			a, b := tr.dial(t), tr.dial(t)
+			a.send(map[string]any{"type": "create", "group": "x25519"})
+			created := a.expect(wire.TypeRoom)
+			b.send(map[string]any{"type": "join", "room": created.str("room")})
+			joined := b.expect(wire.TypeRoom)
+			a.expect(wire.TypePeerJoined)
+			b.ws.CloseNow()
+			a.expect(wire.TypePeerLeft)
+			b2 := tr.dial(t)
+			b2.send(map[string]any{"type": "resume", "room": created.str("room"), "peer": joined.str("peer"), "resume_token": joined.str("resume_token")})
+			resumed := b2.expect(wire.TypeRoom)
+			for _, f := range []frame{created, joined, resumed} {
+				if got := f.num("resume_grace_ms"); got != tc.want {
+					t.Errorf("room frame %v: resume_grace_ms %d, want %d", f, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
 // TestRoomKeptAliveWhileConnected: a connected member keeps its room alive
 // through pings even when nobody sends a frame.
 func TestRoomKeptAliveWhileConnected(t *testing.T) {

@@ -89,6 +89,7 @@ func (c *conn) entered(e entry) {
 	c.send(&wire.ServerFrame{
 		Type: wire.TypeRoom, ID: e.frame.ID, Room: room.ID, Peer: e.peer, ResumeToken: e.token,
 		Group: &group, Peers: len(room.Members), Resumed: &resumed,
+		ResumeGraceMS: room.Config.ResumeGrace.Milliseconds(),
 	})
 	if hasOther && other.PublicKey != "" {
 		c.sendPeerKey(other.PublicKey, group)

@@ -17,7 +17,7 @@
 
 import {
   Client, CloseCode, Code, DEFAULT_GROUP, DHCode, FALLBACK_GROUP, GROUPS, LEGACY_GROUPS, LocalCode, Reason,
-  isGroupSupported, relayURLFromLocation,
+  isGroupSupported, relayURLs,
 } from "./keyrelay.js";
 
 const $ = (id) => document.getElementById(id);
@@ -50,7 +50,10 @@ const STATES = {
   "peer-left": "The other person left the room.",
   "invalid-key": "The other person's key is invalid or changed. This room is not safe: start a new one.",
   "room-full": "This room already has two people. Ask for a new link.",
-  reconnecting: "Connection lost. Reconnecting…",
+  reconnecting: ({ relay, left }) => (relay
+    ? `Connection lost. Reconnecting through ${relay}… (the relay keeps your place ${left} more)`
+    : "Connection lost. Reconnecting…"),
+  lost: "The connection could not be restored while the relay kept your place. Start a new room.",
   expired: "This room has expired or no longer exists. Start a new one.",
   left: "You left the room.",
   "bad-link": "This link is not a valid room link. Check it, or start a new room.",
@@ -61,7 +64,7 @@ const STATES = {
 };
 
 // States after which the room cannot be used any more.
-const FINAL = new Set(["invalid-key", "room-full", "expired", "left", "bad-link", "group-changed", "weak-group", "superseded", "error"]);
+const FINAL = new Set(["invalid-key", "room-full", "expired", "lost", "left", "bad-link", "group-changed", "weak-group", "superseded", "error"]);
 
 /** The page's state; only this module's functions change it. */
 const app = {
@@ -259,6 +262,7 @@ function handleError(e) {
   const code = e && e.code;
   if (code === LocalCode.DISCONNECTED) return; // the "closed" event starts a resume
   if (code === LocalCode.CLOSED || code === LocalCode.ABORTED) return;
+  if (code === LocalCode.RESUME_GAVE_UP) return setState("lost");
   if (FINAL.has(app.state)) return; // already said why (a refusal is also an "error" event)
   if (refuseGroup(e)) return;
   if (isKeyError(e)) return setState("invalid-key");
@@ -330,6 +334,11 @@ function onEvent(ev) {
       else if (ev.code === Code.UNAVAILABLE) system("The relay is having trouble; retrying…");
       else if (!FINAL.has(app.state)) refuseGroup(ev);
       break;
+    case "reconnecting":
+      // resume() is about to try a relay: say which, and for how long
+      // it will go on trying.
+      if (!FINAL.has(app.state)) setState("reconnecting", { relay: relayName(ev.url), left: duration(ev.leftMs) });
+      break;
     case "closed":
       if (FINAL.has(app.state)) break;
       if (ev.final || ev.code === CloseCode.SUPERSEDED) {
@@ -342,48 +351,52 @@ function onEvent(ev) {
   }
 }
 
-// The errors of resume() after which trying again may succeed.
-const RETRY_RESUME = new Set([LocalCode.CONNECT_FAILED, LocalCode.DISCONNECTED, Code.UNAVAILABLE, Code.RATE_LIMITED]);
+// relayName is how the page names a relay: its host (and port).
+function relayName(url) {
+  try {
+    return new URL(url).host;
+  } catch {
+    return "the relay";
+  }
+}
 
-// reconnect resumes the room after the connection dropped, with backoff,
-// for as long as the relay may keep the place (its grace period, 2 minutes
-// by default).
+// duration says a number of milliseconds as "1 min 52 s" or "40 s".
+function duration(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
+// reconnect resumes the room after the connection dropped. keyrelay.js
+// tries every relay the page knows, with backoff, for as long as the relay
+// keeps the place (its grace period, 2 minutes by default), and reports
+// each attempt ("reconnecting" events, shown by onEvent).
 async function reconnect() {
   if (app.reconnecting) return;
   app.reconnecting = true;
-  const deadline = Date.now() + 150_000;
-  let delay = 250;
-  for (let attempt = 1; ; attempt++) {
-    setState("reconnecting", attempt > 1 ? `(attempt ${attempt})` : "");
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 8000);
-    try {
-      const room = await app.client.resume();
-      app.reconnecting = false;
-      if (!app.handshakeDone) return handshake();
-      setState(room.peers < 2 ? "peer-dropped" : "chat");
-      return;
-    } catch (e) {
-      if (e && e.code === LocalCode.CLOSED) {
-        app.reconnecting = false;
-        return;
-      }
-      if (!e || !RETRY_RESUME.has(e.code)) {
-        // The place is gone, taken by another tab, or the group refused.
-        app.reconnecting = false;
-        return handleError(e);
-      }
-      if (Date.now() > deadline) {
-        app.reconnecting = false;
-        return setState("expired");
-      }
-    }
+  setState("reconnecting");
+  try {
+    const room = await app.client.resume();
+    if (!app.handshakeDone) return handshake();
+    setState(room.peers < 2 ? "peer-dropped" : "chat");
+  } catch (e) {
+    // The place is gone, taken by another tab, the group refused, or the
+    // grace period over (resume_gave_up).
+    handleError(e);
+  } finally {
+    app.reconnecting = false;
   }
+}
+
+// The relays of this page: its own, then the other instances the page's
+// <meta name="keyrelay-relays"> lists, to fail over to.
+function pageRelays() {
+  const meta = document.querySelector('meta[name="keyrelay-relays"]');
+  return relayURLs(location, meta ? meta.content : "");
 }
 
 async function connect() {
   setState("connecting");
-  const c = await Client.connect(relayURLFromLocation(location), { group: app.x25519 ? DEFAULT_GROUP : FALLBACK_GROUP });
+  const c = await Client.connect(pageRelays(), { group: app.x25519 ? DEFAULT_GROUP : FALLBACK_GROUP });
   app.client = c;
   c.onevent = onEvent;
   return c;

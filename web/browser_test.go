@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -125,16 +126,21 @@ func TestBrowserChat(t *testing.T) {
 		t.Log("updated docs/screenshot-chat.png")
 	}
 
-	// The relay restarts: both pages show that they reconnect, resume
-	// by themselves, and the chat goes on.
-	const recordStates = `window.seenStates = [];
-		new MutationObserver(() => window.seenStates.push(document.body.dataset.state))
-			.observe(document.body, {attributes: true, attributeFilter: ["data-state"]}); "ok"`
+	// The relay restarts: both pages show that they reconnect, which
+	// relay they try and how long it keeps their place, resume by
+	// themselves, and the chat goes on.
+	const recordStates = `window.seenStates = []; window.seenStatus = [];
+		new MutationObserver(() => {
+			window.seenStates.push(document.body.dataset.state);
+			window.seenStatus.push(document.getElementById("status").textContent);
+		}).observe(document.body, {attributes: true, attributeFilter: ["data-state"]}); "ok"`
 	a.eval(recordStates)
 	b.eval(recordStates)
 	tr.restart(t)
+	host := strings.TrimPrefix(base, "http://")
 	for _, p := range []*page{a, b} {
 		p.waitFor("reconnecting", `window.seenStates.includes("reconnecting")`)
+		p.waitFor("the relay tried and the time left", `window.seenStatus.some((s) => /^Connection lost\. Reconnecting through `+regexp.QuoteMeta(host)+`… \(the relay keeps your place (2 min 0|1 min \d+) s more\)$/.test(s))`)
 		p.waitState("chat")
 	}
 	afterA, afterB := "after the restart, from A", "after the restart, from B"

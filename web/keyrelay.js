@@ -54,6 +54,7 @@ export const LocalCode = Object.freeze({
   BAD_MESSAGE: "bad_message", // an "error" event: a message that could not be opened
   GROUP_CHANGED: "group_changed", // the relay reported a group other than the one the client pinned
   SUPERSEDED: "superseded", // close 4409: another connection resumed this place; do not resume
+  RESUME_GAVE_UP: "resume_gave_up", // resume() tried every URL until the relay's grace period for the seat passed
 });
 
 /**
@@ -71,6 +72,31 @@ const ACK_DELAY_MS = 200; // else ack after this delay, covering every message s
 const RESEND_DELAY_MS = 500; // after "unavailable", the first wait before sending the same body again
 const RESEND_MAX_DELAY_MS = 4000; // and the longest, doubling from the first
 
+/** The resume grace period assumed when the relay's room frame gives none: the relay's default, 2 minutes. */
+export const DEFAULT_RESUME_GRACE_MS = 120_000;
+/** resume()'s wait before its first retry after a round of every URL (ms); it doubles each time… */
+export const RESUME_BACKOFF_MIN_MS = 100;
+/** …up to this (ms); each wait is varied at random by ±20%. */
+export const RESUME_BACKOFF_MAX_MS = 5000;
+const RESUME_JITTER = 0.2;
+
+/**
+ * The wait after the k-th retry round of resume() (k >= 1): 100 ms doubling
+ * up to 5 s, ±20% at random, so that the clients of a stopped instance do
+ * not all come back at the same instant.
+ * @param {number} k
+ * @param {() => number} [random=Math.random]
+ * @returns {number} milliseconds
+ */
+export function resumeBackoffMs(k, random = Math.random) {
+  const base = Math.min(RESUME_BACKOFF_MIN_MS * 2 ** Math.min(k - 1, 16), RESUME_BACKOFF_MAX_MS);
+  return base * (1 - RESUME_JITTER + 2 * RESUME_JITTER * random());
+}
+
+// The errors of one resume attempt after which another attempt, perhaps on
+// another instance, may succeed.
+const RETRY_RESUME = new Set([LocalCode.CONNECT_FAILED, LocalCode.DISCONNECTED, LocalCode.ABORTED, Code.UNAVAILABLE, Code.RATE_LIMITED, Code.JOIN_RATE_LIMITED, Code.INTERNAL]);
+
 // ---------------------------------------------------------------------------
 // Client (the protocol of §1-§4, like Go's relay/client)
 
@@ -83,6 +109,24 @@ const RESEND_MAX_DELAY_MS = 4000; // and the longest, doubling from the first
 export function relayURLFromLocation(loc = globalThis.location) {
   if (!loc || !loc.host) throw fail(LocalCode.CONNECT_FAILED, "no location to derive the relay URL from");
   return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}${PATH}`;
+}
+
+/**
+ * The relay URLs for a page the relay serves: the page's own relay
+ * (relayURLFromLocation) first, then the other instances listed in
+ * `others`, a string of ws: or wss: URLs separated by spaces or commas (a
+ * page's <meta name="keyrelay-relays" content="…">). Other entries and
+ * repeats are dropped.
+ * @param {{protocol: string, host: string}} [loc=globalThis.location]
+ * @param {string} [others=""]
+ * @returns {string[]}
+ */
+export function relayURLs(loc = globalThis.location, others = "") {
+  const urls = [relayURLFromLocation(loc)];
+  for (const u of String(others || "").split(/[\s,]+/)) {
+    if (/^wss?:\/\/[^\s/]+/.test(u) && !urls.includes(u)) urls.push(u);
+  }
+  return urls;
 }
 
 
@@ -114,6 +158,12 @@ function checkAllowed(group, allowLegacy) {
   if (LEGACY_GROUPS.includes(group) && !allowLegacy) {
     throw fail(Code.GROUP_NOT_ALLOWED, `${group} is a legacy group, below the minimum this client accepts (allowLegacyGroups is not set)`, { got: group });
   }
+}
+
+/** The resume grace period a room frame gives (ms), or the default. */
+function graceOf(f) {
+  const ms = Number(f.resume_grace_ms);
+  return Number.isFinite(ms) && ms > 0 ? ms : DEFAULT_RESUME_GRACE_MS;
 }
 
 function newPeerState() {
@@ -152,12 +202,20 @@ function newPeerState() {
  *   resume(), unless final is true: close code 4409 (CloseCode.SUPERSEDED),
  *   another connection resumed this client's place, so this client is in no
  *   room any more and resume() rejects with code "superseded"
+ * - `{type: "reconnecting", url, attempt, leftMs, error}`: resume() is
+ *   about to try url (its attempt-th try; the relay keeps the seat leftMs
+ *   longer; error is the previous attempt's code, null for the first)
  *
  * Read them with `on(type, fn)` (type "*" for all), the `onevent` property,
  * or `for await (const ev of client)`. Events that arrive while nobody
  * listens wait until a listener or iterator is attached. Messages are
  * acknowledged once handed to the application, in batches (acks count
  * against the relay's rate limit).
+ *
+ * Failover: give connect() the URLs of several instances of one relay
+ * (sharing one store); resume() tries them in turn with jittered backoff
+ * for as long as the relay keeps the seat (the grace period its room frame
+ * gives, 2 minutes by default), and reports each attempt.
  *
  * Requests (create, join, handshake, send, resume, leave) reject with a
  * KeyrelayError; for a relay error frame, `.code` is the relay's code and
@@ -166,8 +224,9 @@ function newPeerState() {
  */
 export class Client {
   /** Use Client.connect. */
-  constructor(url, opts) {
-    this._url = url;
+  constructor(urls, opts) {
+    this._urls = urls; // the relay's instances, tried in turn by resume()
+    this._urlIdx = 0; // the index of the current (or last) connection's URL
     this._WS = opts.WebSocket;
     this._protocols = opts.protocols;
     this._defaultGroup = opts.group;
@@ -195,7 +254,10 @@ export class Client {
   /**
    * Connects to the relay's WebSocket endpoint (for instance
    * "ws://localhost:8080/v1/ws"), offering the keyrelay.v1 subprotocol.
-   * @param {string} url
+   * Given several URLs (instances of one relay sharing one store), it
+   * connects to the first that answers, each tried once in order, and
+   * resume() tries them all in turn.
+   * @param {string|string[]} url one URL, or several
    * @param {object} [opts]
    * @param {Function} [opts.WebSocket=globalThis.WebSocket] a WHATWG-style
    *   WebSocket constructor (new WebSocket(url, protocols))
@@ -207,10 +269,11 @@ export class Client {
    *   (LEGACY_GROUPS: modp5) in create, join, share links and the relay's
    *   frames; without it they are refused with group_not_allowed
    * @param {number} [opts.maxFrameSize=65536] the relay's frame-size limit
-   * @param {number} [opts.connectTimeoutMs=10000]
+   * @param {number} [opts.connectTimeoutMs=10000] bounds each connection
+   *   attempt, and in resume() each attempt's resume reply
    * @returns {Promise<Client>}
-   * @throws {KeyrelayError} connect_failed; unknown_group or
-   *   group_not_allowed for opts.group
+   * @throws {KeyrelayError} connect_failed (with every URL's reason);
+   *   unknown_group or group_not_allowed for opts.group
    */
   static async connect(url, opts = {}) {
     const o = {
@@ -223,18 +286,34 @@ export class Client {
     };
     if (typeof o.WebSocket !== "function") throw fail(LocalCode.CONNECT_FAILED, "no WebSocket implementation: pass one as opts.WebSocket");
     checkAllowed(o.group, o.allowLegacyGroups);
-    const c = new Client(url, o);
-    c._conn = await c._dial();
-    return c;
+    const urls = (Array.isArray(url) ? url : [url]).map(String);
+    if (urls.length === 0) throw fail(LocalCode.CONNECT_FAILED, "no relay URL");
+    const c = new Client(urls, o);
+    const reasons = [];
+    for (let i = 0; i < urls.length; i++) {
+      try {
+        c._conn = await c._dial(urls[i]);
+        c._urlIdx = i;
+        return c;
+      } catch (e) {
+        reasons.push(`${urls[i]}: ${e.message.replace(/^keyrelay: [a-z_]+: /, "")}`);
+      }
+    }
+    throw fail(LocalCode.CONNECT_FAILED, reasons.join("; "));
+  }
+
+  /** The URL of the relay the client is connected to, or was last. @type {string} */
+  get url() {
+    return this._urls[this._urlIdx];
   }
 
   // -- connection ----------------------------------------------------------
 
-  _dial() {
+  _dial(url) {
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new this._WS(this._url, this._protocols);
+        ws = new this._WS(url, this._protocols);
       } catch (e) {
         reject(fail(LocalCode.CONNECT_FAILED, e && e.message ? e.message : "WebSocket constructor failed"));
         return;
@@ -339,6 +418,7 @@ export class Client {
         this._room = null;
       }
     }
+    if (current && this._room && this._room.droppedAt === null) this._room.droppedAt = Date.now(); // the seat's grace runs from here
     this._changed(); // sends waiting for a connection (send()) look again
     if (current) {
       this._emit({ type: "closed", code, reason: reason || "", final: superseded }, null);
@@ -646,7 +726,8 @@ export class Client {
 
   /**
    * Calls handler for every event of type ("message", "peer_joined",
-   * "peer_left", "peer_key", "error", "closed", or "*" for all).
+   * "peer_left", "peer_key", "error", "closed", "reconnecting", or "*" for
+   * all).
    * @param {string} type
    * @param {(ev: object) => void} handler
    * @returns {() => void} a function that removes the handler
@@ -762,12 +843,14 @@ export class Client {
   // -- requests ----------------------------------------------------------------
 
   /**
-   * The client's room, or null outside one.
-   * @returns {{room: string, peer: string, group: string|null, peers: number} | null}
+   * The client's room, or null outside one. resumeGraceMs is how long the
+   * relay keeps the seat after a drop, as its room frame said
+   * (DEFAULT_RESUME_GRACE_MS if it did not): how long resume() tries.
+   * @returns {{room: string, peer: string, group: string|null, peers: number, resumeGraceMs: number} | null}
    */
   get room() {
     const rs = this._room;
-    return rs ? { room: rs.id, peer: rs.peerID, group: rs.group, peers: rs.peers } : null;
+    return rs ? { room: rs.id, peer: rs.peerID, group: rs.group, peers: rs.peers, resumeGraceMs: rs.graceMs } : null;
   }
 
   /** The completed handshake, or null. @returns {{group, safetyNumber, peerPublicKey, publicKey} | null} */
@@ -788,6 +871,8 @@ export class Client {
       conn: null, // the connection on which the client is in the room
       priv: null, keySent: false, keyStored: false, peer: newPeerState(), expired: false,
       lastSeq: 0, delivered: 0, acked: 0,
+      graceMs: graceOf(f), // the room's resume grace period
+      droppedAt: null, // when the connection holding the seat ended (Date.now()); null while connected
     };
   }
 
@@ -1089,8 +1174,23 @@ export class Client {
    * client is in no room. The room's group must still be the pinned one
    * (else group_changed). After close 4409 (superseded) it rejects with
    * code "superseded" without dialling: a newer connection has the place.
+   *
+   * It tries the client's URLs (see connect) in turn, starting with the one
+   * it was connected to: one round at once, then one attempt after each wait
+   * of 100 ms, doubling up to 5 s, ±20% at random (resumeBackoffMs), each
+   * attempt bounded by connectTimeoutMs, for as long as the relay keeps the
+   * seat: the room's resume grace period (room.resumeGraceMs), counted from
+   * when the client saw its connection end; every URL is tried at least
+   * once. Before each attempt it emits `{type: "reconnecting", url, attempt,
+   * leftMs, error}` (error: the previous attempt's code, or null), so a page
+   * can show which relay it tries and for how long it will go on. Attempts
+   * that failed with connect_failed, disconnected, a timeout, unavailable,
+   * rate_limited, join_rate_limited or internal are tried again; any other
+   * error rejects at once. Once the grace period has passed it rejects with
+   * resume_gave_up (err.cause: the last attempt's error); the client stays
+   * in the room and resume() may be called again.
    * @param {{signal?: AbortSignal}} [opts]
-   * @returns {Promise<{room: string, peer: string, group: string|null, peers: number}>}
+   * @returns {Promise<{room: string, peer: string, group: string|null, peers: number, resumeGraceMs: number}>}
    */
   resume({ signal } = {}) {
     if (!this._resuming) {
@@ -1106,8 +1206,50 @@ export class Client {
     if (this._superseded) throw this._superseded;
     const rs = this._room;
     if (!rs) throw fail(Code.NOT_IN_ROOM, "not in a room");
+    if (rs.droppedAt === null) rs.droppedAt = Date.now(); // still connected: the drop is now
+    const deadline = rs.droppedAt + rs.graceMs;
+    const n0 = this._urls.length;
+    const first = this._urlIdx;
+    let last = null;
+    for (let n = 1; ; n++) {
+      let left = deadline - Date.now();
+      if (n > n0) {
+        if (left <= 0) {
+          throw fail(LocalCode.RESUME_GAVE_UP,
+            `gave up after ${n - 1} attempts: the relay keeps a seat ${Math.round(rs.graceMs / 1000)} s after a drop (last: ${last && last.message})`, { cause: last });
+        }
+        await sleep(Math.min(resumeBackoffMs(n - n0), left), signal);
+        left = deadline - Date.now();
+      }
+      if (this._closed) throw fail(LocalCode.CLOSED, "the client was closed");
+      const i = (first + n - 1) % n0;
+      this._emit({ type: "reconnecting", url: this._urls[i], attempt: n, leftMs: Math.max(left, 0), error: last ? last.code : null }, null);
+      try {
+        return await this._resumeOnce(rs, i, signal);
+      } catch (e) {
+        if ((signal && signal.aborted) || !e || !RETRY_RESUME.has(e.code)) throw e;
+        last = e;
+        // A connection the attempt left open is in no room: close it until
+        // the next attempt (sends wait for a resumed connection).
+        const c = this._conn;
+        if (c && c.open && !c.replaced) {
+          c.replaced = true;
+          c.open = false;
+          try {
+            c.ws.close(CloseCode.NORMAL);
+          } catch {
+            // already closed
+          }
+          await this._serial(() => this._onClose(c, CloseCode.NORMAL, "replaced"));
+        }
+      }
+    }
+  }
+
+  /** One attempt of resume(), on this._urls[i]. */
+  async _resumeOnce(rs, i, signal) {
     const old = this._conn;
-    if (old) {
+    if (old && !old.replaced) {
       old.replaced = true;
       old.open = false;
       try {
@@ -1118,28 +1260,39 @@ export class Client {
       // Requests on the old connection get no reply now.
       await this._serial(() => this._onClose(old, CloseCode.NORMAL, "replaced"));
     }
-    const conn = await this._dial();
+    const conn = await this._dial(this._urls[i]);
     if (this._closed) {
       conn.ws.close(CloseCode.NORMAL);
       throw fail(LocalCode.CLOSED, "the client was closed");
     }
     this._conn = conn;
+    this._urlIdx = i;
     const frame = { type: FrameType.RESUME, room: rs.id, peer: rs.peerID, resume_token: rs.token };
     if (rs.lastSeq > 0) frame.last_seq = rs.lastSeq;
+    // The attempt's reply is awaited for connectTimeoutMs at most.
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(), this._connectTimeoutMs);
+    const onAbort = () => attempt.abort();
+    if (signal) signal.addEventListener("abort", onAbort, { once: true });
     try {
       await this._start(frame, (f) => {
         if (rs.err) throw rs.err;
         rs.peers = Number(f.peers) || rs.peers;
+        if (f.resume_grace_ms !== undefined) rs.graceMs = graceOf(f);
+        rs.droppedAt = null;
         this._room = rs;
         rs.conn = this._conn;
         this._pinGroup(rs, f.group, FrameType.ROOM, false);
-      }, signal);
+      }, attempt.signal);
     } catch (e) {
       if (e.fromRelay && (e.code === Code.RESUME_EXPIRED || e.code === Code.ROOM_NOT_FOUND) && this._room === rs) {
         this._room = null; // the place is gone
         this._changed();
       }
       throw e;
+    } finally {
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener("abort", onAbort);
     }
     // Messages delivered but not acknowledged before the drop, and the last
     // ack again: written just before the drop, it may have been lost, and

@@ -38,4 +38,11 @@ type ServerFrame struct {
 	PublicKey   string          `json:"public_key,omitempty"`
 	Seq         uint64          `json:"seq,omitempty"`
 	Body        string          `json:"body,omitempty"`
+
+	// ResumeGraceMS, in a room frame, is the room's resume grace period in
+	// milliseconds: how long the relay keeps the member's seat after its
+	// connection drops (docs/protocol.md §3.8). A client retries its
+	// resume, across instances, for that long after a drop. Zero (absent)
+	// from a relay older than the field: assume 2 minutes.
+	ResumeGraceMS int64 `json:"resume_grace_ms,omitempty"`
 }

@@ -20,36 +20,65 @@
 // call): if the numbers differ, someone replaced a key in transit. After
 // that each line typed is sent as an encrypted message (a line typed
 // before the key exchange is complete is not sent), and each line received
-// is printed as "peer: text". When the connection drops, it resumes by
-// itself (a few tries, with backoff); a message whose delivery was not
-// confirmed is sent again, and shown once. End of input (Ctrl-D) leaves
-// the room and exits, also while it waits for the other person; Ctrl-C
-// quits without leaving, so the other person sees a drop.
+// is printed as "peer: text". End of input (Ctrl-D) leaves the room and
+// exits, also while it waits for the other person; Ctrl-C quits without
+// leaving, so the other person sees a drop.
+//
+// # Failover and restarts
+//
+// --url takes several URLs of one relay service (instances sharing one
+// Redis), comma-separated or repeated: it connects to the first that
+// answers. When the connection drops, it resumes by itself, trying the
+// URLs in turn with growing waits (100 ms doubling to 5 s, ±20%), for as
+// long as the relay keeps its seat (the grace period the relay gave, 2
+// minutes by default), and prints each attempt ("* trying URL (1m52s
+// left)"); a message whose delivery was not confirmed is sent again, and
+// shown once.
+//
+// With --state FILE it keeps in FILE what taking its seat back needs,
+// written after it enters the room and after every change that matters
+// (its key, the handshake, each message sent or processed), atomically
+// (a new file renamed over the old) and readable by the user only (mode
+// 0600; a FILE readable by others is refused). The file holds the private
+// key of the conversation and the seat's resume token: keep it secret. On
+// start, if FILE exists, it takes that seat back instead of creating or
+// joining (with --room, FILE must be for that room), so a keyrelay-chat
+// that was stopped or killed comes back to its conversation within the
+// grace period: the messages sent meanwhile arrive, none twice, and its
+// encryption counters go on where they were (a counter is saved before a
+// message sealed with it leaves, so none is ever used twice). Leaving the
+// room (end of input), or losing the seat for good, removes FILE. Two
+// keyrelay-chat processes cannot use one FILE at once (FILE.lock is
+// locked); never copy FILE to run the same seat twice.
 //
 // Every flag can also be set with an environment variable (the flag wins):
 //
-//	--url                  KEYRELAY_CHAT_URL                   the relay's WebSocket URL (default "ws://localhost:8080/v1/ws")
+//	--url                  KEYRELAY_CHAT_URL                   the relay's WebSocket URL, or several, comma-separated (default "ws://localhost:8080/v1/ws")
 //	--group                KEYRELAY_CHAT_GROUP                 the group of a new room (default "x25519"), or the group a joined room must have (default: any but legacy)
 //	--room                 KEYRELAY_CHAT_ROOM                  the room to join (default: create one)
+//	--state                KEYRELAY_CHAT_STATE                 the file that keeps the seat across restarts (default: none)
 //	--allow-legacy-groups  KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS   accept modp5 (default false)
 //
 // # Output
 //
 // Scripts may parse what it prints. On standard output, one line per
 // event, exactly as follows (ROOM is a room ID, GROUP a group name such as
-// x25519, URL the --url value, KEY-GROUP the group of the key exchange,
-// NNNNN five digits, TEXT the peer's line with control characters and
-// invalid UTF-8 replaced by U+FFFD, REASON a message from the relay or an
-// error):
+// x25519, URLS the --url value (its URLs comma-separated), URL one relay
+// URL, LEFT how long the relay keeps the seat yet (such as 1m52s),
+// KEY-GROUP the group of the key exchange, NNNNN five digits, TEXT the
+// peer's line with control characters and invalid UTF-8 replaced by
+// U+FFFD, REASON a message from the relay or an error):
 //
 //	On standard output:
 //	* room ROOM created (GROUP)
 //	* the other person runs:
-//	    keyrelay-chat --url URL --group GROUP --room ROOM
-//	    keyrelay-chat --url URL --group GROUP --room ROOM --allow-legacy-groups
+//	    keyrelay-chat --url URLS --group GROUP --room ROOM
+//	    keyrelay-chat --url URLS --group GROUP --room ROOM --allow-legacy-groups
 //	* waiting for them to join
 //	* joined room ROOM (GROUP)
 //	* joined room ROOM (group not fixed yet)
+//	* took my seat back in room ROOM (GROUP)
+//	* took my seat back in room ROOM (group not fixed yet)
 //	* my public key (KEY-GROUP) is at the relay
 //	* received the other person's public key
 //	* handshake complete (KEY-GROUP); messages are end-to-end encrypted
@@ -64,7 +93,9 @@
 //	* not sent: nobody to send to yet
 //	* not sent: REASON
 //	* connection lost; reconnecting
-//	* reconnected
+//	* trying URL (LEFT left)
+//	* reconnected to URL
+//	* state not saved: REASON
 //	* a message could not be decrypted and was dropped
 //	* relay: REASON
 //	* key exchange failed: REASON
@@ -73,8 +104,9 @@
 //	* bye
 //
 // The creator prints the first four lines (the join command in its second
-// form for a legacy group), the joiner one "joined" line; "* bye" is the
-// last line after end of input. A new person taking the place of one who
+// form for a legacy group), the joiner one "joined" line, and one that
+// took its seat back from --state one "took my seat back" line (after
+// "trying" lines); "* bye" is the last line after end of input. A new person taking the place of one who
 // left or did not come back brings a new key exchange: the key, handshake
 // and safety-number lines again.
 //
@@ -84,6 +116,7 @@
 //	keyrelay-chat: the relay changed the group from x25519 to modp5; refusing
 //	keyrelay-chat: the group modp5 is a legacy group; refusing (--allow-legacy-groups allows it)
 //	keyrelay-chat: another connection took this chat's place in the room (close 4409); not reconnecting
+//	keyrelay-chat: the seat is lost: ... (the state file was removed; run again to start afresh)
 //
 // and the usage on a flag error or --help.
 //
@@ -126,11 +159,45 @@ func main() {
 
 // config is the program's configuration, from flags and the environment.
 type config struct {
-	url         string
+	urls        []string // at least one
 	group       string
 	groupSet    bool // --group or KEYRELAY_CHAT_GROUP was given: a joiner pins it
 	room        string
+	state       string // --state: the state file, "" for none
 	allowLegacy bool
+}
+
+// urlList is --url's value: URLs, comma-separated or repeated. The first
+// use of the flag replaces the default.
+type urlList struct {
+	urls []string
+	set  bool
+}
+
+func (l *urlList) String() string { return strings.Join(l.urls, ",") }
+
+func (l *urlList) Set(v string) error {
+	if !l.set {
+		l.urls, l.set = nil, true
+	}
+	urls := splitURLs(v)
+	if len(urls) == 0 {
+		return errors.New("no URL")
+	}
+	l.urls = append(l.urls, urls...)
+	return nil
+}
+
+// splitURLs splits a comma-separated list of URLs, dropping spaces and
+// empty entries.
+func splitURLs(v string) []string {
+	var urls []string
+	for u := range strings.SplitSeq(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }
 
 // The lines printed on standard output (see the package doc, which lists
@@ -144,6 +211,8 @@ const (
 	lineWaiting       = "* waiting for them to join\n"
 	lineJoined        = "* joined room %s (%s)\n"
 	lineJoinedNoGroup = "* joined room %s (group not fixed yet)\n"
+	lineRestored      = "* took my seat back in room %s (%s)\n"
+	lineRestoredNoGrp = "* took my seat back in room %s (group not fixed yet)\n"
 	lineKeySent       = "* my public key (%s) is at the relay\n"
 	linePeerKey       = "* received the other person's public key\n"
 	lineHandshake     = "* handshake complete (%s); messages are end-to-end encrypted\n"
@@ -158,7 +227,9 @@ const (
 	lineNobody        = "* not sent: nobody to send to yet\n"
 	lineNotSent       = "* not sent: %s\n"
 	lineConnLost      = "* connection lost; reconnecting\n"
-	lineReconnected   = "* reconnected\n"
+	lineTrying        = "* trying %s (%s left)\n"
+	lineReconnected   = "* reconnected to %s\n"
+	lineStateNotSaved = "* state not saved: %v\n"
 	lineBadMessage    = "* a message could not be decrypted and was dropped\n"
 	lineRelay         = "* relay: %s\n"
 	lineRekeyFailed   = "* key exchange failed: %v\n"
@@ -175,11 +246,13 @@ var outputLines = []struct {
 }{
 	{lineCreated, []any{"ROOM", "GROUP"}},
 	{lineJoinHint, nil},
-	{lineJoinCommand, []any{"URL", "GROUP", "ROOM"}},
-	{lineJoinLegacy, []any{"URL", "GROUP", "ROOM"}},
+	{lineJoinCommand, []any{"URLS", "GROUP", "ROOM"}},
+	{lineJoinLegacy, []any{"URLS", "GROUP", "ROOM"}},
 	{lineWaiting, nil},
 	{lineJoined, []any{"ROOM", "GROUP"}},
 	{lineJoinedNoGroup, []any{"ROOM"}},
+	{lineRestored, []any{"ROOM", "GROUP"}},
+	{lineRestoredNoGrp, []any{"ROOM"}},
 	{lineKeySent, []any{"KEY-GROUP"}},
 	{linePeerKey, nil},
 	{lineHandshake, []any{"KEY-GROUP"}},
@@ -194,7 +267,9 @@ var outputLines = []struct {
 	{lineNobody, nil},
 	{lineNotSent, []any{"REASON"}},
 	{lineConnLost, nil},
-	{lineReconnected, nil},
+	{lineTrying, []any{"URL", "LEFT"}},
+	{lineReconnected, []any{"URL"}},
+	{lineStateNotSaved, []any{"REASON"}},
 	{lineBadMessage, nil},
 	{lineRelay, []any{"REASON"}},
 	{lineRekeyFailed, []any{"REASON"}},
@@ -214,6 +289,11 @@ but a legacy one (modp5, allowed by --allow-legacy-groups). Lines typed are
 sent end-to-end encrypted once the key exchange is complete; compare the
 safety number over another channel. End of input (Ctrl-D) leaves the room
 and exits 0, also while waiting for the other person.
+
+With several --url (instances of one relay), a dropped connection is
+resumed on any of them, for as long as the relay keeps the seat. With
+--state FILE, a restarted keyrelay-chat takes its seat back from FILE
+(mode 0600; it holds the conversation's private key: keep it secret).
 
 Flags (each also read from its environment variable; the flag wins):
 `
@@ -238,6 +318,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return def
 	}
 	var c config
+	urls := urlList{urls: splitURLs(env("KEYRELAY_CHAT_URL", "ws://localhost:8080/v1/ws"))}
 	allowEnv := false
 	if v := getenv("KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -249,15 +330,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("keyrelay-chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printUsage(fs, stderr) }
-	fs.StringVar(&c.url, "url", env("KEYRELAY_CHAT_URL", "ws://localhost:8080/v1/ws"), "the relay's WebSocket `URL` (env KEYRELAY_CHAT_URL)")
+	fs.Var(&urls, "url", "the relay's WebSocket `URL`s: several instances of one relay, comma-separated or repeated, tried in turn (env KEYRELAY_CHAT_URL)")
 	fs.StringVar(&c.group, "group", env("KEYRELAY_CHAT_GROUP", "x25519"), "`GROUP` of a new room: x25519, p256, modp14 … modp18; with --room, the group the room must have, and if not set any group but a legacy one (env KEYRELAY_CHAT_GROUP)")
 	fs.StringVar(&c.room, "room", env("KEYRELAY_CHAT_ROOM", ""), "`ROOM` ID to join; empty creates a room (env KEYRELAY_CHAT_ROOM)")
+	fs.StringVar(&c.state, "state", env("KEYRELAY_CHAT_STATE", ""), "`FILE` that keeps the seat across restarts: written as the chat goes (mode 0600; it holds the private key), and if it exists at start, its seat is taken back instead of creating or joining (env KEYRELAY_CHAT_STATE)")
 	fs.BoolVar(&c.allowLegacy, "allow-legacy-groups", allowEnv, "accept the legacy group modp5 (1536-bit), creating or joining (env KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.urls = urls.urls; len(c.urls) == 0 {
+		return c, errors.New("KEYRELAY_CHAT_URL: no URL")
 	}
 	c.groupSet = getenv("KEYRELAY_CHAT_GROUP") != ""
 	fs.Visit(func(f *flag.Flag) {
@@ -278,18 +363,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return chat(ctx, cfg, nil, stdin, stdout)
 }
 
-// Reconnection policy: resumeTries attempts, waiting firstBackoff, then
-// twice as long each time.
-const (
-	resumeTries  = 5
-	firstBackoff = 250 * time.Millisecond
-	leaveTimeout = 5 * time.Second
-)
+// leaveTimeout bounds the leave at the end of input.
+const leaveTimeout = 5 * time.Second
 
 // conversation is one chat: the client and what the goroutines share.
 type conversation struct {
-	c   *client.Client
-	out *printer
+	c     *client.Client
+	out   *printer
+	state *stateFile // nil without --state
 
 	wg sync.WaitGroup // the receive loop, the key exchanges
 
@@ -310,26 +391,74 @@ func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader
 	}
 	o.AllowLegacyGroups = o.AllowLegacyGroups || cfg.allowLegacy
 	out := &printer{w: stdout}
-	c, err := client.Dial(ctx, cfg.url, &o)
-	if err != nil {
-		return err
+	o.OnResumeAttempt = func(at client.ResumeAttempt) {
+		out.printf(lineTrying, at.URL, at.Left.Round(time.Second))
 	}
-	defer c.Close()
+	var sf *stateFile
+	var saved *client.State
+	if cfg.state != "" {
+		if sf, err = openState(cfg.state); err != nil {
+			return err
+		}
+		defer sf.close()
+		if saved, err = sf.load(); err != nil {
+			return err
+		}
+		if saved != nil && cfg.room != "" && saved.Room != cfg.room {
+			return fmt.Errorf("--state %s holds a seat in room %s, not %s: remove it, or give another file", cfg.state, saved.Room, cfg.room)
+		}
+		if saved != nil && cfg.room != "" && cfg.groupSet && saved.Group != "" && saved.Group != group.Name() {
+			return fmt.Errorf("--state %s is for a room in %s, not %s", cfg.state, saved.Group, group)
+		}
+		o.SaveState = func(st client.State) error {
+			if err := sf.save(st); err != nil {
+				out.printf(lineStateNotSaved, err)
+				return fmt.Errorf("%w: %w", errStateNotSaved, err)
+			}
+			return nil
+		}
+	}
 
-	if cfg.room == "" {
+	var c *client.Client
+	switch {
+	case saved != nil:
+		c, err = client.Restore(ctx, cfg.urls, *saved, &o)
+		if err != nil {
+			if seatLost(err) {
+				return sf.lost(explain(err, nil))
+			}
+			return explain(err, nil)
+		}
+		defer c.Close()
+		room, _ := c.Room()
+		if room.Group != nil {
+			out.printf(lineRestored, room.ID, room.Group)
+		} else {
+			out.printf(lineRestoredNoGrp, room.ID)
+		}
+	case cfg.room == "":
+		if c, err = client.DialURLs(ctx, cfg.urls, &o); err != nil {
+			return err
+		}
+		defer c.Close()
 		room, err := c.Create(ctx, group)
 		if err != nil {
 			return explain(err, group)
 		}
+		urls := strings.Join(cfg.urls, ",")
 		out.printf(lineCreated, room.ID, group)
 		out.printf(lineJoinHint)
 		if group == dh.MODP5() {
-			out.printf(lineJoinLegacy, cfg.url, group, room.ID)
+			out.printf(lineJoinLegacy, urls, group, room.ID)
 		} else {
-			out.printf(lineJoinCommand, cfg.url, group, room.ID)
+			out.printf(lineJoinCommand, urls, group, room.ID)
 		}
 		out.printf(lineWaiting)
-	} else {
+	default:
+		if c, err = client.DialURLs(ctx, cfg.urls, &o); err != nil {
+			return err
+		}
+		defer c.Close()
 		var want *dh.Group
 		if cfg.groupSet {
 			want = group
@@ -345,7 +474,7 @@ func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader
 		}
 	}
 
-	s := &conversation{c: c, out: out}
+	s := &conversation{c: c, out: out, state: sf}
 	ctx, cancel := context.WithCancel(ctx)
 	defer s.wg.Wait()
 	defer cancel()
@@ -437,16 +566,40 @@ func explain(err error, want *dh.Group) error {
 		return fmt.Errorf("the group %s is a legacy group; refusing (--allow-legacy-groups allows it)", want)
 	case errors.Is(err, client.ErrSuperseded):
 		return errors.New("another connection took this chat's place in the room (close 4409); not reconnecting")
+	case errors.Is(err, client.ErrResumeGaveUp):
+		return fmt.Errorf("the relay could not be reached again while it kept the seat: %w", err)
 	}
 	return err
 }
 
 // end returns err, explained, or nil when ctx is done (the user quit).
+// When the seat is gone for good it removes the state file.
 func (s *conversation) end(ctx context.Context, err error) error {
 	if ctx.Err() != nil || errors.Is(err, client.ErrClosed) {
 		return nil
 	}
+	if seatLost(err) {
+		return s.state.lost(explain(err, nil))
+	}
 	return explain(err, nil)
+}
+
+// errRoomExpired ends the chat when the relay reports that the room
+// expired.
+var errRoomExpired = errors.New("the room expired")
+
+// seatLost reports whether err means that the seat is gone for good: the
+// room expired or is unknown, the relay refused the resume, or the
+// client gave up after the grace period.
+func seatLost(err error) bool {
+	var re *client.Error
+	if errors.As(err, &re) {
+		switch re.Code {
+		case wire.CodeResumeExpired, wire.CodeRoomNotFound, wire.CodeInvalidResume, wire.CodeRoomExpired:
+			return true
+		}
+	}
+	return errors.Is(err, client.ErrResumeGaveUp) || errors.Is(err, errRoomExpired)
 }
 
 // handshakeDone reports whether the first key exchange is complete (its
@@ -510,6 +663,10 @@ func (s *conversation) send(ctx context.Context, line string) error {
 		case errors.As(err, &re) && re.Code != wire.CodeRoomExpired:
 			s.out.printf(lineNotSent, re.Message)
 			return nil
+		case errors.Is(err, errStateNotSaved):
+			// Sending it could reuse its counter after a restart.
+			s.out.printf(lineNotSent, "the state file could not be written")
+			return nil
 		}
 		return err
 	}
@@ -537,7 +694,8 @@ func (s *conversation) generation() int {
 }
 
 // reconnect resumes the session unless another goroutine already did since
-// generation gen.
+// generation gen. The client tries every URL, with backoff, for as long as
+// the relay keeps the seat; its attempts are printed as they go.
 func (s *conversation) reconnect(ctx context.Context, gen int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -545,33 +703,16 @@ func (s *conversation) reconnect(ctx context.Context, gen int) error {
 		return nil
 	}
 	s.out.printf(lineConnLost)
-	backoff := firstBackoff
-	var err error
-	for try := 1; try <= resumeTries; try++ {
-		if err = s.c.Resume(ctx); err == nil {
-			s.gen++
-			s.out.printf(lineReconnected)
-			return nil
-		}
-		var re *client.Error
-		var ge *client.GroupError
-		switch {
-		case errors.Is(err, client.ErrSuperseded), errors.As(err, &ge), errors.Is(err, client.ErrNotInRoom):
-			return err
-		case errors.As(err, &re) && (re.Code == wire.CodeResumeExpired || re.Code == wire.CodeRoomNotFound || re.Code == wire.CodeInvalidResume):
-			return fmt.Errorf("cannot rejoin the room: %w", err)
-		}
-		if try == resumeTries {
-			break
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		backoff *= 2
+	err := s.c.Resume(ctx)
+	if err == nil {
+		s.gen++
+		s.out.printf(lineReconnected, s.c.URL())
+		return nil
 	}
-	return fmt.Errorf("reconnecting failed after %d tries: %w", resumeTries, err)
+	if seatLost(err) {
+		return fmt.Errorf("cannot rejoin the room: %w", err)
+	}
+	return err
 }
 
 // receive prints the room's events until the session ends.
@@ -587,7 +728,7 @@ func (s *conversation) receive(ctx context.Context) error {
 			s.out.printf(lineBadMessage)
 		case errors.As(err, &re):
 			if re.Code == wire.CodeRoomExpired {
-				return errors.New("the room expired")
+				return errRoomExpired
 			}
 			s.out.printf(lineRelay, re.Message)
 		case errors.Is(err, client.ErrSuperseded):
@@ -646,7 +787,7 @@ func (s *conversation) leave(ctx context.Context) error {
 	if err := s.c.Leave(ctx); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("leaving the room: %w", err)
 	}
-	return nil
+	return s.state.remove()
 }
 
 // sanitize makes text from the peer safe to print on a terminal: invalid

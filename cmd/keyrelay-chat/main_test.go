@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -183,7 +184,7 @@ func TestReconnect(t *testing.T) {
 	defer cancel()
 
 	var tr relaytest.Cutter
-	a := start(t, ctx, nil, config{url: url, group: "x25519"}, &client.Options{HTTPClient: tr.HTTPClient()})
+	a := start(t, ctx, nil, config{urls: []string{url}, group: "x25519"}, &client.Options{HTTPClient: tr.HTTPClient()})
 	id := a.screen.waitFor(t, ctx, roomRE)[1]
 	b := start(t, ctx, []string{"--url", url, "--room", id}, config{}, nil)
 	a.screen.waitFor(t, ctx, safetyRE)
@@ -244,30 +245,40 @@ func TestRunErrors(t *testing.T) {
 
 func TestParseConfig(t *testing.T) {
 	env := map[string]string{
-		"KEYRELAY_CHAT_URL":                 "ws://relay.example:9000/v1/ws",
+		"KEYRELAY_CHAT_URL":                 "ws://relay.example:9000/v1/ws, ws://relay2.example:9000/v1/ws",
 		"KEYRELAY_CHAT_GROUP":               "modp14",
 		"KEYRELAY_CHAT_ROOM":                "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60",
+		"KEYRELAY_CHAT_STATE":               "/tmp/chat.json",
 		"KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS": "true",
 	}
+	envURLs := []string{"ws://relay.example:9000/v1/ws", "ws://relay2.example:9000/v1/ws"}
+	def := []string{"ws://localhost:8080/v1/ws"}
 	tests := []struct {
 		name string
 		args []string
 		env  map[string]string
 		want config
 	}{
-		{"defaults", nil, nil, config{url: "ws://localhost:8080/v1/ws", group: "x25519"}},
-		{"environment", nil, env, config{url: env["KEYRELAY_CHAT_URL"], group: "modp14", groupSet: true, room: env["KEYRELAY_CHAT_ROOM"], allowLegacy: true}},
-		{"flags win", []string{"--url", "ws://x/v1/ws", "--group", "p256", "--room", "r", "--allow-legacy-groups=false"}, env, config{url: "ws://x/v1/ws", group: "p256", groupSet: true, room: "r"}},
-		{"join without group", []string{"--room", "r"}, nil, config{url: "ws://localhost:8080/v1/ws", group: "x25519", room: "r"}},
-		{"join with group", []string{"--room", "r", "--group", "x25519", "--allow-legacy-groups"}, nil, config{url: "ws://localhost:8080/v1/ws", group: "x25519", groupSet: true, room: "r", allowLegacy: true}},
+		{"defaults", nil, nil, config{urls: def, group: "x25519"}},
+		{"environment", nil, env, config{urls: envURLs, group: "modp14", groupSet: true, room: env["KEYRELAY_CHAT_ROOM"], state: "/tmp/chat.json", allowLegacy: true}},
+		{"flags win", []string{"--url", "ws://x/v1/ws", "--group", "p256", "--room", "r", "--state", "s.json", "--allow-legacy-groups=false"}, env, config{urls: []string{"ws://x/v1/ws"}, group: "p256", groupSet: true, room: "r", state: "s.json"}},
+		{"join without group", []string{"--room", "r"}, nil, config{urls: def, group: "x25519", room: "r"}},
+		{"join with group", []string{"--room", "r", "--group", "x25519", "--allow-legacy-groups"}, nil, config{urls: def, group: "x25519", groupSet: true, room: "r", allowLegacy: true}},
+		{"urls comma-separated", []string{"--url", "ws://a/v1/ws,ws://b/v1/ws"}, nil, config{urls: []string{"ws://a/v1/ws", "ws://b/v1/ws"}, group: "x25519"}},
+		{"urls repeated", []string{"--url", "ws://a/v1/ws", "--url", "ws://b/v1/ws, ws://c/v1/ws"}, env, config{urls: []string{"ws://a/v1/ws", "ws://b/v1/ws", "ws://c/v1/ws"}, group: "modp14", groupSet: true, room: env["KEYRELAY_CHAT_ROOM"], state: "/tmp/chat.json", allowLegacy: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("parseConfig = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
+	}
+	for _, args := range [][]string{{"--url", ""}, {"--url", " , "}} {
+		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("parseConfig(%q) accepted no URL", args)
+		}
 	}
 }
 

@@ -11,7 +11,7 @@
 //
 // Typical use:
 //
-//	c, err := client.Dial(ctx, "ws://localhost:8080/v1/ws", nil)
+//	c, err := client.Dial(ctx, "ws://localhost:8080/v1/ws", nil) // or DialURLs(ctx, urls, opts)
 //	room, err := c.Create(ctx, dh.X25519())   // or c.JoinGroup(ctx, id, dh.X25519())
 //	hs, err := c.Handshake(ctx)               // show hs.SafetyNumber
 //	seq, err := c.Send(ctx, []byte("hello"))
@@ -81,6 +81,24 @@
 // (concurrent Sends), the peer refuses the earlier one's copy as a replay,
 // so it arrives only if the first copy was stored.
 //
+// # Failover and restarts
+//
+// A relay service may run as several instances sharing one store: give
+// DialURLs all their URLs. Resume then tries them in turn, with jittered
+// exponential backoff (100 ms doubling to 5 s, ±20%), for as long as the
+// relay keeps the seat after a drop (the room's resume grace period,
+// which the room frame gives: Room.ResumeGrace), and reports each
+// attempt to Options.OnResumeAttempt, so that a user can see which
+// instance it tries and how long it will go on. It gives up with
+// ErrResumeGaveUp once the grace has passed.
+//
+// A process that must survive its own restart gives Options.SaveState a
+// function that stores the client's State (a secret: it holds the private
+// key); Restore makes a Client from it in the new process and takes the
+// seat back. The client saves the State before its key or any sealed
+// message leaves the process, so that a restored client never reuses a
+// message counter (a nonce): see State.
+//
 // The client never resumes by itself. When the relay closes the connection
 // with 4409 (wire.CloseSuperseded: another connection resumed this
 // client's place, with its token), errors wrap ErrSuperseded as well as
@@ -102,6 +120,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,6 +139,8 @@ const (
 	DefaultMaxFrameSize = 64 << 10
 	// DefaultWriteTimeout is Options.WriteTimeout's default: 10 s.
 	DefaultWriteTimeout = 10 * time.Second
+	// DefaultDialTimeout is Options.DialTimeout's default: 10 s.
+	DefaultDialTimeout = 10 * time.Second
 )
 
 // Options configures a Client. A nil *Options, like every zero field, means
@@ -158,13 +179,37 @@ type Options struct {
 	// by the first key) is refused with a *GroupError wrapping
 	// ErrLegacyGroup.
 	AllowLegacyGroups bool
+	// DialTimeout bounds each connection attempt: each URL's dial in
+	// DialURLs, and in Resume each attempt's dial and resume reply
+	// together, so that one unreachable instance does not use up the
+	// caller's context. Defaults to DefaultDialTimeout.
+	DialTimeout time.Duration
+	// OnResumeAttempt, if not nil, is called before each attempt of Resume
+	// (and Restore) with the URL it tries and the time the seat has left,
+	// so that an application can show what is happening. It runs in the
+	// goroutine that called Resume, while Resume holds the client: it must
+	// return quickly and must not call the Client's methods.
+	OnResumeAttempt func(ResumeAttempt)
+	// SaveState, if not nil, is given the client's State each time it
+	// changes in a way a restarted process needs (the room entered, the
+	// key pair made, the handshake done, a message sealed, sent or
+	// processed, a resume), so that Restore can take the seat back in a
+	// new process. It is called before the client's public key or a
+	// sealed message leaves the process, and if it returns an error,
+	// SendKey and Send fail with it and send nothing: the last State
+	// given to SaveState always covers every counter used on the wire, so
+	// restoring it never reuses a nonce. Elsewhere its errors are only
+	// logged. Calls are serialised, in order. It must not call the
+	// Client's methods. The State holds the private key: see State.
+	// Defaults to nil: nothing is saved.
+	SaveState func(State) error
 }
 
 // Client is a connection to a relay and the client's place in at most one
 // room. It survives reconnections: see Resume.
 type Client struct {
 	// Static after Dial.
-	url    string
+	urls   []string // the relay's URLs, tried in turn by Resume
 	opts   Options
 	logger *slog.Logger
 	events *queue        // what Next reads
@@ -173,6 +218,7 @@ type Client struct {
 
 	closeOnce sync.Once
 	resumeMu  sync.Mutex // serialises Resume
+	saveMu    sync.Mutex // serialises the calls of Options.SaveState
 	keyMu     sync.Mutex // serialises SendKey, also when Handshake calls it
 	sendMu    sync.Mutex // makes Seal and the msg write one step, so counters go out in order
 
@@ -181,6 +227,7 @@ type Client struct {
 	// handlers.go, roomState's) must be called with it held.
 	mu      sync.Mutex
 	conn    *conn
+	urlIdx  int           // the index in urls of conn's URL
 	room    *roomState    // nil outside a room
 	changed chan struct{} // closed and replaced whenever the room's state changes
 }
@@ -217,7 +264,46 @@ type call struct {
 // wss://, for instance "ws://localhost:8080/v1/ws"), offering the
 // keyrelay.v1 subprotocol with compression off. It returns an error if the
 // dial fails or the relay does not select keyrelay.v1. opts may be nil.
+// It is DialURLs with the one URL.
 func Dial(ctx context.Context, relayURL string, opts *Options) (*Client, error) {
+	return DialURLs(ctx, []string{relayURL}, opts)
+}
+
+// DialURLs connects, as Dial does, to the first of urls that answers:
+// several instances of one relay service (relays sharing one store), each
+// tried once, in order, for at most Options.DialTimeout. The client keeps
+// the list: Resume tries them all in turn, so that a client whose
+// instance stops takes its seat back on another. It returns an error
+// that joins every URL's error if none answers, and an error for an empty
+// list. opts may be nil.
+func DialURLs(ctx context.Context, urls []string, opts *Options) (*Client, error) {
+	c, err := newClient(urls, opts)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i, u := range urls {
+		actx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+		cn, err := c.dial(actx, u)
+		cancel()
+		if err == nil {
+			c.conn, c.urlIdx = cn, i
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// newClient returns a Client for urls with opts's defaults filled in, not
+// connected yet.
+func newClient(urls []string, opts *Options) (*Client, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("client: no relay URL")
+	}
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -240,20 +326,25 @@ func Dial(ctx context.Context, relayURL string, opts *Options) (*Client, error) 
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
-	c := &Client{
-		url:     relayURL,
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	return &Client{
+		urls:    slices.Clone(urls),
 		opts:    o,
-		logger:  o.Logger.With("relay", redactURL(relayURL)),
+		logger:  o.Logger,
 		events:  newQueue(o.QueueSize),
 		closed:  make(chan struct{}),
 		changed: make(chan struct{}),
-	}
-	cn, err := c.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c.conn = cn
-	return c, nil
+	}, nil
+}
+
+// URL returns the URL of the relay the client is connected to, or was
+// last connected to, without its query and user information.
+func (c *Client) URL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return redactURL(c.urls[c.urlIdx])
 }
 
 // redactURL returns the URL without its query and user information, for
@@ -267,20 +358,20 @@ func redactURL(s string) string {
 	return u.String()
 }
 
-// dial opens a connection and starts its reader.
-func (c *Client) dial(ctx context.Context) (*conn, error) {
-	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
+// dial opens a connection to relayURL and starts its reader.
+func (c *Client) dial(ctx context.Context, relayURL string) (*conn, error) {
+	ws, _, err := websocket.Dial(ctx, relayURL, &websocket.DialOptions{
 		HTTPClient:      c.opts.HTTPClient,
 		HTTPHeader:      c.opts.HTTPHeader,
 		Subprotocols:    []string{wire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("client: dial: %w", err)
+		return nil, fmt.Errorf("client: dial %s: %w", redactURL(relayURL), err)
 	}
 	if p := ws.Subprotocol(); p != wire.Subprotocol {
 		ws.Close(websocket.StatusPolicyViolation, wire.Subprotocol+" required")
-		return nil, fmt.Errorf("client: dial: the relay selected subprotocol %q, not %s", p, wire.Subprotocol)
+		return nil, fmt.Errorf("client: dial %s: the relay selected subprotocol %q, not %s", redactURL(relayURL), p, wire.Subprotocol)
 	}
 	// A relayed msg frame is the sender's frame plus a seq.
 	ws.SetReadLimit(int64(c.opts.MaxFrameSize) + 1024)
@@ -290,7 +381,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 		stop:    make(chan struct{}),
 		pending: make(map[string]*call),
 	}
-	c.logger.Debug("connected")
+	c.logger.Debug("connected", "relay", redactURL(relayURL))
 	go c.readLoop(cn)
 	return cn, nil
 }
@@ -503,6 +594,9 @@ func (c *Client) readLoop(cn *conn) {
 			if code == wire.CloseSuperseded && c.conn == cn && c.room != nil {
 				c.logger.Warn("another connection resumed this client's place (close 4409)")
 				c.room.superseded = true
+			}
+			if c.conn == cn && c.room != nil && c.room.droppedAt.IsZero() {
+				c.room.droppedAt = time.Now() // the seat's grace runs from here
 			}
 			c.notifyLocked()
 			c.mu.Unlock()

@@ -64,6 +64,12 @@ var (
 	// refuses to take it back (which would only close the other one in
 	// turn) and returns ErrSuperseded.
 	ErrSuperseded = errors.New("client: another connection took this client's place (close 4409)")
+	// ErrResumeGaveUp reports that Resume (or Restore) tried every URL,
+	// with backoff, until the room's resume grace period had passed since
+	// the drop, without taking the seat back. It comes with the last
+	// attempt's error. The relay has most likely freed the seat; Resume
+	// may still be called again (it then tries each URL once).
+	ErrResumeGaveUp = errors.New("client: gave up resuming: the relay's grace period for the seat has passed")
 )
 
 // GroupError is a group the client refused in a frame from the relay. It

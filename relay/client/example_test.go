@@ -2,10 +2,13 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/limits"
@@ -65,4 +68,52 @@ func Example() {
 	// Output:
 	// same safety number: true
 	// Bob got "hello, Bob"
+}
+
+// A client that must survive its own restart saves its State as it goes
+// (a secret: mode 0600, written atomically), and a new process restores
+// it, trying every instance of the relay until the seat's grace period
+// has passed. Not run: it needs relays at those URLs.
+func ExampleRestore() {
+	ctx := context.Background()
+	urls := []string{"wss://relay1.example/v1/ws", "wss://relay2.example/v1/ws"}
+	const file = "seat.json"
+	opts := &client.Options{
+		SaveState: func(st client.State) error {
+			b, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			tmp := file + ".tmp"
+			if err := os.WriteFile(tmp, b, 0o600); err != nil {
+				return err
+			}
+			return os.Rename(tmp, file) // (sync it too, where power may fail)
+		},
+		OnResumeAttempt: func(at client.ResumeAttempt) {
+			fmt.Printf("trying %s (%s left)\n", at.URL, at.Left.Round(time.Second))
+		},
+	}
+
+	var c *client.Client
+	if b, err := os.ReadFile(file); err == nil {
+		var st client.State
+		if err := json.Unmarshal(b, &st); err != nil {
+			fmt.Println(err)
+			return
+		}
+		c, err = client.Restore(ctx, urls, st, opts) // the seat, keys and counters of before
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+	} else {
+		c, err = client.DialURLs(ctx, urls, opts)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		c.Create(ctx, dh.X25519()) // saved at once, and at every change after
+	}
+	defer c.Close()
 }

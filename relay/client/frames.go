@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -59,6 +60,15 @@ func (f *inFrame) group() string {
 		return ""
 	}
 	return *f.Group
+}
+
+// resumeGrace returns the room frame's resume grace period, or
+// DefaultResumeGrace if it has none.
+func (f *inFrame) resumeGrace() time.Duration {
+	if f.ResumeGraceMS <= 0 {
+		return DefaultResumeGrace
+	}
+	return time.Duration(f.ResumeGraceMS) * time.Millisecond
 }
 
 // resumed reports the frame's resumed flag.

@@ -34,10 +34,13 @@ type Handshake struct {
 // arrived, else x25519; if the peer's key fixes another group meanwhile, it
 // waits for that key and sends one of its group.
 //
+// With Options.SaveState, the key pair is saved before the public key is
+// sent.
+//
 // It returns ErrNotInRoom, the room's *GroupError if a group was refused,
 // a *GroupError if key_ok names a group other than the key's (the room is
-// then unusable), an *Error from the relay, ErrDisconnected or ctx's
-// error.
+// then unusable), an *Error from the relay, Options.SaveState's error
+// (nothing was sent), ErrDisconnected or ctx's error.
 func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
@@ -77,6 +80,16 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 		priv, resend := rs.priv, rs.keySent
 		rs.keySent = true
 		c.mu.Unlock()
+		// The key pair is saved before its public key leaves: a process
+		// restored without it could not use the seat its key holds.
+		if err := c.saveState(); err != nil {
+			c.mu.Lock()
+			if rs.priv == priv {
+				rs.keySent = resend
+			}
+			c.mu.Unlock()
+			return nil, fmt.Errorf("client: key: %w", err)
+		}
 
 		// group is always sent: the relay requires it (protocol §2.1).
 		_, err := c.roundTrip(ctx, &outFrame{Type: wire.TypeKey, PublicKey: priv.PublicKey().Hex(), Group: group.Name()}, func(f *inFrame) {
@@ -170,6 +183,7 @@ func (c *Client) Handshake(ctx context.Context) (*Handshake, error) {
 		return nil, fmt.Errorf("client: handshake: %w", hsErr)
 	}
 	c.logger.Info("handshake complete", "room", rs.id, "group", hs.Group.Name())
+	c.saveState()
 	h := *hs
 	return &h, nil
 }

@@ -103,8 +103,9 @@ type outMsg struct {
 // handshake's error if the exchange failed (such as a *GroupError), an
 // *Error from the relay (such as wire.CodeMailboxFull or
 // wire.CodeRateLimited: the message was not stored; send it again later),
-// or ErrDisconnected if the connection was known to be down (nothing was
-// sent: Resume, then send it again).
+// Options.SaveState's error (nothing was sent; the message's counter is
+// skipped), or ErrDisconnected if the connection was known to be down
+// (nothing was sent: Resume, then send it again).
 //
 // A message handed to the relay without a sent reply may or may not have
 // been stored. Send then returns an error wrapping ErrUnconfirmed, and the
@@ -166,6 +167,15 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	c.mu.Lock()
 	rs.unconfirmed = append(rs.unconfirmed, m)
 	c.mu.Unlock()
+	// The counter just used, and the body, are saved before the body
+	// leaves: a restored process never seals anything else with it.
+	if err := c.saveState(); err != nil {
+		c.mu.Lock()
+		rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(x *outMsg) bool { return x == m })
+		c.mu.Unlock()
+		c.sendMu.Unlock()
+		return 0, fmt.Errorf("client: send: %w", err) // the counter is skipped, never reused
+	}
 	cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: m.body}, nil, nil, &call{msg: m, room: rs, keep: true})
 	c.sendMu.Unlock()
 	if err == nil {
@@ -175,6 +185,9 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	m.waiting = false
 	done, seq, refused := m.done, m.seq, m.err
 	c.mu.Unlock()
+	if done {
+		c.saveState() // the body is no longer to be sent again
+	}
 	var re *Error
 	switch {
 	case done && refused == nil:
@@ -333,6 +346,10 @@ func (c *Client) Next(ctx context.Context) (Event, error) {
 			}
 		}
 		ev, err, ok := c.deliver(it)
+		if it.room != nil {
+			c.saveState() // what was processed, before the ack frees it at the relay
+			c.ackDelivered(it.room)
+		}
 		if ok {
 			return ev, err
 		}
@@ -355,8 +372,8 @@ func (c *Client) Receive(ctx context.Context) (Message, error) {
 
 // deliver turns a queued item into what Next returns; ok is false for an
 // item of a room the client left (events of an expired room are still
-// delivered) and for a duplicate message, dropped silently. It acknowledges the messages
-// delivered so far when the queue is empty or ackBatch seqs behind.
+// delivered) and for a duplicate message, dropped silently. Next then
+// acknowledges the messages delivered (ackDelivered).
 func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 	if it.err != nil {
 		return Event{}, it.err, true
@@ -377,14 +394,7 @@ func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 		// never will, and must not come back at every resume.
 		rs.delivered = it.ev.Message.Seq
 	}
-	var ack uint64
-	if current && rs.delivered > rs.acked && (rs.delivered-rs.acked >= ackBatch || c.events.len() == 0) {
-		ack = rs.delivered
-	}
 	c.mu.Unlock()
-	if ack > 0 {
-		c.ack(rs, ack)
-	}
 	if it.ev.Type != EventMessage {
 		return it.ev, nil, true
 	}
@@ -404,7 +414,7 @@ func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 	if errors.Is(err, dh.ErrReplay) {
 		// A counter already accepted: a copy of a message the peer sent
 		// again after a resume (docs/protocol.md: a msg without sent is
-		// sent again as is). Dropped silently; acknowledged above.
+		// sent again as is). Dropped silently; acknowledged by Next.
 		c.logger.Debug("duplicate message body dropped", "seq", seq)
 		return Event{}, nil, false
 	}
@@ -414,6 +424,21 @@ func (c *Client) deliver(it item) (ev Event, err error, ok bool) {
 	ev = it.ev
 	ev.Message.Plaintext = pt
 	return ev, nil, true
+}
+
+// ackDelivered acknowledges the messages of rs delivered so far, when the
+// queue is empty or ackBatch seqs behind. Next calls it after each item
+// (and after Options.SaveState has the State that records them).
+func (c *Client) ackDelivered(rs *roomState) {
+	c.mu.Lock()
+	var ack uint64
+	if rs == c.room && rs.delivered > rs.acked && (rs.delivered-rs.acked >= ackBatch || c.events.len() == 0) {
+		ack = rs.delivered
+	}
+	c.mu.Unlock()
+	if ack > 0 {
+		c.ack(rs, ack)
+	}
 }
 
 // ack acknowledges the messages up to seq. A failure is not reported: the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/wire"
@@ -24,6 +26,10 @@ type Room struct {
 	Peers int
 	// Resumed reports whether the place was taken back with Resume.
 	Resumed bool
+	// ResumeGrace is how long the relay keeps the seat after the
+	// connection drops, as its room frame said (DefaultResumeGrace if it
+	// did not): how long Resume keeps trying.
+	ResumeGrace time.Duration
 }
 
 // roomState is the client's place in a room. Guarded by Client.mu.
@@ -31,6 +37,8 @@ type roomState struct {
 	id, peerID, token string
 	group             *dh.Group // the pinned group: asked for, or the first reported; nil until then
 	peers             int
+	grace             time.Duration // the room's resume grace period, from its room frame
+	droppedAt         time.Time     // when the connection holding the seat ended; zero while connected
 
 	err        error // a refused group (*GroupError): the room is unusable
 	superseded bool  // the relay closed the connection with 4409: do not resume
@@ -66,7 +74,7 @@ type peerState struct {
 // snapshotLocked returns the Room the caller sees. The caller holds
 // Client.mu.
 func (rs *roomState) snapshotLocked(resumed bool) Room {
-	return Room{ID: rs.id, Peer: rs.peerID, Group: rs.group, Peers: rs.peers, Resumed: resumed}
+	return Room{ID: rs.id, Peer: rs.peerID, Group: rs.group, Peers: rs.peers, Resumed: resumed, ResumeGrace: rs.grace}
 }
 
 // legacy reports whether g is a legacy group, refused unless
@@ -186,7 +194,7 @@ func (c *Client) enter(ctx context.Context, f *outFrame, group *dh.Group) (Room,
 	var room Room
 	var gerr error
 	_, err := c.roundTrip(ctx, f, func(r *inFrame) {
-		rs := &roomState{id: r.Room, peerID: r.Peer, token: r.ResumeToken, peers: r.Peers, peer: &peerState{}, group: group}
+		rs := &roomState{id: r.Room, peerID: r.Peer, token: r.ResumeToken, peers: r.Peers, peer: &peerState{}, group: group, grace: r.resumeGrace()}
 		gerr = c.checkGroupLocked(rs, wire.TypeRoom, r.group())
 		if gerr == nil && f.Type == wire.TypeCreate && group != nil && r.group() == "" {
 			// create fixes the group: the reply must name it.
@@ -211,11 +219,12 @@ func (c *Client) enter(ctx context.Context, f *outFrame, group *dh.Group) (Room,
 		return Room{}, fmt.Errorf("client: %s: %w", f.Type, err)
 	}
 	c.logger.Info("in room", "room", room.ID, "peers", room.Peers)
+	c.saveState()
 	return room, nil
 }
 
-// Resume takes the client's place back after its connection dropped:
-// it closes the current connection if it is still open, dials the relay
+// Resume takes the client's place back after its connection dropped: it
+// closes the current connection if it is still open, dials the relay
 // again with the same options, and sends resume with the room, peer ID,
 // resume token and the highest seq it has queued. The keys, the Channel's
 // counters and the undelivered events are kept; the relay then sends the
@@ -223,21 +232,161 @@ func (c *Client) enter(ctx context.Context, f *outFrame, group *dh.Group) (Room,
 // sends again, as they were and in order, the messages Send reported as
 // ErrUnconfirmed (for the same peer); it does not wait for their sent.
 // If the relay refuses one of them for good (mailbox_full, say), Next
-// reports that *Error. Concurrent Sends wait until Resume is done.
+// reports that *Error. Concurrent Sends fail with ErrDisconnected between
+// attempts, and wait while one is under way.
+//
+// It tries the client's URLs (see DialURLs) in turn, starting with the
+// one it was connected to, each attempt bounded by Options.DialTimeout,
+// until one succeeds or fails for good. The first round, one attempt per
+// URL, goes at once; before each later attempt it waits ResumeBackoffMin
+// (100 ms), doubling each time up to ResumeBackoffMax (5 s), each wait
+// varied at random by ±20% so that the clients of a stopped instance do
+// not all come back at the same instant. It keeps trying for as long as the relay keeps the seat:
+// the room's resume grace period (Room.ResumeGrace), counted from when the
+// client saw its connection end (the relay counts from when it noticed,
+// which is not earlier), and tries every URL at least once. Options.
+// OnResumeAttempt hears of each attempt. Attempts that failed because a
+// dial failed, the connection dropped, an attempt timed out, or the relay
+// answered unavailable, rate_limited, join_rate_limited or internal are
+// tried again; any other error ends Resume at once.
 //
 // It returns ErrNotInRoom outside a room, ErrClosed, ErrSuperseded after
 // the relay closed the connection with 4409 (another connection holds the
-// place), the room's *GroupError if a group was refused, a dial error, a
-// *GroupError if the room reply names another group (the room is then
-// unusable), or an *Error such as wire.CodeInvalidResume,
-// wire.CodeResumeExpired or wire.CodeRoomNotFound; after the last two the
-// place is gone and the client is in no room. After any other failure it
-// may be called again.
+// place), the room's *GroupError if a group was refused, a *GroupError if
+// the room reply names another group (the room is then unusable), an
+// *Error such as wire.CodeInvalidResume, wire.CodeResumeExpired or
+// wire.CodeRoomNotFound (after the last two the place is gone and the
+// client is in no room), ctx's error, or, when the grace period has
+// passed, an error wrapping ErrResumeGaveUp and the last attempt's error.
+// After ErrResumeGaveUp, ctx's error or a dial error it may be called
+// again.
 func (c *Client) Resume(ctx context.Context) error {
 	c.resumeMu.Lock()
 	defer c.resumeMu.Unlock()
+	rs, err := c.resumable()
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
-	rs, old := c.room, c.conn
+	if rs.droppedAt.IsZero() {
+		rs.droppedAt = time.Now() // still connected: the drop is now
+	}
+	deadline := rs.droppedAt.Add(rs.grace)
+	first := c.urlIdx
+	c.mu.Unlock()
+
+	var last error
+	for n := 1; ; n++ {
+		left := time.Until(deadline)
+		if n > len(c.urls) {
+			if left <= 0 {
+				return fmt.Errorf("client: resume: %w (%d attempts; the relay keeps a seat %s after a drop): %w",
+					ErrResumeGaveUp, n-1, rs.grace, last)
+			}
+			if err := c.sleep(ctx, min(resumeBackoff(n-len(c.urls)), left)); err != nil {
+				return fmt.Errorf("client: resume: %w", err)
+			}
+			left = time.Until(deadline)
+		}
+		i := (first + n - 1) % len(c.urls)
+		if c.opts.OnResumeAttempt != nil {
+			c.opts.OnResumeAttempt(ResumeAttempt{URL: redactURL(c.urls[i]), Attempt: n, Left: max(left, 0), Err: last})
+		}
+		err := c.resumeOnce(ctx, rs, i)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		// A connection the attempt left open is in no room: until the next
+		// attempt, Sends see it down (ErrDisconnected), not not_in_room.
+		if cn := c.current(); cn != nil {
+			cn.shutdown(false)
+		}
+		c.logger.Debug("resume attempt failed", "relay", redactURL(c.urls[i]), "attempt", n, "err", err)
+		last = err
+	}
+}
+
+// Resume's backoff between attempts (see Resume).
+const (
+	// ResumeBackoffMin is the wait before Resume's second attempt.
+	ResumeBackoffMin = 100 * time.Millisecond
+	// ResumeBackoffMax is the longest wait between Resume's attempts.
+	ResumeBackoffMax = 5 * time.Second
+	// resumeJitter is the fraction by which each wait varies, either way.
+	resumeJitter = 0.2
+)
+
+// DefaultResumeGrace is the resume grace period the client assumes for a
+// room whose relay did not give one in its room frame: the relay's
+// default, 2 minutes.
+const DefaultResumeGrace = 2 * time.Minute
+
+// resumeBackoff returns the wait after the k-th failed attempt (k ≥ 1):
+// ResumeBackoffMin·2^(k−1), at most ResumeBackoffMax, ±20% at random.
+func resumeBackoff(k int) time.Duration {
+	d := ResumeBackoffMax
+	if k <= 6 { // 100 ms · 2^6 > 5 s
+		d = min(ResumeBackoffMin<<(k-1), ResumeBackoffMax)
+	}
+	return time.Duration(float64(d) * (1 - resumeJitter + 2*resumeJitter*mrand.Float64()))
+}
+
+// sleep waits d, or until ctx ends or the client is closed.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-c.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// retryable reports whether a failed resume attempt may succeed if tried
+// again, perhaps on another instance.
+func retryable(err error) bool {
+	var re *Error
+	var ge *GroupError
+	switch {
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrSuperseded), errors.Is(err, ErrNotInRoom), errors.As(err, &ge):
+		return false
+	case errors.As(err, &re):
+		switch re.Code {
+		case wire.CodeUnavailable, wire.CodeRateLimited, wire.CodeJoinRateLimited, wire.CodeInternal:
+			return true
+		}
+		return false
+	}
+	return true // a dial error, a dropped connection, an attempt's timeout
+}
+
+// ResumeAttempt describes one attempt of Resume, for
+// Options.OnResumeAttempt.
+type ResumeAttempt struct {
+	// URL is the relay URL the attempt tries, without its query and user
+	// information.
+	URL string
+	// Attempt is the attempt's number in this call of Resume, from 1.
+	Attempt int
+	// Left is how long the relay keeps the seat yet, by the client's
+	// reckoning: the room's resume grace period less the time since the
+	// drop; 0 once it has passed (the URLs not yet tried are still tried
+	// once).
+	Left time.Duration
+	// Err is why the previous attempt failed; nil for the first.
+	Err error
+}
+
+// resumable returns the room Resume takes back, or why it cannot.
+func (c *Client) resumable() (*roomState, error) {
+	c.mu.Lock()
+	rs := c.room
 	var failed error
 	switch {
 	case rs == nil:
@@ -248,22 +397,31 @@ func (c *Client) Resume(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	if c.isClosed() {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if rs == nil {
-		return ErrNotInRoom
+		return nil, ErrNotInRoom
 	}
 	if failed != nil {
-		return fmt.Errorf("client: resume: %w", failed)
+		return nil, fmt.Errorf("client: resume: %w", failed)
 	}
-	old.shutdown(false)
+	return rs, nil
+}
+
+// resumeOnce makes one attempt of Resume, on urls[i].
+func (c *Client) resumeOnce(ctx context.Context, rs *roomState, i int) error {
+	if old := c.current(); old != nil {
+		old.shutdown(false)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	defer cancel()
 
 	// No new msg may go out before the resume and the messages to send
 	// again, or the peer would refuse the older counters as replays.
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 
-	cn, err := c.dial(ctx)
+	cn, err := c.dial(ctx, c.urls[i])
 	if err != nil {
 		return err
 	}
@@ -273,15 +431,19 @@ func (c *Client) Resume(ctx context.Context) error {
 		cn.shutdown(true)
 		return ErrClosed
 	}
-	c.conn = cn
+	c.conn, c.urlIdx = cn, i
 	f := &outFrame{Type: wire.TypeResume, Room: rs.id, Peer: rs.peerID, ResumeToken: rs.token, LastSeq: rs.lastSeq}
 	c.mu.Unlock()
 
 	_, err = c.roundTrip(ctx, f, func(r *inFrame) {
 		rs.peers = r.Peers
+		if r.ResumeGraceMS > 0 {
+			rs.grace = r.resumeGrace()
+		}
 		if gerr := c.checkGroupLocked(rs, wire.TypeRoom, r.group()); gerr != nil {
 			c.failLocked(rs, gerr)
 		}
+		rs.droppedAt = time.Time{}
 		c.room = rs
 	})
 	if err == nil {
@@ -300,7 +462,7 @@ func (c *Client) Resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("client: resume: %w", err)
 	}
-	c.logger.Info("resumed", "room", rs.id, "last_seq", f.LastSeq)
+	c.logger.Info("resumed", "room", rs.id, "relay", redactURL(c.urls[i]), "last_seq", f.LastSeq)
 	// Messages delivered but not acknowledged before the drop.
 	c.mu.Lock()
 	seq := rs.delivered
@@ -317,6 +479,7 @@ func (c *Client) Resume(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.resendUnconfirmed(rs)
+	c.saveState()
 	return nil
 }
 

@@ -11,8 +11,11 @@ import * as kr from "../keyrelay.js";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Makes a fake WebSocket class; relay(ws, frame) answers each client frame. */
-function fakeWebSocket({ protocol = "keyrelay.v1", relay }) {
+/**
+ * Makes a fake WebSocket class; relay(ws, frame) answers each client frame.
+ * A socket whose URL is in down fails to connect, as a stopped instance.
+ */
+function fakeWebSocket({ protocol = "keyrelay.v1", relay, down = new Set() }) {
   const sockets = [];
   class FakeWS extends EventTarget {
     constructor(url, protocols) {
@@ -23,6 +26,13 @@ function fakeWebSocket({ protocol = "keyrelay.v1", relay }) {
       this.readyState = 0;
       this.sent = [];
       sockets.push(this);
+      if (down.has(url)) {
+        setTimeout(() => {
+          this.readyState = 3;
+          this.dispatchEvent(new Event("error"));
+        }, 0);
+        return;
+      }
       setTimeout(() => {
         this.protocol = protocol;
         this.readyState = 1;
@@ -513,6 +523,120 @@ test("peer_left expired resets the peer: a new peer's key is accepted", async ()
   assert.notEqual(peer.publicKeyHex, next.publicKeyHex);
   assert.equal(await c.send("to the new peer"), 101);
   await c.close();
+});
+
+// ---------------------------------------------------------------------------
+// Failover: several relay URLs, resume() across them with backoff for as
+// long as the relay keeps the seat.
+
+const URL_A = "ws://a.example/v1/ws";
+const URL_B = "ws://b.example/v1/ws";
+
+/** A relay that answers create (with a grace of graceMs) and resume. */
+function failoverRelay(graceMs, onResume = (ws, f) => ws.deliver({ type: "room", id: f.id, room: ROOM, peer: "p1", group: "x25519", peers: 2, resumed: true, resume_grace_ms: graceMs })) {
+  return basicRelay((ws, f) => {
+    if (f.type === "create") {
+      ws.deliver({ type: "room", id: f.id, room: ROOM, peer: "p1", resume_token: "tok", group: f.group, peers: 1, resumed: false, resume_grace_ms: graceMs });
+      return true;
+    }
+    if (f.type === "resume") {
+      onResume(ws, f);
+      return true;
+    }
+    return false;
+  });
+}
+
+test("connect takes the first URL that answers, and says why none did", async () => {
+  const down = new Set([URL_A]);
+  const WS = fakeWebSocket({ relay: failoverRelay(60000), down });
+  const c = await kr.Client.connect([URL_A, URL_B], { WebSocket: WS });
+  assert.equal(c.url, URL_B);
+  assert.deepEqual(WS.sockets.map((w) => w.url), [URL_A, URL_B]);
+  await c.close();
+  down.add(URL_B);
+  await assert.rejects(kr.Client.connect([URL_A, URL_B], { WebSocket: WS }), (e) => e.code === "connect_failed" && e.message.includes(URL_A) && e.message.includes(URL_B));
+});
+
+test("resume tries the other instance when its own is down, and reports each attempt", async () => {
+  const down = new Set();
+  const WS = fakeWebSocket({ relay: failoverRelay(60000), down });
+  const c = await kr.Client.connect([URL_A, URL_B], { WebSocket: WS });
+  const room = await c.create("x25519");
+  assert.equal(room.resumeGraceMs, 60000);
+  const events = [];
+  c.on("*", (ev) => events.push(ev));
+  down.add(URL_A); // instance A stops
+  WS.sockets[0].close(1001, "going away");
+  await sleep(10);
+  const resumed = await c.resume();
+  assert.equal(resumed.room, ROOM);
+  assert.equal(c.url, URL_B);
+  const tries = events.filter((e) => e.type === "reconnecting");
+  assert.deepEqual(tries.map((e) => [e.url, e.attempt, e.error]), [[URL_A, 1, null], [URL_B, 2, "connect_failed"]]);
+  for (const e of tries) assert.ok(e.leftMs > 55000 && e.leftMs <= 60000, `leftMs ${e.leftMs}`);
+  const rf = WS.sockets.at(-1).sent[0];
+  assert.equal(rf.type, "resume");
+  await c.close();
+});
+
+test("resume gives up once the relay's grace period has passed, with growing waits", async () => {
+  const down = new Set();
+  const WS = fakeWebSocket({ relay: failoverRelay(700), down });
+  const c = await kr.Client.connect([URL_A, URL_B], { WebSocket: WS });
+  await c.create("x25519");
+  const tries = [];
+  c.on("reconnecting", (ev) => tries.push({ ...ev, at: Date.now() }));
+  down.add(URL_A);
+  down.add(URL_B);
+  WS.sockets[0].close(1001, "going away");
+  await sleep(5);
+  const t0 = Date.now();
+  await assert.rejects(c.resume(), (e) => e.code === "resume_gave_up" && e.cause && e.cause.code === "connect_failed");
+  const took = Date.now() - t0;
+  assert.ok(took < 700 + 500, `gave up after ${took} ms`);
+  // A, B at once, then 0.1, 0.2, 0.4 s (±20%): about 5 attempts in 0.7 s.
+  assert.ok(tries.length >= 4 && tries.length <= 7, `${tries.length} attempts`);
+  tries.forEach((e, i) => assert.equal(e.url, [URL_A, URL_B][i % 2]));
+  for (let i = 1; i < tries.length; i++) assert.ok(tries[i].leftMs <= tries[i - 1].leftMs);
+  // (The last wait may be cut short by the end of the grace period.)
+  for (let i = 3; i < tries.length - 1; i++) {
+    assert.ok(tries[i].at - tries[i - 1].at >= tries[i - 1].at - tries[i - 2].at - 40, "the waits grow");
+  }
+  assert.ok(c.room, "the client stays in the room: resume() may be tried again");
+  await c.close();
+});
+
+test("resume stops at once on a refusal no retry can fix", async () => {
+  const WS = fakeWebSocket({ relay: failoverRelay(60000, (ws, f) => ws.deliver({ type: "error", id: f.id, code: "resume_expired", message: "the grace period is over" })) });
+  const c = await kr.Client.connect([URL_A, URL_B], { WebSocket: WS });
+  await c.create("x25519");
+  const tries = [];
+  c.on("reconnecting", (ev) => tries.push(ev));
+  WS.sockets[0].close(1006, "");
+  await sleep(5);
+  await assert.rejects(c.resume(), { code: "resume_expired" });
+  assert.equal(tries.length, 1);
+  assert.equal(c.room, null);
+  await c.close();
+});
+
+test("resumeBackoffMs doubles from 100 ms to 5 s, within ±20%", () => {
+  const bases = [100, 200, 400, 800, 1600, 3200, 5000, 5000];
+  bases.forEach((base, i) => {
+    assert.ok(Math.abs(kr.resumeBackoffMs(i + 1, () => 0) - base * 0.8) < 1e-6);
+    assert.ok(Math.abs(kr.resumeBackoffMs(i + 1, () => 1) - base * 1.2) < 1e-6);
+    const d = kr.resumeBackoffMs(i + 1);
+    assert.ok(d >= base * 0.8 && d <= base * 1.2, `${d}`);
+  });
+  assert.equal(kr.resumeBackoffMs(1000, () => 0.5), 5000);
+});
+
+test("relayURLs: the page's relay, then the listed others", () => {
+  const loc = { protocol: "https:", host: "chat.example" };
+  assert.deepEqual(kr.relayURLs(loc), ["wss://chat.example/v1/ws"]);
+  assert.deepEqual(kr.relayURLs(loc, " wss://r1.example/v1/ws,wss://r2.example/v1/ws  wss://chat.example/v1/ws javascript:x https://r3/ "),
+    ["wss://chat.example/v1/ws", "wss://r1.example/v1/ws", "wss://r2.example/v1/ws"]);
 });
 
 test("relayURLFromLocation", () => {

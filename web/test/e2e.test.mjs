@@ -11,7 +11,7 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect as netConnect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -212,11 +212,11 @@ function freePort() {
   });
 }
 
-/** Starts the relay binary on a free port; resolves with {url, stop}. */
-async function startRelay(bin, t) {
+/** Starts the relay binary on a free port, with more args; resolves with {url, stop}. */
+async function startRelay(bin, t, args = []) {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const proc = spawn(bin, ["--addr", `127.0.0.1:${port}`, "--log-level", "warn"], { stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(bin, ["--addr", `127.0.0.1:${port}`, "--log-level", "warn", ...args], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     proc.stdout.on("data", (d) => (output += d));
     proc.stderr.on("data", (d) => (output += d));
@@ -245,6 +245,113 @@ async function startRelay(bin, t) {
   }
 }
 
+const haveRedis = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
+
+/** Resolves once a Redis answers PING on port, or rejects after ms. */
+async function waitRedis(port, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const sock = netConnect(port, "127.0.0.1");
+      let got = "";
+      sock.on("connect", () => sock.write("PING\r\n"));
+      sock.on("data", (d) => {
+        got += d;
+        if (got.includes("PONG")) {
+          sock.destroy();
+          resolve(true);
+        }
+      });
+      sock.on("error", () => resolve(false));
+      setTimeout(() => {
+        sock.destroy();
+        resolve(false);
+      }, 500);
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer`);
+    await sleep(50);
+  }
+}
+
+/** Starts a redis-server without persistence on a free port; resolves with {url, stop}. */
+async function startRedis() {
+  const port = await freePort();
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  let exited = false;
+  proc.on("exit", () => (exited = true));
+  const stop = async () => {
+    if (exited) return;
+    proc.kill("SIGTERM");
+    const t0 = Date.now();
+    while (!exited && Date.now() - t0 < 5000) await sleep(50);
+    if (!exited) proc.kill("SIGKILL");
+  };
+  try {
+    await waitRedis(port);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url: `redis://127.0.0.1:${port}`, stop };
+}
+
+/**
+ * Failover between two relays sharing one real Redis: B is on instance 1
+ * (its first URL), A on instance 2. Instance 1 stops (SIGTERM: close
+ * 1001); B's resume() tries instance 1, then instance 2, which gives the
+ * seat back, reporting each attempt; nothing is lost or repeated.
+ */
+async function failoverScenario(bin, WebSocketImpl) {
+  const checks = [];
+  const stubT = { diagnostic: () => {} };
+  const redis = await startRedis();
+  const stops = [redis.stop];
+  try {
+    const r1 = await startRelay(bin, stubT, ["--redis-url", redis.url]);
+    stops.unshift(r1.stop);
+    const r2 = await startRelay(bin, stubT, ["--redis-url", redis.url]);
+    stops.unshift(r2.stop);
+    const a = await Client.connect([r2.url], { WebSocket: WebSocketImpl });
+    const b = await Client.connect([r1.url, r2.url], { WebSocket: WebSocketImpl });
+    const ra = recorder(a);
+    const rb = recorder(b);
+    try {
+      assert.equal(b.url, r1.url);
+      const room = await a.create("x25519");
+      assert.equal(room.resumeGraceMs, 120000);
+      await b.join(room.room, { group: "x25519" });
+      const [ha, hb] = await within(15000, Promise.all([a.handshake(), b.handshake()]), "handshake across instances");
+      assert.equal(ha.safetyNumber, hb.safetyNumber);
+      await a.send("before");
+      assert.equal((await rb.waitFor((e) => e.type === "message", "before")).text, "before");
+
+      const closed = rb.waitFor((e) => e.type === "closed", "closed event");
+      await r1.stop();
+      assert.equal((await closed).code, 1001);
+      await a.send("while away");
+      const resumed = await within(15000, b.resume(), "resume on the other instance");
+      assert.equal(resumed.room, room.room);
+      assert.equal(b.url, r2.url);
+      const tries = rb.events.filter((e) => e.type === "reconnecting");
+      assert.deepEqual(tries.map((e) => [e.url, e.attempt]), [[r1.url, 1], [r2.url, 2]]);
+      assert.ok(tries.every((e) => e.leftMs > 100000 && e.leftMs <= 120000), JSON.stringify(tries));
+      assert.equal((await rb.waitFor((e) => e.type === "message", "while away")).text, "while away");
+      await b.send("back");
+      assert.equal((await ra.waitFor((e) => e.type === "message", "back")).text, "back");
+      await sleep(300);
+      assert.equal(rb.messages().length + ra.messages().length, 0, "no duplicate after the failover");
+      checks.push("failover to another instance");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    for (const stop of stops) await stop();
+  }
+  return checks;
+}
+
 if (process.env.KEYRELAY_E2E_URL) {
   // Child mode: run the scenario, report on stdout, exit 0 or 1.
   const timer = setTimeout(() => {
@@ -253,6 +360,7 @@ if (process.env.KEYRELAY_E2E_URL) {
   }, 90000);
   try {
     const checks = await scenario(process.env.KEYRELAY_E2E_URL, globalThis.WebSocket);
+    if (process.env.KEYRELAY_E2E_BIN) checks.push(...(await failoverScenario(process.env.KEYRELAY_E2E_BIN, globalThis.WebSocket)));
     console.log("E2E-OK " + JSON.stringify(checks));
     clearTimeout(timer);
     process.exit(0);
@@ -270,13 +378,16 @@ if (process.env.KEYRELAY_E2E_URL) {
       const built = spawnSync("go", ["build", "-o", bin, "./cmd/keyrelay"], { cwd: repoRoot, encoding: "utf8", timeout: 180000 });
       assert.equal(built.status, 0, `go build ./cmd/keyrelay failed:\n${built.stderr}`);
       Object.assign(relay, await startRelay(bin, t));
+      const failover = haveRedis || process.env.KEYRELAY_REQUIRE_REDIS === "1";
+      if (!failover) t.diagnostic("redis-server is not installed: the failover scenario is skipped");
       let checks;
       if (typeof globalThis.WebSocket === "function") {
         checks = await scenario(relay.url, globalThis.WebSocket);
+        if (failover) checks.push(...(await failoverScenario(bin, globalThis.WebSocket)));
       } else {
         t.diagnostic("no global WebSocket: running the scenario in `node --experimental-websocket`");
         const child = spawn(process.execPath, ["--experimental-websocket", "--no-warnings", thisFile], {
-          env: { ...process.env, KEYRELAY_E2E_URL: relay.url },
+          env: { ...process.env, KEYRELAY_E2E_URL: relay.url, ...(failover ? { KEYRELAY_E2E_BIN: bin } : {}) },
           stdio: ["ignore", "pipe", "pipe"],
         });
         let out = "";
@@ -301,6 +412,7 @@ if (process.env.KEYRELAY_E2E_URL) {
         "resume after a forced close",
         "leave",
         "modp14 handshake and message, async iterator",
+        ...(failover ? ["failover to another instance"] : []),
       ]);
     } finally {
       await relay.stop();
