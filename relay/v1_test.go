@@ -74,71 +74,85 @@ func TestNewPeerAfterGrace(t *testing.T) {
 // sees, and a newcomer can take the seat after the grace.
 func TestConcurrentResumes(t *testing.T) {
 	const rounds = 8
+	cfg := relay.Config{ResumeGrace: 300 * time.Millisecond}
 	for round := range rounds {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
-			tr := newRelay(t, relay.Config{ResumeGrace: 300 * time.Millisecond})
-			p := handshake(t, tr, dh.X25519())
-			p.b.ws.CloseNow()
-			p.a.expect(wire.TypePeerLeft)
-
-			b1, b2 := tr.dial(t), tr.dial(t)
-			resume := map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok}
-			var wg sync.WaitGroup
-			for _, b := range []*peer{b1, b2} {
-				wg.Go(func() { b.send(resume) })
-			}
-			wg.Wait()
-
-			// Exactly one of the two is closed, with 4409.
-			var cutting atomic.Bool // set when the test closes the survivor
-			ended := make(chan *peer, 2)
-			for _, b := range []*peer{b1, b2} {
-				go func() {
-					for {
-						if _, err := b.tryRead(frameTimeout); err != nil {
-							if websocket.CloseStatus(err) == wire.CloseSuperseded {
-								ended <- b
-							} else if !errors.Is(err, errTimeout) && !cutting.Load() {
-								t.Errorf("a resumed connection ended with %v, want 4409 or nothing", err)
-							}
-							return
-						}
-					}
-				}()
-			}
-			var survivor *peer
-			select {
-			case loser := <-ended:
-				survivor = b1
-				if loser == b1 {
-					survivor = b2
-				}
-			case <-time.After(frameTimeout):
-				t.Fatal("neither resumed connection was closed as superseded")
-			}
-			// The survivor holds the seat: the peer sees it leave.
-			cutting.Store(true)
-			survivor.ws.CloseNow()
-			for {
-				f := p.a.read()
-				if wire.FrameType(f.str("type")) == wire.TypePeerLeft {
-					if f.str("reason") != string(wire.ReasonDropped) {
-						t.Fatalf("peer_left %v, want dropped", f)
-					}
-					break
-				}
-				if wire.FrameType(f.str("type")) != wire.TypePeerJoined {
-					t.Fatalf("A got %v, want peer_joined or peer_left", f)
-				}
-			}
-			if f := p.a.expect(wire.TypePeerLeft); f.str("reason") != string(wire.ReasonExpired) {
-				t.Fatalf("A got %v, want peer_left expired", f)
-			}
-			c := tr.dial(t)
-			c.send(map[string]any{"type": "join", "room": p.room})
-			c.expect(wire.TypeRoom)
+			tr := newRelay(t, cfg)
+			testConcurrentResumes(t, tr, tr, handshake(t, tr, dh.X25519()))
 		})
 	}
+	// On two instances sharing Redis: the two resumes reach different
+	// relays.
+	for round := range rounds / 2 {
+		t.Run(fmt.Sprint("two instances/", round), func(t *testing.T) {
+			_, r1, r2 := twoInstances(t, cfg)
+			testConcurrentResumes(t, r1, r2, handshakeAcross(t, r1, r2, dh.X25519()))
+		})
+	}
+}
+
+// testConcurrentResumes drops p's B and resumes its seat twice at once, on
+// home and on away.
+func testConcurrentResumes(t *testing.T, home, away *testRelay, p *pair) {
+	p.b.ws.CloseNow()
+	p.a.expect(wire.TypePeerLeft)
+
+	b1, b2 := home.dial(t), away.dial(t)
+	resume := map[string]any{"type": "resume", "room": p.room, "peer": p.bID, "resume_token": p.bTok}
+	var wg sync.WaitGroup
+	for _, b := range []*peer{b1, b2} {
+		wg.Go(func() { b.send(resume) })
+	}
+	wg.Wait()
+
+	// Exactly one of the two is closed, with 4409.
+	var cutting atomic.Bool // set when the test closes the survivor
+	ended := make(chan *peer, 2)
+	for _, b := range []*peer{b1, b2} {
+		go func() {
+			for {
+				if _, err := b.tryRead(frameTimeout); err != nil {
+					if websocket.CloseStatus(err) == wire.CloseSuperseded {
+						ended <- b
+					} else if !errors.Is(err, errTimeout) && !cutting.Load() {
+						t.Errorf("a resumed connection ended with %v, want 4409 or nothing", err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	var survivor *peer
+	select {
+	case loser := <-ended:
+		survivor = b1
+		if loser == b1 {
+			survivor = b2
+		}
+	case <-time.After(frameTimeout):
+		t.Fatal("neither resumed connection was closed as superseded")
+	}
+	// The survivor holds the seat: the peer sees it leave.
+	cutting.Store(true)
+	survivor.ws.CloseNow()
+	for {
+		f := p.a.read()
+		if wire.FrameType(f.str("type")) == wire.TypePeerLeft {
+			if f.str("reason") != string(wire.ReasonDropped) {
+				t.Fatalf("peer_left %v, want dropped", f)
+			}
+			break
+		}
+		if wire.FrameType(f.str("type")) != wire.TypePeerJoined {
+			t.Fatalf("A got %v, want peer_joined or peer_left", f)
+		}
+	}
+	if f := p.a.expect(wire.TypePeerLeft); f.str("reason") != string(wire.ReasonExpired) {
+		t.Fatalf("A got %v, want peer_left expired", f)
+	}
+	c := home.dial(t)
+	c.send(map[string]any{"type": "join", "room": p.room})
+	c.expect(wire.TypeRoom)
 }
 
 // TestReflectedKey: a peer that sends the other peer's own key gets

@@ -84,7 +84,8 @@ type RedisConfig struct {
 	// lease ends (it was killed, or cut off from Redis), the sweeper of any
 	// other instance marks the seats its connections held disconnected,
 	// publishing each member's EventLeft (ReasonDropped), within
-	// SweepInterval. Zero (or negative) means 15 s.
+	// SweepInterval. Zero (or negative) means 15 s; it must be at least
+	// three SweepIntervals.
 	LeaseTTL time.Duration
 	// OnLeaseLost is called, from the sweeper, when this instance finds
 	// that its own lease ended before it could renew it: other instances
@@ -191,6 +192,12 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	s.lease.ttl, s.lease.onLost = cfg.LeaseTTL, cfg.OnLeaseLost
 	if s.lease.ttl <= 0 {
 		s.lease.ttl = defaultLeaseTTL
+	}
+	if s.lease.ttl < 3*s.sweepEvery {
+		// The sweeper renews at the first sweep a third of the lease
+		// after the last renewal: that must come well before the end.
+		stop()
+		return fail(fmt.Errorf("session: redis config: LeaseTTL %v is shorter than 3 SweepIntervals (%v)", s.lease.ttl, 3*s.sweepEvery))
 	}
 	s.setInstance(newInstanceID())
 	if err := s.renewLease(ctx, true); err != nil {
