@@ -140,6 +140,7 @@ type RedisStore struct {
 	retries    *disconnectRetries // failed disconnects, retried by the sweeper
 	instances  string             // the registry of instances and their leases
 	lease      lease              // this instance's; see redis_lease.go
+	leased     <-chan struct{}    // closed when the lease's renewer returns
 
 	closed atomic.Bool // set, under mu, by Close
 
@@ -177,7 +178,7 @@ var (
 	scriptPublish    = redisx.LoadScript(redisLua, "redis", "publish")
 	scriptRooms      = redisx.LoadScript(redisLua, "redis", "rooms")
 	scriptDue        = redisx.LoadScript(redisLua, "redis", "due")
-	scriptLease      = redisx.LoadScript(redisLua, "redis", "lease")
+	scriptLease      = redisx.LoadScriptAllowOOM(redisLua, "redis", "lease") // a full Redis must not end a live instance's lease
 	scriptDead       = redisx.LoadScript(redisLua, "redis", "dead")
 	scriptReap       = redisx.LoadScript(redisLua, "redis", "reap")
 	scriptSettle     = redisx.LoadScript(redisLua, "redis", "settle")
@@ -551,6 +552,7 @@ func (s *RedisStore) Close() error {
 	}
 	s.readers.Wait()
 	<-s.swept
+	<-s.leased
 	if n := s.retries.len(); n > 0 {
 		s.log.Warn("store closed with disconnects Redis has not accepted: those members stay connected in Redis until they resume, leave or their rooms expire", "count", n)
 	}

@@ -80,12 +80,11 @@ type RedisConfig struct {
 	// give them all the same.
 	Budget Budget
 	// LeaseTTL is how long this instance's lease in Redis lasts unless it
-	// is renewed (every third of it, by the sweeper). When an instance's
+	// is renewed (every third of it, by a goroutine of its own). When an instance's
 	// lease ends (it was killed, or cut off from Redis), the sweeper of any
 	// other instance marks the seats its connections held disconnected,
 	// publishing each member's EventLeft (ReasonDropped), within
-	// SweepInterval. Zero (or negative) means 15 s; it must be at least
-	// three SweepIntervals.
+	// SweepInterval. Zero (or negative) means 15 s.
 	LeaseTTL time.Duration
 	// OnLeaseLost is called, from the sweeper, when this instance finds
 	// that its own lease ended before it could renew it: other instances
@@ -193,19 +192,13 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	if s.lease.ttl <= 0 {
 		s.lease.ttl = defaultLeaseTTL
 	}
-	if s.lease.ttl < 3*s.sweepEvery {
-		// The sweeper renews at the first sweep a third of the lease
-		// after the last renewal: that must come well before the end.
-		stop()
-		return fail(fmt.Errorf("session: redis config: LeaseTTL %v is shorter than 3 SweepIntervals (%v)", s.lease.ttl, 3*s.sweepEvery))
-	}
 	s.setInstance(newInstanceID())
 	if err := s.renewLease(ctx, true); err != nil {
 		stop()
 		return fail(err)
 	}
-	s.lease.nextRenew = time.Now().Add(s.lease.ttl / 3)
 	s.swept = background.Every(bg, s.sweepEvery, s.sweepOnce)
+	s.leased = background.Every(bg, s.lease.ttl/3, s.renewTick)
 	return s, nil
 }
 

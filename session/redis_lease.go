@@ -12,8 +12,8 @@ import (
 )
 
 // Instance liveness (lib.lua describes the keys). Each RedisStore is an
-// instance with a lease in Redis, renewed by its sweeper every third of
-// RedisConfig.LeaseTTL. Join and Reconnect record which instance holds a
+// instance with a lease in Redis, renewed by a goroutine of its own every
+// third of RedisConfig.LeaseTTL. Join and Reconnect record which instance holds a
 // member's seat. When an instance dies without disconnecting its members
 // (SIGKILL, a crash, a lost network), its lease ends, and the sweeper of
 // any other instance marks the seats it held disconnected, publishing
@@ -32,13 +32,12 @@ const (
 )
 
 // lease is an instance's identity and lease. Its fields are used by the
-// sweeper goroutine only, but for id, which Join and Reconnect read.
+// renewer goroutine only, but for id, which every goroutine reads.
 type lease struct {
-	ttl       time.Duration
-	onLost    func()
-	nextRenew time.Time
-	cursor    uint64                 // where the tidying of the instance's own seats goes on
-	id        atomic.Pointer[string] // the instance ID
+	ttl    time.Duration
+	onLost func()
+	cursor uint64                 // where the tidying of the instance's own seats goes on
+	id     atomic.Pointer[string] // the instance ID
 }
 
 // newInstanceID returns a new instance ID.
@@ -79,21 +78,26 @@ func (s *RedisStore) renewLease(ctx context.Context, first bool) error {
 	return nil
 }
 
-// leaseWork is the sweeper's part of instance liveness: it renews the
-// lease when due, and marks the seats of dead instances disconnected.
+// renewTick runs every third of the lease, in a goroutine of its own (so
+// that a long SweepInterval cannot let the lease lapse): it renews the
+// lease and tidies the instance's set of seats.
+func (s *RedisStore) renewTick() {
+	ctx, cancel := context.WithTimeout(s.bg, s.lease.ttl/3)
+	defer cancel()
+	if err := s.renewLease(ctx, false); err != nil {
+		if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
+			s.log.Error("lease renewal failed", "err", err)
+		}
+		return
+	}
+	s.tidySeats(ctx)
+}
+
+// leaseWork is the sweeper's part of instance liveness: it marks the
+// seats of dead instances disconnected.
 func (s *RedisStore) leaseWork() {
 	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
 	defer cancel()
-	if now := time.Now(); !now.Before(s.lease.nextRenew) {
-		if err := s.renewLease(ctx, false); err != nil {
-			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
-				s.log.Error("lease renewal failed", "err", err)
-			}
-		} else {
-			s.lease.nextRenew = now.Add(s.lease.ttl / 3)
-		}
-		s.tidySeats(ctx)
-	}
 	s.reapDead(ctx)
 }
 

@@ -167,3 +167,49 @@ func TestRedisStoreLeaseLost(t *testing.T) {
 		t.Errorf("room %+v, %v; want a connected (its instance lives under its new ID)", r, err)
 	}
 }
+
+// TestRedisStoreUnwrittenDisconnectHeals: Redis is full when a member
+// drops, so its disconnect is not written, and the instance dies before
+// it could retry: the member's seat would stay "connected" until the
+// room's TTL. The instance's lease ends, and once Redis has room the
+// survivor marks the seat disconnected and announces it.
+func TestRedisStoreUnwrittenDisconnectHeals(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	url := "redis://" + srv.Addr
+	prefix := uniquePrefix(t, false)
+	dying := leaseStore(t, url, prefix, nil)
+	survivor := leaseStore(t, url, prefix, func() {
+		t.Error("the survivor lost its lease while Redis was full")
+	})
+	ctx := t.Context()
+	mustCreate(t, survivor, "r", session.RoomConfig{TTL: time.Minute, ResumeGrace: time.Minute, MaxPending: 8})
+	if _, err := dying.Join(ctx, "r", member("a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := survivor.Join(ctx, "r", member("b")); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := survivor.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unfill := fill(t, newClient(t, srv.Addr))
+	if err := dying.Disconnect(ctx, "r", "a", 1); !errors.Is(err, session.ErrUnavailable) {
+		t.Fatalf("Disconnect with Redis full = %v, want %v", err, session.ErrUnavailable)
+	}
+	dying.Close()             // dies with the disconnect queued
+	time.Sleep(3 * testLease) // the survivor keeps renewing its lease, full or not
+	unfill()
+	select {
+	case ev := <-sub.C:
+		if ev == nil || ev.Type != session.EventLeft || ev.Peer != "a" || ev.Reason != session.ReasonDropped {
+			t.Fatalf("event %+v, want a's EventLeft (dropped)", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the unwritten disconnect never healed")
+	}
+	if r, err := survivor.Room(ctx, "r"); err != nil || mustMember(t, r, "a").Connected {
+		t.Errorf("room %+v, %v; want a disconnected", r, err)
+	}
+}

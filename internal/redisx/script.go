@@ -24,6 +24,21 @@ var prelude string
 // It panics if either file cannot be read: for embedded files, a mistake
 // that the first test finds. Call it when a package initialises.
 func LoadScript(fsys fs.FS, dir, name string) *redis.Script {
+	return loadScript(fsys, dir, name, "")
+}
+
+// LoadScriptAllowOOM is LoadScript for a script that Redis must run even
+// when it is full (maxmemory reached, under noeviction): it starts with
+// the shebang "#!lua flags=allow-oom" (Redis 7), which also makes Redis
+// check that the script touches only the keys it declares. Use it only
+// for scripts whose writes are small and must not fail, such as an
+// instance's lease.
+func LoadScriptAllowOOM(fsys fs.FS, dir, name string) *redis.Script {
+	return loadScript(fsys, dir, name, "#!lua flags=allow-oom\n")
+}
+
+// loadScript is LoadScript with a first line.
+func loadScript(fsys fs.FS, dir, name, first string) *redis.Script {
 	lib, err := fs.ReadFile(fsys, path.Join(dir, "lib.lua"))
 	if err != nil {
 		panic("redisx: " + err.Error())
@@ -32,5 +47,5 @@ func LoadScript(fsys fs.FS, dir, name string) *redis.Script {
 	if err != nil {
 		panic("redisx: " + err.Error())
 	}
-	return redis.NewScript(prelude + "\n" + string(lib) + "\n" + string(op))
+	return redis.NewScript(first + prelude + "\n" + string(lib) + "\n" + string(op))
 }
