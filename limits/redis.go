@@ -496,5 +496,5 @@ func (r *Redis) backendErr(ctx context.Context, op string, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
-	return redisx.Wrap(ctx, "limits: redis "+op, ErrUnavailable, err)
+	return redisx.Wrap(ctx, "redis "+op, ErrUnavailable, err)
 }

@@ -52,6 +52,10 @@ var errGroupNotAllowed = errors.New("relay: legacy group not allowed")
 // default: served only with Config.AllowLegacyGroups.
 var legacyGroups = map[string]bool{"modp5": true}
 
+// IsLegacyGroup reports whether the group with this wire name is served
+// only with Config.AllowLegacyGroups.
+func IsLegacyGroup(name string) bool { return legacyGroups[name] }
+
 // lookupGroup returns the group with wire name name: the names only (the
 // tutorial API's numeric aliases are not part of the protocol), and a
 // legacy group only where the operator allows it.

@@ -42,7 +42,7 @@ const maxLuaSeq = 1 << 53
 // All times (ExpiresAt, DisconnectedAt and the grace periods measured from
 // them) come from the Redis server's clock, the one that expires keys, in
 // milliseconds, so relay instances whose clocks differ still agree. Redis
-// 6.2 or later is required.
+// 7.0 or later is required (script flags, for the lease).
 //
 // Events travel by Redis Pub/Sub on one channel per room. Each RedisStore
 // holds one Pub/Sub connection for all its subscriptions, read by one
@@ -243,7 +243,7 @@ func (s *RedisStore) backendErr(ctx context.Context, op string, err error) error
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return redisx.Wrap(ctx, "session: redis "+op, ErrUnavailable, err)
+	return redisx.Wrap(ctx, "redis "+op, ErrUnavailable, err)
 }
 
 // msString formats d in milliseconds for the scripts' arithmetic, up to

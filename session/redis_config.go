@@ -111,7 +111,7 @@ const defaultRedisPrefix = "keyrelay"
 // Redis cannot be reached, and an error matching no sentinel if cfg is
 // invalid (neither or both of URL and Client, a URL that does not parse, a
 // Cluster prefix without a hash tag, a negative Budget field) or Redis is
-// older than 6.2. It returns an error wrapping ErrEvictingRedis if Redis's
+// older than 7.0. It returns an error wrapping ErrEvictingRedis if Redis's
 // maxmemory-policy is not noeviction, unless cfg.AllowEviction. Where
 // Redis refuses both CONFIG GET and INFO (some managed services), the
 // policy cannot be read: the store starts and logs a warning, once. Call
@@ -209,25 +209,23 @@ func hasHashTag(key string) bool {
 }
 
 // checkRedisVersion returns an error if Redis cannot be reached or is older
-// than 6.2 (XTRIM MINID).
+// than 7.0 (XTRIM MINID needs 6.2; the lease's allow-oom script flag, 7.0).
 func checkRedisVersion(ctx context.Context, client redis.UniversalClient) error {
 	info, err := client.Info(ctx, "server").Result()
 	if err != nil {
-		return fmt.Errorf("session: redis: %w: %w", ErrUnavailable, err)
+		if redisx.IsConfig(err) {
+			return fmt.Errorf("session: redis: %w", err)
+		}
+		return fmt.Errorf("%w: redis: %w", ErrUnavailable, err)
 	}
 	for line := range strings.Lines(info) {
 		v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:")
 		if !ok {
 			continue
 		}
-		parts := strings.SplitN(v, ".", 3)
-		if len(parts) < 2 {
-			return nil
-		}
-		major, err1 := strconv.Atoi(parts[0])
-		minor, err2 := strconv.Atoi(parts[1])
-		if err1 == nil && err2 == nil && (major < 6 || major == 6 && minor < 2) {
-			return fmt.Errorf("session: redis %s is too old: 6.2 or later is required", v)
+		major, _, _ := strings.Cut(v, ".")
+		if n, err := strconv.Atoi(major); err == nil && n < 7 {
+			return fmt.Errorf("session: redis %s is too old: 7.0 or later is required", v)
 		}
 		return nil
 	}

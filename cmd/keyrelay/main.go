@@ -169,9 +169,10 @@ func main() {
 	reload, stopReload := notifyReload()
 	defer stopReload()
 	if err := run(ctx, os.Args[1:], os.Getenv, reload, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "keyrelay:", err)
+		if errors.Is(err, flag.ErrHelp) || errors.Is(err, errVersion) {
+			return // --help, --version: done
 		}
+		fmt.Fprintln(os.Stderr, "keyrelay:", err)
 		os.Exit(2)
 	}
 }
@@ -199,6 +200,7 @@ type config struct {
 	trustedProxies  *realip.Resolver // nil: trust no proxy
 	http            httpConfig
 
+	version    bool // --version
 	keyAPI     bool
 	keyAPIAddr string // "" on addr
 	keys       keyapi.Config
@@ -208,7 +210,10 @@ type config struct {
 }
 
 // parseConfig reads flags, each defaulting to its KEYRELAY_* variable.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+// --help writes the usage to stdout and returns flag.ErrHelp; --version
+// writes the version there and returns errVersion. A flag error is
+// returned without the usage (main prints it in one line).
+func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (config, error) {
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v
@@ -217,7 +222,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	var c config
 	fs := flag.NewFlagSet("keyrelay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", env("KEYRELAY_ADDR", ":8080"), "listen address (env KEYRELAY_ADDR)")
 	fs.StringVar(&c.corsOrigins, "cors-origins", env("KEYRELAY_CORS_ORIGINS", "*"), "comma-separated origins allowed by CORS on the key API; * for any, which covers simple requests (GET) but not preflights (a JSON POST): those need the origin listed by name (env KEYRELAY_CORS_ORIGINS)")
 	keyAPIDefault, err := strconv.ParseBool(env("KEYRELAY_KEY_API", "true"))
@@ -260,12 +266,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		fs.IntVar(p, name, v, usage+" (env "+envName+")")
 	}
+	var durations []string // the duration flags, none of which may be negative
 	durFlag := func(p *time.Duration, name, envName string, def time.Duration, usage string) {
-		v, err := time.ParseDuration(env(envName, def.String()))
+		v, err := parseDuration(env(envName, def.String()))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
 		}
-		fs.DurationVar(p, name, v, usage+" (env "+envName+")")
+		*p = v
+		fs.Var((*durationValue)(p), name, usage+" (env "+envName+")")
+		durations = append(durations, name)
 	}
 	var maxFrame, fps, bps, maxPendingBytes, pendingPerIP, pendingTotal, queuedBytes, queuedTotal int
 	intFlag(&maxFrame, "max-frame-bytes", "KEYRELAY_MAX_FRAME_BYTES", 64<<10, "largest frame a client may send")
@@ -315,8 +324,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			writeUsage(stdout, fs)
+			return c, err
+		}
+		return c, fmt.Errorf("%w (keyrelay --help lists the flags)", err)
+	}
+	if c.version {
+		fmt.Fprintln(stdout, version())
+		return c, errVersion
+	}
+	for _, name := range durations {
+		if d := fs.Lookup(name).Value.(*durationValue); *d < 0 {
+			return c, fmt.Errorf("--%s %v: must not be negative", name, time.Duration(*d))
+		}
 	}
 	if maxFrame <= 0 || fps <= 0 || bps <= 0 || maxPendingBytes <= 0 {
 		return c, errors.New("--max-frame-bytes, --frames-per-second, --bytes-per-second and --max-pending-bytes must be positive")
@@ -402,8 +425,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 
 func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+	switch strings.ToLower(c.logLevel) {
+	case "debug", "info", "warn", "error":
+		level.UnmarshalText([]byte(c.logLevel))
+	default:
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch c.logFormat {
@@ -412,7 +438,7 @@ func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("--log-format: %q is neither text nor json", c.logFormat)
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 }
 
 // notifyReload returns the channel on which SIGHUP, the signal to re-read
@@ -429,7 +455,7 @@ func notifyReload() (<-chan os.Signal, func()) {
 // Each value received from reload (nil: never) re-reads the TLS
 // certificate.
 func run(ctx context.Context, args []string, getenv func(string) string, reload <-chan os.Signal, stdout, stderr io.Writer) error {
-	c, err := parseConfig(args, getenv, stderr)
+	c, err := parseConfig(args, getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -568,6 +594,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 	}
 	if !c.keyAPI {
 		logger.Info("key api off")
+	} else if c.keyAPIGet {
+		logger.Warn("the key API accepts GET /generate-shared-key, with private keys in the URL (where proxies and browsers may log them); --key-api-get=false turns it off")
 	}
 	for _, s := range servers {
 		s.ln = accepts.Listen(s.ln) // every listener, one budget
@@ -587,7 +615,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 		if s.name != "main" {
 			msg = s.name + " listening"
 		}
-		logger.Info(msg, "addr", s.ln.Addr().String(), "scheme", scheme)
+		if s.name == "main" {
+			logger.Info(msg, "addr", s.ln.Addr().String(), "scheme", scheme, "open", openURL(scheme, s.ln.Addr()), "groups", groupNames(c.relay.AllowLegacyGroups))
+		} else {
+			logger.Info(msg, "addr", s.ln.Addr().String(), "scheme", scheme)
+		}
 		go func() {
 			if s.tls {
 				errc <- s.srv.ServeTLS(s.ln, "", "") // the certificate comes from TLSConfig
@@ -695,6 +727,9 @@ type limiter interface {
 // newStore returns the session store: in Redis on client when there is
 // one, else in memory, with budget. The store does not own client. A Redis whose
 // maxmemory-policy evicts keys is refused unless o.allowEviction.
+// redisWait is how long the relay waits for Redis at start.
+const redisWait = 30 * time.Second
+
 // storeOptions are newStore's settings.
 type storeOptions struct {
 	allowEviction bool           // --redis-allow-eviction
@@ -709,8 +744,11 @@ func newStore(ctx context.Context, client redis.UniversalClient, o storeOptions,
 		return session.NewMemoryStore(session.MemoryConfig{Budget: o.budget}), nil
 	}
 	// Redis may start after the relay (docker compose): wait for it, up to
-	// 30 s, then give up with the last error.
-	deadline := time.Now().Add(30 * time.Second)
+	// 30 s, then give up with the last error. The wait is logged when it
+	// starts and every 5 s, not at every try.
+	start := time.Now()
+	deadline := start.Add(redisWait)
+	var lastLog time.Time
 	for {
 		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: o.allowEviction, Budget: o.budget, LeaseTTL: o.lease, OnLeaseLost: o.onLeaseLost, Logger: logger})
@@ -722,10 +760,16 @@ func newStore(ctx context.Context, client redis.UniversalClient, o storeOptions,
 		if errors.Is(err, session.ErrEvictingRedis) {
 			return nil, fmt.Errorf("--redis-url: %w (or start with --redis-allow-eviction to run with a warning)", err)
 		}
-		if !errors.Is(err, session.ErrUnavailable) || time.Now().After(deadline) {
+		if !errors.Is(err, session.ErrUnavailable) {
 			return nil, fmt.Errorf("--redis-url: %w", err)
 		}
-		logger.Warn("waiting for Redis", "err", err)
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("--redis-url: Redis did not answer within %v: %w", redisWait, err)
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			logger.Warn("waiting for Redis", "waited", time.Since(start).Round(time.Second), "gives_up_after", redisWait, "err", err)
+			lastLog = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

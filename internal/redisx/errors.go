@@ -17,6 +17,30 @@ var transientReplies = []string{
 	"BUSY", "NOREPLICAS", "MISCONF", "OOM",
 }
 
+// configReplies are the Redis error replies that mean the client is set
+// up wrong (a database that does not exist, a wrong or missing password):
+// retrying cannot help. go-redis may return them from a connection's
+// set-up without their type.
+var configReplies = []string{
+	"ERR DB index is out of range", "NOAUTH", "WRONGPASS", "NOPERM",
+	"ERR invalid password", "ERR AUTH", "ERR Client sent AUTH",
+}
+
+// IsConfig reports whether err is a Redis reply saying that the client's
+// settings are wrong (see configReplies), however it is wrapped.
+func IsConfig(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	for _, p := range configReplies {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // IsTransient reports whether err is a Redis error reply that means "not
 // now" (LOADING, READONLY, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, BUSY,
 // NOREPLICAS, MISCONF, OOM): Redis is there but cannot serve the call at
@@ -36,10 +60,13 @@ func IsTransient(err error) bool {
 }
 
 // Wrap returns the error for a Redis call that failed with err, made under
-// ctx; op names the call in the message (such as "session: redis join").
+// ctx; op names the call in the message (such as "redis join"; the
+// package's name is in unavailable's message, so it is not repeated).
 //
 //   - A Redis error reply that is not transient (a script's error, or
-//     redis.Nil: a bug of the caller's) is returned as "op: err".
+//     redis.Nil: a bug of the caller's), or one that says the client is
+//     set up wrong ([IsConfig]: no such database, a wrong password), is
+//     returned as "op: err".
 //   - Anything else (Redis could not be reached, did not answer in time, or
 //     answered with a transient reply; see [IsTransient]) is unavailability:
 //     the error wraps unavailable, the caller's own sentinel, and err, and,
@@ -54,7 +81,7 @@ func Wrap(ctx context.Context, op string, unavailable, err error) error {
 		return nil
 	}
 	var rerr redis.Error
-	if errors.As(err, &rerr) && !IsTransient(err) {
+	if (errors.As(err, &rerr) && !IsTransient(err)) || IsConfig(err) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	cerr := ctx.Err()

@@ -14,6 +14,9 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -98,12 +101,41 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 // standard error stream. It affects every go-redis client in the process;
 // call it once, before creating clients.
 func SetLogger(logger *slog.Logger) {
-	redis.SetLogger(slogLogger{logger})
+	redis.SetLogger(&slogLogger{l: logger})
 }
 
-// slogLogger adapts a *slog.Logger to go-redis's logging interface.
-type slogLogger struct{ l *slog.Logger }
+// slogLogger adapts a *slog.Logger to go-redis's logging interface. It
+// logs at most one line every logEvery and counts the ones it drops: with
+// Redis down, go-redis reports every failed dial of every pool.
+type slogLogger struct {
+	l *slog.Logger
 
-func (s slogLogger) Printf(ctx context.Context, format string, v ...any) {
-	s.l.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// logEvery is how often go-redis's lines are logged at most.
+const logEvery = 10 * time.Second
+
+func (s *slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	s.mu.Lock()
+	now := time.Now()
+	if now.Sub(s.last) < logEvery {
+		s.dropped++
+		s.mu.Unlock()
+		return
+	}
+	dropped := s.dropped
+	s.last, s.dropped = now, 0
+	s.mu.Unlock()
+	msg := fmt.Sprintf(format, v...)
+	if !strings.HasPrefix(msg, "redis: ") {
+		msg = "redis: " + msg
+	}
+	if dropped > 0 {
+		s.l.WarnContext(ctx, msg, "similar_lines_dropped", dropped)
+		return
+	}
+	s.l.WarnContext(ctx, msg)
 }
