@@ -76,6 +76,9 @@ const app = {
   reconnecting: false,
   x25519: true,
   group: null, // the group the page insists on: chosen, from the link, or the room's
+  roomID: null, // the room this page is in (or joining)
+  href: "", // the page's URL for that room: a different one was typed or pasted
+  episode: null, // the peer's current run of drops and returns (see peerDropped)
 };
 
 function setState(state, detail) {
@@ -89,11 +92,18 @@ function setState(state, detail) {
   $("start-panel").hidden = state !== "start";
   $("share-panel").hidden = !(state === "waiting" || (state === "handshake" && $("share-link").value !== ""));
   $("progress-panel").hidden = !(state === "waiting" || state === "handshake");
-  $("verify-panel").hidden = !app.handshakeDone || state === "peer-left";
+  // The safety number is the current peer's: hidden once there is none
+  // (they left, or this page did), so nobody marks a gone key as verified.
+  const hasPeer = chatting && state !== "peer-left";
+  $("verify-panel").hidden = !hasPeer;
+  $("verify").disabled = !hasPeer;
   $("chat-panel").hidden = !app.chatShown;
-  const canSend = chatting && (state === "chat" || state === "peer-dropped");
+  // While reconnecting the composer stays open: what is typed is queued,
+  // marked as such, and sent once the connection is back (sendMessage).
+  const canSend = chatting && (state === "chat" || state === "peer-dropped" || state === "reconnecting");
   $("message").disabled = !canSend;
   $("send").disabled = !canSend;
+  $("message").placeholder = state === "reconnecting" ? "Sent once reconnected" : "Message (Enter sends)";
   $("leave").hidden = !inRoom;
   $("new-room").hidden = inRoom || state === "start" || state === "loading";
   if (FINAL.has(state) && app.client) {
@@ -148,17 +158,23 @@ function system(text) {
   return addMessage("system", text);
 }
 
+// sendMessage shows text as the user's and sends it. Typed while the page
+// reconnects, it is queued: marked "queued: sent once reconnected" (like a
+// chat app's clock mark) and sent by keyrelay.js once resume() succeeds,
+// after any message still unconfirmed from before the drop.
 async function sendMessage(text) {
   const li = addMessage("mine", text);
   li.classList.add("pending");
-  li.querySelector(".meta").textContent = "sending…";
+  const queued = app.state === "reconnecting";
+  li.classList.toggle("queued", queued);
+  li.querySelector(".meta").textContent = queued ? "queued: sent once reconnected" : "sending…";
   try {
-    const seq = await app.client.send(text);
-    li.classList.remove("pending");
+    const seq = await app.client.send(text, { queue: true });
+    li.classList.remove("pending", "queued");
     li.dataset.seq = String(seq);
     li.querySelector(".meta").textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   } catch (e) {
-    li.classList.remove("pending");
+    li.classList.remove("pending", "queued");
     li.classList.add("failed");
     li.querySelector(".meta").textContent = sendFailure(e);
     if (isKeyError(e)) setState("invalid-key");
@@ -166,7 +182,8 @@ async function sendMessage(text) {
 }
 
 // A message whose connection drops before the relay confirms it stays
-// "sending…": keyrelay.js sends it again after reconnecting.
+// "sending…", and one typed while reconnecting "queued": keyrelay.js sends
+// both once reconnected. What it reports here is why one was not sent.
 function sendFailure(e) {
   switch (e && e.code) {
     case Code.MAILBOX_FULL:
@@ -175,8 +192,9 @@ function sendFailure(e) {
       return "not sent: too fast; try again";
     case LocalCode.TOO_LARGE:
       return "not sent: too long";
-    case LocalCode.DISCONNECTED:
-      return "not sent: the connection is down; try again once reconnected";
+    case LocalCode.CLOSED:
+      // Queued or unconfirmed when the page stopped.
+      return app.state === "left" ? "not sent: you left the room first" : "not sent: the connection did not come back";
     default:
       return `not sent (${(e && e.code) || "error"})`;
   }
@@ -299,12 +317,10 @@ function onEvent(ev) {
     case "peer_joined":
       if (app.state === "waiting") setState("handshake");
       if (ev.resumed) {
-        if (app.handshakeDone && app.state === "peer-dropped") {
-          system("The other person is back.");
-          setState("chat");
-        }
+        if (app.handshakeDone && app.state === "peer-dropped") peerBack();
       } else if (app.state === "peer-left") {
         // A new person took the free place: new key, new safety number.
+        app.episode = null;
         system("Someone new joined: compare the new safety number before trusting them.");
         handshake();
       }
@@ -317,12 +333,13 @@ function onEvent(ev) {
         if (app.handshakeDone) {
           system(ev.reason === Reason.LEFT ? "The other person left the room." : "The other person's connection did not come back in time.");
         }
+        app.episode = null;
         app.hsGen++;
         app.handshakeDone = false;
         setState("peer-left");
         // If someone joins in their place, handshake() runs again.
       } else if (app.handshakeDone) {
-        setState("peer-dropped");
+        peerDropped();
       }
       break;
     case "error":
@@ -351,6 +368,64 @@ function onEvent(ev) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// The peer's drops and returns
+
+// A drop within EPISODE_MS of the peer's last drop or return belongs to the
+// same episode, which has one entry in the history, updated in place and
+// moved to the end: whether the connection dropped once or often, over how
+// long, and whether they are back. A flapping connection so makes one line
+// ("The other person's connection is unstable: it dropped 5 times in 12 s.
+// They are back."), not one per drop and per return.
+const EPISODE_MS = 60_000;
+
+// peerDropped records that the peer's connection dropped (unless the
+// current episode already has them away) and shows it.
+function peerDropped() {
+  const now = Date.now();
+  let ep = app.episode;
+  if (!ep || now - ep.last > EPISODE_MS) {
+    ep = app.episode = { li: system(""), drops: 0, first: now, lastDrop: now, last: now, back: false, backAfter: 0 };
+  }
+  if (ep.drops === 0 || ep.back) {
+    ep.drops++;
+    ep.lastDrop = ep.last = now;
+    ep.back = false;
+    showEpisode(ep);
+  }
+  setState("peer-dropped");
+}
+
+// peerBack records that the peer is back (if the episode had them away)
+// and shows it.
+function peerBack() {
+  const ep = app.episode;
+  if (ep && !ep.back) {
+    ep.last = Date.now();
+    ep.back = true;
+    ep.backAfter = ep.last - ep.lastDrop;
+    showEpisode(ep);
+  }
+  setState("chat");
+}
+
+function showEpisode(ep) {
+  const waiting = "Waiting for them to come back…";
+  let text;
+  if (ep.drops === 1) {
+    text = ep.back
+      ? `The other person's connection dropped and came back ${ep.backAfter < 1000 ? "within a second" : `after ${duration(ep.backAfter)}`}.`
+      : `The other person's connection dropped. ${waiting}`;
+  } else {
+    const span = ep.lastDrop - ep.first;
+    text = `The other person's connection is unstable: it dropped ${ep.drops} times in ${span < 1000 ? "under a second" : duration(span)}. ${ep.back ? "They are back." : waiting}`;
+  }
+  ep.li.querySelector(".text").textContent = text;
+  const list = $("messages");
+  if (list.lastElementChild !== ep.li) list.append(ep.li); // the latest news last
+  list.scrollTop = list.scrollHeight;
+}
+
 // relayName is how the page names a relay: its host (and port).
 function relayName(url) {
   try {
@@ -377,7 +452,9 @@ async function reconnect() {
   try {
     const room = await app.client.resume();
     if (!app.handshakeDone) return handshake();
-    setState(room.peers < 2 ? "peer-dropped" : "chat");
+    // The peer may have dropped, or come back, while this page was away.
+    if (room.peers < 2) peerDropped();
+    else peerBack();
   } catch (e) {
     // The place is gone, taken by another tab, the group refused, or the
     // grace period over (resume_gave_up).
@@ -407,6 +484,7 @@ async function createRoom(group) {
   try {
     const c = await connect();
     const room = await c.create(group);
+    app.roomID = room.room;
     const link = new URL(location.href);
     link.search = "";
     // The group goes with the room ID, so the joiner's page insists on it.
@@ -423,6 +501,7 @@ async function createRoom(group) {
 // without one: the room's group is then accepted unless legacy).
 async function joinRoom(id, group) {
   app.group = group;
+  app.roomID = id;
   try {
     const c = await connect();
     await c.join(id, { group });
@@ -442,6 +521,45 @@ async function leaveRoom() {
     // gone already
   }
   setState("left"); // and closes the connection
+}
+
+// ---------------------------------------------------------------------------
+// The address bar
+
+// onLocationChange follows a room link typed or pasted into this tab's
+// address bar, or reached with Back or Forward: the fragment changes, the
+// browser does not reload, so the page must. With no room in use (the start
+// page, or a room that ended: left, expired, full…) it opens the new
+// address at once, as a fresh page, the way a link opens. In a room, opening
+// another room would end this one, so the page asks first (#switch-panel),
+// and "Stay" puts this room's address back. An address without a room, or
+// with this room's ID, changes nothing in a room.
+function onLocationChange() {
+  if (location.href === app.href) {
+    $("switch-panel").hidden = true; // back at this room's address
+    return;
+  }
+  if (app.state === "loading") return; // main() reads the address once set up
+  const { room } = linkFromFragment();
+  if (app.state === "start" || FINAL.has(app.state)) {
+    if (room !== null || app.state !== "start") location.reload();
+    return;
+  }
+  if (room === null || room === app.roomID) return;
+  $("switch-panel").hidden = false;
+  $("switch-panel").focus();
+}
+
+async function switchRoom() {
+  $("switch-go").disabled = true;
+  await leaveRoom();
+  location.reload(); // the address is the new room's
+}
+
+function stayInRoom() {
+  history.replaceState(history.state, "", app.href);
+  $("switch-panel").hidden = true;
+  if (!$("message").disabled) $("message").focus();
 }
 
 // ---------------------------------------------------------------------------
@@ -505,11 +623,13 @@ async function main() {
   $("share-link").addEventListener("focus", (e) => e.target.select());
   $("verify").addEventListener("click", () => setVerified($("verify").getAttribute("aria-pressed") !== "true"));
   $("leave").addEventListener("click", leaveRoom);
-  window.addEventListener("hashchange", () => {
-    if (app.client === null && linkFromFragment().room) location.reload();
-  });
+  $("switch-go").addEventListener("click", switchRoom);
+  $("switch-stay").addEventListener("click", stayInRoom);
+  window.addEventListener("hashchange", onLocationChange);
+  window.addEventListener("popstate", onLocationChange);
 
   await setupGroups();
+  app.href = location.href;
   const { room, group } = linkFromFragment();
   if (room === null) {
     setState("start");

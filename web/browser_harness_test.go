@@ -13,6 +13,8 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -109,6 +111,100 @@ func (tr *testRelay) restart(t *testing.T) {
 	if old := tr.relay.Swap(rl); old != nil {
 		old.Close()
 	}
+}
+
+// proxy is a TCP proxy to the test relay whose connections a test can cut,
+// as a network failure would, and whose new connections it can refuse for
+// a while, as a network that is down. A page loaded from proxy.URL reaches
+// the relay through it (its own origin), while pages loaded from the relay's
+// URL are undisturbed.
+type proxy struct {
+	URL    string
+	t      *testing.T
+	target string
+
+	mu       sync.Mutex
+	down     bool                  // guarded by mu: refuse new connections
+	upstream map[net.Conn]net.Conn // guarded by mu: each open connection to the relay, and its page side
+}
+
+// startProxy starts a proxy to the relay at base (http://127.0.0.1:port),
+// stopped when the test ends.
+func startProxy(t *testing.T, base string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{URL: "http://" + ln.Addr().String(), t: t, target: strings.TrimPrefix(base, "http://"), upstream: map[net.Conn]net.Conn{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { p.serve(c) })
+		}
+	})
+	return p
+}
+
+func (p *proxy) serve(c net.Conn) {
+	p.mu.Lock()
+	down := p.down
+	p.mu.Unlock()
+	if down {
+		c.Close()
+		return
+	}
+	u, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.upstream[u] = c
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(u, c); done <- struct{}{} }()
+	go func() { io.Copy(c, u); done <- struct{}{} }()
+	<-done
+	u.Close()
+	c.Close()
+	<-done
+	p.mu.Lock()
+	delete(p.upstream, u)
+	p.mu.Unlock()
+}
+
+// cut closes every connection through the proxy: first the relay's side,
+// so that the relay sees the drop before the page can come back, then the
+// page's.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	conns := p.upstream
+	p.upstream = map[net.Conn]net.Conn{}
+	p.mu.Unlock()
+	for u := range conns {
+		u.Close()
+	}
+	time.Sleep(20 * time.Millisecond)
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// setDown makes the proxy refuse new connections (true) or accept them again.
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
 }
 
 // browserPath returns the Chromium to drive, or skips the test (fails it
@@ -269,14 +365,34 @@ func (p *page) eval(expr string) string {
 	return s
 }
 
-// waitFor waits until the JavaScript predicate is true.
+// evalAwait evaluates a JavaScript expression that returns a promise of a
+// string, and returns the string.
+func (p *page) evalAwait(expr string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, waitTimeout)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("%s: evaluate %s: %v\n%s", p.name, expr, err, p.describe())
+	}
+	return s
+}
+
+// waitFor waits until the JavaScript predicate is true. It goes on waiting
+// across a reload of the page (which ends a poll with an error).
 func (p *page) waitFor(what, predicate string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, waitTimeout)
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool](predicate, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout)))
-	if err != nil {
-		p.t.Fatalf("%s: waiting for %s: %v\n%s", p.name, what, err, p.describe())
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](predicate, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout)))
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			p.t.Fatalf("%s: waiting for %s: %v\n%s", p.name, what, err, p.describe())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

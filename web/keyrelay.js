@@ -1105,16 +1105,26 @@ export class Client {
    * room ends (not_in_room), the peer changes before the message was
    * confirmed (handshake_incomplete), the client is closed, superseded, or
    * the signal aborts (the body may then have been stored or not).
+   *
+   * Queueing: when the connection is down at the call, send() rejects with
+   * disconnected at once, unless `queue` is true: the message then waits
+   * for resume() like one that got no `sent`, and is sealed and sent once
+   * the client is back in the room, after every message sent before it.
+   * It rejects as above if that never happens (the room ends, the client
+   * is closed, superseded or gives up resuming and is closed). A chat page
+   * queues what its user types while it reconnects; an application that
+   * does not resume by itself should not queue.
    * @param {string|Uint8Array} message text (sent as UTF-8) or bytes
-   * @param {{signal?: AbortSignal}} [opts]
+   * @param {{signal?: AbortSignal, queue?: boolean}} [opts] queue: wait for
+   *   resume() instead of rejecting with disconnected (default false)
    * @returns {Promise<number>} the relay's seq
    * @throws {KeyrelayError} too_large, not_in_room, handshake_incomplete,
-   *   disconnected (the connection was down when send() was called: nothing
-   *   was sealed or sent), relay errors (mailbox_full, rate_limited,
-   *   handshake_incomplete: not stored, send again later), closed,
-   *   superseded, aborted
+   *   disconnected (the connection was down when send() was called and
+   *   queue was not set: nothing was sealed or sent), relay errors
+   *   (mailbox_full, rate_limited, handshake_incomplete: not stored, send
+   *   again later), closed, superseded, aborted
    */
-  async send(message, { signal } = {}) {
+  async send(message, { signal, queue = false } = {}) {
     const pt = typeof message === "string" ? utf8Encode(message) : message;
     if (!(pt instanceof Uint8Array)) throw fail(Code.BAD_REQUEST, "send takes a string or a Uint8Array");
     if (pt.length > this.maxPlaintext) throw fail(LocalCode.TOO_LARGE, `longer than ${this.maxPlaintext} bytes`);
@@ -1123,7 +1133,7 @@ export class Client {
     const ch = rs.peer.channel;
     if (rs.peer.err) throw rs.peer.err;
     if (!ch) throw fail(Code.HANDSHAKE_INCOMPLETE, "the handshake is not complete");
-    if (!this._sendable(rs, ch)) throw fail(LocalCode.DISCONNECTED, "the connection is not open");
+    if (!this._sendable(rs, ch) && !queue) throw fail(LocalCode.DISCONNECTED, "the connection is not open");
     const step = this._sendChain.then(() => this._sendOne(rs, ch, pt, signal));
     this._sendChain = step.catch(() => {});
     return step;

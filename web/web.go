@@ -34,7 +34,7 @@ import (
 // files are the page's files. Each is listed by name, so that a build
 // without one fails instead of serving a page that cannot load.
 //
-//go:embed index.html app.js style.css keyrelay.js wire.js dh.js modp.js bytes.js
+//go:embed index.html app.js style.css keyrelay.js wire.js dh.js modp.js bytes.js favicon.svg favicon.ico
 var files embed.FS
 
 // ContentSecurityPolicy is the Content-Security-Policy header of every
@@ -64,6 +64,12 @@ var served = map[string]file{
 	"/modp.js":     {name: "modp.js", contentType: "text/javascript; charset=utf-8"},
 	"/bytes.js":    {name: "bytes.js", contentType: "text/javascript; charset=utf-8"},
 	"/style.css":   {name: "style.css", contentType: "text/css; charset=utf-8"},
+	// The page's icon (<link rel="icon">), and the same drawn at 16, 32
+	// and 48 pixels for what asks for /favicon.ico without reading the
+	// page (bookmarks, older browsers); made from the SVG by
+	// TestBrowserFavicon -update-favicon.
+	"/favicon.svg": {name: "favicon.svg", contentType: "image/svg+xml"},
+	"/favicon.ico": {name: "favicon.ico", contentType: "image/x-icon"},
 }
 
 func init() {
@@ -80,10 +86,11 @@ func init() {
 }
 
 // Handler returns the handler of the chat page: GET and HEAD of /,
-// /index.html, /app.js, /style.css and the library's modules /keyrelay.js,
-// /wire.js, /dh.js, /modp.js and /bytes.js. Any other path gets 404,
-// any other method 405. Mount it at "/" of a mux whose more specific
-// patterns (/v1/ws, /metrics, …) keep their own handlers.
+// /index.html, /app.js, /style.css, the icon (/favicon.svg, /favicon.ico)
+// and the library's modules /keyrelay.js, /wire.js, /dh.js, /modp.js and
+// /bytes.js. Any other path gets 404, any other method 405. Mount it at
+// "/" of a mux whose more specific patterns (/v1/ws, /metrics, …) keep
+// their own handlers.
 //
 // Every response carries [ContentSecurityPolicy], Referrer-Policy:
 // no-referrer, X-Content-Type-Options: nosniff, X-Frame-Options: DENY and

@@ -461,6 +461,47 @@ test("a msg that got no sent before a drop is sent again, the same body, after r
   await c.close();
 });
 
+test("send({queue: true}) while the connection is down waits for resume, then goes after the unconfirmed one", async () => {
+  // The first connection stores nothing and answers no msg.
+  const { c, ws, peerChannel } = await handshaken("x25519", (sock, f) => f.type === "msg" && sock.constructor.sockets[0] === sock);
+  c.on("*", () => {});
+  const first = c.send("before the drop");
+  while (!ws.sent.some((f) => f.type === "msg")) await sleep(1);
+  ws.close(1006, "");
+  await sleep(10);
+  await assert.rejects(c.send("not queued"), { code: "disconnected" });
+  let settled = false;
+  const queued = c.send("typed while down", { queue: true });
+  queued.finally(() => (settled = true)).catch(() => {});
+  await sleep(20);
+  assert.equal(settled, false, "a queued send waits for resume()");
+
+  const WS = ws.constructor;
+  const resumed = c.resume();
+  while (WS.sockets.length < 2 || WS.sockets[1].sent.length === 0) await sleep(1);
+  const ws2 = WS.sockets[1];
+  ws2.deliver({ type: "room", id: ws2.sent[0].id, room: ROOM, peer: "p1", resume_token: "tok", group: "x25519", peers: 2, resumed: true });
+  await resumed;
+  assert.equal(await first, 101);
+  assert.equal(await queued, 102);
+  const texts = [];
+  for (const f of ws2.sent.filter((f) => f.type === "msg")) texts.push(kr.utf8Decode(await peerChannel.open(kr.base64ToBytes(f.body))));
+  assert.deepEqual(texts, ["before the drop", "typed while down"], "in order, each once");
+  await c.close();
+});
+
+test("a queued send rejects with closed when the client is closed before resuming", async () => {
+  const { c, ws } = await handshaken("x25519");
+  c.on("*", () => {});
+  ws.close(1006, "");
+  await sleep(10);
+  const queued = c.send("never sent", { queue: true });
+  await sleep(10);
+  await c.close();
+  await assert.rejects(queued, { code: "closed" });
+  assert.equal(ws.sent.filter((f) => f.type === "msg").length, 0);
+});
+
 test("a msg answered unavailable is sent again, the same body", async () => {
   let tries = 0;
   const { c, ws } = await handshaken("x25519", (sock, f) => {
