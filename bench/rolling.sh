@@ -32,8 +32,10 @@
 # Every drop, resume, failed pair and delayed (delivered more than 1 s
 # after its Send began), lost or duplicated message is in the loads' event
 # logs with its time; the summary places each in the phase of the timeline
-# (warm-up, each restart from its signal to the next) in which it
-# happened (a resume by its drop's time). It prints a Markdown summary:
+# (warm-up, each restart from its signal to the next, the rest of the
+# run after the last restart's wait) in which it
+# happened: a resume by its drop's time, a delayed or duplicated message
+# by its Send's, a failed pair and a lost message by the pair's end. It prints a Markdown summary:
 # per phase the drops, resumes and their times (from the client seeing its
 # connection end to the relay's resume reply), failed pairs and delayed,
 # lost and duplicated messages; per load the pairs and messages; and the
@@ -296,13 +298,15 @@ timeline = []
 for line in open(os.path.join(out, "timeline.txt")):
     t, ev, *rest = line.split()
     timeline.append((float(t), ev, rest[0] if rest else ""))
-# Phases: warm-up from the start, then each restart from its signal.
-phases = [(t, "warm-up" if ev == "start" else f"{ev.upper()} {who}", ev)
-          for t, ev, who in timeline if ev in ("start", "sigterm", "sigkill")]
+# Phases: warm-up from the start, each restart from its signal, and the
+# rest of the run from the end of the last restart's wait.
+names = {"start": "warm-up", "restarts-done": "after the restarts"}
+phases = [(t, names.get(ev) or f"{ev.upper()} {who}", ev)
+          for t, ev, who in timeline if ev in ("start", "sigterm", "sigkill", "restarts-done")]
 ready = {}  # phase index → seconds from the signal to /readyz again
 for k, (t0, _, kind) in enumerate(phases):
     for t, ev, who in timeline:
-        if kind != "start" and ev == "ready" and t > t0 and k not in ready:
+        if kind in ("sigterm", "sigkill") and ev == "ready" and t > t0 and k not in ready:
             ready[k] = t - t0
 
 def phase_of(t):
@@ -342,7 +346,14 @@ affected = {k: set() for k in range(len(phases))}
 codes = {k: Counter() for k in range(len(phases))}
 for e in evs:
     kind = e["event"]
-    k = phase_of(e.get("drop_t") or e["t"])
+    # A resume counts where its drop happened, a delayed or duplicated
+    # message where it was sent, the rest where it was logged.
+    t = e["t"]
+    if kind in ("resume", "resume_failed"):
+        t = e["drop_t"]
+    elif kind in ("delayed", "duplicate"):
+        t -= e.get("ms", 0) / 1000
+    k = phase_of(t)
     per[k][kind] += 1
     if kind in ("resume", "resume_failed"):
         closes[k][e.get("close", "?")] += 1
@@ -383,6 +394,8 @@ for name in ("chat", "churn"):
         continue
     d, dr = j.get("delivery", {}), j.get("drops", {})
     started = j.get("open_loop", {}).get("started", j["pairs_attempted"] + j.get("pairs_abandoned", 0))
+    if j.get("open_loop", {}).get("missed_arrivals"):
+        started = f"{started} ({j['open_loop']['missed_arrivals']} arrivals missed: {j['concurrency']} in flight)"
     lat = j.get("latency_ms", {}).get("resume", {})
     res = " / ".join(fms(lat.get(q, float("nan"))) for q in ("p50", "p99", "max"))
     print(f"| {name} | {started} | {j['pairs_completed']} / {j['pairs_failed']} | {d.get('sent')} ({d.get('confirmed')} + {d.get('unconfirmed')}) | "
@@ -418,9 +431,11 @@ met = kl == 0 and kd == 0 and kf == 0 and kmax <= bound * 1000
 print(f"- SIGKILL: 0 lost and every affected client resumed within {bound:.0f} s (lease {lease:.0f} s + 1 s sweep + 5 s backoff): "
       f"{'met' if met else 'MISSED'} ({kl} lost, {kd} duplicated, {kf} failed resumes, {sum(len(affected[k]) for k in kill)} pairs affected, "
       f"slowest resume {fms(kmax)}; {s(kill, 'pair_failed')} failed pairs).")
-warm = [k for k, (_, _, kind) in enumerate(phases) if kind == "start"]
-if any(s(warm, ev) for ev in ("resume", "resume_failed", "pair_failed", "lost", "duplicate")):
-    print(f"- Note: the warm-up, before any restart, had {s(warm, 'resume') + s(warm, 'resume_failed')} drops and {s(warm, 'pair_failed')} failed pairs.")
+for kind, what in (("start", "the warm-up, before any restart,"), ("restarts-done", "the rest of the run, after the restarts,")):
+    ks = [k for k, (_, _, x) in enumerate(phases) if x == kind]
+    if any(s(ks, ev) for ev in ("resume", "resume_failed", "pair_failed", "lost", "duplicate", "delayed")):
+        print(f"- Note: {what} had {s(ks, 'resume') + s(ks, 'resume_failed')} drops, {s(ks, 'pair_failed')} failed pairs, "
+              f"{s(ks, 'delayed')} delayed, {s(ks, 'lost')} lost and {s(ks, 'duplicate')} duplicated messages.")
 EOF
 }
 
