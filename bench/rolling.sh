@@ -35,7 +35,10 @@
 # (warm-up, each restart from its signal to the next, the rest of the
 # run after the last restart's wait) in which it
 # happened: a resume by its drop's time, a delayed or duplicated message
-# by its Send's, a failed pair and a lost message by the pair's end. It prints a Markdown summary:
+# by its Send's, a failed pair and the messages it lost by the time its
+# trouble began (its first drop, redial or late message; else its end).
+# "lost" counts confirmed messages only (a message the relay never
+# confirmed and that never arrived may never have been stored). It prints a Markdown summary:
 # per phase the drops, resumes and their times (from the client seeing its
 # connection end to the relay's resume reply), failed pairs and delayed,
 # lost and duplicated messages; per load the pairs and messages; and the
@@ -344,15 +347,28 @@ resume_ms = {k: [] for k in range(len(phases))}
 closes = {k: Counter() for k in range(len(phases))}
 affected = {k: set() for k in range(len(phases))}
 codes = {k: Counter() for k in range(len(phases))}
+def when(e):
+    """When the event's cause happened: a resume's drop, a delayed or
+    duplicated message's send, else when it was logged."""
+    if e["event"] in ("resume", "resume_failed"):
+        return e["drop_t"]
+    if e["event"] in ("delayed", "duplicate"):
+        return e["t"] - e.get("ms", 0) / 1000
+    return e["t"]
+
+# A failed pair, and a message it lost, count where the pair's trouble
+# began: its first drop, redial or late message, if any.
+first = {}
+for e in evs:
+    key = (e["load"], e["pair"])
+    first[key] = min(first.get(key, math.inf), when(e))
 for e in evs:
     kind = e["event"]
-    # A resume counts where its drop happened, a delayed or duplicated
-    # message where it was sent, the rest where it was logged.
-    t = e["t"]
-    if kind in ("resume", "resume_failed"):
-        t = e["drop_t"]
-    elif kind in ("delayed", "duplicate"):
-        t -= e.get("ms", 0) / 1000
+    if kind == "lost" and e.get("unconfirmed"):
+        kind = "unconfirmed_lost"  # never confirmed: not a breach by itself
+    t = when(e)
+    if kind in ("pair_failed", "lost", "unconfirmed_lost"):
+        t = first[(e["load"], e["pair"])]
     k = phase_of(t)
     per[k][kind] += 1
     if kind in ("resume", "resume_failed"):
@@ -427,9 +443,11 @@ print(f"- SIGTERM: 0 failed pairs, 0 lost or duplicated messages: {'met' if met 
 kl, kd, kf = s(kill, "lost"), s(kill, "duplicate"), s(kill, "resume_failed")
 kr = [x for k in kill for x in resume_ms[k]]
 kmax = max(kr) if kr else 0
+naff = sum(len(affected[k]) for k in kill)
 met = kl == 0 and kd == 0 and kf == 0 and kmax <= bound * 1000
+verdict = "NOT MEASURED (no client was connected to the killed relay)" if naff == 0 else ("met" if met else "MISSED")
 print(f"- SIGKILL: 0 lost and every affected client resumed within {bound:.0f} s (lease {lease:.0f} s + 1 s sweep + 5 s backoff): "
-      f"{'met' if met else 'MISSED'} ({kl} lost, {kd} duplicated, {kf} failed resumes, {sum(len(affected[k]) for k in kill)} pairs affected, "
+      f"{verdict} ({kl} lost, {kd} duplicated, {kf} failed resumes, {naff} pairs affected, "
       f"slowest resume {fms(kmax)}; {s(kill, 'pair_failed')} failed pairs).")
 for kind, what in (("start", "the warm-up, before any restart,"), ("restarts-done", "the rest of the run, after the restarts,")):
     ks = [k for k, (_, _, x) in enumerate(phases) if x == kind]
