@@ -67,7 +67,7 @@
 # nginx.conf and summary.md. It exits non-zero if a process did not come
 # up or the restarts outlasted the load, not for a missed target (the
 # summary says so).
-# shellcheck source=bench/lib.sh
+# shellcheck source=bench/lib.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/lib.sh"
 bench_init rolling
 
