@@ -45,6 +45,9 @@ type config struct {
 	script          *script       // from scenarioFile
 	relayOnly       bool          // --client-crypto relay-only
 	keyPool         int           // relay-only: distinct key pairs generated before the run
+	resume          bool          // chat, churn: ride out unplanned drops (see peer)
+	delayedAfter    time.Duration // chat, churn: a message delivered later than this after its Send is delayed
+	eventLogPath    string        // "" none
 }
 
 // Client crypto modes.
@@ -105,6 +108,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"connections round-robin over local IPv4 addresses (on Linux every address\n"+
 			"of 127.0.0.0/8 works against a relay on loopback; elsewhere, addresses of\n"+
 			"the machine's interfaces).\n\n"+
+			"Delivery (chat, churn): every message carries its index (so --size is at\n"+
+			"least 8) and the receiving peer checks that it is the one due, delivered\n"+
+			"once. The summary counts messages sent (confirmed with the relay's sent,\n"+
+			"or unconfirmed: the connection dropped first and the client sends it again\n"+
+			"after its resume), refused, delivered, lost (confirmed, never delivered by\n"+
+			"the end of the pair), duplicated and delayed (delivered more than\n"+
+			"--delayed-after after its Send began). A message delivered twice, out of\n"+
+			"order or changed fails the pair.\n\n"+
+			"Drops (chat, churn): without --resume a dropped connection fails the pair\n"+
+			"(its close code is the error). With --resume the peer resumes (Resume tries\n"+
+			"every --url in turn, the pair's own first, with backoff for as long as the\n"+
+			"relay keeps the seat) and carries on; before it is in a room (dial, create,\n"+
+			"join) it starts over on a new connection. The summary counts the drops by\n"+
+			"close code, the resumes, their attempts and failures, and the latency\n"+
+			"\"resume\": from when the client saw its connection end to the relay's reply\n"+
+			"to its resume. --event-log FILE writes one JSON line per resume, failed\n"+
+			"resume, setup started over, failed pair, and delayed, duplicated or lost\n"+
+			"message, with Unix times (\"t\"; for resumes also \"drop_t\"), to match\n"+
+			"against outside events such as a relay restart.\n\n"+
 			"Relay figures: unless --metrics-url none, the relays' Prometheus /metrics\n"+
 			"(by default derived from each --url: ws becomes http, wss https, path\n"+
 			"/metrics) are scraped at the start, every --metrics-interval, and at the\n"+
@@ -124,7 +146,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"                                        receives and checks each (if it has\n"+
 			"                                        dropped, they wait for its resume)\n"+
 			"  {\"do\": \"chat\", \"count\": N, \"size\": S}\n"+
-			"                                        N round trips, as in chat\n"+
+			"                                        N round trips, as in chat (each message\n"+
+			"                                        at least 8 bytes: it carries its index)\n"+
 			"  {\"do\": \"sleep\", \"duration\": \"100ms\"}  wait\n"+
 			"  {\"do\": \"leave\", \"peer\": \"a\"}          leave; the other must see peer_left \"left\"\n"+
 			"  {\"do\": \"drop\", \"peer\": \"a\"}           reset the TCP connection without a close;\n"+
@@ -169,6 +192,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 
 	clientCrypto := cryptoFull
 	fs.StringVar(&clientCrypto, "client-crypto", cryptoFull, doc("client-crypto", "handshake: full (each client generates a key pair, validates the peer's key, derives the shared key and safety number, as users do) or relay-only (each client sends a valid public key from a pool generated before the run and waits for the peer's key: the relay does all it does for a handshake while the load generator skips its own Diffie-Hellman, which on a small machine would otherwise measure the generator; modp14 costs ~1.2 ms of client CPU per peer)"))
+	fs.BoolVar(&c.resume, "resume", false, doc("resume", "chat, churn: when a connection drops (a relay restarting, close 1001, a cut), resume it across the --url values and carry on, counting drops and resume times; without it a drop fails the pair"))
+	fs.DurationVar(&c.delayedAfter, "delayed-after", time.Second, doc("delayed-after", "chat, churn: a message delivered more than this after its Send began counts as delayed"))
+	fs.StringVar(&c.eventLogPath, "event-log", "", doc("event-log", "write one JSON line per resume, failed resume, setup started over, failed pair, and delayed, duplicated or lost message (with Unix times) to this file"))
 	fs.IntVar(&c.keyPool, "key-pool", 1024, doc("key-pool", "relay-only: distinct key pairs in the pool, reused round-robin across pairs (a relay refusing reused keys needs more than the pairs run, or its reuse check off)"))
 
 	var envErrs []error
@@ -232,6 +258,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 		return c, fmt.Errorf("--messages %d: must be at least 1", c.messages)
 	case c.size < 1:
 		return c, fmt.Errorf("--size %d: must be at least 1", c.size)
+	case c.size < indexBytes && (c.scenario == scenarioChat || c.scenario == scenarioChurn):
+		return c, fmt.Errorf("--size %d: chat and churn messages carry an index of %d bytes: must be at least %d", c.size, indexBytes, indexBytes)
+	case c.resume && c.scenario != scenarioChat && c.scenario != scenarioChurn:
+		return c, errors.New("--resume applies to --scenario chat and churn only")
+	case c.delayedAfter <= 0:
+		return c, fmt.Errorf("--delayed-after %v: must be positive", c.delayedAfter)
 	case c.rate < 0 || math.IsNaN(c.rate) || math.IsInf(c.rate, 0):
 		return c, fmt.Errorf("--rate %v: want a positive number of pairs per second, or 0", c.rate)
 	case c.rate > 0 && c.scenario == scenarioIdle:

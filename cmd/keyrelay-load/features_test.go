@@ -533,7 +533,7 @@ func TestNewFlags(t *testing.T) {
 		t.Fatalf("--help = %v", err)
 	}
 	help := stderr.String()
-	for _, f := range []string{"rate", "message-rate", "source-addrs", "metrics-url", "metrics-interval", "html", "scenario-file"} {
+	for _, f := range []string{"rate", "message-rate", "source-addrs", "metrics-url", "metrics-interval", "html", "scenario-file", "resume", "delayed-after", "event-log"} {
 		if !strings.Contains(help, "-"+f+" ") || !strings.Contains(help, envName(f)) {
 			t.Errorf("--help does not document --%s and %s", f, envName(f))
 		}

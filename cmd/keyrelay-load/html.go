@@ -148,8 +148,16 @@ func newHTMLReport(cfg config, sum *summary, now time.Time) *htmlReport {
 	if sum.MessagesDelivered > 0 {
 		add(&r.Headline, "messages", "%d delivered, %.1f/s", sum.MessagesDelivered, sum.MessagesPerSecond)
 	}
+	if d := sum.Delivery; d != nil {
+		add(&r.Headline, "delivery", "%d sent (%d confirmed, %d unconfirmed), %d refused; %d delivered, %d lost, %d duplicated, %d delayed (> %g ms; max %.0f ms)",
+			d.Sent, d.Confirmed, d.Unconfirmed, d.Refused, d.Delivered, d.Lost, d.Duplicated, d.Delayed, d.DelayedAfterMS, d.MaxDelayMS)
+	}
 	if sum.Resumes > 0 {
 		add(&r.Headline, "resumes", "%d", sum.Resumes)
+	}
+	if d := sum.Drops; d != nil {
+		add(&r.Headline, "drops", "%d%s, %d resumed in %d attempts, %d resumes failed, %d setups started over",
+			d.Drops, d.byCloseText(), d.Resumed, d.Attempts, d.Failed, d.Redials)
 	}
 	if sum.PairsAbandoned > 0 {
 		add(&r.Headline, "abandoned", "%d (interrupted)", sum.PairsAbandoned)

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -25,8 +23,9 @@ type load struct {
 	cfg config
 	src *sources // every client's options
 
-	stats *stats
-	watch *relayWatch // nil without --metrics-url
+	stats  *stats
+	watch  *relayWatch // nil without --metrics-url
+	events *eventLog   // nil without --event-log
 
 	// Progress counters, read by the progress line.
 	started  atomic.Int64 // pairs started
@@ -227,8 +226,13 @@ func (l *load) showProgress(w io.Writer, tty bool, begin time.Time) (stop func()
 				ok, failed := l.stats.Counts()
 				rate := float64(ok-lastPairs) / now.Sub(last).Seconds()
 				lastPairs, last = ok, now
-				fmt.Fprintf(w, "%s%6.0fs  %d pairs ok  %.0f pairs/s  %d errors  %d in flight   %s",
-					start, now.Sub(begin).Seconds(), ok, rate, failed, l.inFlight.Load(), end)
+				var drops string
+				if l.cfg.resume {
+					d, r := l.stats.dropsSoFar()
+					drops = fmt.Sprintf("  %d drops, %d resumed", d, r)
+				}
+				fmt.Fprintf(w, "%s%6.0fs  %d pairs ok  %.0f pairs/s  %d errors  %d in flight%s   %s",
+					start, now.Sub(begin).Seconds(), ok, rate, failed, l.inFlight.Load(), drops, end)
 			}
 		}
 	})
@@ -252,7 +256,7 @@ func (l *load) urlsFor(i int) (a, b string) {
 func (l *load) runPair(ctx context.Context, i int) {
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	p := &pair{l: l, timings: &loadstats.Timings{}}
+	p := &pair{l: l, i: i, timings: &loadstats.Timings{}}
 	err := p.run(pctx, i)
 	if err != nil && ctx.Err() != nil {
 		l.stats.Abandoned()
@@ -261,15 +265,52 @@ func (l *load) runPair(ctx context.Context, i int) {
 	if p.resumes > 0 {
 		l.stats.resumed(p.resumes)
 	}
+	for _, f := range []*flow{p.ab, p.ba} {
+		if f == nil {
+			continue
+		}
+		d, lost := f.counts()
+		l.stats.delivered(d)
+		for _, m := range lost {
+			l.events.write(event{Event: eventLost, Pair: i, Peer: f.from, Index: &m.index, Seq: m.seq, Unconfirmed: m.unconfirmed})
+		}
+	}
+	if err != nil {
+		l.events.write(event{Event: eventPairFailed, Pair: i, Code: errorCode(err), Err: loadstats.Truncate(err.Error(), loadstats.MaxExample)})
+	}
 	l.stats.Record(p.timings, p.messages, err)
 }
 
 // pair is one pair's run: peers A (creates the room) and B (joins it).
 type pair struct {
 	l        *load
-	timings  *loadstats.Timings
+	i        int // the pair's index
 	messages int // delivered, both ways
-	resumes  int // churn: successful Resume calls
+	resumes  int // churn: successful Resume calls after its planned drop
+
+	// The messages of chat and churn (and of a script's chat steps), A to
+	// B and B to A; nil until flows is called. Their senders and receivers
+	// are the pair's goroutines, which have all ended when run returns.
+	ab, ba *flow
+
+	mu      sync.Mutex         // guards timings: both peers may add samples at once
+	timings *loadstats.Timings // read once run has returned
+}
+
+// sample adds a latency sample.
+func (p *pair) sample(metric string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.timings.Add(metric, d)
+}
+
+// flows returns the pair's message flows, A to B and B to A, made on the
+// first call.
+func (p *pair) flows() (ab, ba *flow) {
+	if p.ab == nil {
+		p.ab, p.ba = newFlow("a", p.l.cfg.delayedAfter), newFlow("b", p.l.cfg.delayedAfter)
+	}
+	return p.ab, p.ba
 }
 
 // run connects both peers, pairs them, completes the handshake and runs
@@ -279,57 +320,61 @@ func (p *pair) run(ctx context.Context, i int) error {
 		return p.runScript(ctx, i, p.l.cfg.script)
 	}
 	urlA, urlB := p.l.urlsFor(i)
-	var (
-		optsA *client.Options
-		dropA = func() {}
-	)
-	if p.l.cfg.scenario == scenarioChurn && churnAction(i) == churnDrop {
-		optsA, dropA = p.l.src.droppable()
-	} else {
-		optsA = p.l.src.options()
-	}
-	a, err := p.dial(ctx, urlA, optsA)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	b, err := p.dial(ctx, urlB, p.l.src.options())
-	if err != nil {
-		return err
-	}
-	defer b.Close()
+	a := p.newPeer("a", urlA, p.l.cfg.scenario == scenarioChurn && churnAction(i) == churnDrop)
+	b := p.newPeer("b", urlB, false)
+	defer a.close()
+	defer b.close()
 
-	t0 := time.Now()
-	room, err := a.Create(ctx, p.l.cfg.group)
+	var room client.Room
+	err := a.connect(ctx, func(c *client.Client) error {
+		t0 := time.Now()
+		r, err := c.Create(ctx, p.l.cfg.group)
+		if err != nil {
+			return loadstats.StageError{Stage: "create", Err: err}
+		}
+		p.sample(metricJoin, time.Since(t0))
+		room = r
+		return nil
+	})
 	if err != nil {
-		return loadstats.StageError{Stage: "create", Err: err}
+		return err
 	}
-	p.timings.Add(metricJoin, time.Since(t0))
 
 	// B joins; both run the handshake at once, each waiting for the other's
-	// key. The handshake latency runs from B's join to both completions.
-	t0 = time.Now()
-	if _, err := b.Join(ctx, room.ID); err != nil {
-		return loadstats.StageError{Stage: "join", Err: err}
-	}
-	p.timings.Add(metricJoin, time.Since(t0))
-	handshake := func(c *client.Client, _ int) error {
-		_, err := c.Handshake(ctx)
+	// key. The handshake latency runs from B's (last) join to both
+	// completions.
+	var t0 time.Time
+	err = b.connect(ctx, func(c *client.Client) error {
+		t0 = time.Now()
+		if _, err := c.Join(ctx, room.ID); err != nil {
+			return loadstats.StageError{Stage: "join", Err: err}
+		}
+		p.sample(metricJoin, time.Since(t0))
+		return nil
+	})
+	if err != nil {
 		return err
 	}
+	handshake := func(ctx context.Context, pe *peer, _ int) error { return pe.handshake(ctx) }
 	if p.l.cfg.relayOnly {
-		handshake = func(c *client.Client, k int) error { return p.l.sendPoolKey(ctx, c, k) }
+		handshake = func(ctx context.Context, pe *peer, k int) error { return p.l.sendPoolKey(ctx, pe.c, k) }
 	}
+	hctx, cancel := context.WithCancel(ctx)
 	errA := make(chan error, 1)
-	go func() { errA <- handshake(a, 2*i) }()
-	errB := handshake(b, 2*i+1)
+	go func() { errA <- handshake(hctx, a, 2*i) }()
+	errB := handshake(hctx, b, 2*i+1)
 	if errB != nil {
-		return loadstats.StageError{Stage: "handshake", Err: errB}
+		cancel()
 	}
-	if err := <-errA; err != nil {
-		return loadstats.StageError{Stage: "handshake", Err: err}
+	eA := <-errA
+	cancel()
+	if errB != nil {
+		return errB
 	}
-	p.timings.Add(metricHandshake, time.Since(t0))
+	if eA != nil {
+		return eA
+	}
+	p.sample(metricHandshake, time.Since(t0))
 
 	switch p.l.cfg.scenario {
 	case scenarioChat:
@@ -338,80 +383,76 @@ func (p *pair) run(ctx context.Context, i int) error {
 		if err := p.chat(ctx, a, b, p.l.cfg.messages, p.l.cfg.size); err != nil {
 			return err
 		}
-		return p.churn(ctx, i, a, b, dropA)
+		return p.churn(ctx, i, a, b)
 	}
 	return nil
 }
 
+// dial connects one client of a script (no --resume).
 func (p *pair) dial(ctx context.Context, url string, opts *client.Options) (*client.Client, error) {
 	t0 := time.Now()
 	c, err := client.Dial(ctx, url, opts)
 	if err != nil {
 		return nil, loadstats.StageError{Stage: "dial", Err: err}
 	}
-	p.timings.Add(metricConnect, time.Since(t0))
+	p.sample(metricConnect, time.Since(t0))
 	return c, nil
 }
 
-// chat sends n messages of size bytes each way: A sends, B receives and
-// replies, A receives. Each round trip is one latency sample, from A's send
-// to A's receipt; with --message-rate, A waits before a round trip that
-// would exceed the rate, outside the sample.
-func (p *pair) chat(ctx context.Context, a, b *client.Client, n, size int) error {
-	msgA := make([]byte, size)
-	msgB := make([]byte, size)
-	rand.Read(msgA)
-	rand.Read(msgB)
-
+// chat sends n messages of size bytes each way, on the pair's flows: A
+// sends, B receives and replies, A receives. Each round trip is one
+// latency sample, from A's send to A's receipt; with --message-rate, A
+// waits before a round trip that would exceed the rate, outside the
+// sample. Every message is checked: the one due, exactly once (see flow).
+// With --resume either peer may drop and resume on the way (see peer).
+func (p *pair) chat(ctx context.Context, a, b *peer, n, size int) error {
+	ab, ba := p.flows()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errB := make(chan error, 1)
-	go func() {
-		errB <- func() error {
-			for range n {
-				m, err := b.Receive(ctx)
-				if err != nil {
-					return loadstats.StageError{Stage: "receive", Err: err}
-				}
-				if !bytes.Equal(m.Plaintext, msgA) {
-					return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
-				}
-				if _, err := b.Send(ctx, msgB); err != nil {
-					return loadstats.StageError{Stage: "send", Err: err}
-				}
-			}
-			return nil
-		}()
-	}()
-	// A's loop; on failure, cancel stops B's.
-	errAFn := func() error {
-		pace := newPacer(p.l.cfg.messageRate)
+	// The first failure ends both loops and is the pair's error.
+	var (
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
+		once.Do(func() {
+			first = err
+			cancel()
+		})
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		for range n {
-			if err := pace.wait(ctx); err != nil {
-				return loadstats.StageError{Stage: "send", Err: err}
+			if err := b.expect(ctx, ab); err != nil {
+				fail(err)
+				return
 			}
-			t0 := time.Now()
-			if _, err := a.Send(ctx, msgA); err != nil {
-				return loadstats.StageError{Stage: "send", Err: err}
+			if err := b.send(ctx, ba, size); err != nil {
+				fail(err)
+				return
 			}
-			m, err := a.Receive(ctx)
-			if err != nil {
-				return loadstats.StageError{Stage: "receive", Err: err}
-			}
-			if !bytes.Equal(m.Plaintext, msgB) {
-				return loadstats.StageError{Stage: "receive", Err: loadstats.ErrMismatch}
-			}
-			p.timings.Add(metricRoundTrip, time.Since(t0))
-			p.messages += 2
 		}
-		return nil
+	})
+	pace := newPacer(p.l.cfg.messageRate)
+	for range n {
+		if err := pace.wait(ctx); err != nil {
+			fail(loadstats.StageError{Stage: "send", Err: err})
+			break
+		}
+		t0 := time.Now()
+		if err := a.send(ctx, ab, size); err != nil {
+			fail(err)
+			break
+		}
+		if err := a.expect(ctx, ba); err != nil {
+			fail(err)
+			break
+		}
+		p.sample(metricRoundTrip, time.Since(t0))
+		p.messages += 2
 	}
-	if err := errAFn(); err != nil {
-		cancel()
-		<-errB
-		return err
-	}
-	return <-errB
+	wg.Wait()
+	return first
 }
 
 // errorCode classifies a pair's error for the summary: the relay's wire

@@ -13,7 +13,8 @@
 //	           (handshake_complete on both sides), close.
 //	chat       handshake, then --messages messages of --size bytes each way:
 //	           A sends, B receives and replies, A receives (one round trip
-//	           per message), then close.
+//	           per message), then close. Each message carries its index, and
+//	           the receiver checks that it is the one due, delivered once.
 //	churn      chat, then, for even pairs (pair i mod 2 = 0), A leaves (Leave)
 //	           and B must see peer_left "left"; for odd pairs, A's TCP
 //	           connection is reset without a WebSocket close, B must see
@@ -63,6 +64,28 @@
 // clients, while the generator skips its own key generation and shared
 // secret (for modp14 about 1.2 ms of CPU per peer, which on a small machine
 // would otherwise be most of what is measured).
+//
+// Delivery: in chat and churn the summary counts the messages sent
+// (confirmed by the relay's sent, or unconfirmed because the connection
+// dropped first, which the client sends again after its resume), refused,
+// delivered, lost (confirmed and never delivered by the end of the pair),
+// duplicated, and delayed (delivered more than --delayed-after, 1 s by
+// default, after their Send began). A message delivered twice, out of
+// order or changed fails the pair.
+//
+// Drops: without --resume, a connection that drops fails the pair (its
+// error is the close code). With --resume (chat and churn), a peer whose
+// connection drops (a relay restarting sends 1001; a killed relay or a cut
+// sends nothing) resumes with relay/client's Resume, which tries every
+// --url in turn, the pair's own first, with backoff for as long as the
+// relay keeps the seat, and carries on where it was; before it is in a
+// room, its setup starts over on a new connection. The summary counts the
+// drops by close code, resumes, attempts and failures, and the "resume"
+// latency: from when the client saw its connection end to the relay's
+// reply to its resume. --event-log FILE writes a JSON line per resume,
+// failed resume, setup started over, failed pair, and delayed, duplicated
+// or lost message, with Unix times, so that a benchmark can place them
+// against its own events (bench/rolling.sh: relay restarts).
 //
 // With several --url values the two peers of a pair go to different relay
 // instances (pair i: A to URL i mod n, B to URL i+1 mod n), which exercises
@@ -138,7 +161,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.progress {
 		progress = stderr
 	}
-	sum := newLoad(cfg, nil).run(ctx, progress, tty)
+	l := newLoad(cfg, nil)
+	if cfg.eventLogPath != "" {
+		if l.events, err = openEventLog(cfg.eventLogPath); err != nil {
+			return err
+		}
+	}
+	sum := l.run(ctx, progress, tty)
+	if err := l.events.close(); err != nil {
+		return err
+	}
 
 	if cfg.jsonPath != "-" {
 		sum.writeText(stdout)

@@ -359,6 +359,11 @@ func TestBadFlags(t *testing.T) {
 		{"client crypto", []string{"--client-crypto", "none"}, nil, "--client-crypto"},
 		{"relay-only chat", []string{"--scenario", "chat", "--client-crypto", "relay-only"}, nil, "relay-only"},
 		{"key pool", []string{"--client-crypto", "relay-only", "--key-pool", "1"}, nil, "--key-pool"},
+		{"chat size below an index", []string{"--scenario", "chat", "--size", "7"}, nil, "--size"},
+		{"resume handshake", []string{"--resume"}, nil, "--resume"},
+		{"resume file", []string{"--resume", "--scenario-file", "testdata/example-scenario.json"}, nil, "--resume"},
+		{"delayed after", []string{"--scenario", "chat", "--delayed-after", "0s"}, nil, "--delayed-after"},
+		{"event log", []string{"--url", "ws://127.0.0.1:1/v1/ws", "--event-log", "/nonexistent/dir/events"}, nil, "--event-log"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

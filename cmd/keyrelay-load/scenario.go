@@ -390,14 +390,14 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		if err != nil {
 			return loadstats.StageError{Stage: "create", Err: err}
 		}
-		p.timings.Add(metricJoin, time.Since(t0))
+		p.sample(metricJoin, time.Since(t0))
 		r.room = room.ID
 	case stepJoin:
 		t0 := time.Now()
 		if _, err := r.clients[1].Join(ctx, r.room); err != nil {
 			return loadstats.StageError{Stage: "join", Err: err}
 		}
-		p.timings.Add(metricJoin, time.Since(t0))
+		p.sample(metricJoin, time.Since(t0))
 	case stepHandshake:
 		t0 := time.Now()
 		errA := make(chan error, 1)
@@ -412,11 +412,11 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		if errB != nil {
 			return loadstats.StageError{Stage: "handshake", Err: errB}
 		}
-		p.timings.Add(metricHandshake, time.Since(t0))
+		p.sample(metricHandshake, time.Since(t0))
 	case stepSend:
 		return r.send(ctx, st.Peer, st.Count, st.Size)
 	case stepChat:
-		return p.chat(ctx, r.clients[0], r.clients[1], st.Count, st.Size)
+		return p.chat(ctx, r.peer(0), r.peer(1), st.Count, st.Size)
 	case stepSleep:
 		t := time.NewTimer(st.Duration)
 		defer t.Stop()
@@ -429,11 +429,11 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		if err := r.clients[st.Peer].Leave(ctx); err != nil {
 			return loadstats.StageError{Stage: "leave", Err: err}
 		}
-		return waitPeerLeft(ctx, r.clients[1-st.Peer], wire.ReasonLeft)
+		return r.peer(1-st.Peer).waitPeerLeft(ctx, wire.ReasonLeft)
 	case stepDrop:
 		r.drop[st.Peer]()
 		r.dropped[st.Peer] = true
-		return waitPeerLeft(ctx, r.clients[1-st.Peer], wire.ReasonDropped)
+		return r.peer(1-st.Peer).waitPeerLeft(ctx, wire.ReasonDropped)
 	case stepResume:
 		return r.resume(ctx, st.Peer)
 	case stepClose:
@@ -442,6 +442,12 @@ func (r *scriptRun) step(ctx context.Context, st step) error {
 		return fmt.Errorf("unknown step %q", st.Do) // parseScript refuses it
 	}
 	return nil
+}
+
+// peer returns peer n's client as a peer, for chat and waitPeerLeft
+// (--resume does not apply to scripts, which drop and resume by steps).
+func (r *scriptRun) peer(n int) *peer {
+	return &peer{p: r.p, name: peerNames[n], c: r.clients[n]}
 }
 
 // randomMessages returns n random messages of size bytes.

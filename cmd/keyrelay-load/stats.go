@@ -3,7 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,22 +20,96 @@ const (
 	metricJoin      = "join"       // create or join, to the relay's room reply
 	metricHandshake = "handshake"  // from B's join to handshake_complete on both peers
 	metricRoundTrip = "round_trip" // chat: A sends, B receives and replies, A receives
+	// metricResume (--resume) runs from when a client saw its connection
+	// drop (unplanned) to the relay's reply to its resume: the time the
+	// client spent reconnecting, backoff included.
+	metricResume = "resume"
 )
 
-var metrics = []string{metricConnect, metricJoin, metricHandshake, metricRoundTrip}
+var metrics = []string{metricConnect, metricJoin, metricHandshake, metricRoundTrip, metricResume}
 
-// stats gathers the outcome of every pair, and the resumes of churn.
+// stats gathers the outcome of every pair, the resumes of churn, and the
+// deliveries and drops of chat and churn.
 type stats struct {
 	*loadstats.Stats
 	resumes atomic.Int64
+
+	mu       sync.Mutex // guards the following
+	delivery deliveryCounts
+	drops    dropCounts
 }
 
 func newStats() *stats {
-	return &stats{Stats: loadstats.New(metrics, errorCode)}
+	return &stats{Stats: loadstats.New(metrics, errorCode), drops: dropCounts{ByClose: map[string]int64{}}}
 }
 
 // resumed counts successful resumes (churn).
 func (s *stats) resumed(n int) { s.resumes.Add(int64(n)) }
+
+// delivered adds the delivery figures of one flow of a pair that ended.
+func (s *stats) delivered(d deliveryCounts) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delivery.add(d)
+}
+
+// Outcomes of a resume after an unplanned drop.
+const (
+	dropResumed   = iota // Resume succeeded
+	dropFailed           // it failed: the pair fails
+	dropCancelled        // the pair ended meanwhile for another reason
+)
+
+// dropped counts an unplanned drop that ended its connection with close
+// (see closeLabel), the outcome of its resume, and the resume's attempts.
+func (s *stats) dropped(close string, outcome, attempts int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drops.Drops++
+	s.drops.ByClose[close]++
+	s.drops.Attempts += int64(attempts)
+	switch outcome {
+	case dropResumed:
+		s.drops.Resumed++
+	case dropFailed:
+		s.drops.Failed++
+	}
+}
+
+// dropsSoFar returns the drops and resumes counted so far.
+func (s *stats) dropsSoFar() (drops, resumed int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops.Drops, s.drops.Resumed
+}
+
+// redialed counts a setup started over on a new connection.
+func (s *stats) redialed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drops.Redials++
+}
+
+// dropCounts are the unplanned drops that --resume rode out.
+type dropCounts struct {
+	// Drops counts connections that ended while their client was in a room
+	// (a relay going away, a connection cut), other than churn's planned
+	// drop.
+	Drops int64 `json:"drops"`
+	// ByClose splits Drops by the close code the client got: "1001" (going
+	// away), "none" (no close frame: a cut, a killed relay) …
+	ByClose map[string]int64 `json:"by_close"`
+	// Resumed counts the drops whose client took its seat back; Failed
+	// those whose Resume failed (the pair failed). The rest ended when
+	// their pair failed for another reason.
+	Resumed int64 `json:"resumed"`
+	Failed  int64 `json:"resume_failed"`
+	// Attempts counts the resume attempts (one per URL tried), all told.
+	Attempts int64 `json:"resume_attempts"`
+	// Redials counts peers that started their setup (dial, create or
+	// join) over on a new connection after a dial error or a drop.
+	Redials int64 `json:"redials"`
+}
 
 // summary is the report of a run, as printed and as JSON.
 type summary struct {
@@ -50,6 +128,12 @@ type summary struct {
 
 	loadstats.Totals
 	Resumes int64 `json:"resumes,omitempty"` // churn: successful Resume calls
+
+	// Delivery has chat's and churn's message figures (see
+	// deliveryCounts).
+	Delivery *deliveryCounts `json:"delivery,omitempty"`
+	// Drops has the unplanned drops ridden out with --resume.
+	Drops *dropCounts `json:"drops,omitempty"`
 
 	// OpenLoop has the arrivals of a run with --rate.
 	OpenLoop *openLoop `json:"open_loop,omitempty"`
@@ -79,6 +163,16 @@ func (s *stats) summary(cfg config, elapsed time.Duration) *summary {
 	switch cfg.scenario {
 	case scenarioChat, scenarioChurn:
 		sum.Messages, sum.Size = cfg.messages, cfg.size
+		s.mu.Lock()
+		d := s.delivery
+		d.DelayedAfterMS, d.MaxDelayMS = ms(cfg.delayedAfter), ms(d.maxLag)
+		sum.Delivery = &d
+		if cfg.resume {
+			dr := s.drops
+			dr.ByClose = maps.Clone(dr.ByClose)
+			sum.Drops = &dr
+		}
+		s.mu.Unlock()
 	case scenarioFile:
 		sum.ScenarioName = cfg.script.Name
 	case scenarioIdle:
@@ -120,8 +214,17 @@ func (sum *summary) writeText(w io.Writer) {
 	case scenarioFile:
 		fmt.Fprintf(w, "messages: %d delivered: %.1f messages/s\n", sum.MessagesDelivered, sum.MessagesPerSecond)
 	}
+	if d := sum.Delivery; d != nil {
+		fmt.Fprintf(w, "delivery: %d sent (%d confirmed, %d unconfirmed: sent again after a resume), %d refused;\n"+
+			"          %d delivered, %d lost, %d duplicated, %d delayed (> %gms; max %.0fms); %d unconfirmed never delivered\n",
+			d.Sent, d.Confirmed, d.Unconfirmed, d.Refused, d.Delivered, d.Lost, d.Duplicated, d.Delayed, d.DelayedAfterMS, d.MaxDelayMS, d.UnconfirmedLost)
+	}
 	if sum.Scenario == scenarioChurn {
-		fmt.Fprintf(w, "resumes:  %d\n", sum.Resumes)
+		fmt.Fprintf(w, "resumes:  %d (churn's planned drops)\n", sum.Resumes)
+	}
+	if d := sum.Drops; d != nil {
+		fmt.Fprintf(w, "drops:    %d%s, %d resumed in %d attempts, %d resumes failed; %d setups started over\n",
+			d.Drops, d.byCloseText(), d.Resumed, d.Attempts, d.Failed, d.Redials)
 	}
 	sum.WriteLatency(w, metrics)
 	defer writeRelayText(w, sum.Relays)
@@ -135,4 +238,16 @@ func (sum *summary) writeText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "errors:   %.2f%% of %s\n", 100*sum.ErrorRate, unit)
 	sum.WriteErrors(w)
+}
+
+// byCloseText returns " (close 1001: 3, none: 1)", or "" without drops.
+func (d *dropCounts) byCloseText() string {
+	if len(d.ByClose) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, c := range slices.Sorted(maps.Keys(d.ByClose)) {
+		parts = append(parts, fmt.Sprintf("%s: %d", c, d.ByClose[c]))
+	}
+	return " (close " + strings.Join(parts, ", ") + ")"
 }
