@@ -166,11 +166,7 @@ nginx_conf() {
 import sys
 path, tmp, listen, r1, r2, r3, params = sys.argv[1:]
 p = f" {params}" if params else ""
-repl = {
-    "relay 1": f"        server {r1}{p};",
-    "relay 2": f"        server {r2}{p};\n        server {r3}{p}; # the third relay, after the second",
-    "listen": f"        listen {listen};",
-}
+repl = {"relay 1": r1, "relay 2": r2, "listen": f"        listen {listen};"}
 out, used, http = [], set(), False
 for line in open(path).read().split("\n"):
     if "# test: " in line:
@@ -180,6 +176,16 @@ for line in open(path).read().split("\n"):
         if name in used:
             sys.exit(f"{path}: marker {name!r} appears twice")
         used.add(name)
+        fields = line.split()
+        if len(fields) > 1 and fields[0] == "server":
+            # Only the address: the server's parameters are the shipped
+            # file's (plus $NGINX_SERVER_PARAMS).
+            head = line.split("# test:", 1)[0].rstrip().rstrip(";")
+            head = head.replace(fields[1].rstrip(";"), repl[name], 1) + p + ";"
+            out.append(head)
+            if name == "relay 2":  # the third relay, after the second
+                out.append(head.replace(r2, r3, 1))
+            continue
         out.append(repl[name])
         continue
     out.append(line)

@@ -54,7 +54,9 @@ func nginxPath(t *testing.T) string {
 }
 
 // adaptConf returns the shipped nginx.conf with each line marked
-// "# test: NAME" replaced by lines[NAME], and temporary-file paths under
+// "# test: NAME" replaced by lines[NAME] (for a "server ADDR …;" line,
+// lines[NAME] is the address alone, and the line keeps its parameters),
+// and temporary-file paths under
 // dir added at the top of the http block: the only changes the test makes,
 // all mechanical. It fails if a marker or the http block is missing, or
 // if a marker has no replacement, so that a changed file cannot silently
@@ -74,7 +76,13 @@ func adaptConf(conf string, lines map[string]string, dir string) (string, error)
 				return "", fmt.Errorf("marker %q appears twice", name)
 			}
 			used[name] = true
-			out = append(out, repl)
+			if fields := strings.Fields(line); len(fields) > 1 && fields[0] == "server" {
+				// Only the address: the server's parameters are the
+				// shipped file's.
+				addr := strings.TrimSuffix(fields[1], ";")
+				repl = strings.Replace(line[:strings.Index(line, "# test:")], addr, repl, 1)
+			}
+			out = append(out, strings.TrimRight(repl, " "))
 			continue
 		}
 		out = append(out, line)
@@ -120,8 +128,8 @@ func startNginx(t *testing.T, relay1, relay2 string) string {
 	for range 5 {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 		conf, err := adaptConf(string(shipped), map[string]string{
-			"relay 1": "        server " + relay1 + ";",
-			"relay 2": "        server " + relay2 + ";",
+			"relay 1": relay1,
+			"relay 2": relay2,
 			"listen":  "        listen " + addr + ";",
 		}, dir)
 		if err != nil {
@@ -495,4 +503,28 @@ func testClientAddress(t *testing.T, lb string, relays []*relayProc) {
 		t.Fatalf("a connection from 127.0.0.3 while 127.0.0.2 is at its limit: %v", err)
 	}
 	c.Close()
+}
+
+// TestAdaptConfKeepsServerParameters: the test's changes to the shipped
+// file are mechanical: a server line gets the test's address and keeps
+// the shipped parameters (max_fails=0, which a rolling restart needs).
+func TestAdaptConfKeepsServerParameters(t *testing.T) {
+	shipped, err := os.ReadFile("nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := adaptConf(string(shipped), map[string]string{
+		"relay 1": "127.0.0.1:1001", "relay 2": "127.0.0.1:1002", "listen": "        listen 127.0.0.1:1000;",
+	}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"server 127.0.0.1:1001 max_fails=0;", "server 127.0.0.1:1002 max_fails=0;", "listen 127.0.0.1:1000;"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("the adapted nginx.conf lacks %q", want)
+		}
+	}
+	if strings.Contains(conf, "relay1:8080") || strings.Contains(conf, "# test: ") {
+		t.Error("the adapted nginx.conf still has a shipped address or a marker")
+	}
 }
