@@ -112,6 +112,11 @@ func TestVersion(t *testing.T) {
 			{Key: "vcs.revision", Value: "5591c32b1e0a4f1d9c3a7e2b8d6f0a1c2e3b4d5f"},
 			{Key: "vcs.modified", Value: "true"},
 		}}, true, "keyrelay-chat (devel) rev 5591c32b1e0a+dirty, go1.26.8"},
+		{"pseudo-version", &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.0.0-20261203101112-5591c32b1e0a+dirty"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "5591c32b1e0a4f1d9c3a7e2b8d6f0a1c2e3b4d5f"},
+			{Key: "vcs.time", Value: "2026-12-03T10:11:12Z"},
+			{Key: "vcs.modified", Value: "true"},
+		}}, true, "keyrelay-chat v0.0.0-20261203101112-5591c32b1e0a+dirty, go1.26.8"},
 		{"go install of a release", &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v1.2.3"}}, true, "keyrelay-chat v1.2.3, go1.26.8"},
 		{"no version", &debug.BuildInfo{GoVersion: "go1.26.8"}, true, "keyrelay-chat (devel), go1.26.8"},
 	}
@@ -194,7 +199,7 @@ func TestTooManyConnections(t *testing.T) {
 	a := start(t, ctx, []string{"--url", srv.URL}, config{}, nil)
 	a.screen.waitFor(t, ctx, roomRE)
 	code, _, errOut := runExit(t, "--url", srv.URL)
-	if want := "keyrelay-chat: create: the relay closed the connection: too many connections from your address (4429)\n"; code != 1 || errOut != want {
+	if want := "keyrelay-chat: create: the relay closed the connection (4429): too many connections from your address\n"; code != 1 || errOut != want {
 		t.Errorf("over the connection limit: exit %d, stderr %q; want 1 and %q", code, errOut, want)
 	}
 }

@@ -146,6 +146,7 @@
 // error, for instance:
 //
 //	keyrelay-chat: join: the room already has two peers (room_full)
+//	keyrelay-chat: create: the relay closed the connection (4429): too many connections from your address
 //	keyrelay-chat: the relay changed the group from x25519 to modp5; refusing
 //	keyrelay-chat: the group modp5 is a legacy group; refusing (--allow-legacy-groups allows it)
 //	keyrelay-chat: another connection took this chat's place in the room (close 4409); not reconnecting
@@ -522,9 +523,10 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	return c, false, nil
 }
 
-// versionLine describes the build, as the module's version, its VCS
-// revision and time and the Go version, such as "keyrelay-chat (devel)
-// rev 5591c32b1e0a 2026-12-03, go1.26.8"; whatever bi lacks is left out.
+// versionLine describes the build: the module's version, its VCS
+// revision and date (unless the version is a pseudo-version, which has
+// them) and the Go version, such as "keyrelay-chat (devel) rev
+// 5591c32b1e0a 2026-12-03, go1.26.8"; whatever bi lacks is left out.
 func versionLine(name string, bi *debug.BuildInfo, ok bool) string {
 	if !ok {
 		return name + " (no build information), " + runtime.Version()
@@ -546,9 +548,14 @@ func versionLine(name string, bi *debug.BuildInfo, ok bool) string {
 			dirty = s.Value == "true"
 		}
 	}
+	rev = rev[:min(len(rev), 12)] // 12 hex digits, as Go's pseudo-versions have
+	if rev != "" && strings.Contains(v, rev) {
+		// A pseudo-version (v0.0.0-20261203101112-5591c32b1e0a) has the
+		// revision and its time already.
+		return line + ", " + bi.GoVersion
+	}
 	if rev != "" {
-		// 12 hex digits, as Go's pseudo-versions have.
-		line += " rev " + rev[:min(len(rev), 12)]
+		line += " rev " + rev
 		if dirty {
 			line += "+dirty"
 		}

@@ -69,8 +69,8 @@
 // is a [*CloseError] when the relay sent a close frame, whose text names
 // the close code ([CloseText]); both print ready for a user, after the
 // operation: "join: the room already has two peers (room_full)", "join:
-// the relay closed the connection: too many connections from your address
-// (4429)".
+// the relay closed the connection (4429): too many connections from your
+// address".
 //
 // # Groups
 //

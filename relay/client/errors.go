@@ -168,18 +168,18 @@ type CloseError struct {
 	err error // coder/websocket's error
 }
 
-// Error returns, for instance, "the relay closed the connection: too
-// many connections from your address (4429)": CloseText of the code, or
-// for a code without one the relay's reason (or "close code N").
+// Error returns, for instance, "the relay closed the connection (4429):
+// too many connections from your address": the code and CloseText of it,
+// or for a code without one the relay's reason, if any.
 func (e *CloseError) Error() string {
 	text := CloseText(e.Code)
 	if text == "" {
 		text = e.Reason
 	}
 	if text == "" {
-		return fmt.Sprintf("the relay closed the connection (close code %d)", int(e.Code))
+		return fmt.Sprintf("the relay closed the connection (%d)", int(e.Code))
 	}
-	return fmt.Sprintf("the relay closed the connection: %s (%d)", text, int(e.Code))
+	return fmt.Sprintf("the relay closed the connection (%d): %s", int(e.Code), text)
 }
 
 // Is reports whether target is ErrDisconnected, or ErrSuperseded for code
@@ -196,12 +196,12 @@ func (e *CloseError) Unwrap() error { return e.err }
 // words for the user of a client.
 var closeTexts = map[websocket.StatusCode]string{
 	wire.CloseNormal:                        "normal close",
-	wire.CloseGoingAway:                     "the relay is shutting down (going away); resume",
-	wire.CloseTooBig:                        "a frame was larger than the relay's size limit",
-	websocket.StatusInternalError:           "the relay's pings went unanswered, or it failed",
-	wire.CloseStoreUnavailable:              "the relay lost its session store; try again later",
+	wire.CloseGoingAway:                     "the relay is shutting down (going away)",
+	wire.CloseTooBig:                        "a frame was larger than the relay's size limit (too big)",
+	websocket.StatusInternalError:           "the relay's pings went unanswered, or it failed (internal error)",
+	wire.CloseStoreUnavailable:              "the relay lost its session store (try again later)",
 	wire.CloseNoSubprotocol:                 "the keyrelay.v1 subprotocol was not offered",
-	wire.CloseSlowReader:                    "frames were not read fast enough (slow reader); resume",
+	wire.CloseSlowReader:                    "frames were not read fast enough (slow reader)",
 	wire.CloseSuperseded:                    "another connection took this seat (superseded)",
 	wire.CloseTooManyConnsPerIP:             "too many connections from your address",
 	websocket.StatusPolicyViolation:         "policy violation",
@@ -213,7 +213,7 @@ var closeTexts = map[websocket.StatusCode]string{
 // CloseText returns a short description of a close code the relay sends
 // (docs/protocol.md §4), such as "too many connections from your address"
 // for 4429 (wire.CloseTooManyConnsPerIP) or "the relay is shutting down
-// (going away); resume" for 1001. It returns "" for other codes.
+// (going away)" for 1001. It returns "" for other codes.
 func CloseText(code websocket.StatusCode) string { return closeTexts[code] }
 
 // KeyChangeError reports that the relay forwarded, for the peer of the

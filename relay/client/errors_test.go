@@ -70,7 +70,7 @@ func TestCloseError(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != wire.CloseTooManyConnsPerIP {
 		t.Fatalf("over the connection limit: %v, want a *CloseError with code 4429", err)
 	}
-	if want := "create: the relay closed the connection: too many connections from your address (4429)"; err.Error() != want {
+	if want := "create: the relay closed the connection (4429): too many connections from your address"; err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}
 	if !errors.Is(err, client.ErrDisconnected) || errors.Is(err, client.ErrSuperseded) {
@@ -89,10 +89,10 @@ func TestCloseError(t *testing.T) {
 		err  *client.CloseError
 		want string
 	}{
-		{&client.CloseError{Code: wire.CloseSlowReader}, "the relay closed the connection: frames were not read fast enough (slow reader); resume (4408)"},
-		{&client.CloseError{Code: wire.CloseGoingAway, Reason: "relay shutting down"}, "the relay closed the connection: the relay is shutting down (going away); resume (1001)"},
-		{&client.CloseError{Code: 4999, Reason: "something new"}, "the relay closed the connection: something new (4999)"},
-		{&client.CloseError{Code: 4999}, "the relay closed the connection (close code 4999)"},
+		{&client.CloseError{Code: wire.CloseSlowReader}, "the relay closed the connection (4408): frames were not read fast enough (slow reader)"},
+		{&client.CloseError{Code: wire.CloseGoingAway, Reason: "relay shutting down"}, "the relay closed the connection (1001): the relay is shutting down (going away)"},
+		{&client.CloseError{Code: 4999, Reason: "something new"}, "the relay closed the connection (4999): something new"},
+		{&client.CloseError{Code: 4999}, "the relay closed the connection (4999)"},
 	} {
 		if got := tt.err.Error(); got != tt.want {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
