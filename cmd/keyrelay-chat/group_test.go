@@ -132,7 +132,9 @@ func TestOutputLinesDocumented(t *testing.T) {
 	}
 	doc := file.Doc.Text()
 	var help strings.Builder
-	parseConfig([]string{"--help"}, func(string) string { return "" }, &help)
+	if _, done, err := parseConfig([]string{"--help"}, func(string) string { return "" }, &help); !done || err != nil {
+		t.Fatalf("parseConfig(--help) = %v, %v", done, err)
+	}
 	for _, l := range outputLines {
 		line := strings.TrimSuffix(fmt.Sprintf(l.format, l.fields...), "\n")
 		if !strings.Contains(doc, line+"\n") {

@@ -5,6 +5,7 @@
 //
 //	keyrelay-chat [flags]                                create a room
 //	keyrelay-chat [flags] --group GROUP --room ROOM      join a room
+//	keyrelay-chat --help | --version
 //
 // Without --room it creates a room in --group and prints its ID and the
 // command the other person should run, which names the group: the joiner
@@ -13,16 +14,36 @@
 // to modp5). With --room and no --group (nor KEYRELAY_CHAT_GROUP) it joins
 // whatever the room's group is, unless it is a legacy group. The legacy
 // group modp5 (1536-bit) is refused, when creating or joining, unless
-// --allow-legacy-groups is given.
+// --allow-legacy-groups is given. An unknown --group is a flag error that
+// lists the groups.
+//
+// --url takes the relay's address as a browser shows it (the page,
+// http://localhost:8080/ or https://…) or its WebSocket URL (ws://… or
+// wss://…); an empty path or "/" means the relay's endpoint, /v1/ws (see
+// client.RelayURL).
 //
 // It then shows the key exchange as it happens and the safety number,
 // which both people should compare over another channel (in person, on a
 // call): if the numbers differ, someone replaced a key in transit. After
 // that each line typed is sent as an encrypted message (a line typed
 // before the key exchange is complete is not sent), and each line received
-// is printed as "peer: text". End of input (Ctrl-D) leaves the room and
+// is printed as "peer: TEXT". End of input (Ctrl-D) leaves the room and
 // exits, also while it waits for the other person; Ctrl-C quits without
 // leaving, so the other person sees a drop.
+//
+// # Warnings
+//
+// When the other person left (or did not come back in time) and someone
+// new takes the seat, it says so ("* someone new joined: compare the new
+// safety number before trusting them", as the browser page does) before
+// the new key exchange and its safety number. When the relay forwards
+// another key for the other person (after a reconnection, say), which the
+// relay never does on its own, it warns at once ("* the other person's
+// key changed: this room is not safe; start a new one") and shows the
+// safety number with the new key, which differs from the other person's.
+// Like the page, it then sends nothing more in that room (each line typed
+// gets "* not sent: this room is not safe; start a new one") and stays
+// until end of input, which leaves the room.
 //
 // # Failover and restarts
 //
@@ -53,21 +74,26 @@
 //
 // Every flag can also be set with an environment variable (the flag wins):
 //
-//	--url                  KEYRELAY_CHAT_URL                   the relay's WebSocket URL, or several, comma-separated (default "ws://localhost:8080/v1/ws")
+//	--url                  KEYRELAY_CHAT_URL                   the relay's address, or several, comma-separated (default "ws://localhost:8080/v1/ws")
 //	--group                KEYRELAY_CHAT_GROUP                 the group of a new room (default "x25519"), or the group a joined room must have (default: any but legacy)
 //	--room                 KEYRELAY_CHAT_ROOM                  the room to join (default: create one)
 //	--state                KEYRELAY_CHAT_STATE                 the file that keeps the seat across restarts (default: none)
 //	--allow-legacy-groups  KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS   accept modp5 (default false)
 //
+// --help prints the usage, the flags by topic and the output lines, and
+// --version the module version and VCS revision it was built from, both
+// on standard output.
+//
 // # Output
 //
 // Scripts may parse what it prints. On standard output, one line per
 // event, exactly as follows (ROOM is a room ID, GROUP a group name such as
-// x25519, URLS the --url value (its URLs comma-separated), URL one relay
-// URL, LEFT how long the relay keeps the seat yet (such as 1m52s),
-// KEY-GROUP the group of the key exchange, NNNNN five digits, TEXT the
-// peer's line with control characters and invalid UTF-8 replaced by
-// U+FFFD, REASON a message from the relay or an error):
+// x25519, URLS the relay URLs (the --url value, each URL as
+// client.RelayURL makes it, comma-separated), URL one relay URL, LEFT how
+// long the relay keeps the seat yet (such as 1m52s), KEY-GROUP the group
+// of the key exchange, NNNNN five digits, TEXT the peer's line with
+// control characters and invalid UTF-8 replaced by U+FFFD, REASON a
+// message from the relay or an error):
 //
 //	On standard output:
 //	* room ROOM created (GROUP)
@@ -86,10 +112,14 @@
 //	* compare it with the other person over another channel; if it differs, do not trust this chat
 //	peer: TEXT
 //	* the other person joined
+//	* someone new joined: compare the new safety number before trusting them
 //	* the other person is back
 //	* the other person's connection dropped; they may come back
 //	* the other person left; someone new may join
 //	* the other person did not come back in time; someone new may join
+//	* the other person's key changed: this room is not safe; start a new one
+//	* safety number with the new key: NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN
+//	* it differs from the other person's; nothing more is sent in this room (end of input leaves)
 //	* not sent: nobody to send to yet
 //	* not sent: REASON
 //	* connection lost; reconnecting
@@ -106,22 +136,26 @@
 // The creator prints the first four lines (the join command in its second
 // form for a legacy group), the joiner one "joined" line, and one that
 // took its seat back from --state one "took my seat back" line (after
-// "trying" lines); "* bye" is the last line after end of input. A new person taking the place of one who
-// left or did not come back brings a new key exchange: the key, handshake
-// and safety-number lines again.
+// "trying" lines); "* bye" is the last line after end of input. A new
+// person taking the place of one who left or did not come back brings
+// "someone new joined" and a new key exchange: the key, handshake and
+// safety-number lines again. A changed key brings the three lines of the
+// warning (the second only if the new key is valid).
 //
 // On standard error it prints "keyrelay-chat: REASON" when it stops on an
 // error, for instance:
 //
+//	keyrelay-chat: join: the room already has two peers (room_full)
+//	keyrelay-chat: create: the relay closed the connection (4429): too many connections from your address
 //	keyrelay-chat: the relay changed the group from x25519 to modp5; refusing
 //	keyrelay-chat: the group modp5 is a legacy group; refusing (--allow-legacy-groups allows it)
 //	keyrelay-chat: another connection took this chat's place in the room (close 4409); not reconnecting
 //	keyrelay-chat: the seat is lost: ... (the state file was removed; run again to start afresh)
 //
-// and the usage on a flag error or --help.
+// and on a flag error the error and a pointer to --help.
 //
-// Exit status: 0 after end of input or Ctrl-C; 1 after an error; 2 for a
-// flag error or --help.
+// Exit status: 0 after end of input, Ctrl-C, --help or --version; 1 after
+// an error; 2 for a flag error.
 package main
 
 import (
@@ -133,9 +167,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -147,19 +184,40 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "keyrelay-chat:", err)
-		os.Exit(1)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(report(err, os.Stderr))
+}
+
+// report writes err, if any, to stderr and returns the exit status: 0 for
+// nil, 2 for a flag error (with a pointer to --help), 1 for any other.
+func report(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "keyrelay-chat: %v\nRun 'keyrelay-chat --help' for the flags.\n", err)
+		return 2
 	}
+	fmt.Fprintln(stderr, "keyrelay-chat:", err)
+	return 1
+}
+
+// usageError is a flag error: a bad flag, a bad value, an extra argument.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usagef returns a *usageError.
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
 }
 
 // config is the program's configuration, from flags and the environment.
 type config struct {
-	urls        []string // at least one
+	urls        []string // at least one, each as client.RelayURL makes it
 	group       string
 	groupSet    bool // --group or KEYRELAY_CHAT_GROUP was given: a joiner pins it
 	room        string
@@ -220,10 +278,14 @@ const (
 	lineCompare       = "* compare it with the other person over another channel; if it differs, do not trust this chat\n"
 	lineMessage       = "peer: %s\n"
 	linePeerJoined    = "* the other person joined\n"
+	lineSomeoneNew    = "* someone new joined: compare the new safety number before trusting them\n"
 	linePeerBack      = "* the other person is back\n"
 	linePeerDropped   = "* the other person's connection dropped; they may come back\n"
 	linePeerLeft      = "* the other person left; someone new may join\n"
 	linePeerExpired   = "* the other person did not come back in time; someone new may join\n"
+	lineKeyChanged    = "* the other person's key changed: this room is not safe; start a new one\n"
+	lineChangedNumber = "* safety number with the new key: %s\n"
+	lineChangedHint   = "* it differs from the other person's; nothing more is sent in this room (end of input leaves)\n"
 	lineNobody        = "* not sent: nobody to send to yet\n"
 	lineNotSent       = "* not sent: %s\n"
 	lineConnLost      = "* connection lost; reconnecting\n"
@@ -237,6 +299,9 @@ const (
 	lineLeft          = "* left the room\n"
 	lineBye           = "* bye\n"
 )
+
+// notSafe is the REASON of lineNotSent after the peer's key changed.
+const notSafe = "this room is not safe; start a new one"
 
 // outputLines is every output line with placeholders for its fields, in
 // the package doc's order, for --help.
@@ -256,14 +321,18 @@ var outputLines = []struct {
 	{lineKeySent, []any{"KEY-GROUP"}},
 	{linePeerKey, nil},
 	{lineHandshake, []any{"KEY-GROUP"}},
-	{lineSafetyNumber, []any{"NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN"}},
+	{lineSafetyNumber, []any{safetyNumberShape}},
 	{lineCompare, nil},
 	{lineMessage, []any{"TEXT"}},
 	{linePeerJoined, nil},
+	{lineSomeoneNew, nil},
 	{linePeerBack, nil},
 	{linePeerDropped, nil},
 	{linePeerLeft, nil},
 	{linePeerExpired, nil},
+	{lineKeyChanged, nil},
+	{lineChangedNumber, []any{safetyNumberShape}},
+	{lineChangedHint, nil},
 	{lineNobody, nil},
 	{lineNotSent, []any{"REASON"}},
 	{lineConnLost, nil},
@@ -278,86 +347,230 @@ var outputLines = []struct {
 	{lineBye, nil},
 }
 
-// usage is --help's text, before the flags.
-const usage = `Usage:
+// safetyNumberShape is a safety number's placeholder in the output lines.
+const safetyNumberShape = "NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN NNNNN"
+
+// usageHead is --help's text before the flags.
+const usageHead = `keyrelay-chat is a chat for two people in a terminal, end-to-end encrypted:
+the keys are made here and the relay sees only public keys and ciphertext.
+
+Usage:
   keyrelay-chat [flags]                                create a room
   keyrelay-chat [flags] --group GROUP --room ROOM      join a room
 
-Creates a room (in --group) and prints the command the other person runs,
-or joins one: with --group the room must be in that group, else any group
-but a legacy one (modp5, allowed by --allow-legacy-groups). Lines typed are
-sent end-to-end encrypted once the key exchange is complete; compare the
-safety number over another channel. End of input (Ctrl-D) leaves the room
-and exits 0, also while waiting for the other person.
+Example, with a relay at localhost:8080 (go run ./cmd/keyrelay):
+  $ keyrelay-chat --url http://localhost:8080/
+  * room 0fd449aa-1ac1-44ad-a2b4-bc3b356e0b71 created (x25519)
+  * the other person runs:
+      keyrelay-chat --url ws://localhost:8080/v1/ws --group x25519 --room 0fd449aa-1ac1-44ad-a2b4-bc3b356e0b71
+  * waiting for them to join
 
-With several --url (instances of one relay), a dropped connection is
-resumed on any of them, for as long as the relay keeps the seat. With
---state FILE, a restarted keyrelay-chat takes its seat back from FILE
-(mode 0600; it holds the conversation's private key: keep it secret).
-
-Flags (each also read from its environment variable; the flag wins):
+Once the other person has joined, both screens show a safety number: compare
+them over another channel (in person, on a call); if they differ, do not
+trust the chat. Then each line typed is sent, encrypted, and each line
+received is shown as "peer: TEXT". End of input (Ctrl-D) leaves the room
+and exits, also while waiting for the other person; Ctrl-C quits without
+leaving (the other person sees a drop; --state can take the seat back).
 `
 
-// printUsage writes --help's text: the usage, the flags, the output lines.
+// flagTopics orders --help's flags by topic; every flag is in one
+// (TestHelp checks it).
+var flagTopics = []struct {
+	title string
+	names []string
+}{
+	{"Relay", []string{"url"}},
+	{"Room", []string{"room", "group", "allow-legacy-groups"}},
+	{"Restarts", []string{"state"}},
+	{"Information", []string{"help", "version"}},
+}
+
+// printUsage writes --help's text: what the program is, an example, the
+// flags by topic, the output lines.
 func printUsage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprint(w, usage)
-	fs.PrintDefaults()
+	fmt.Fprint(w, usageHead)
+	for _, topic := range flagTopics {
+		fmt.Fprintf(w, "\n%s:\n", topic.title)
+		for _, name := range topic.names {
+			if name == "help" {
+				fmt.Fprint(w, "  -h, --help\n        print this help and exit\n")
+				continue
+			}
+			f := fs.Lookup(name)
+			arg, text := flag.UnquoteUsage(f)
+			if arg != "" {
+				arg = " " + arg
+			}
+			fmt.Fprintf(w, "  --%s%s\n", f.Name, arg)
+			for _, line := range wrap(text, 70) {
+				fmt.Fprintf(w, "        %s\n", line)
+			}
+		}
+	}
+	fmt.Fprint(w, "\nA flag given wins over its environment variable.\n")
 	fmt.Fprint(w, "\nOutput lines (standard output; scripts may parse them):\n")
 	for _, l := range outputLines {
 		fmt.Fprintf(w, "  "+l.format, l.fields...)
 	}
-	fmt.Fprint(w, "\nOn an error it prints \"keyrelay-chat: REASON\" on standard error and exits 1.\n")
+	fmt.Fprint(w, "\nOn an error it prints \"keyrelay-chat: REASON\" on standard error and exits 1;\na flag error exits 2.\n")
 }
 
-// parseConfig reads flags, each defaulting to its KEYRELAY_CHAT_* variable.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+// wrap breaks text into lines of at most width bytes, at spaces.
+func wrap(text string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(text) {
+		switch {
+		case line == "":
+			line = word
+		case len(line)+1+len(word) > width:
+			lines = append(lines, line)
+			line = word
+		default:
+			line += " " + word
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// groupNames lists the groups a room may have, the legacy one apart: the
+// curves first (x25519 is the default), then the MODP groups by size.
+func groupNames() string {
+	var curves, modp []string
+	for _, g := range dh.Groups() {
+		switch {
+		case g == dh.MODP5():
+		case strings.HasPrefix(g.Name(), "modp"):
+			modp = append(modp, g.Name())
+		default:
+			curves = append(curves, g.Name())
+		}
+	}
+	names := append(curves, modp...)
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// parseConfig reads the flags, each defaulting to its KEYRELAY_CHAT_*
+// variable. For --help and --version it writes the help or the version to
+// stdout and returns done. Its errors are *usageError.
+func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c config, done bool, err error) {
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v
 		}
 		return def
 	}
-	var c config
 	urls := urlList{urls: splitURLs(env("KEYRELAY_CHAT_URL", "ws://localhost:8080/v1/ws"))}
 	allowEnv := false
 	if v := getenv("KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return c, fmt.Errorf("KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS: %q is not a boolean", v)
+			return c, false, usagef("KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS: %q is not a boolean", v)
 		}
 		allowEnv = b
 	}
+	var showVersion bool
 	fs := flag.NewFlagSet("keyrelay-chat", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { printUsage(fs, stderr) }
-	fs.Var(&urls, "url", "the relay's WebSocket `URL`s: several instances of one relay, comma-separated or repeated, tried in turn (env KEYRELAY_CHAT_URL)")
-	fs.StringVar(&c.group, "group", env("KEYRELAY_CHAT_GROUP", "x25519"), "`GROUP` of a new room: x25519, p256, modp14 … modp18; with --room, the group the room must have, and if not set any group but a legacy one (env KEYRELAY_CHAT_GROUP)")
-	fs.StringVar(&c.room, "room", env("KEYRELAY_CHAT_ROOM", ""), "`ROOM` ID to join; empty creates a room (env KEYRELAY_CHAT_ROOM)")
-	fs.StringVar(&c.state, "state", env("KEYRELAY_CHAT_STATE", ""), "`FILE` that keeps the seat across restarts: written as the chat goes (mode 0600; it holds the private key), and if it exists at start, its seat is taken back instead of creating or joining (env KEYRELAY_CHAT_STATE)")
-	fs.BoolVar(&c.allowLegacy, "allow-legacy-groups", allowEnv, "accept the legacy group modp5 (1536-bit), creating or joining (env KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS)")
+	fs.SetOutput(io.Discard) // errors are returned, and printed once by main
+	fs.Usage = func() {}
+	fs.Var(&urls, "url", "the relay's `URL`: its page as a browser shows it (http://localhost:8080/, https://…) or its WebSocket URL (ws://localhost:8080/v1/ws); several instances of one relay comma-separated or repeated, tried in turn. Env KEYRELAY_CHAT_URL; default ws://localhost:8080/v1/ws")
+	fs.StringVar(&c.room, "room", env("KEYRELAY_CHAT_ROOM", ""), "the `ROOM` to join, as the other person's command gives it; without it, a new room is created. Env KEYRELAY_CHAT_ROOM")
+	fs.StringVar(&c.group, "group", env("KEYRELAY_CHAT_GROUP", "x25519"), "the `GROUP` of a new room: "+groupNames()+" (default x25519); with --room, the group the room must have (without it, any group but a legacy one). Env KEYRELAY_CHAT_GROUP")
+	fs.BoolVar(&c.allowLegacy, "allow-legacy-groups", allowEnv, "accept the legacy group modp5 (1536-bit), to create or join. Env KEYRELAY_CHAT_ALLOW_LEGACY_GROUPS")
+	fs.StringVar(&c.state, "state", env("KEYRELAY_CHAT_STATE", ""), "keep the seat in `FILE` across restarts: written as the chat goes (mode 0600; it holds the private key: keep it secret); if it exists at start, its seat is taken back instead of creating or joining. Env KEYRELAY_CHAT_STATE")
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, stdout)
+			return c, true, nil
+		}
+		return c, false, &usageError{err}
+	}
+	if showVersion {
+		bi, ok := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, versionLine("keyrelay-chat", bi, ok))
+		return c, true, nil
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, false, usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if c.urls = urls.urls; len(c.urls) == 0 {
-		return c, errors.New("KEYRELAY_CHAT_URL: no URL")
-	}
-	c.groupSet = getenv("KEYRELAY_CHAT_GROUP") != ""
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "group" {
-			c.groupSet = true
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	source := func(flagName, envName string) string {
+		if set[flagName] {
+			return "--" + flagName
 		}
-	})
-	return c, nil
+		return envName
+	}
+	if len(urls.urls) == 0 {
+		return c, false, usagef("KEYRELAY_CHAT_URL: no URL")
+	}
+	for _, u := range urls.urls {
+		ru, err := client.RelayURL(u)
+		if err != nil {
+			return c, false, usagef("%s: %w", source("url", "KEYRELAY_CHAT_URL"), err)
+		}
+		c.urls = append(c.urls, ru)
+	}
+	if _, err := dh.LookupGroup(c.group); err != nil {
+		return c, false, usagef("%s %s: unknown group; the groups are %s (and modp5, with --allow-legacy-groups)",
+			source("group", "KEYRELAY_CHAT_GROUP"), c.group, groupNames())
+	}
+	c.groupSet = set["group"] || getenv("KEYRELAY_CHAT_GROUP") != ""
+	return c, false, nil
+}
+
+// versionLine describes the build: the module's version, its VCS
+// revision and date (unless the version is a pseudo-version, which has
+// them) and the Go version, such as "keyrelay-chat (devel) rev
+// 5591c32b1e0a 2026-12-03, go1.26.8"; whatever bi lacks is left out.
+func versionLine(name string, bi *debug.BuildInfo, ok bool) string {
+	if !ok {
+		return name + " (no build information), " + runtime.Version()
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	line := name + " " + v
+	var rev, at string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	rev = rev[:min(len(rev), 12)] // 12 hex digits, as Go's pseudo-versions have
+	if rev != "" && strings.Contains(v, rev) {
+		// A pseudo-version (v0.0.0-20261203101112-5591c32b1e0a) has the
+		// revision and its time already.
+		return line + ", " + bi.GoVersion
+	}
+	if rev != "" {
+		line += " rev " + rev
+		if dirty {
+			line += "+dirty"
+		}
+	}
+	if t, err := time.Parse(time.RFC3339, at); err == nil {
+		line += " " + t.UTC().Format(time.DateOnly)
+	}
+	return line + ", " + bi.GoVersion
 }
 
 // run parses the configuration and chats until stdin ends, the room ends
 // or ctx is done (then it returns nil).
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg, err := parseConfig(args, getenv, stderr)
-	if err != nil {
+	cfg, done, err := parseConfig(args, getenv, stdout)
+	if err != nil || done {
 		return err
 	}
 	return chat(ctx, cfg, nil, stdin, stdout)
@@ -374,6 +587,10 @@ type conversation struct {
 
 	wg sync.WaitGroup // the receive loop, the key exchanges
 
+	// Not under mu, which a reconnection holds for as long as it lasts:
+	peerGone atomic.Bool // the other person left or expired: the next to join is someone new
+	unsafe   atomic.Bool // the other person's key changed: nothing more is sent
+
 	mu      sync.Mutex    // guards the following; held during a reconnection
 	gen     int           // incremented by each successful Resume
 	peerKey *dh.PublicKey // the peer key of the last completed exchange
@@ -383,7 +600,7 @@ type conversation struct {
 func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader, stdout io.Writer) error {
 	group, err := dh.LookupGroup(cfg.group)
 	if err != nil {
-		return fmt.Errorf("--group: %w", err)
+		return usagef("--group: %w", err) // parseConfig checked it
 	}
 	var o client.Options
 	if opts != nil {
@@ -519,6 +736,10 @@ func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader
 			if line == "" {
 				continue
 			}
+			if s.unsafe.Load() {
+				out.printf(lineNotSent, notSafe)
+				continue
+			}
 			if !ready && s.handshakeDone() {
 				// The handshake printed its lines before its result
 				// reached handshook: a line typed in between is sent.
@@ -532,10 +753,14 @@ func chat(ctx context.Context, cfg config, opts *client.Options, stdin io.Reader
 				return s.end(ctx, err)
 			}
 		case err := <-handshook:
-			if err != nil {
+			switch {
+			case errors.Is(err, client.ErrPeerKeyChanged):
+				handshook = nil // the receive loop warns; stay until end of input
+			case err != nil:
 				return s.end(ctx, err)
+			default:
+				ready, handshook = true, nil
 			}
-			ready, handshook = true, nil
 		case err := <-events:
 			return s.end(ctx, err)
 		case <-ctx.Done():
@@ -566,8 +791,6 @@ func explain(err error, want *dh.Group) error {
 		return fmt.Errorf("the group %s is a legacy group; refusing (--allow-legacy-groups allows it)", want)
 	case errors.Is(err, client.ErrSuperseded):
 		return errors.New("another connection took this chat's place in the room (close 4409); not reconnecting")
-	case errors.Is(err, client.ErrResumeGaveUp):
-		return fmt.Errorf("the relay could not be reached again while it kept the seat: %w", err)
 	}
 	return err
 }
@@ -660,6 +883,9 @@ func (s *conversation) send(ctx context.Context, line string) error {
 		case errors.Is(err, client.ErrHandshakeIncomplete):
 			s.out.printf(lineNobody)
 			return nil
+		case errors.Is(err, client.ErrPeerKeyChanged):
+			s.out.printf(lineNotSent, notSafe) // the receive loop warned
+			return nil
 		case errors.As(err, &re) && re.Code != wire.CodeRoomExpired:
 			s.out.printf(lineNotSent, re.Message)
 			return nil
@@ -709,9 +935,6 @@ func (s *conversation) reconnect(ctx context.Context, gen int) error {
 		s.out.printf(lineReconnected, s.c.URL())
 		return nil
 	}
-	if seatLost(err) {
-		return fmt.Errorf("cannot rejoin the room: %w", err)
-	}
 	return err
 }
 
@@ -726,6 +949,8 @@ func (s *conversation) receive(ctx context.Context) error {
 			s.show(ctx, ev)
 		case errors.Is(err, client.ErrBadMessage):
 			s.out.printf(lineBadMessage)
+		case errors.Is(err, client.ErrPeerKeyChanged):
+			s.keyChanged(err)
 		case errors.As(err, &re):
 			if re.Code == wire.CodeRoomExpired {
 				return errRoomExpired
@@ -749,12 +974,21 @@ func (s *conversation) show(ctx context.Context, ev client.Event) {
 	case client.EventMessage:
 		s.out.printf(lineMessage, sanitize(string(ev.Message.Plaintext)))
 	case client.EventPeerJoined:
-		if ev.Resumed {
+		someoneNew := s.peerGone.Swap(false) && !ev.Resumed
+		switch {
+		case ev.Resumed:
 			s.out.printf(linePeerBack)
-		} else {
+		case someoneNew:
+			// As the page says it: the new key exchange and safety number
+			// follow.
+			s.out.printf(lineSomeoneNew)
+		default:
 			s.out.printf(linePeerJoined)
 		}
 	case client.EventPeerLeft:
+		if ev.Reason == wire.ReasonLeft || ev.Reason == wire.ReasonExpired {
+			s.peerGone.Store(true)
+		}
 		switch ev.Reason {
 		case wire.ReasonDropped:
 			s.out.printf(linePeerDropped)
@@ -772,12 +1006,26 @@ func (s *conversation) show(ctx context.Context, ev client.Event) {
 			// A new person in the room: a new key exchange and safety
 			// number.
 			s.wg.Go(func() {
-				if err := s.handshake(ctx); err != nil && ctx.Err() == nil {
+				// A changed key is the receive loop's to report.
+				if err := s.handshake(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, client.ErrPeerKeyChanged) {
 					s.out.printf(lineRekeyFailed, explain(err, nil))
 				}
 			})
 		}
 	}
+}
+
+// keyChanged warns that the relay forwarded another key for the other
+// person (a *client.KeyChangeError): the room is not safe. Like the page,
+// it sends nothing more in the room, and stays until end of input.
+func (s *conversation) keyChanged(err error) {
+	s.unsafe.Store(true)
+	s.out.printf(lineKeyChanged)
+	var kerr *client.KeyChangeError
+	if errors.As(err, &kerr) && kerr.SafetyNumber != "" {
+		s.out.printf(lineChangedNumber, kerr.SafetyNumber)
+	}
+	s.out.printf(lineChangedHint)
 }
 
 // leave leaves the room at the end of input.

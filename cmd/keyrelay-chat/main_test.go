@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -220,7 +218,7 @@ func TestRunErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown group", []string{"--url", url, "--group", "modp13"}, "--group"},
+		{"unknown group", []string{"--url", url, "--group", "modp13"}, "--group modp13: unknown group"},
 		{"no relay", []string{"--url", deadURL}, "dial"},
 		{"no such room", []string{"--url", url, "--room", "6f1c9a52-3b7e-4d0a-9e57-1b2c3d4e5f60"}, "room_not_found"},
 		{"extra argument", []string{"--url", url, "now"}, "unexpected argument"},
@@ -236,10 +234,6 @@ func TestRunErrors(t *testing.T) {
 				t.Errorf("run = %v, want an error containing %q", err, tt.want)
 			}
 		})
-	}
-	err := run(context.Background(), []string{"--help"}, func(string) string { return "" }, nil, io.Discard, io.Discard)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Errorf("--help: %v", err)
 	}
 }
 
@@ -266,17 +260,23 @@ func TestParseConfig(t *testing.T) {
 		{"join with group", []string{"--room", "r", "--group", "x25519", "--allow-legacy-groups"}, nil, config{urls: def, group: "x25519", groupSet: true, room: "r", allowLegacy: true}},
 		{"urls comma-separated", []string{"--url", "ws://a/v1/ws,ws://b/v1/ws"}, nil, config{urls: []string{"ws://a/v1/ws", "ws://b/v1/ws"}, group: "x25519"}},
 		{"urls repeated", []string{"--url", "ws://a/v1/ws", "--url", "ws://b/v1/ws, ws://c/v1/ws"}, env, config{urls: []string{"ws://a/v1/ws", "ws://b/v1/ws", "ws://c/v1/ws"}, group: "modp14", groupSet: true, room: env["KEYRELAY_CHAT_ROOM"], state: "/tmp/chat.json", allowLegacy: true}},
+		// The page's address and WebSocket URLs without a path mean /v1/ws.
+		{"page URL", []string{"--url", "http://relay.example:8080/"}, nil, config{urls: []string{"ws://relay.example:8080/v1/ws"}, group: "x25519"}},
+		{"https page URL", []string{"--url", "https://relay.example"}, nil, config{urls: []string{"wss://relay.example/v1/ws"}, group: "x25519"}},
+		{"ws URL without a path", []string{"--url", "ws://relay.example:8080/,wss://relay2.example"}, nil, config{urls: []string{"ws://relay.example:8080/v1/ws", "wss://relay2.example/v1/ws"}, group: "x25519"}},
+		{"page URL from the environment", nil, map[string]string{"KEYRELAY_CHAT_URL": "http://localhost:8080/"}, config{urls: def, group: "x25519"}},
+		{"group by number", []string{"--group", "14"}, nil, config{urls: def, group: "14", groupSet: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
-			if err != nil || !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("parseConfig = %+v, %v; want %+v", got, err, tt.want)
+			got, done, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if err != nil || done || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("parseConfig = %+v, %v, %v; want %+v", got, done, err, tt.want)
 			}
 		})
 	}
 	for _, args := range [][]string{{"--url", ""}, {"--url", " , "}} {
-		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+		if _, _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("parseConfig(%q) accepted no URL", args)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 
+	"github.com/keyrelay/keyrelay/internal/clienttest"
 	"github.com/keyrelay/keyrelay/relay/client"
 )
 
@@ -33,7 +34,7 @@ func (l *load) generateKeyPool() error {
 // stored both keys (handshake_complete follows it in the same burst). The
 // client validates the forwarded key as usual but derives nothing.
 func (l *load) sendPoolKey(ctx context.Context, c *client.Client, k int) error {
-	_, err := c.Request(ctx, map[string]any{
+	_, err := clienttest.Request(ctx, c, map[string]any{
 		"type":       "key",
 		"public_key": l.pool[k%len(l.pool)],
 		"group":      l.cfg.group.Name(),

@@ -1,6 +1,6 @@
-// Package client is a Go client for the keyrelay relay: it speaks the whole
-// protocol of docs/protocol.md, for tests, the load tester and chat
-// programs.
+// Package client is the Go client of the keyrelay relay: with it a Go
+// program is one side of an end-to-end encrypted chat between two people.
+// It speaks the whole protocol of docs/protocol.md.
 //
 // The private key never leaves the client: [Client.Handshake] generates the
 // key pair locally, sends only the public key, validates the peer's key
@@ -9,15 +9,68 @@
 // users compare out of band. [Client.Send] and [Client.Next] then encrypt
 // and decrypt every message end to end.
 //
-// Typical use:
+// # Writing a chat app
 //
-//	c, err := client.Dial(ctx, "ws://localhost:8080/v1/ws", nil) // or DialURLs(ctx, urls, opts)
-//	room, err := c.Create(ctx, dh.X25519())   // or c.JoinGroup(ctx, id, dh.X25519())
+// A chat app takes these steps; each method's example shows its step
+// against a relay running in the example.
+//
+//  1. Dial the relay: [Dial], or [DialURLs] with the URLs of several
+//     instances of one relay service. The relay's WebSocket URL
+//     ("ws://localhost:8080/v1/ws") and the address of its page
+//     ("http://localhost:8080/") both do: see [RelayURL].
+//  2. Create a room with [Client.Create] and give its ID and group to the
+//     other person out of band; or join theirs with [Client.JoinGroup],
+//     with the group they gave ([Client.Join] takes the room's group,
+//     whatever it is, as long as it is not a legacy group).
+//  3. Exchange keys with [Client.Handshake], which waits for the other
+//     person, and show [Handshake.SafetyNumber]: both users compare it
+//     over another channel. [Client.SendKey] is the first half of
+//     Handshake, for an app that wants to say "my key is at the relay"
+//     while the other person is still away; Handshake calls it anyway.
+//  4. Read the room with [Client.Next], from a goroutine of its own, for as
+//     long as the room lasts: messages, the other person joining, leaving,
+//     dropping and coming back, and errors that concern one event (a
+//     message that does not open, a *KeyChangeError: warn the user at
+//     once). After the other person left for good ([EventPeerLeft] with
+//     wire.ReasonLeft or wire.ReasonExpired) someone new may take their
+//     place: call Handshake again, and tell the user to compare the new
+//     safety number.
+//  5. Send each message with [Client.Send].
+//  6. When a call fails with an error that matches [ErrDisconnected],
+//     call [Client.Resume]: it takes the seat back, on any of the URLs,
+//     and no message is lost or repeated. Not after [ErrSuperseded].
+//  7. When the user is done, [Client.Leave] the room, then [Client.Close]
+//     the client. Close alone is a drop: the other person is told that
+//     the connection dropped, and waits.
+//
+// In short:
+//
+//	c, err := client.Dial(ctx, "ws://localhost:8080/v1/ws", nil)
+//	room, err := c.Create(ctx, dh.X25519())   // or c.JoinGroup(ctx, id, group)
 //	hs, err := c.Handshake(ctx)               // show hs.SafetyNumber
+//	go func() { ev, err := c.Next(ctx); … }() // in a loop: show what happens
 //	seq, err := c.Send(ctx, []byte("hello"))
-//	ev, err := c.Next(ctx)                    // messages, peer joined/left
 //	err = c.Resume(ctx)                       // after errors.Is(err, client.ErrDisconnected)
+//	err = c.Leave(ctx)
 //	err = c.Close()
+//
+// # Next or Receive
+//
+// An app reads the room with Next, which returns every event. Receive is
+// Next that discards every event but messages: it is for tests, bots and
+// tools that only exchange messages. A chat app that used it would not
+// know that the other person left, or that someone new took their place
+// and the safety number changed.
+//
+// # Errors
+//
+// Each method's doc lists its errors. The relay's refusals are [*Error]
+// values (the error frame's code and message); the end of the connection
+// is a [*CloseError] when the relay sent a close frame, whose text names
+// the close code ([CloseText]); both print ready for a user, after the
+// operation: "join: the room already has two peers (room_full)", "join:
+// the relay closed the connection (4429): too many connections from your
+// address".
 //
 // # Groups
 //
@@ -101,13 +154,18 @@
 //
 // The client never resumes by itself. When the relay closes the connection
 // with 4409 (wire.CloseSuperseded: another connection resumed this
-// client's place, with its token), errors wrap ErrSuperseded as well as
-// ErrDisconnected, and Resume refuses with ErrSuperseded. When the peer's
-// grace period ends (peer_left with wire.ReasonExpired), as when it leaves,
-// the key exchange with it ends: a new peer may join, and Handshake then
-// performs a new exchange with it.
+// client's place, with its token), errors (a *CloseError) match
+// ErrSuperseded as well as ErrDisconnected, and Resume refuses with
+// ErrSuperseded. When the peer's grace period ends (peer_left with
+// wire.ReasonExpired), as when it leaves, the key exchange with it ends: a
+// new peer may join, and Handshake then performs a new exchange with it.
 //
 // All methods are safe for concurrent use.
+//
+// The module's own tests and its load tester also send frames the client
+// would never send (an invalid key, a frame of an unknown type) through
+// the package internal/clienttest, which bypasses the client's state; an
+// application has no use for it.
 package client
 
 import (
@@ -120,7 +178,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,11 +317,13 @@ type call struct {
 	reply chan *inFrame // buffered, 1
 }
 
-// Dial connects to the relay's WebSocket endpoint at relayURL (ws:// or
-// wss://, for instance "ws://localhost:8080/v1/ws"), offering the
-// keyrelay.v1 subprotocol with compression off. It returns an error if the
-// dial fails or the relay does not select keyrelay.v1. opts may be nil.
-// It is DialURLs with the one URL.
+// Dial connects to the relay's WebSocket endpoint at relayURL, offering
+// the keyrelay.v1 subprotocol with compression off. relayURL is the
+// WebSocket URL ("ws://localhost:8080/v1/ws") or the address of the page
+// the relay serves ("http://localhost:8080/"): see RelayURL. It returns an
+// error if relayURL is not a relay URL, if the dial fails, or if the relay
+// does not select keyrelay.v1. opts may be nil. It is DialURLs with the
+// one URL.
 func Dial(ctx context.Context, relayURL string, opts *Options) (*Client, error) {
 	return DialURLs(ctx, []string{relayURL}, opts)
 }
@@ -273,21 +332,25 @@ func Dial(ctx context.Context, relayURL string, opts *Options) (*Client, error) 
 // several instances of one relay service (relays sharing one store), each
 // tried once, in order, for at most Options.DialTimeout. The client keeps
 // the list: Resume tries them all in turn, so that a client whose
-// instance stops takes its seat back on another. It returns an error
-// that joins every URL's error if none answers, and an error for an empty
-// list. opts may be nil.
+// instance stops takes its seat back on another. Each URL goes through
+// RelayURL first. It returns RelayURL's error for the first URL that is
+// not a relay URL, an error for an empty list, and an error that joins
+// every URL's error if none answers, each starting "dial URL: ". opts may
+// be nil.
 func DialURLs(ctx context.Context, urls []string, opts *Options) (*Client, error) {
 	c, err := newClient(urls, opts)
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
-	for i, u := range urls {
+	for i, u := range c.urls {
 		actx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 		cn, err := c.dial(actx, u)
 		cancel()
 		if err == nil {
+			c.mu.Lock() // the reader may already look at c.conn
 			c.conn, c.urlIdx = cn, i
+			c.mu.Unlock()
 			return c, nil
 		}
 		errs = append(errs, err)
@@ -302,7 +365,14 @@ func DialURLs(ctx context.Context, urls []string, opts *Options) (*Client, error
 // connected yet.
 func newClient(urls []string, opts *Options) (*Client, error) {
 	if len(urls) == 0 {
-		return nil, errors.New("client: no relay URL")
+		return nil, errors.New("no relay URL")
+	}
+	norm := make([]string, len(urls))
+	for i, u := range urls {
+		var err error
+		if norm[i], err = RelayURL(u); err != nil {
+			return nil, err
+		}
 	}
 	var o Options
 	if opts != nil {
@@ -330,7 +400,7 @@ func newClient(urls []string, opts *Options) (*Client, error) {
 		o.DialTimeout = DefaultDialTimeout
 	}
 	return &Client{
-		urls:    slices.Clone(urls),
+		urls:    norm,
 		opts:    o,
 		logger:  o.Logger,
 		events:  newQueue(o.QueueSize),
@@ -360,18 +430,29 @@ func redactURL(s string) string {
 
 // dial opens a connection to relayURL and starts its reader.
 func (c *Client) dial(ctx context.Context, relayURL string) (*conn, error) {
-	ws, _, err := websocket.Dial(ctx, relayURL, &websocket.DialOptions{
+	ws, resp, err := websocket.Dial(ctx, relayURL, &websocket.DialOptions{
 		HTTPClient:      c.opts.HTTPClient,
 		HTTPHeader:      c.opts.HTTPHeader,
 		Subprotocols:    []string{wire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", redactURL(relayURL), err)
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			// Something answered over HTTP, but not a relay's endpoint.
+			return nil, fmt.Errorf("dial %s: HTTP %s instead of a WebSocket upgrade: is this the relay's WebSocket URL? (the relay serves it at %s)",
+				redactURL(relayURL), resp.Status, wire.Path)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// "failed to WebSocket dial: failed to send handshake request:
+			// Get URL: dial tcp …": the URL is said once, below.
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("dial %s: %w", redactURL(relayURL), err)
 	}
 	if p := ws.Subprotocol(); p != wire.Subprotocol {
 		ws.Close(websocket.StatusPolicyViolation, wire.Subprotocol+" required")
-		return nil, fmt.Errorf("client: dial %s: the relay selected subprotocol %q, not %s", redactURL(relayURL), p, wire.Subprotocol)
+		return nil, fmt.Errorf("dial %s: the relay selected subprotocol %q, not %s", redactURL(relayURL), p, wire.Subprotocol)
 	}
 	// A relayed msg frame is the sender's frame plus a seq.
 	ws.SetReadLimit(int64(c.opts.MaxFrameSize) + 1024)
@@ -439,8 +520,8 @@ func (c *Client) connErr(cn *conn) error {
 	}
 	select {
 	case <-cn.done:
-		if websocket.CloseStatus(cn.err) == wire.CloseSuperseded {
-			return fmt.Errorf("%w: %w: %w", ErrDisconnected, ErrSuperseded, cn.err)
+		if ce := closeError(cn.err); ce != nil {
+			return ce
 		}
 		if cn.err != nil {
 			return fmt.Errorf("%w: %w", ErrDisconnected, cn.err)
@@ -449,6 +530,20 @@ func (c *Client) connErr(cn *conn) error {
 	}
 	return ErrDisconnected
 }
+
+// closeError returns err as a *CloseError if it carries the relay's close
+// frame, else nil.
+func closeError(err error) *CloseError {
+	var wce websocket.CloseError
+	if !errors.As(err, &wce) {
+		return nil
+	}
+	return &CloseError{Code: wce.Code, Reason: wce.Reason, err: err}
+}
+
+// closeReasonWait bounds how long a failed write waits for the reader to
+// see the relay's close frame, if one is coming.
+const closeReasonWait = 250 * time.Millisecond
 
 // write sends one frame on cn, bounded by WriteTimeout only.
 func (c *Client) write(cn *conn, data []byte) error {
@@ -461,6 +556,18 @@ func (c *Client) write(cn *conn, data []byte) error {
 		if c.isClosed() {
 			return ErrClosed
 		}
+		// A write fails when the relay has just closed the connection: the
+		// reader is then about to return the close frame, which says why.
+		t := time.NewTimer(closeReasonWait)
+		select {
+		case <-cn.done:
+			if ce := closeError(cn.err); ce != nil {
+				t.Stop()
+				return ce
+			}
+		case <-t.C:
+		}
+		t.Stop()
 		cn.ws.CloseNow() // a failed or timed-out write leaves the connection unusable
 		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
 	}
@@ -488,7 +595,7 @@ func (c *Client) start(f *outFrame, fields map[string]any, apply func(*inFrame),
 		data, err = f.marshal(id)
 	}
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("client: encode frame: %w", err)
+		return nil, "", nil, fmt.Errorf("encode frame: %w", err)
 	}
 	if cl == nil {
 		cl = &call{apply: apply}
@@ -549,12 +656,13 @@ func (c *Client) roundTrip(ctx context.Context, f *outFrame, apply func(*inFrame
 	return c.wait(ctx, cn, key, cl)
 }
 
-// Request sends a frame made of fields plus a fresh "id" and returns the
+// request sends a frame made of fields plus a fresh "id" and returns the
 // relay's direct reply to it as raw JSON; an error frame is returned as
 // *Error. It bypasses the client's state (a key or room it sets is not
 // known to Handshake or Send): it is the escape hatch for tests of the
-// relay's handling of bad input, such as an invalid public key.
-func (c *Client) Request(ctx context.Context, fields map[string]any) (json.RawMessage, error) {
+// relay's handling of bad input, such as an invalid public key, and for
+// the load tester's pool keys. internal/clienttest exports it.
+func (c *Client) request(ctx context.Context, fields map[string]any) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -569,11 +677,11 @@ func (c *Client) Request(ctx context.Context, fields map[string]any) (json.RawMe
 	return json.RawMessage(f.raw), nil
 }
 
-// SendRaw writes frame, as is, in one text frame, and does not wait for
+// sendRaw writes frame, as is, in one text frame, and does not wait for
 // anything. Replies without an id that matches a request are dropped,
-// except error frames, which Next returns. Like Request, it bypasses the
-// client's state and is meant for tests.
-func (c *Client) SendRaw(ctx context.Context, frame []byte) error {
+// except error frames, which Next returns. Like request, it bypasses the
+// client's state; internal/clienttest exports it, for tests.
+func (c *Client) sendRaw(ctx context.Context, frame []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/internal/clienttest"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/relay/relaytest"
@@ -347,7 +348,7 @@ func TestRelayErrors(t *testing.T) {
 		t.Errorf("received %d bytes, want %d", len(m.Plaintext), len(big))
 	}
 	// An error frame that answers no request comes out of Next.
-	if err := a.SendRaw(ctx, []byte(`{"type":"nonsense"}`)); err != nil {
+	if err := clienttest.SendRaw(ctx, a, []byte(`{"type":"nonsense"}`)); err != nil {
 		t.Fatal(err)
 	}
 	// (after the events already queued: peer_joined, peer_key).
@@ -367,8 +368,8 @@ func TestRelayErrors(t *testing.T) {
 	}
 }
 
-// TestInvalidKey sends keys the relay must refuse, through the Request
-// escape hatch, then completes the handshake normally.
+// TestInvalidKey sends keys the relay must refuse, through
+// clienttest.Request, then completes the handshake normally.
 func TestInvalidKey(t *testing.T) {
 	url := newRelay(t)
 	tests := []struct {
@@ -391,7 +392,7 @@ func TestInvalidKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = a.Request(ctx, map[string]any{"type": "key", "public_key": tt.key, "group": tt.group.Name()})
+			_, err = clienttest.Request(ctx, a, map[string]any{"type": "key", "public_key": tt.key, "group": tt.group.Name()})
 			var e *client.Error
 			if !errors.As(err, &e) || e.Code != tt.code {
 				t.Fatalf("bad key: err = %v, want code %s", err, tt.code)

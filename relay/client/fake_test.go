@@ -171,13 +171,16 @@ func TestHostileRelay(t *testing.T) {
 }
 
 // TestKeySwap: a relay that sends another key for the same peer after the
-// handshake makes the room unusable rather than silently re-keying.
+// handshake makes the room unusable rather than silently re-keying, and
+// Next reports it at once, with the safety number the swapped key gives.
 func TestKeySwap(t *testing.T) {
 	peer, other := mustKey(t), mustKey(t)
+	clientKey := make(chan *dh.PublicKey, 1)
 	url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
-		r.handshake(ctx, peer.PublicKey().Hex())
+		clientKey <- r.handshake(ctx, peer.PublicKey().Hex())
 		r.write(ctx, map[string]any{"type": "peer_key", "public_key": other.PublicKey().Hex(), "group": "x25519"})
-		// A stray error frame marks, through Next, that the swap was read.
+		r.write(ctx, map[string]any{"type": "peer_key", "public_key": peer.PublicKey().Hex(), "group": "x25519"})
+		// A stray error frame marks, through Next, that the frames were read.
 		r.write(ctx, map[string]any{"type": "error", "code": "internal", "message": "marker"})
 		r.read(ctx)
 	})
@@ -189,15 +192,27 @@ func TestKeySwap(t *testing.T) {
 	if _, err := c.Handshake(ctx); err != nil && !errors.Is(err, client.ErrPeerKeyChanged) {
 		t.Fatal(err)
 	}
-	for {
-		ev, err := c.Next(ctx)
-		var e *client.Error
-		if errors.As(err, &e) && e.Message == "marker" {
-			break
-		}
-		if err != nil || ev.Type != client.EventPeerKey {
-			t.Fatalf("Next = %v, %v", ev.Type, err)
-		}
+	if ev, err := c.Next(ctx); err != nil || ev.Type != client.EventPeerKey || !ev.PeerKey.Equal(peer.PublicKey()) {
+		t.Fatalf("first Next = %v, %v; want the peer's key", ev.Type, err)
+	}
+	_, err := c.Next(ctx)
+	var kerr *client.KeyChangeError
+	if !errors.As(err, &kerr) || !errors.Is(err, client.ErrPeerKeyChanged) {
+		t.Fatalf("second Next = %v, want a *KeyChangeError", err)
+	}
+	if !kerr.Old.Equal(peer.PublicKey()) || !kerr.New.Equal(other.PublicKey()) || kerr.Err != nil {
+		t.Errorf("KeyChangeError = %+v, want the old and the new key", kerr)
+	}
+	mine := <-clientKey
+	want, _ := dh.SafetyNumber(mine, other.PublicKey())
+	before, _ := dh.SafetyNumber(mine, peer.PublicKey())
+	if kerr.SafetyNumber != want || want == before {
+		t.Errorf("SafetyNumber %q, want %q (not the exchange's %q)", kerr.SafetyNumber, want, before)
+	}
+	// Reported once: the key going back is not a new event.
+	var e *client.Error
+	if _, err := c.Next(ctx); !errors.As(err, &e) || e.Message != "marker" {
+		t.Fatalf("third Next = %v, want the marker", err)
 	}
 	if _, err := c.Send(ctx, []byte("x")); !errors.Is(err, client.ErrPeerKeyChanged) {
 		t.Errorf("Send after the swap = %v, want ErrPeerKeyChanged", err)

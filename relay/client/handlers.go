@@ -110,7 +110,8 @@ func (c *Client) enqueue(cn *conn, it item) bool {
 // onPeerKeyLocked handles peer_key: it checks the key's group against the
 // pinned one (a refusal makes the room unusable and is returned as an
 // error item for Next) and validates the key in it. It returns an
-// EventPeerKey item for a new valid key. The caller (dispatch) holds
+// EventPeerKey item for a new valid key, and a *KeyChangeError item for a
+// key other than the peer's known one (the exchange fails). The caller (dispatch) holds
 // Client.mu.
 func (c *Client) onPeerKeyLocked(f *inFrame) (item, bool) {
 	rs := c.room
@@ -133,16 +134,23 @@ func (c *Client) onPeerKeyLocked(f *inFrame) (item, bool) {
 		key, err = rs.group.ParsePublicKey(f.PublicKey)
 	}
 	switch {
-	case err != nil:
+	case ps.err != nil:
+		return item{}, false // the exchange failed already, and said so
+	case err != nil && ps.key == nil:
 		c.logger.Warn("the relay forwarded an invalid peer key", "err", err)
 		ps.err = fmt.Errorf("peer key: %w", err)
-		return item{}, false
+		return item{}, false // Handshake reports it
 	case ps.key == nil:
 		ps.key = key
 		return item{room: rs, ev: Event{Type: EventPeerKey, PeerKey: key}}, true
-	case !ps.key.Equal(key):
+	case err != nil || !ps.key.Equal(key):
 		c.logger.Warn("the relay forwarded a different key for the same peer")
-		ps.err = ErrPeerKeyChanged
+		kerr := &KeyChangeError{Old: ps.key, New: key, Err: err}
+		if key != nil && rs.priv != nil {
+			kerr.SafetyNumber, _ = dh.SafetyNumber(rs.priv.PublicKey(), key)
+		}
+		ps.err = kerr
+		return item{err: kerr}, true // Next reports it at once
 	}
 	return item{}, false // the same key again, after a resume
 }

@@ -29,6 +29,12 @@ type Handshake struct {
 // it without sending again; after a dropped connection it sends the same
 // key again.
 //
+// Handshake calls it first, so an application need not. It is the first
+// half of the exchange, for an application that wants to tell its user
+// that its key is at the relay before the other person has arrived
+// (Handshake waits for them), as keyrelay-chat does; the relay then hands
+// the key to the other person the moment they join.
+//
 // The key is in the pinned group (see Create and JoinGroup). If the room
 // has no group yet, it uses the group of the peer's key if that has
 // arrived, else x25519; if the peer's key fixes another group meanwhile, it
@@ -55,7 +61,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 		if rs.err != nil {
 			err := rs.err
 			c.mu.Unlock()
-			return nil, fmt.Errorf("client: key: %w", err)
+			return nil, fmt.Errorf("key: %w", err)
 		}
 		if rs.keyStored && rs.priv != nil {
 			pub := rs.priv.PublicKey()
@@ -73,7 +79,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 			priv, err := group.GenerateKey(c.opts.Rand)
 			if err != nil {
 				c.mu.Unlock()
-				return nil, fmt.Errorf("client: generate key: %w", err)
+				return nil, fmt.Errorf("generate key: %w", err)
 			}
 			rs.priv, rs.keySent = priv, false
 		}
@@ -88,7 +94,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 				rs.keySent = resend
 			}
 			c.mu.Unlock()
-			return nil, fmt.Errorf("client: key: %w", err)
+			return nil, fmt.Errorf("key: %w", err)
 		}
 
 		// group is always sent: the relay requires it (protocol §2.1).
@@ -137,7 +143,7 @@ func (c *Client) SendKey(ctx context.Context) (*dh.PublicKey, error) {
 				continue
 			}
 		}
-		return nil, fmt.Errorf("client: key: %w", err)
+		return nil, fmt.Errorf("key: %w", err)
 	}
 }
 
@@ -177,10 +183,10 @@ func (c *Client) Handshake(ctx context.Context) (*Handshake, error) {
 		return hs != nil || hsErr != nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("client: handshake: %w", err)
+		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	if hsErr != nil {
-		return nil, fmt.Errorf("client: handshake: %w", hsErr)
+		return nil, fmt.Errorf("handshake: %w", hsErr)
 	}
 	c.logger.Info("handshake complete", "room", rs.id, "group", hs.Group.Name())
 	c.saveState()

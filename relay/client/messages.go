@@ -161,7 +161,7 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 		if errors.Is(err, ErrHandshakeIncomplete) {
 			return 0, err
 		}
-		return 0, fmt.Errorf("client: send: %w", err)
+		return 0, fmt.Errorf("send: %w", err)
 	}
 	m := &outMsg{body: base64.StdEncoding.EncodeToString(body), peer: ps, waiting: true, inWire: true}
 	c.mu.Lock()
@@ -174,7 +174,7 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 		rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(x *outMsg) bool { return x == m })
 		c.mu.Unlock()
 		c.sendMu.Unlock()
-		return 0, fmt.Errorf("client: send: %w", err) // the counter is skipped, never reused
+		return 0, fmt.Errorf("send: %w", err) // the counter is skipped, never reused
 	}
 	cn, key, cl, err := c.start(&outFrame{Type: wire.TypeMsg, Body: m.body}, nil, nil, &call{msg: m, room: rs, keep: true})
 	c.sendMu.Unlock()
@@ -193,14 +193,14 @@ func (c *Client) Send(ctx context.Context, plaintext []byte) (uint64, error) {
 	case done && refused == nil:
 		return seq, nil
 	case done:
-		return 0, fmt.Errorf("client: send: %w", refused)
+		return 0, fmt.Errorf("send: %w", refused)
 	case errors.Is(err, ErrClosed):
 		return 0, err
 	case errors.As(err, &re) && re.Code == wire.CodeUnavailable:
 		// Not an *Error: that would mean "not stored".
-		return 0, fmt.Errorf("client: send: %w: the relay answered %s (%s)", ErrUnconfirmed, re.Code, re.Message)
+		return 0, fmt.Errorf("send: %w: the relay answered %s (%s)", ErrUnconfirmed, re.Code, re.Message)
 	}
-	return 0, fmt.Errorf("client: send: %w: %w", ErrUnconfirmed, err)
+	return 0, fmt.Errorf("send: %w: %w", ErrUnconfirmed, err)
 }
 
 // onMsgReplyLocked settles m, a msg of rs, with the relay's reply f: sent
@@ -223,7 +223,7 @@ func (c *Client) onMsgReplyLocked(rs *roomState, m *outMsg, f *inFrame) error {
 	rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(x *outMsg) bool { return x == m })
 	if m.err != nil && !m.waiting {
 		c.logger.Warn("a message sent again was refused", "code", m.err.Code)
-		return fmt.Errorf("client: a message sent again after Resume was refused: %w", m.err)
+		return fmt.Errorf("a message sent again after Resume was refused: %w", m.err)
 	}
 	return nil
 }
@@ -310,18 +310,28 @@ func (c *Client) flushUnconfirmed(ctx context.Context, rs *roomState, cn *conn) 
 }
 
 // Next returns the next event of the room: a message (decrypted, and
-// acknowledged to the relay), the peer joining or leaving, or the peer's
-// key arriving. Events come in the order the relay sent them.
+// acknowledged to the relay), the peer joining, leaving, dropping or
+// coming back, or the peer's key arriving. Events come in the order the
+// relay sent them.
+//
+// Next is how an application reads the room: call it in a loop, from a
+// goroutine of its own, for as long as the room lasts, and show each
+// event (see the package doc's steps, and Receive for the shortcut that
+// tests take). Until it is called, events wait in a bounded queue (see
+// "Frames and queues" in the package doc).
 //
 // Errors that concern one frame leave the client usable; call Next again:
 // an *Error from the relay that answers no request (such as
 // wire.CodeRoomExpired, after which the client is in no room, or
 // wire.CodeRateLimited, or the refusal of a message Resume sent again),
-// ErrBadMessage for a message that could not be opened, and a *GroupError
-// for a peer_key or handshake_complete in a refused group (reported once;
-// the room is unusable from then on). A duplicate message is not reported.
-// ErrDisconnected means the connection ended and the queue is empty: call
-// Resume, unless the error also wraps ErrSuperseded. It also returns
+// ErrBadMessage for a message that could not be opened, a *KeyChangeError
+// when the relay forwards another key for the peer (reported once, at
+// once: warn the user; the room is unusable from then on), and a
+// *GroupError for a peer_key or handshake_complete in a refused group
+// (reported once; the room is unusable from then on). A duplicate message
+// is not reported. ErrDisconnected (a *CloseError when the relay closed
+// the connection) means the connection ended and the queue is empty: call
+// Resume, unless the error also matches ErrSuperseded. It also returns
 // ErrClosed and ctx's error.
 func (c *Client) Next(ctx context.Context) (Event, error) {
 	for {
@@ -356,8 +366,11 @@ func (c *Client) Next(ctx context.Context) (Event, error) {
 	}
 }
 
-// Receive returns the next message from the peer, skipping the other
-// events. It returns Next's errors.
+// Receive returns the next message from the peer, discarding the other
+// events: it is Next for tests, bots and tools that only exchange
+// messages. A chat application reads with Next instead, which also tells
+// it that the other person left, dropped, or was replaced by someone new
+// (whose safety number must be compared). It returns Next's errors.
 func (c *Client) Receive(ctx context.Context) (Message, error) {
 	for {
 		ev, err := c.Next(ctx)

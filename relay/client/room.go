@@ -189,7 +189,7 @@ func (c *Client) JoinGroup(ctx context.Context, id string, group *dh.Group) (Roo
 // group if not nil.
 func (c *Client) enter(ctx context.Context, f *outFrame, group *dh.Group) (Room, error) {
 	if err := c.checkLegacy(group); err != nil {
-		return Room{}, fmt.Errorf("client: %s: %w", f.Type, err)
+		return Room{}, fmt.Errorf("%s: %w", f.Type, err)
 	}
 	var room Room
 	var gerr error
@@ -216,7 +216,7 @@ func (c *Client) enter(ctx context.Context, f *outFrame, group *dh.Group) (Room,
 		err = gerr
 	}
 	if err != nil {
-		return Room{}, fmt.Errorf("client: %s: %w", f.Type, err)
+		return Room{}, fmt.Errorf("%s: %w", f.Type, err)
 	}
 	c.logger.Info("in room", "room", room.ID, "peers", room.Peers)
 	c.saveState()
@@ -280,11 +280,11 @@ func (c *Client) Resume(ctx context.Context) error {
 		left := time.Until(deadline)
 		if n > len(c.urls) {
 			if left <= 0 {
-				return fmt.Errorf("client: resume: %w (%d attempts; the relay keeps a seat %s after a drop): %w",
+				return fmt.Errorf("resume: %w (%d attempts; the relay keeps a seat %s after a drop); the last one: %w",
 					ErrResumeGaveUp, n-1, rs.grace, last)
 			}
 			if err := c.sleep(ctx, min(resumeBackoff(n-len(c.urls)), left)); err != nil {
-				return fmt.Errorf("client: resume: %w", err)
+				return fmt.Errorf("resume: %w", err)
 			}
 			left = time.Until(deadline)
 		}
@@ -297,7 +297,7 @@ func (c *Client) Resume(ctx context.Context) error {
 			return nil
 		}
 		if ctx.Err() != nil || !retryable(err) {
-			return err
+			return fmt.Errorf("resume: %w", err)
 		}
 		// A connection the attempt left open is in no room: until the next
 		// attempt, Sends see it down (ErrDisconnected), not not_in_room.
@@ -403,12 +403,13 @@ func (c *Client) resumable() (*roomState, error) {
 		return nil, ErrNotInRoom
 	}
 	if failed != nil {
-		return nil, fmt.Errorf("client: resume: %w", failed)
+		return nil, fmt.Errorf("resume: %w", failed)
 	}
 	return rs, nil
 }
 
-// resumeOnce makes one attempt of Resume, on urls[i].
+// resumeOnce makes one attempt of Resume, on urls[i]. Its errors do not
+// start with "resume: ": Resume adds it.
 func (c *Client) resumeOnce(ctx context.Context, rs *roomState, i int) error {
 	if old := c.current(); old != nil {
 		old.shutdown(false)
@@ -460,7 +461,7 @@ func (c *Client) resumeOnce(ctx context.Context, rs *roomState, i int) error {
 		c.mu.Unlock()
 	}
 	if err != nil {
-		return fmt.Errorf("client: resume: %w", err)
+		return err
 	}
 	c.logger.Info("resumed", "room", rs.id, "relay", redactURL(c.urls[i]), "last_seq", f.LastSeq)
 	// Messages delivered but not acknowledged before the drop.
@@ -500,7 +501,7 @@ func (c *Client) Leave(ctx context.Context) error {
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("client: leave: %w", err)
+		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
 }

@@ -173,7 +173,7 @@ func (c *Client) saveState() error {
 	c.mu.Unlock()
 	if err := c.opts.SaveState(st); err != nil {
 		c.logger.Warn("saving the client's state failed", "err", err)
-		return fmt.Errorf("client: save state: %w", err)
+		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
 }
@@ -181,7 +181,7 @@ func (c *Client) saveState() error {
 // ErrBadState reports a State that Restore cannot use: a version it does
 // not know, a missing field, a key that does not parse, or fields that
 // contradict each other. It comes with the reason.
-var ErrBadState = errors.New("client: unusable state")
+var ErrBadState = errors.New("unusable state")
 
 // Restore makes a Client from st, a State an earlier process saved (see
 // State for which one is safe to restore), and takes the seat back: it
@@ -232,7 +232,7 @@ func (c *Client) restoreRoom(st State) (*roomState, error) {
 			return nil, bad("%s: unknown group %q", field, name)
 		}
 		if err := c.checkLegacy(g); err != nil {
-			return nil, fmt.Errorf("client: restore: %w", err)
+			return nil, fmt.Errorf("restore: %w", err)
 		}
 		return g, nil
 	}
