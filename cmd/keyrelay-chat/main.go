@@ -167,8 +167,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,6 +176,7 @@ import (
 	"unicode"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/internal/buildinfo"
 	"github.com/keyrelay/keyrelay/relay/client"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -490,8 +489,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 		return c, false, &usageError{err}
 	}
 	if showVersion {
-		bi, ok := debug.ReadBuildInfo()
-		fmt.Fprintln(stdout, versionLine("keyrelay-chat", bi, ok))
+		fmt.Fprintln(stdout, buildinfo.Line("keyrelay-chat"))
 		return c, true, nil
 	}
 	if fs.NArg() > 0 {
@@ -521,49 +519,6 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	}
 	c.groupSet = set["group"] || getenv("KEYRELAY_CHAT_GROUP") != ""
 	return c, false, nil
-}
-
-// versionLine describes the build: the module's version, its VCS
-// revision and date (unless the version is a pseudo-version, which has
-// them) and the Go version, such as "keyrelay-chat (devel) rev
-// 5591c32b1e0a 2026-12-03, go1.26.8"; whatever bi lacks is left out.
-func versionLine(name string, bi *debug.BuildInfo, ok bool) string {
-	if !ok {
-		return name + " (no build information), " + runtime.Version()
-	}
-	v := bi.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	line := name + " " + v
-	var rev, at string
-	dirty := false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.time":
-			at = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	rev = rev[:min(len(rev), 12)] // 12 hex digits, as Go's pseudo-versions have
-	if rev != "" && strings.Contains(v, rev) {
-		// A pseudo-version (v0.0.0-20261203101112-5591c32b1e0a) has the
-		// revision and its time already.
-		return line + ", " + bi.GoVersion
-	}
-	if rev != "" {
-		line += " rev " + rev
-		if dirty {
-			line += "+dirty"
-		}
-	}
-	if t, err := time.Parse(time.RFC3339, at); err == nil {
-		line += " " + t.UTC().Format(time.DateOnly)
-	}
-	return line + ", " + bi.GoVersion
 }
 
 // run parses the configuration and chats until stdin ends, the room ends

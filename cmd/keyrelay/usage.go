@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
+	"github.com/keyrelay/keyrelay/internal/buildinfo"
 	"github.com/keyrelay/keyrelay/relay"
 )
 
@@ -80,35 +80,8 @@ Every flag can also be set with the environment variable named after it
 	}
 }
 
-// version returns the program's version: the module version and VCS
-// revision the binary was built from, as far as the build recorded them.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "keyrelay (unknown version)"
-	}
-	v := "keyrelay " + bi.Main.Version
-	var rev, at, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.time":
-			at = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = " (modified)"
-			}
-		}
-	}
-	if rev != "" {
-		v += " rev " + rev[:min(len(rev), 12)] + dirty
-	}
-	if at != "" {
-		v += " " + at
-	}
-	return strings.TrimSpace(v + " " + bi.GoVersion)
-}
+// version returns the program's version (internal/buildinfo).
+func version() string { return buildinfo.Line("keyrelay") }
 
 // errVersion is parseConfig's answer to --version: the version is printed,
 // and keyrelay exits 0.
