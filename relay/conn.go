@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,7 +222,10 @@ func (c *conn) writeFrame(b []byte) error {
 	err := c.ws.Write(ctx, websocket.MessageText, b)
 	cancel()
 	if err != nil {
-		if c.ctx.Err() == nil {
+		// A write that meets the client's own close (its close frame, or
+		// the socket it closed) is the end of a connection, not a failed
+		// write: it is not counted.
+		if c.ctx.Err() == nil && websocket.CloseStatus(err) == -1 && !errors.Is(err, net.ErrClosed) {
 			c.s.metrics.rejected.WithLabelValues("write_failed").Inc()
 			c.logger().Debug("write failed", "err", err)
 		}

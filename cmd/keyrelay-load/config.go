@@ -7,12 +7,12 @@ import (
 	"io"
 	"math"
 	"net/netip"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/keyrelay/keyrelay/dh"
 	"github.com/keyrelay/keyrelay/internal/loadstats"
+	"github.com/keyrelay/keyrelay/relay/client"
 )
 
 // Scenario names.
@@ -221,14 +221,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 		if u == "" {
 			continue
 		}
-		pu, err := url.Parse(u)
+		// The page's URL, http(s):// or ws(s)://, as keyrelay-chat takes
+		// them: an empty path or / means /v1/ws.
+		ru, err := client.RelayURL(u)
 		if err != nil {
-			return c, fmt.Errorf("--url: %w", err)
+			return c, fmt.Errorf("--url %q: %w", u, err)
 		}
-		if (pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
-			return c, fmt.Errorf("--url %q: want ws://host/path or wss://host/path", u)
-		}
-		c.urls = append(c.urls, u)
+		c.urls = append(c.urls, ru)
 	}
 	if len(c.urls) == 0 {
 		return c, errors.New("--url: no URL given")

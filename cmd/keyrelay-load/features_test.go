@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyrelay/keyrelay/internal/loadstats"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/relaytest"
 	"github.com/keyrelay/keyrelay/wire"
@@ -571,5 +572,70 @@ func TestNewFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run(%q) = %v, want an error mentioning %s", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestChartLabelsFit: every axis label of a histogram lies within the
+// chart, at the width of a 12 px sans-serif digit (7 px a character): the
+// right end's "69.82ms" once lost its "s" beyond the edge.
+func TestChartLabelsFit(t *testing.T) {
+	const charW = 7
+	for _, bars := range [][]loadstats.Bar{
+		{{From: 100, To: 200, Count: 3}, {From: 200, To: 69820, Count: 5}},
+		{{From: 1200, To: 1500, Count: 1}, {From: 1500, To: 2_345_678, Count: 9}},
+	} {
+		c := newChart("connect", loadstats.Percentiles{Count: 8, P50: 1, P99: 2}, bars)
+		for _, tk := range c.Ticks {
+			w := float64(len([]rune(tk.Label)) * charW)
+			lo, hi := tk.X-w/2, tk.X+w/2
+			switch tk.Anchor {
+			case "start":
+				lo, hi = tk.X, tk.X+w
+			case "end":
+				lo, hi = tk.X-w, tk.X
+			}
+			if lo < 0 || hi > float64(c.Width) {
+				t.Errorf("label %q (anchor %s at %.1f) spans %.1f to %.1f, outside the chart's 0 to %d", tk.Label, tk.Anchor, tk.X, lo, hi, c.Width)
+			}
+		}
+	}
+}
+
+// TestSummaryExplains: the summary says when errors are the relay's
+// limits, and how far a gauge rose in this run, not only its peak.
+func TestSummaryExplains(t *testing.T) {
+	hint := limitHint(map[string]int64{"join: join_rate_limited": 61, "dial: refused": 1})
+	if !strings.Contains(hint, "join: join_rate_limited: 61") || !strings.Contains(hint, "--source-addrs") || strings.Contains(hint, "refused: 1") {
+		t.Errorf("limitHint = %q, want the limit error named and the way out", hint)
+	}
+	if hint := limitHint(map[string]int64{"dial: refused": 3}); hint != "" {
+		t.Errorf("limitHint without limit errors = %q, want none", hint)
+	}
+	line := keyrelayLine(relayReport{
+		KeyrelayGauges:      map[string]float64{keyrelayPrefix + "rooms": 2845},
+		KeyrelayGaugesStart: map[string]float64{keyrelayPrefix + "rooms": 2645},
+	})
+	if !strings.Contains(line, "rooms peak 2845 (+200 over the start)") {
+		t.Errorf("keyrelayLine = %q, want the rise over the start", line)
+	}
+}
+
+// TestURLForms: --url takes the page's URL and http(s):// as well as
+// ws(s)://, as keyrelay-chat does, and derives /v1/ws.
+func TestURLForms(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:8080/":        "ws://127.0.0.1:8080/v1/ws",
+		"https://relay.example":         "wss://relay.example/v1/ws",
+		"ws://127.0.0.1:8080/":          "ws://127.0.0.1:8080/v1/ws",
+		"wss://relay.example/v1/ws":     "wss://relay.example/v1/ws",
+		"http://127.0.0.1:8080/#room=x": "ws://127.0.0.1:8080/v1/ws",
+	} {
+		c, err := parseConfig([]string{"--url", in}, noEnv, io.Discard, false)
+		if err != nil || len(c.urls) != 1 || c.urls[0] != want {
+			t.Errorf("--url %s: %v, %v; want %s", in, c.urls, err, want)
+		}
+	}
+	if _, err := parseConfig([]string{"--url", "ftp://x"}, noEnv, io.Discard, false); err == nil {
+		t.Error("--url ftp://x was accepted")
 	}
 }

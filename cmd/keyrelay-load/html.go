@@ -85,8 +85,9 @@ type svgBar struct {
 }
 
 type svgTick struct {
-	X     float64
-	Label string
+	X      float64
+	Label  string
+	Anchor string // the label's text-anchor: start, middle or end
 }
 
 func newHTMLReport(cfg config, sum *summary, now time.Time) *htmlReport {
@@ -255,20 +256,22 @@ func newChart(metric string, p loadstats.Percentiles, bars []loadstats.Bar) char
 		})
 	}
 	// Ticks at the powers of ten within the range, and at its ends.
-	c.Ticks = append(c.Ticks, svgTick{round1(x(lo)), formatMicros(lo)})
+	// The ends' labels are anchored inwards, so that none is clipped at
+	// the chart's edge ("69.82ms" at the right end once lost its "s").
+	c.Ticks = append(c.Ticks, svgTick{round1(x(lo)), formatMicros(lo), "start"})
 	for d := math.Pow(10, math.Ceil(math.Log10(lo))); d < hi; d *= 10 {
 		if tx := x(d); tx-c.Ticks[len(c.Ticks)-1].X > 40 && c.Right-tx > 40 {
-			c.Ticks = append(c.Ticks, svgTick{round1(tx), formatMicros(d)})
+			c.Ticks = append(c.Ticks, svgTick{round1(tx), formatMicros(d), "middle"})
 		}
 	}
 	if hi > lo {
-		c.Ticks = append(c.Ticks, svgTick{round1(x(hi)), formatMicros(hi)})
+		c.Ticks = append(c.Ticks, svgTick{round1(x(hi)), formatMicros(hi), "end"})
 	}
 	for _, m := range []struct {
 		name string
 		ms   float64
 	}{{"p50", p.P50}, {"p99", p.P99}} {
-		c.Marks = append(c.Marks, svgTick{round1(x(m.ms * 1000)), m.name})
+		c.Marks = append(c.Marks, svgTick{round1(x(m.ms * 1000)), m.name, "start"})
 	}
 	return c
 }
@@ -405,7 +408,7 @@ footer { margin-top: 2em; color: #777; font-size: 0.85em; }
 <text x="{{.Left}}" y="{{.Bottom}}" dx="-4" text-anchor="end">0</text>
 {{- range .Ticks}}
 <line class="axis" x1="{{.X}}" y1="{{$c.Bottom}}" x2="{{.X}}" y2="{{$c.TickEnd}}"/>
-<text x="{{.X}}" y="{{$c.Bottom}}" dy="16" text-anchor="middle">{{.Label}}</text>
+<text x="{{.X}}" y="{{$c.Bottom}}" dy="16" text-anchor="{{.Anchor}}">{{.Label}}</text>
 {{- end}}
 {{- range .Marks}}
 <line class="mark" x1="{{.X}}" y1="{{$c.Top}}" x2="{{.X}}" y2="{{$c.Bottom}}"/>

@@ -131,6 +131,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/keyrelay/keyrelay/internal/loadstats"
@@ -160,6 +161,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var progress io.Writer
 	if cfg.progress {
 		progress = stderr
+	}
+	// Check before the run, not after it, that the reports can be written.
+	for _, out := range []struct{ flag, path string }{{"--json", cfg.jsonPath}, {"--html", cfg.htmlPath}} {
+		if out.path != "" && out.path != "-" {
+			if err := checkWritable(out.path); err != nil {
+				return fmt.Errorf("%s: %w", out.flag, err)
+			}
+		}
 	}
 	l := newLoad(cfg, nil)
 	if cfg.eventLogPath != "" {
@@ -219,4 +228,15 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// checkWritable reports whether a file can be written at path: its
+// directory exists and takes a new file (made and removed at once).
+func checkWritable(path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".keyrelay-load-check-*")
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

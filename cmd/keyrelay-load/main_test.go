@@ -342,7 +342,7 @@ func TestBadFlags(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "not defined"},
 		{"scenario", []string{"--scenario", "dance"}, nil, "--scenario"},
 		{"group", []string{"--group", "modp99"}, nil, "--group"},
-		{"url scheme", []string{"--url", "http://localhost/v1/ws"}, nil, "--url"},
+		{"url scheme", []string{"--url", "ftp://localhost/v1/ws"}, nil, "--url"},
 		{"no url", []string{"--url", " , "}, nil, "--url"},
 		{"negative pairs", []string{"--pairs", "-1"}, nil, "--pairs"},
 		{"no pairs nor duration", []string{"--pairs", "0"}, nil, "--duration"},
@@ -433,4 +433,21 @@ func handshakesCounted(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	t.Fatal("keyrelay_handshakes_total not registered")
 	return 0
+}
+
+// TestReportPathsCheckedFirst: a --json or --html file that cannot be
+// written is an error before the run, which would otherwise be lost at
+// its end; the relay sees no connection.
+func TestReportPathsCheckedFirst(t *testing.T) {
+	for _, flag := range []string{"--json", "--html"} {
+		var stdout, stderr bytes.Buffer
+		// No relay listens at this URL: a run would fail its pairs.
+		err := run(context.Background(), []string{"--url", "ws://127.0.0.1:1/v1/ws", "--pairs", "1", flag, "/nonexistent-dir/x"}, noEnv, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), flag+": cannot write /nonexistent-dir/x") {
+			t.Errorf("%s /nonexistent-dir/x: %v, want the path refused", flag, err)
+		}
+		if strings.Contains(stdout.String(), "pairs:") {
+			t.Errorf("%s /nonexistent-dir/x: the run happened:\n%s", flag, stdout.String())
+		}
+	}
 }

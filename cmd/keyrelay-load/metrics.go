@@ -343,6 +343,10 @@ type relayReport struct {
 	// loaded scrapes.
 	KeyrelayCounters map[string]float64 `json:"keyrelay_counters,omitempty"`
 	KeyrelayGauges   map[string]float64 `json:"keyrelay_gauges_peak,omitempty"`
+	// KeyrelayGaugesStart has each gauge's value before the run: a relay
+	// that served earlier runs starts with their rooms, so the peak alone
+	// says little about this run.
+	KeyrelayGaugesStart map[string]float64 `json:"keyrelay_gauges_start,omitempty"`
 }
 
 // figure is one metric over the run. Loaded is, for idle, its value while
@@ -449,6 +453,14 @@ func (in *instance) report() relayReport {
 				}
 			}
 		}
+		if in.start != nil {
+			if v, ok := in.start.get(key); ok {
+				if r.KeyrelayGaugesStart == nil {
+					r.KeyrelayGaugesStart = make(map[string]float64)
+				}
+				r.KeyrelayGaugesStart[key] = v
+			}
+		}
 	}
 	return r
 }
@@ -551,7 +563,11 @@ func keyrelayLine(r relayReport) string {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.KeyrelayGauges)) {
-		parts = append(parts, fmt.Sprintf("%s peak %.0f", strings.TrimPrefix(k, keyrelayPrefix), r.KeyrelayGauges[k]))
+		part := fmt.Sprintf("%s peak %.0f", strings.TrimPrefix(k, keyrelayPrefix), r.KeyrelayGauges[k])
+		if start, ok := r.KeyrelayGaugesStart[k]; ok {
+			part += fmt.Sprintf(" (%+.0f over the start)", r.KeyrelayGauges[k]-start)
+		}
+		parts = append(parts, part)
 	}
 	if len(parts) == 0 {
 		return ""

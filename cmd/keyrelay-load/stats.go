@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/internal/loadstats"
+	"github.com/keyrelay/keyrelay/wire"
 )
 
 // Latency metrics, in the order the summary shows them.
@@ -238,6 +239,37 @@ func (sum *summary) writeText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "errors:   %.2f%% of %s\n", 100*sum.ErrorRate, unit)
 	sum.WriteErrors(w)
+	if hint := limitHint(sum.Errors); hint != "" {
+		fmt.Fprintln(w, hint)
+	}
+}
+
+// limitCodes are the relay's answers that mean a per-client limit, not a
+// fault: a load from few addresses meets them first.
+var limitCodes = []string{
+	string(wire.CodeJoinRateLimited), string(wire.CodeTooManyRooms), string(wire.CodeTooManyAttempts),
+	string(wire.CodeRateLimited), string(wire.CodeKeyReused), "4429",
+}
+
+// limitHint returns a line saying which errors are the relay's limits and
+// what to do about them, or "" if none is.
+func limitHint(errs map[string]int64) string {
+	var seen []string
+	for _, k := range slices.Sorted(maps.Keys(errs)) {
+		for _, code := range limitCodes {
+			if strings.Contains(k, code) {
+				seen = append(seen, fmt.Sprintf("%s: %d", k, errs[k]))
+				break
+			}
+		}
+	}
+	if len(seen) == 0 {
+		return ""
+	}
+	return "hint:     the relay refused by its per-client limits (" + strings.Join(seen, ", ") + "), not for a fault.\n" +
+		"          Spread the load over more source addresses (--source-addrs 127.0.0.2-127.0.0.50), or\n" +
+		"          start the relay with higher limits (--joins-per-ip, --rooms-per-ip, --max-conns-per-ip,\n" +
+		"          --frames-per-second; -1 lifts one)."
 }
 
 // byCloseText returns " (close 1001: 3, none: 1)", or "" without drops.

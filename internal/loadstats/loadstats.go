@@ -17,6 +17,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -335,7 +336,15 @@ type StageError struct {
 }
 
 // Error returns "stage: err".
-func (e StageError) Error() string { return e.Stage + ": " + e.Err.Error() }
+// It does not repeat the stage when Err already begins with it (the
+// client says "join: …" itself).
+func (e StageError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, e.Stage+": ") {
+		return msg
+	}
+	return e.Stage + ": " + msg
+}
 
 // Unwrap returns Err.
 func (e StageError) Unwrap() error { return e.Err }
