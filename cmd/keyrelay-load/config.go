@@ -84,6 +84,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"validated Diffie-Hellman handshake, encrypted chat) and reports rates,\n"+
 			"latency percentiles and errors by code. Every flag also reads the\n"+
 			"environment variable shown in its description; the flag wins.\n\n"+
+			"Examples:\n"+
+			"  keyrelay-load --url http://localhost:8080/ --pairs 100\n"+
+			"      100 handshakes, 10 at a time, against a relay on this machine\n"+
+			"  keyrelay-load --url ws://r1:8080/v1/ws,ws://r2:8080/v1/ws --scenario chat --rate 20 --duration 1m --resume\n"+
+			"      20 chat pairs a second for a minute across two instances, riding out restarts\n"+
+			"  keyrelay-load --scenario idle --connections 10000 --duration 30s --source-addrs 127.0.0.2-127.0.0.9\n"+
+			"      hold 10 000 connections for 30 s\n"+
+			"The flags most runs need: --url, --scenario, --pairs or --duration, --concurrency\n"+
+			"or --rate, --messages and --size, --json or --html for the report.\n\n"+
+			"A relay's default limits (20 frames/s per connection, 32 connections per\n"+
+			"IP, 60 joins a minute per IP, no key in two rooms, 10000 rooms) are meant\n"+
+			"for the public: a load from one address meets them at once (the summary\n"+
+			"then says so). Start the relay under test with\n"+
+			"  keyrelay --max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --bytes-per-second 1073741824 --max-rooms -1\n"+
+			"or spread the load with --source-addrs.\n\n"+
 			"Scenarios (--scenario):\n"+
 			"  handshake  per pair: connect both peers, create and join, key exchange, close\n"+
 			"  chat       handshake, then --messages messages of --size bytes each way\n"+
@@ -161,11 +176,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 			"order that can work) before any connection, and an error names the step\n"+
 			"by its index (from 0). Latencies: connect, join (create and join),\n"+
 			"handshake (from the step's start to both completions), round_trip (chat\n"+
-			"steps); send steps add no latency sample.\n\n"+
-			"A relay's default limits (20 frames/s per connection, 32 connections per\n"+
-			"IP, 60 joins a minute per IP, no key in two rooms, 10000 rooms) are meant\n"+
-			"for the public; start the relay under test with\n"+
-			"  keyrelay --max-conns-per-ip -1 --joins-per-ip -1 --key-reuse-window 0 --frames-per-second 100000 --bytes-per-second 1073741824 --max-rooms -1\n\nFlags:\n")
+			"steps); send steps add no latency sample.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	doc := func(name, text string) string { return text + " (env " + envName(name) + ")" }
