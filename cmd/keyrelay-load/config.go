@@ -219,8 +219,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer, st
 	if len(envErrs) > 0 {
 		return c, errors.Join(envErrs...)
 	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *showVersion {
+		return c, errVersion
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -134,6 +134,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/keyrelay/keyrelay/internal/buildinfo"
 	"github.com/keyrelay/keyrelay/internal/loadstats"
 )
 
@@ -141,13 +142,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
+		if errors.Is(err, flag.ErrHelp) || errors.Is(err, errVersion) {
+			return // --help, --version: done
 		}
 		fmt.Fprintln(os.Stderr, "keyrelay-load:", err)
 		os.Exit(1)
 	}
 }
+
+// errVersion is parseConfig's answer to --version: run prints the version,
+// and keyrelay-load exits 0.
+var errVersion = errors.New("version printed")
 
 // run parses the configuration, runs the load, and prints the summary.
 // It returns an error for bad flags, when the error rate exceeds
@@ -155,6 +160,10 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
 	cfg, err := parseConfig(args, getenv, stderr, tty)
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Line("keyrelay-load"))
+		return err
+	}
 	if err != nil {
 		return err
 	}

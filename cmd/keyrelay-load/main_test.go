@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -449,5 +450,14 @@ func TestReportPathsCheckedFirst(t *testing.T) {
 		if strings.Contains(stdout.String(), "pairs:") {
 			t.Errorf("%s /nonexistent-dir/x: the run happened:\n%s", flag, stdout.String())
 		}
+	}
+}
+
+// TestVersion: --version prints the build and is not an error for main.
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	err := run(context.Background(), []string{"--version"}, noEnv, &stdout, io.Discard)
+	if !errors.Is(err, errVersion) || !strings.HasPrefix(stdout.String(), "keyrelay-load ") || !strings.Contains(stdout.String(), "go1.") {
+		t.Errorf("--version: %v, %q; want errVersion and the build", err, stdout.String())
 	}
 }
