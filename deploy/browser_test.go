@@ -3,78 +3,19 @@ package deploy_test
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/keyrelay/keyrelay/internal/testkit"
 )
 
-// browserPath returns the Chromium to drive, or skips the test (fails it
-// under KEYRELAY_REQUIRE_BROWSER=1, as web's browser tests do) when there
-// is none.
-func browserPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "no Chromium found in PATH (chromium, chromium-browser, google-chrome): install Debian's chromium to run the page through nginx"
-	if os.Getenv("KEYRELAY_REQUIRE_BROWSER") == "1" {
-		t.Fatal(msg + " (KEYRELAY_REQUIRE_BROWSER=1)")
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// newBrowser starts a headless Chromium with a fresh profile that reaches
-// 127.0.0.1 only; it stops when the test ends.
+// newBrowser starts the headless Chromium (testkit.NewBrowser).
 func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	path := browserPath(t)
-	// Not t.TempDir: Chromium's children may write to the profile for a
-	// moment after it stops, and RemoveAll then fails once.
-	dir, err := os.MkdirTemp("", "keyrelay-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(dir),
-		chromedp.Headless,
-		chromedp.NoSandbox, // tests run as root in CI
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("no-proxy-server", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-		for range 50 {
-			if os.RemoveAll(dir) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
-	}
-	return ctx
+	return testkit.NewBrowser(t, "the page through nginx")
 }
 
 // tab is one page, in a browser context of its own.

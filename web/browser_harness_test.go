@@ -19,7 +19,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -31,6 +30,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/keyrelay/keyrelay/internal/testkit"
 	"github.com/keyrelay/keyrelay/limits"
 	"github.com/keyrelay/keyrelay/relay"
 	"github.com/keyrelay/keyrelay/relay/relaytest"
@@ -207,80 +207,9 @@ func (p *proxy) setDown(down bool) {
 	p.mu.Unlock()
 }
 
-// browserPath returns the Chromium to drive, or skips the test (fails it
-// under KEYRELAY_REQUIRE_BROWSER=1) when there is none.
-func browserPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "no Chromium found in PATH (chromium, chromium-browser, google-chrome): install Debian's chromium to run the browser tests"
-	if os.Getenv("KEYRELAY_REQUIRE_BROWSER") == "1" {
-		t.Fatal(msg + " (KEYRELAY_REQUIRE_BROWSER=1)")
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// newBrowser starts a headless Chromium with a fresh profile that talks to
-// 127.0.0.1 only, and returns its context. It stops when the test ends.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	path := browserPath(t)
-	dir, err := os.MkdirTemp("", "keyrelay-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(dir),
-		chromedp.Headless,
-		chromedp.NoSandbox, // tests run as root in CI
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter"),
-		chromedp.Flag("metrics-recording-only", true),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.Flag("use-mock-keychain", true),
-		chromedp.Flag("no-proxy-server", true),
-		// Any name resolves nowhere: the only network is 127.0.0.1.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-		chromedp.Flag("force-color-profile", "srgb"),
-		chromedp.WindowSize(1000, 900),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-		// Chromium's children may write to the profile for a moment
-		// after it stops.
-		for range 50 {
-			if os.RemoveAll(dir) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	// Start the browser, without a timeout: it lives as long as ctx.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
-	}
-	return ctx
-}
+// newBrowser starts the headless Chromium of the browser tests
+// (testkit.NewBrowser).
+func newBrowser(t *testing.T) context.Context { return testkit.NewBrowser(t, "the browser tests") }
 
 // page is one tab, in its own browser context (no shared storage).
 type page struct {
