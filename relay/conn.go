@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/keyrelay/keyrelay/realip"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -33,6 +34,7 @@ type conn struct {
 	ws      *websocket.Conn
 	id      string
 	ip      string                      // the client's address, as the limits count it
+	source  string                      // realip.Source(ip): what the store's byte budget counts
 	logp    atomic.Pointer[slog.Logger] // per-connection logger; gains the room tag in a room
 	limiter bucket                      // frames and pings; owned by the reader
 	bytes   bucket                      // message bytes; owned by the reader
@@ -72,6 +74,7 @@ func newConn(s *Server, ws *websocket.Conn, id, ip string) *conn {
 		ws:      ws,
 		id:      id,
 		ip:      ip,
+		source:  realip.Source(ip),
 		limiter: newBucket(s.cfg.FramesPerSecond, s.cfg.FrameBurst),
 		bytes:   newBucket(s.cfg.BytesPerSecond, s.cfg.ByteBurst),
 	}

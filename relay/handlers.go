@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/keyrelay/keyrelay/realip"
 	"github.com/keyrelay/keyrelay/session"
 	"github.com/keyrelay/keyrelay/wire"
 )
@@ -286,7 +285,7 @@ func (c *conn) handleMsg(f *wire.ClientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	seq, err := c.s.store.Append(ctx, room, peer, realip.Source(c.ip), body)
+	seq, err := c.s.store.Append(ctx, room, peer, c.source, body)
 	if err != nil {
 		return err
 	}
