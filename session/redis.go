@@ -123,12 +123,13 @@ const maxLuaSeq = 1 << 53
 type RedisStore struct {
 	// Static after construction.
 	client     redis.UniversalClient
-	ownClient  bool // made from RedisConfig.URL, closed by Close
+	cluster    *redis.ClusterClient // client, on a Cluster; else nil
+	ownClient  bool                 // made from RedisConfig.URL, closed by Close
 	prefix     string
-	index      string // key of the room index
-	total      string // key of the bytes waiting in the store (lib.lua's budget keys)
-	ledgers    string // key of the ledger index
+	parts      []partition // see redis_partition.go
+	mode       string      // the last ARGV of every room script: "cluster" or ""
 	budget     Budget
+	wait       waitReplicas // RedisConfig.WaitReplicas; see redis_wait.go
 	subBuffer  int
 	sweepEvery time.Duration
 	bg         context.Context // ends with Close; for the reader and sweeper
@@ -141,23 +142,18 @@ type RedisStore struct {
 	instances  string             // the registry of instances and their leases
 	lease      lease              // this instance's; see redis_lease.go
 	leased     <-chan struct{}    // closed when the lease's renewer returns
+	census     census             // the partitions' last count, on a Cluster
 
 	closed atomic.Bool // set, under mu, by Close
 
 	mu    sync.Mutex
-	ps    *redisPubSub          // guarded by mu; nil before the first Subscribe and after a failure
-	chans map[string]*redisChan // guarded by mu; by channel name
-	pongs map[string]*redisChan // guarded by mu; SUBSCRIBEs awaiting their PING's reply
-	seq   uint64                // guarded by mu; numbers the PINGs
+	ps    map[string]*redisPubSub // guarded by mu; by node address ("" but on a Cluster); none before the first Subscribe and after a failure
+	chans map[string]*redisChan   // guarded by mu; by channel name
+	pongs map[string]*redisChan   // guarded by mu; SUBSCRIBEs awaiting their PING's reply
+	seq   uint64                  // guarded by mu; numbers the PINGs
 }
 
 var _ Store = (*RedisStore)(nil)
-
-// Key and channel names. Every one starts with the prefix; a room's carry
-// its ID as hash tag.
-func (s *RedisStore) roomKey(id string) string   { return s.prefix + "room:{" + id + "}" }
-func (s *RedisStore) boxPrefix(id string) string { return s.prefix + "mbox:{" + id + "}:" }
-func (s *RedisStore) channel(id string) string   { return s.prefix + "events:{" + id + "}" }
 
 //go:embed redis/*.lua
 var redisLua embed.FS
@@ -182,6 +178,8 @@ var (
 	scriptDead       = redisx.LoadScript(redisLua, "redis", "dead")
 	scriptReap       = redisx.LoadScript(redisLua, "redis", "reap")
 	scriptSettle     = redisx.LoadScript(redisLua, "redis", "settle")
+	scriptReserve    = redisx.LoadScript(redisLua, "redis", "reserve")
+	scriptUnreserve  = redisx.LoadScript(redisLua, "redis", "unreserve")
 )
 
 // Script statuses other than "OK", and the errors they stand for.
@@ -213,11 +211,36 @@ var errDuplicateMember = errors.New("session: member already in the room")
 // reply after the status "OK". A status naming an error returns that
 // error, and the reply after it (only Pending's LOST has one).
 func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, room string, args ...any) ([]string, error) {
+	return s.runWait(ctx, op, script, room, false, args...)
+}
+
+// runWait is run, and then, if durable and RedisConfig.WaitReplicas is
+// set, waits for the replicas (waitReplicas.run).
+func (s *RedisStore) runWait(ctx context.Context, op string, script *redis.Script, room string, durable bool, args ...any) ([]string, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	argv := append([]any{room, s.boxPrefix(room)}, args...)
-	v, err := script.Run(ctx, s.client, []string{s.roomKey(room), s.index, s.total, s.ledgers}, argv...).StringSlice()
+	pi := s.partOf(room)
+	p := &s.parts[pi]
+	argv := append([]any{room, p.key + "mbox:" + room + ":"}, args...)
+	argv = append(argv, s.mode)
+	keys := []string{p.key + "room:" + room, p.index, p.total, p.ledgers}
+	var cmd *redis.Cmd
+	if durable && s.wait.n > 0 {
+		var err error
+		if cmd, err = s.wait.run(ctx, s, script, keys, argv); err != nil {
+			return nil, s.backendErr(ctx, op, err)
+		}
+	} else {
+		cmd = script.Run(ctx, s.client, keys, argv...)
+	}
+	var v []string
+	var err error
+	if s.cluster == nil {
+		v, err = cmd.StringSlice()
+	} else {
+		v, err = s.clusterReply(ctx, pi, cmd)
+	}
 	if err != nil {
 		return nil, s.backendErr(ctx, op, err)
 	}
@@ -231,6 +254,53 @@ func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, r
 		return v[1:], err
 	}
 	return nil, fmt.Errorf("session: redis %s: unexpected status %q", op, v[0])
+}
+
+// clusterReply returns the reply of a room script on partition p, on a
+// Cluster, {reply, given, bytes, rooms} (redis/epilogue.lua), after
+// giving back to their sources what the script gave back, and recording
+// the partition's counts in the census.
+func (s *RedisStore) clusterReply(ctx context.Context, p int, cmd *redis.Cmd) ([]string, error) {
+	raw, err := cmd.Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) != 4 {
+		return nil, errors.New("malformed reply")
+	}
+	reply, given, counts := replyStrings(raw[0]), replyStrings(raw[1]), replyStrings(raw[2:])
+	if reply == nil || given == nil || counts == nil {
+		return nil, errors.New("malformed reply")
+	}
+	bytes, err1 := strconv.ParseInt(counts[0], 10, 64)
+	rooms, err2 := strconv.ParseInt(counts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, errors.New("malformed reply")
+	}
+	s.census.update(p, rooms, bytes)
+	s.giveBack(ctx, given)
+	return reply, nil
+}
+
+// replyStrings returns v, an array reply of strings (or integers), as
+// strings, or nil if it is not one.
+func replyStrings(v any) []string {
+	a, ok := v.([]any)
+	if !ok {
+		return nil
+	}
+	out := make([]string, len(a))
+	for i, x := range a {
+		switch x := x.(type) {
+		case string:
+			out[i] = x
+		case int64:
+			out[i] = strconv.FormatInt(x, 10)
+		default:
+			return nil
+		}
+	}
+	return out
 }
 
 // backendErr returns the error for a Redis call of operation op, made
@@ -272,10 +342,11 @@ func (s *RedisStore) CreateRoom(ctx context.Context, id string, cfg RoomConfig, 
 		return int64(ms)
 	}
 	ttlms := ceilms(cfg.TTL)
+	others, _ := s.others(s.partOf(id))
 	_, err := s.run(ctx, "create room", scriptCreate, id,
 		int64(cfg.TTL), int64(cfg.ResumeGrace), ttlms, msString(cfg.ResumeGrace),
 		cfg.MaxPending, cfg.Group, maxRooms, cfg.MaxPendingBytes,
-		int64(cfg.EmptyTTL), ceilms(cfg.EmptyTTL))
+		int64(cfg.EmptyTTL), ceilms(cfg.EmptyTTL), others)
 	return err
 }
 
@@ -400,9 +471,22 @@ func (s *RedisStore) Append(ctx context.Context, room, from, source string, body
 	}
 	ev := encodeEvent(Event{Type: EventMessage, Room: room, Peer: from})
 	prefix := ev[:len(ev)-1] // without the uvarint of seq 0, a single 0 byte
-	v, err := s.run(ctx, "append", scriptAppend, room, from, body, s.channel(room), prefix,
-		source, s.budget.PerSource, s.budget.Total)
+	per := s.budget.PerSource
+	if s.cluster != nil && source != "" {
+		// The source's counter is in a slot of its own: counted first,
+		// given back if the message is not stored.
+		if err := s.reserve(ctx, source, len(body)); err != nil {
+			return 0, err
+		}
+		per = 0
+	}
+	_, othersBytes := s.others(s.partOf(room))
+	v, err := s.runWait(ctx, "append", scriptAppend, room, true, from, body, s.channel(room), prefix,
+		source, per, s.budget.Total, othersBytes)
 	if err != nil {
+		if s.cluster != nil && source != "" {
+			s.giveBack(ctx, []string{source, strconv.Itoa(len(body))})
+		}
 		return 0, err
 	}
 	if len(v) != 1 {
@@ -486,18 +570,8 @@ func (s *RedisStore) Rooms(ctx context.Context) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
-	v, err := scriptRooms.Run(ctx, s.client, []string{s.index}).StringSlice()
-	if err != nil {
-		return 0, s.backendErr(ctx, "rooms", err)
-	}
-	if len(v) != 2 || v[0] != "OK" {
-		return 0, errors.New("session: redis rooms: malformed reply")
-	}
-	n, err := strconv.Atoi(v[1])
-	if err != nil {
-		return 0, fmt.Errorf("session: redis rooms: %w", err)
-	}
-	return n, nil
+	n, _, err := s.takeCensus(ctx)
+	return int(n), err
 }
 
 // Ready checks that Redis accepts writes: it sets a small key, the
@@ -542,11 +616,11 @@ func (s *RedisStore) Close() error {
 	}
 	clear(s.chans)
 	clear(s.pongs)
-	p := s.ps
+	ps := s.ps
 	s.ps = nil
 	s.mu.Unlock()
 	s.stop()
-	if p != nil {
+	for _, p := range ps {
 		p.kill()
 		p.ps.Close()
 	}

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// maxSettle bounds the ledgers one sweep settles, so that a sweep after a
+// maxSettle bounds the ledgers one sweep settles (in all partitions), so that a sweep after a
 // long outage (every instance down while many rooms expired) stays short;
 // the rest wait for the next sweeps, the most overdue first.
 const maxSettle = 100
@@ -20,33 +20,42 @@ const maxSettle = 100
 func (s *RedisStore) settleLedgers() {
 	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
 	defer cancel()
-	v, err := scriptDue.Run(ctx, s.client, []string{s.ledgers}, maxSettle).StringSlice()
+	cmds, err := evalAll(ctx, s.client, scriptDue, len(s.parts), func(i int) ([]string, []any) {
+		return []string{s.parts[i].ledgers}, []any{maxSettle}
+	})
 	if err != nil {
 		if err := s.backendErr(ctx, "due ledgers", err); !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
 			s.log.Error("budget sweep failed", "err", err)
 		}
 		return
 	}
-	if len(v) == 0 || v[0] != "OK" {
-		s.log.Error("budget sweep: malformed reply from Redis")
-		return
-	}
-	for _, entry := range v[1:] {
-		if len(entry) < genLen {
-			// Not written by this store: drop it, or it would stay
-			// first in line for ever.
-			s.log.Error("budget sweep: malformed ledger index entry; removed")
-			s.client.ZRem(ctx, s.ledgers, entry)
-			continue
-		}
-		gen, room := entry[:genLen], entry[genLen:]
-		_, err := s.run(ctx, "settle", scriptSettle, room, gen)
-		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+	budget := maxSettle
+	for i, cmd := range cmds {
+		v, err := cmd.StringSlice()
+		if err != nil || len(v) == 0 || v[0] != "OK" {
+			s.log.Error("budget sweep: malformed reply from Redis")
 			return
 		}
-		if err != nil {
-			// A bug, for this ledger: the others still get settled.
-			s.log.Error("budget sweep failed", "err", err)
+		for _, entry := range v[1:] {
+			if len(entry) < genLen {
+				// Not written by this store: drop it, or it would stay
+				// first in line for ever.
+				s.log.Error("budget sweep: malformed ledger index entry; removed")
+				s.client.ZRem(ctx, s.parts[i].ledgers, entry)
+				continue
+			}
+			gen, room := entry[:genLen], entry[genLen:]
+			_, err := s.run(ctx, "settle", scriptSettle, room, gen)
+			if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+				return
+			}
+			if err != nil {
+				// A bug, for this ledger: the others still get settled.
+				s.log.Error("budget sweep failed", "err", err)
+			}
+			if budget--; budget == 0 {
+				return
+			}
 		}
 	}
 }

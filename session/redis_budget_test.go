@@ -43,7 +43,7 @@ func TestRedisStoreBudgetCluster(t *testing.T) {
 	t.Parallel()
 	url := redistest.StartCluster(t).URL() + "?cluster=true"
 	sessiontest.RunBudget(t, func(t *testing.T, b session.Budget) session.Store {
-		return newBudgetStore(t, url, uniquePrefix(t, true), b)
+		return newBudgetStore(t, url, uniquePrefix(t, false), b)
 	})
 }
 
@@ -187,7 +187,7 @@ func TestRedisStoreBudgetRoomExpiry(t *testing.T) {
 		for _, k := range keys {
 			if strings.HasPrefix(k, prefix+"budget:ledger:") {
 				ledgers++
-				if !strings.HasPrefix(k, prefix+"budget:ledger:{live}:") {
+				if !strings.HasPrefix(k, prefix+"budget:ledger:live:") {
 					t.Errorf("ledger %q left after its room expired", k)
 				}
 			}
@@ -267,7 +267,7 @@ func TestRedisStoreBudgetRoomExpiry(t *testing.T) {
 		}
 
 		waitUntil(t, 5*time.Second, "Redis to expire room gone and b's mailbox", func() bool {
-			n, err := c.Exists(t.Context(), prefix+"room:{gone}", prefix+"mbox:{grace}:2").Result()
+			n, err := c.Exists(t.Context(), prefix+"room:gone", prefix+"mbox:grace:2").Result()
 			return err == nil && n == 0
 		})
 		time.Sleep(5 * testSweep) // what a sweeper would have needed
@@ -300,7 +300,7 @@ func TestRedisStoreBudgetRoomExpiry(t *testing.T) {
 		keyedRoomID(t, quiet, "r", short)
 		send(t, quiet, "r", "a", "s1", 10, nil)
 		waitUntil(t, 5*time.Second, "Redis to expire room r", func() bool {
-			n, err := c.Exists(t.Context(), prefix+"room:{r}").Result()
+			n, err := c.Exists(t.Context(), prefix+"room:r").Result()
 			return err == nil && n == 0
 		})
 		// A new room takes the ID before any sweeper settled the old one.
@@ -314,12 +314,12 @@ func TestRedisStoreBudgetRoomExpiry(t *testing.T) {
 			return err == nil && n == 1
 		})
 		wantCounters(t, c, prefix, 2, map[string]int64{"s1": 2})
-		gen, err := c.HGet(t.Context(), prefix+"room:{r}", "gen").Result()
+		gen, err := c.HGet(t.Context(), prefix+"room:r", "gen").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		keys := budgetKeys(t, c, prefix)
-		if !slices.Contains(keys, prefix+"budget:ledger:{r}:"+gen) || len(keys) != 4 {
+		if !slices.Contains(keys, prefix+"budget:ledger:r:"+gen) || len(keys) != 4 {
 			t.Errorf("budget keys %q, want the new room's ledger, the index and two counters", keys)
 		}
 	})
@@ -366,7 +366,7 @@ func TestRedisStoreBudgetUncounted(t *testing.T) {
 		keyedRoomID(t, s, "r", longCfg)
 		send(t, s, "r", "a", "s1", 4, nil)
 		send(t, s, "r", "a", "s1", 6, nil)
-		if err := c.Del(t.Context(), prefix+"mbox:{r}:2").Err(); err != nil { // b's
+		if err := c.Del(t.Context(), prefix+"mbox:r:2").Err(); err != nil { // b's
 			t.Fatal(err)
 		}
 		send(t, s, "r", "a", "s1", 1, session.ErrSourceOverBudget)

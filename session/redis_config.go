@@ -44,11 +44,21 @@ type RedisConfig struct {
 	// so that no write runs twice; redisx.NewClient's clients have both.
 	Client redis.UniversalClient
 	// Prefix starts the name of every key and channel the store uses.
-	// Stores with different prefixes share nothing. Zero means "keyrelay:",
-	// or "{keyrelay}:" on a Redis Cluster. On a Cluster the prefix must
-	// contain a hash tag ("{…}"): CreateRoom counts rooms and creates one
-	// in one script, so every key of the store must live in one hash slot.
+	// Stores with different prefixes share nothing. Zero means
+	// "keyrelay:". On a Cluster the prefix must not contain a hash tag
+	// ("{…}"): the store adds one per partition, to spread its keys over
+	// the slots (see Partitions).
 	Prefix string
+	// Partitions is, on a Redis Cluster, how many partitions the rooms
+	// are spread over, each in a hash slot of its own, spaced evenly over
+	// the slots (redis/lib.lua names the keys): a room's keys, its
+	// channel, and the counts its scripts check share its partition's
+	// slot, so that every call touches one shard and the rooms spread
+	// evenly over the masters, to within 1/Partitions of the load. Zero
+	// means 256; at most 16384. Every instance sharing the Cluster and
+	// prefix must use the same number. Elsewhere there is one partition,
+	// and a value other than 0 or 1 is an error.
+	Partitions int
 	// SubscriberBuffer is how many events a subscription may fall behind
 	// before it is ended with ErrSlowSubscriber. Zero (or negative) means
 	// 256.
@@ -96,6 +106,22 @@ type RedisConfig struct {
 	// maxmemory-policy again, to notice a change at run time. Zero (or
 	// negative) means 10 s.
 	PolicyCheckInterval time.Duration
+	// WaitReplicas, if positive, makes Append wait, before it returns,
+	// until that many replicas of the master holding the room have the
+	// message (Redis WAIT, on the connection that stored it), for at
+	// most WaitTimeout. Redis replicates asynchronously: without it, a
+	// master that fails over before its replica has a message loses it,
+	// though Append (and so the relay's "sent") confirmed it. With it,
+	// the loss takes every replica failing too, at the cost of a
+	// replication round trip per message. A WAIT that times out with
+	// fewer replicas is logged (at most once a minute) and Append still
+	// succeeds: the message is stored and announced, and failing the call
+	// would make a client send it twice. Zero (the default) waits for
+	// none.
+	WaitReplicas int
+	// WaitTimeout bounds WaitReplicas' wait. Zero (or negative) means
+	// 1 s.
+	WaitTimeout time.Duration
 	// Logger receives the store's warnings and errors: an evicting or
 	// unreadable maxmemory-policy, a disconnect that could not be
 	// recorded. Nil means slog.Default().
@@ -121,6 +147,8 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	switch {
 	case cfg.Budget.PerSource < 0 || cfg.Budget.Total < 0:
 		return nil, fmt.Errorf("session: redis config: Budget.PerSource and Budget.Total must be >= 0, got %d and %d", cfg.Budget.PerSource, cfg.Budget.Total)
+	case cfg.WaitReplicas < 0:
+		return nil, fmt.Errorf("session: redis config: WaitReplicas must be >= 0, got %d", cfg.WaitReplicas)
 	case cfg.URL != "" && client != nil:
 		return nil, errors.New("session: redis config: set URL or Client, not both")
 	case client == nil && cfg.URL == "":
@@ -132,12 +160,16 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		}
 		own = true
 	}
-	_, cluster := client.(*redis.ClusterClient)
+	cc, cluster := client.(*redis.ClusterClient)
 	prefix := cfg.Prefix
 	if prefix == "" {
 		prefix = defaultRedisPrefix + ":"
+	}
+	parts := cfg.Partitions
+	if parts == 0 {
+		parts = 1
 		if cluster {
-			prefix = "{" + defaultRedisPrefix + "}:"
+			parts = defaultClusterPartitions
 		}
 	}
 	fail := func(err error) (*RedisStore, error) {
@@ -146,8 +178,13 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		}
 		return nil, err
 	}
-	if cluster && !hasHashTag(prefix) {
-		return fail(fmt.Errorf("session: redis config: on a Cluster, Prefix %q needs a hash tag (such as \"{keyrelay}:\")", prefix))
+	switch {
+	case cluster && hasHashTag(prefix):
+		return fail(fmt.Errorf("session: redis config: on a Cluster, Prefix %q must not hold a hash tag: the store adds one per partition", prefix))
+	case parts < 1 || parts > maxPartitions:
+		return fail(fmt.Errorf("session: redis config: Partitions must be between 1 and %d, got %d", maxPartitions, cfg.Partitions))
+	case !cluster && parts != 1:
+		return fail(fmt.Errorf("session: redis config: Partitions is for a Redis Cluster; one Redis (or Sentinel set) has 1, got %d", cfg.Partitions))
 	}
 	if err := checkRedisVersion(ctx, client); err != nil {
 		return fail(err)
@@ -157,6 +194,9 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = defaultSweepInterval
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = defaultWaitTimeout
 	}
 	if cfg.PolicyCheckInterval <= 0 {
 		cfg.PolicyCheckInterval = defaultPolicyCheckInterval
@@ -172,11 +212,11 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	s := &RedisStore{
 		client:     client,
 		ownClient:  own,
+		cluster:    cc,
 		prefix:     prefix,
-		index:      prefix + "rooms",
-		total:      prefix + "budget:total",
-		ledgers:    prefix + "budget:ledgers",
+		parts:      newPartitions(prefix, parts, cluster),
 		budget:     cfg.Budget,
+		wait:       waitReplicas{n: cfg.WaitReplicas, timeout: cfg.WaitTimeout},
 		subBuffer:  cfg.SubscriberBuffer,
 		sweepEvery: cfg.SweepInterval,
 		bg:         bg,
@@ -184,9 +224,13 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		log:        cfg.Logger,
 		policy:     policy,
 		retries:    newDisconnectRetries(cfg.Logger),
+		ps:         make(map[string]*redisPubSub),
 		chans:      make(map[string]*redisChan),
 		pongs:      make(map[string]*redisChan),
 		instances:  prefix + "instances",
+	}
+	if cluster {
+		s.mode = "cluster"
 	}
 	s.lease.ttl, s.lease.onLost = cfg.LeaseTTL, cfg.OnLeaseLost
 	if s.lease.ttl <= 0 {
@@ -196,6 +240,13 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	if err := s.renewLease(ctx, true); err != nil {
 		stop()
 		return fail(err)
+	}
+	if cluster {
+		// The fleet-wide bounds need a first count of the partitions.
+		if _, _, err := s.takeCensus(ctx); err != nil {
+			stop()
+			return fail(err)
+		}
 	}
 	s.swept = background.Every(bg, s.sweepEvery, s.sweepOnce)
 	s.leased = background.Every(bg, s.lease.ttl/3, s.renewTick)

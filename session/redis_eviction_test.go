@@ -272,7 +272,7 @@ func TestRedisStoreEvictedMailbox(t *testing.T) {
 			t.Fatalf("Append: %v", err)
 		}
 	}
-	boxes, err := c.Keys(ctx, "*mbox:{r}:*").Result()
+	boxes, err := c.Keys(ctx, "*mbox:r:*").Result()
 	if err != nil || len(boxes) != 1 {
 		t.Fatalf("mailbox keys = %q, %v; want b's only", boxes, err)
 	}
@@ -384,7 +384,7 @@ func TestRedisStoreEvictedRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rooms, err := c.Keys(ctx, "*room:{r}").Result()
+	rooms, err := c.Keys(ctx, "*room:r").Result()
 	if err != nil || len(rooms) != 1 {
 		t.Fatalf("room keys = %q, %v", rooms, err)
 	}

@@ -36,7 +36,8 @@ const (
 type lease struct {
 	ttl    time.Duration
 	onLost func()
-	cursor uint64                 // where the tidying of the instance's own seats goes on
+	part   int                    // the partition whose seats the tidying is at
+	cursor uint64                 // where in it the tidying goes on
 	id     atomic.Pointer[string] // the instance ID
 }
 
@@ -49,8 +50,15 @@ func (s *RedisStore) instance() string { return *s.lease.id.Load() }
 // setInstance replaces the store's instance ID.
 func (s *RedisStore) setInstance(id string) { s.lease.id.Store(&id) }
 
-// instKey returns the set of the seats instance id holds.
-func (s *RedisStore) instKey(id string) string { return s.prefix + "inst:" + id }
+// instKey returns the set of the seats instance id holds in partition p.
+func (s *RedisStore) instKey(p int, id string) string { return s.parts[p].key + "inst:" + id }
+
+// instLife is how long an instance's set of seats in a partition lives
+// after it last changed or was tidied (lib.lua's inst_life).
+const instLife = 24 * time.Hour
+
+// tidyParts bounds the partitions one renewal tidies.
+const tidyParts = 8
 
 // renewLease registers the instance (first) or renews its lease. A
 // renewal that finds the lease ended gets the store a new instance ID and
@@ -63,7 +71,7 @@ func (s *RedisStore) renewLease(ctx context.Context, first bool) error {
 	if first {
 		flag = "1"
 	}
-	v, err := scriptLease.Run(ctx, s.client, []string{s.instances, s.index, s.instKey(id)}, id, s.lease.ttl.Milliseconds(), flag).StringSlice()
+	v, err := scriptLease.Run(ctx, s.client, []string{s.instances}, id, s.lease.ttl.Milliseconds(), flag).StringSlice()
 	if err != nil {
 		return s.backendErr(ctx, "lease", err)
 	}
@@ -101,29 +109,41 @@ func (s *RedisStore) leaseWork() {
 	s.reapDead(ctx)
 }
 
-// tidySeats takes out of the instance's own set, a hundred at a time, the
-// seats of rooms that Redis expired by itself (no script saw them go), so
-// that a long-lived instance's set does not grow.
+// tidySeats takes out of the instance's own sets, a hundred at a time,
+// the seats of rooms that Redis expired by itself (no script saw them
+// go), so that a long-lived instance's sets do not grow. It goes through
+// the partitions in turn, at most tidyParts a renewal, and keeps each set
+// it has been through alive instLife longer.
 func (s *RedisStore) tidySeats(ctx context.Context) {
-	key := s.instKey(s.instance())
-	seats, cursor, err := s.client.SScan(ctx, key, s.lease.cursor, "", 100).Result()
-	if err != nil {
-		return
-	}
-	s.lease.cursor = cursor
-	pipe := s.client.Pipeline()
-	exists := make([]*redis.IntCmd, len(seats))
-	for i, seat := range seats {
-		room, _, _ := strings.Cut(seat, "\n")
-		exists[i] = pipe.Exists(ctx, s.roomKey(room))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return
-	}
-	for i, seat := range seats {
-		if exists[i].Val() == 0 {
-			s.client.SRem(ctx, key, seat)
+	for range min(tidyParts, len(s.parts)) {
+		p := s.lease.part % len(s.parts)
+		key := s.instKey(p, s.instance())
+		seats, cursor, err := s.client.SScan(ctx, key, s.lease.cursor, "", 100).Result()
+		if err != nil {
+			return
 		}
+		s.lease.cursor = cursor
+		pipe := s.client.Pipeline()
+		exists := make([]*redis.IntCmd, len(seats))
+		for i, seat := range seats {
+			room, _, _ := strings.Cut(seat, "\n")
+			exists[i] = pipe.Exists(ctx, s.roomKey(room))
+		}
+		if len(seats) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return
+			}
+		}
+		for i, seat := range seats {
+			if exists[i].Val() == 0 {
+				s.client.SRem(ctx, key, seat)
+			}
+		}
+		if cursor != 0 {
+			return // the rest of this set at the next renewal
+		}
+		s.client.PExpire(ctx, key, instLife)
+		s.lease.part = p + 1
 	}
 }
 
@@ -132,7 +152,7 @@ func (s *RedisStore) tidySeats(ctx context.Context) {
 // at once is safe: reap.lua marks a seat only while the dead instance
 // still holds it.
 func (s *RedisStore) reapDead(ctx context.Context) {
-	v, err := scriptDead.Run(ctx, s.client, []string{s.instances, s.index}, maxDead).StringSlice()
+	v, err := scriptDead.Run(ctx, s.client, []string{s.instances}, maxDead).StringSlice()
 	if err != nil || len(v) == 0 || v[0] != "OK" {
 		return // Redis unreachable: the next sweep tries again
 	}
@@ -142,26 +162,46 @@ func (s *RedisStore) reapDead(ctx context.Context) {
 		if dead == self {
 			continue // our own lease lapsed: renewLease handles it
 		}
-		seats, _, err := s.client.SScan(ctx, s.instKey(dead), 0, "", int64(budget)).Result()
-		if err != nil {
+		pipe := s.client.Pipeline()
+		cards := make([]*redis.IntCmd, len(s.parts))
+		for p := range s.parts {
+			cards[p] = pipe.SCard(ctx, s.instKey(p, dead))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
 			return
 		}
-		for _, seat := range seats {
-			room, member, ok := strings.Cut(seat, "\n")
-			if !ok {
-				s.client.SRem(ctx, s.instKey(dead), seat)
+		empty := true
+		for p, card := range cards {
+			if card.Val() == 0 {
 				continue
 			}
-			ev := encodeEvent(Event{Type: EventLeft, Room: room, Peer: member, Reason: ReasonDropped})
-			if _, err := s.run(ctx, "reap", scriptReap, room, member, dead, s.channel(room), ev); err != nil {
-				if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
-					return
-				}
-				s.log.Error("could not mark a dead instance's seat disconnected", "err", err)
-			}
-			if budget--; budget == 0 {
+			empty = false
+			key := s.instKey(p, dead)
+			seats, _, err := s.client.SScan(ctx, key, 0, "", int64(budget)).Result()
+			if err != nil {
 				return
 			}
+			for _, seat := range seats {
+				room, member, ok := strings.Cut(seat, "\n")
+				if !ok || s.partOf(room) != p {
+					s.client.SRem(ctx, key, seat)
+					continue
+				}
+				ev := encodeEvent(Event{Type: EventLeft, Room: room, Peer: member, Reason: ReasonDropped})
+				if _, err := s.run(ctx, "reap", scriptReap, room, member, dead, s.channel(room), ev); err != nil {
+					if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+						return
+					}
+					s.log.Error("could not mark a dead instance's seat disconnected", "err", err)
+				}
+				if budget--; budget == 0 {
+					return
+				}
+			}
+		}
+		if empty {
+			// Every seat reaped: the instance is forgotten.
+			s.client.ZRem(ctx, s.instances, dead)
 		}
 	}
 }

@@ -28,12 +28,16 @@ const (
 // published event starts with its room's gen.
 const genLen = 16
 
-// redisPubSub is one Pub/Sub connection, its reader and its writer. The
+// redisPubSub is one Pub/Sub connection, its reader and its writer: the
+// store's only one on a single Redis or Sentinel set, one per master that
+// owns a subscribed room's partition on a Cluster (sharded Pub/Sub). The
 // writer sends the SUBSCRIBEs and UNSUBSCRIBEs that ops asks for, in the
 // order in which they were decided (under RedisStore.mu), so that no
 // caller waits for a write: callers wait for the reply, or for their
 // context.
 type redisPubSub struct {
+	addr     string // the node's address, on a Cluster; else ""
+	sharded  bool   // SSUBSCRIBE, on a Cluster, instead of SUBSCRIBE
 	ps       *redis.PubSub
 	dead     chan struct{} // closed by kill
 	killOnce sync.Once
@@ -127,21 +131,45 @@ func (s *RedisStore) Subscribe(ctx context.Context, room string) (*Subscription,
 // processed that SUBSCRIBE, or ctx ends.
 func (s *RedisStore) attach(ctx context.Context, room string) (*redisSub, error) {
 	name := s.channel(room)
+	// On a Cluster, the master that owns the channel's slot (go-redis
+	// reloads its map of the slots when a call finds it stale).
+	var node *redis.Client
+	addr := ""
+	if s.cluster != nil {
+		var err error
+		if node, err = s.cluster.MasterForKey(ctx, name); err != nil {
+			return nil, s.backendErr(ctx, "subscribe", err)
+		}
+		addr = node.Options().Addr
+	}
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	p := s.ps
+	c := s.chans[name]
+	if c != nil && c.p.addr != addr {
+		// The slot has moved: the old node's subscription ends.
+		for sub := range c.subs {
+			s.endLocked(sub, fmt.Errorf("session: redis subscription: %w: the room's slot moved to another master", ErrUnavailable))
+		}
+		delete(s.chans, name)
+		c = nil
+	}
+	p := s.ps[addr]
 	if p == nil {
 		// go-redis connects on first use, in the reader or the writer.
-		p = &redisPubSub{ps: s.client.Subscribe(s.bg), dead: make(chan struct{}), wake: make(chan struct{}, 1)}
-		s.ps = p
+		p = &redisPubSub{addr: addr, dead: make(chan struct{}), wake: make(chan struct{}, 1)}
+		if node != nil {
+			p.ps, p.sharded = node.SSubscribe(s.bg), true
+		} else {
+			p.ps = s.client.Subscribe(s.bg)
+		}
+		s.ps[addr] = p
 		s.readers.Add(2)
 		go s.read(p)
 		go s.write(p)
 	}
-	c := s.chans[name]
 	if c == nil {
 		c = &redisChan{room: room, p: p, ready: make(chan struct{}), subs: make(map[*redisSub]struct{})}
 		s.chans[name] = c
@@ -187,9 +215,22 @@ func (s *RedisStore) write(p *redisPubSub) {
 		s.mu.Unlock()
 		for _, op := range ops {
 			var err error
-			if op.unsubscribe {
+			switch {
+			case op.unsubscribe && p.sharded:
+				// One slot per SUNSUBSCRIBE on a Cluster.
+				for _, ch := range op.channels {
+					if err = p.ps.SUnsubscribe(s.bg, ch); err != nil {
+						break
+					}
+				}
+			case op.unsubscribe:
 				err = p.ps.Unsubscribe(s.bg, op.channels...)
-			} else if err = p.ps.Subscribe(s.bg, op.channels...); err == nil {
+			case p.sharded:
+				err = p.ps.SSubscribe(s.bg, op.channels...)
+			default:
+				err = p.ps.Subscribe(s.bg, op.channels...)
+			}
+			if err == nil && !op.unsubscribe {
 				// The PING's reply follows the SUBSCRIBE's: when it
 				// arrives, the channel is subscribed.
 				err = p.ps.Ping(s.bg, op.ping)
@@ -238,16 +279,44 @@ func (s *RedisStore) read(p *redisPubSub) {
 				close(c.ready)
 			}
 			s.mu.Unlock()
+		case *redis.Subscription:
+			if m.Kind == "sunsubscribe" {
+				s.unsubscribed(p, m.Channel)
+			}
 		}
 	}
+}
+
+// unsubscribed handles a SUNSUBSCRIBE reply on p for channel: the
+// store's own, for a channel it no longer uses, or the master's, when
+// the channel's slot moved to another master (after which its events
+// travel there). A confirmed channel that still has subscribers is in
+// the second case: they end with ErrUnavailable, since events may have
+// been lost, and their clients resume, subscribing on the new master.
+func (s *RedisStore) unsubscribed(p *redisPubSub, channel string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.chans[channel]
+	if c == nil || c.p != p {
+		return
+	}
+	select {
+	case <-c.ready:
+	default:
+		return // subscribing anew after the store's own SUNSUBSCRIBE
+	}
+	for sub := range c.subs {
+		s.endLocked(sub, fmt.Errorf("session: redis subscription: %w: the room's slot moved to another master", ErrUnavailable))
+	}
+	delete(s.chans, channel)
 }
 
 // lost ends every subscription carried by p, whose connection failed with
 // err, and closes p.
 func (s *RedisStore) lost(p *redisPubSub, err error) {
 	s.mu.Lock()
-	if s.ps == p {
-		s.ps = nil
+	if s.ps[p.addr] == p {
+		delete(s.ps, p.addr)
 	}
 	p.kill()
 	if !s.closed.Load() {
@@ -330,6 +399,11 @@ func (s *RedisStore) endLocked(sub *redisSub, err error) {
 // maxmemory-policy every RedisConfig.PolicyCheckInterval, and sweeps the
 // subscriptions.
 func (s *RedisStore) sweepOnce() {
+	if s.cluster != nil {
+		ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
+		s.takeCensus(ctx) // a failure keeps the last count
+		cancel()
+	}
 	s.leaseWork()
 	s.retryDisconnects()
 	s.settleLedgers()
@@ -348,8 +422,7 @@ func (s *RedisStore) sweepOnce() {
 // the reader's health checks to find.
 func (s *RedisStore) sweepSubs() {
 	s.mu.Lock()
-	p := s.ps
-	var idle []string
+	idle := make(map[*redisPubSub][]string)
 	// The subscriptions to check, with the gens they had before the
 	// check: a gen read afterwards that is greater (or none) proves their
 	// room gone.
@@ -362,8 +435,8 @@ func (s *RedisStore) sweepSubs() {
 	for name, c := range s.chans {
 		if len(c.subs) == 0 {
 			delete(s.chans, name)
-			if c.p == p {
-				idle = append(idle, name)
+			if s.ps[c.p.addr] == c.p {
+				idle[c.p] = append(idle[c.p], name)
 			}
 			continue
 		}
@@ -377,8 +450,8 @@ func (s *RedisStore) sweepSubs() {
 			checks[c.room].subs[sub] = sub.gen
 		}
 	}
-	if p != nil && len(idle) > 0 {
-		p.queueLocked(pubsubOp{unsubscribe: true, channels: idle})
+	for p, names := range idle {
+		p.queueLocked(pubsubOp{unsubscribe: true, channels: names})
 	}
 	s.mu.Unlock()
 	if len(checks) == 0 {
@@ -390,7 +463,7 @@ func (s *RedisStore) sweepSubs() {
 	now := pipe.Time(ctx)
 	for room, c := range checks {
 		c.cmd = pipe.HGet(ctx, s.roomKey(room), "gen")
-		c.exp = pipe.ZScore(ctx, s.index, room)
+		c.exp = pipe.ZScore(ctx, s.parts[s.partOf(room)].index, room)
 	}
 	pipe.Exec(ctx)
 	s.mu.Lock()

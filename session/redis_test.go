@@ -70,11 +70,11 @@ func TestRedisStoreCluster(t *testing.T) {
 	t.Parallel()
 	url := redistest.StartCluster(t).URL() + "?cluster=true"
 
-	t.Run("prefix without a hash tag", func(t *testing.T) {
-		s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: "keyrelay:"})
+	t.Run("prefix with a hash tag", func(t *testing.T) {
+		s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: url, Prefix: "{keyrelay}:"})
 		if err == nil {
 			s.Close()
-			t.Fatal("NewRedisStore on a Cluster with Prefix keyrelay: succeeded, want an error")
+			t.Fatal("NewRedisStore on a Cluster with Prefix {keyrelay}: succeeded, want an error")
 		}
 	})
 
@@ -86,7 +86,7 @@ func TestRedisStoreCluster(t *testing.T) {
 	})
 
 	sessiontest.Run(t, func(t *testing.T) session.Store {
-		return newRedisStore(t, url, uniquePrefix(t, true))
+		return newRedisStore(t, url, uniquePrefix(t, false))
 	})
 }
 
@@ -558,15 +558,15 @@ func TestRedisStoreGraceEndsWithoutCalls(t *testing.T) {
 		}
 		return len(k)
 	}
-	if n := keys("*mbox:{r}:*"); n != 1 {
+	if n := keys("*mbox:r:*"); n != 1 {
 		t.Fatalf("%d mailbox keys after b dropped, want b's", n)
 	}
 	end := cfg.ResumeGrace + session.GraceMargin(cfg.ResumeGrace)
 	time.Sleep(end + 100*time.Millisecond)
-	if n := keys("*mbox:{r}:*"); n != 0 {
+	if n := keys("*mbox:r:*"); n != 0 {
 		t.Errorf("%d mailbox keys after b's grace ended, want 0", n)
 	}
-	if n := keys("*room:{r}"); n != 1 {
+	if n := keys("*room:r"); n != 1 {
 		t.Errorf("%d room keys while a is connected, want 1", n)
 	}
 	if err := s.Disconnect(ctx, "r", "a", 1); err != nil {

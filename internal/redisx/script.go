@@ -19,7 +19,10 @@ var prelude string
 // now, the Redis server's time in ms) and by dir/lib.lua, the part that
 // every script of the caller's starts with. The three are joined by
 // newlines into one chunk, so each later part sees the locals of the
-// earlier ones.
+// earlier ones. If dir holds an epilogue.lua, the script's own part is
+// wrapped in a local function main, and the epilogue follows it: the
+// epilogue calls main and returns the script's reply, amended as the
+// package needs.
 //
 // It panics if either file cannot be read: for embedded files, a mistake
 // that the first test finds. Call it when a package initialises.
@@ -47,5 +50,9 @@ func loadScript(fsys fs.FS, dir, name, first string) *redis.Script {
 	if err != nil {
 		panic("redisx: " + err.Error())
 	}
-	return redis.NewScript(first + prelude + "\n" + string(lib) + "\n" + string(op))
+	body := string(op)
+	if epilogue, err := fs.ReadFile(fsys, path.Join(dir, "epilogue.lua")); err == nil {
+		body = "local function main()\n" + body + "\nend\n" + string(epilogue)
+	}
+	return redis.NewScript(first + prelude + "\n" + string(lib) + "\n" + body)
 }

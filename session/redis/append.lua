@@ -5,7 +5,9 @@
 -- stored, so a stored message is always announced, whatever happens to the
 -- relay that appended it. ARGV[7]: the sender's source ("" for none),
 -- ARGV[8] and ARGV[9]: the store's Budget.PerSource and Budget.Total (0:
--- no bound). Returns {"OK", seq}.
+-- no bound; PerSource is 0 on a Cluster, where the Go side checks it),
+-- ARGV[10]: the bytes waiting in the other partitions, as the Go side last
+-- counted them (0 with one partition). Returns {"OK", seq}.
 local r = lookup()
 if not r then
   return gone()
@@ -41,7 +43,7 @@ end
 -- (lib.lua): the total first, as the memory store checks them.
 local source, size = ARGV[7], #ARGV[4]
 local per, total = tonumber(ARGV[8]), tonumber(ARGV[9])
-if total > 0 and tonumber(redis.call('GET', total_key) or 0) + size > total then
+if total > 0 and tonumber(redis.call('GET', total_key) or 0) + tonumber(ARGV[10]) + size > total then
   return {'STOREBUDGET'}
 end
 if source ~= '' and per > 0 and tonumber(redis.call('GET', source_key(source)) or 0) + size > per then
@@ -62,5 +64,5 @@ while n >= 128 do
   n = math.floor(n / 128)
 end
 v[#v + 1] = string.char(n)
-redis.call('PUBLISH', ARGV[5], r.gen .. ARGV[6] .. table.concat(v) .. ARGV[4])
+redis.call(publish_cmd, ARGV[5], r.gen .. ARGV[6] .. table.concat(v) .. ARGV[4])
 return {'OK', int(r.seq)}

@@ -1,12 +1,13 @@
--- create.lua: CreateRoom. ARGV[3..10]: ttl (ns), grace (ns), ttlms,
+-- create.lua: CreateRoom. ARGV[3..12]: ttl (ns), grace (ns), ttlms,
 -- gracems, maxp, group, maxRooms (<= 0: no limit), maxb, empty (ns),
--- emptyms.
+-- emptyms; ARGV[13]: the live rooms of the other partitions, as the Go
+-- side last counted them (0 with one partition).
 if lookup() then
   return {'EXISTS'}
 end
 redis.call('ZREMRANGEBYSCORE', index_key, '-inf', int(now))
 local max = tonumber(ARGV[9])
-if max > 0 and redis.call('ZCARD', index_key) >= max then
+if max > 0 and redis.call('ZCARD', index_key) + tonumber(ARGV[13]) >= max then
   return {'TOOMANY'}
 end
 -- gen, the creation time, orders the rooms that have had this ID: the

@@ -29,7 +29,7 @@ release_seat(m)
 save(r)
 touch(r)
 if changed and ARGV[6] ~= '' then
-  redis.call('PUBLISH', ARGV[6], r.gen .. ARGV[7])
+  redis.call(publish_cmd, ARGV[6], r.gen .. ARGV[7])
 end
 if changed then
   return {'OK', '1'}

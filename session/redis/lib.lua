@@ -1,16 +1,25 @@
 -- lib.lua: the part every room script starts with; each script is
 -- redisx's prelude (int, and now: the Redis server's clock in ms), this
--- file, then its own. Redis runs a script atomically: nothing else
--- touches the data between its first read and its last write.
+-- file, then its own, wrapped in a function whose reply epilogue.lua
+-- returns. Redis runs a script atomically: nothing else touches the data
+-- between its first read and its last write.
 --
--- KEYS[1]  the room's hash, PREFIX.."room:{"..id.."}"
--- KEYS[2]  the room index, PREFIX.."rooms": a sorted set of room IDs
---          scored by expiry (ms), so that counting rooms is exact
--- KEYS[3]  the store's bytes waiting, PREFIX.."budget:total"; the other
---          budget keys (below) start with PREFIX.."budget:" too
--- KEYS[4]  the ledger index, PREFIX.."budget:ledgers" (below)
+-- The store's keys are spread over partitions (one on a single Redis or
+-- Sentinel; RedisConfig.Partitions, 256 by default, on a Cluster). P, the
+-- partition's prefix, is PREFIX on a single Redis and
+-- PREFIX.."{"..tag.."}:" on a Cluster, where tag hashes to the
+-- partition's own slot; a room lives in the partition its ID hashes to,
+-- and every key a room script touches starts with its P, so that each
+-- script touches one slot.
+--
+-- KEYS[1]  the room's hash, P.."room:"..id
+-- KEYS[2]  the partition's room index, P.."rooms": a sorted set of room
+--          IDs scored by expiry (ms), so that counting rooms is exact
+-- KEYS[3]  the partition's bytes waiting, P.."budget:total"; the other
+--          budget keys (below) start with P.."budget:" too
+-- KEYS[4]  the ledger index, P.."budget:ledgers" (below)
 -- ARGV[1]  the room ID
--- ARGV[2]  the prefix of the room's mailbox keys, PREFIX.."mbox:{"..id.."}:"
+-- ARGV[2]  the prefix of the room's mailbox keys, P.."mbox:"..id..":"
 --          (a mailbox is a stream of the messages for one member, or for
 --          the next member to join; entry IDs are "0-"..seq)
 --
@@ -45,8 +54,9 @@
 --                  RedisStore's instance ID) while connected; "" (or
 --                  absent, in rooms stored before it) when disconnected
 --
--- Instance liveness: PREFIX.."inst:"..instance is the set of the seats
--- ("room\nmember") that an instance's connections hold, and
+-- Instance liveness: P.."inst:"..instance is the set of the seats
+-- ("room\nmember") that an instance's connections hold in the partition,
+-- and
 -- PREFIX.."instances" a sorted set of instances scored by when their
 -- lease ends (ms). Join and Reconnect add the seat to the set of the
 -- instance that asks; Disconnect, Leave and the removal of a member take
@@ -66,12 +76,16 @@
 -- absent in entries stored before it, which were never counted).
 --
 -- The Budget (RedisConfig.Budget) is counted across every instance that
--- shares the Redis and prefix, in these keys (B is PREFIX.."budget:"):
---   B.."total"     the bytes of the bodies waiting in the store (a string,
---                  INCRBY'd; absent when 0)
+-- shares the Redis and prefix, in these keys (B is P.."budget:"):
+--   B.."total"     the bytes of the bodies waiting in the partition (a
+--                  string, INCRBY'd; absent when 0); on a Cluster the Go
+--                  side adds up the partitions (its census)
 --   B.."src:"..s   the bytes waiting from source s ("" counts in the total
---                  only; absent when 0, so idle sources leave nothing)
---   B.."ledger:{"..id.."}:"..gen
+--                  only; absent when 0, so idle sources leave nothing).
+--                  Not on a Cluster, where a source's counter is
+--                  PREFIX.."src:{"..s.."}", in the source's own slot, kept
+--                  by the Go side (see cluster and given)
+--   B.."ledger:"..id..":"..gen
 --                  the room incarnation's ledger, a hash of box..":"..s to
 --                  the bytes waiting in mailbox box from source s, and
 --                  until, when the ledger expires (ms); absent when no
@@ -100,8 +114,24 @@ local room_key, index_key = KEYS[1], KEYS[2]
 local total_key, ledgers_key = KEYS[3], KEYS[4]
 local room_id, box_prefix = ARGV[1], ARGV[2]
 
--- key_prefix is PREFIX (index_key is PREFIX.."rooms"); every script
--- passes the index as KEYS[2].
+-- cluster: the store runs on a Redis Cluster (the Go side appends
+-- "cluster" as the last ARGV of every room script). Events then go by
+-- sharded Pub/Sub (SPUBLISH, only through the shard that owns the
+-- partition), and a source's counter lives in the source's own slot,
+-- outside the partition: the Go side adds to it before Append, and takes
+-- off what the script gives back, which the script returns (given,
+-- below; epilogue.lua).
+local cluster = ARGV[#ARGV] == 'cluster'
+local publish_cmd = 'PUBLISH'
+if cluster then
+  publish_cmd = 'SPUBLISH'
+end
+
+-- given is, on a Cluster, the bytes the script gave back by source.
+local given = {}
+
+-- key_prefix is P (index_key is P.."rooms"); every room script passes
+-- the index as KEYS[2].
 local key_prefix = index_key and string.sub(index_key, 1, #index_key - #'rooms')
 
 -- inst_life is how long (ms) an instance's set of seats outlives its
@@ -146,10 +176,8 @@ local function hold_seat(m, inst)
   if inst ~= '' then
     local k = inst_key(inst)
     redis.call('SADD', k, room_id .. '\n' .. m.id)
-    if redis.call('PTTL', k) < 0 then
-      -- lease.lua keeps it longer at the next renewal.
-      redis.call('PEXPIRE', k, inst_life)
-    end
+    -- The instance's renewer extends it too (one partition at a time).
+    redis.call('PEXPIRE', k, inst_life)
   end
 end
 
@@ -171,7 +199,7 @@ local function source_key(source)
 end
 
 local function ledger_key(gen)
-  return budget_prefix .. 'ledger:{' .. room_id .. '}:' .. gen
+  return budget_prefix .. 'ledger:' .. room_id .. ':' .. gen
 end
 
 -- extend makes key, if it exists, expire at t unless it expires later.
@@ -183,10 +211,13 @@ local function extend(key, t)
 end
 
 -- uncount subtracts n bytes from the total and from source's counter,
--- never below zero; a counter that reaches zero is deleted.
+-- never below zero; a counter that reaches zero is deleted. On a Cluster
+-- the source's part is given back by the Go side (given).
 local function uncount(source, n)
   local keys = {total_key}
-  if source ~= '' then
+  if source ~= '' and cluster then
+    given[source] = (given[source] or 0) + n
+  elseif source ~= '' then
     keys[2] = source_key(source)
   end
   for _, k in ipairs(keys) do
@@ -416,7 +447,7 @@ local function sync_ledger(r)
   extend(total_key, t)
   for _, f in ipairs(redis.call('HKEYS', lk)) do
     local source = string.match(f, '^[^:]*:(.*)$')
-    if source and source ~= '' then
+    if source and source ~= '' and not cluster then
       extend(source_key(source), t)
     end
   end
@@ -425,7 +456,8 @@ end
 
 -- count adds n bytes from source, stored in mailbox box of r, to r's
 -- ledger and to the counters, which then expire no earlier than the
--- ledger. It must follow touch, which sets r.exp.
+-- ledger (on a Cluster, the Go side has added them to the source's
+-- counter already). It must follow touch, which sets r.exp.
 local function count(r, box, source, n)
   if n == 0 then
     return
@@ -433,7 +465,7 @@ local function count(r, box, source, n)
   redis.call('HINCRBY', ledger_key(r.gen), box .. ':' .. source, n)
   local t = sync_ledger(r)
   local keys = {total_key}
-  if source ~= '' then
+  if source ~= '' and not cluster then
     keys[2] = source_key(source)
   end
   for _, k in ipairs(keys) do

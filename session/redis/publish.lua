@@ -6,5 +6,5 @@ if not r then
   return gone()
 end
 touch(r)
-redis.call('PUBLISH', ARGV[3], r.gen .. ARGV[4])
+redis.call(publish_cmd, ARGV[3], r.gen .. ARGV[4])
 return {'OK'}

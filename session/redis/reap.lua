@@ -22,5 +22,5 @@ release_seat(m)
 save(r) -- takes the seat out of the set once the room is written
 r.exp = limit(r, r.exp)
 expire(r)
-redis.call('PUBLISH', ARGV[5], r.gen .. ARGV[6])
+redis.call(publish_cmd, ARGV[5], r.gen .. ARGV[6])
 return {'OK', '1'}
