@@ -26,7 +26,7 @@ func TestResumeAfterMailboxEvicted(t *testing.T) {
 
 	c := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer c.Close()
-	boxes, err := c.Keys(t.Context(), "*mbox:{"+p.room+"}:*").Result()
+	boxes, err := c.Keys(t.Context(), "*mbox:"+p.room+":*").Result()
 	if err != nil || len(boxes) != 1 {
 		t.Fatalf("mailboxes = %q, %v; want B's", boxes, err)
 	}

@@ -202,12 +202,14 @@ func TestRedisStoreLeavesNothing(t *testing.T) {
 	checkKeys("two members with mail", 8) // + y's mailbox
 	must("Leave(a, y)", s.Leave(ctx, "a", "y"))
 	checkKeys("after y left", 7)
-	must("Ack(a, x)", s.Ack(ctx, "a", "x", 100)) // nothing waits: no budget key
+	// Nothing waits: no counter, but a's (empty) ledger stays, in its
+	// index, while a lives.
+	must("Ack(a, x)", s.Ack(ctx, "a", "x", 100))
 	must("CreateRoom(b)", s.CreateRoom(ctx, "b", cfg, 0))
 	sub, err := s.Subscribe(ctx, "b")
 	must("Subscribe(b)", err)
 	must("Publish(b)", s.Publish(ctx, session.Event{Type: session.EventJoined, Room: "b", Peer: "p"}))
-	checkKeys("two rooms", 4) // a's hash and x's (empty) mailbox, b's hash, the index
+	checkKeys("two rooms", 6) // a's hash, x's (empty) mailbox and a's ledger, b's hash, the two indexes
 
 	deadline := time.Now().Add(5 * time.Second)
 	for len(roomKeys(t, c, prefix)) > 0 {

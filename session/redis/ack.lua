@@ -39,11 +39,10 @@ m.cnt = math.max(0, m.cnt - redis.call('XTRIM', key, 'MINID', '0-' .. ARGV[4]))
 -- evicted: it is given back.
 if tonumber(ARGV[4]) > m.last then
   m.cnt = redis.call('XLEN', key)
-  if m.cnt == 0 then
+  if m.cnt == 0 and m.bytes > 0 then
     m.bytes = 0
     release(r.gen, m.box)
   end
 end
-save(r)
-touch(r)
+touch_counts(r, m)
 return {'OK'}

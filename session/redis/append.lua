@@ -30,8 +30,9 @@ if not to or sender.key == '' then
   return {'HSINCOMPLETE'}
 end
 -- The bound is on what the mailbox holds (what it costs Redis), not on
--- to.cnt, which still counts messages that Redis evicted.
-if redis.call('XLEN', box_key(to.box)) >= r.maxp then
+-- to.cnt, which still counts messages that Redis evicted (so it is never
+-- less: below the bound, the mailbox is too).
+if to.cnt >= r.maxp and redis.call('XLEN', box_key(to.box)) >= r.maxp then
   return {'MAILBOXFULL'}
 end
 -- The bytes waiting are what the room says (after an eviction, more than
@@ -55,9 +56,8 @@ redis.call('XADD', box_key(to.box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[
 to.cnt = to.cnt + 1
 to.bytes = to.bytes + size
 to.last = r.seq
-save(r)
-touch(r)
 count(r, to.box, source, size)
+touch_counts(r, to)
 local n, v = r.seq, {}
 while n >= 128 do
   v[#v + 1] = string.char(n % 128 + 128)

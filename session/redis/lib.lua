@@ -221,9 +221,7 @@ local function uncount(source, n)
     keys[2] = source_key(source)
   end
   for _, k in ipairs(keys) do
-    if tonumber(redis.call('GET', k) or 0) > n then
-      redis.call('DECRBY', k, n)
-    else
+    if redis.call('DECRBY', k, n) <= 0 then
       redis.call('DEL', k)
     end
   end
@@ -264,13 +262,14 @@ local function release_some(gen, box, source, n)
   if n <= 0 then
     return
   end
+  uncount(source, n)
   if held > n then
     redis.call('HINCRBY', lk, f, -n)
   else
+    -- The ledger stays, even empty, while its room lives (the next
+    -- message would make it anew); the sweeper forgets it with the room.
     redis.call('HDEL', lk, f)
   end
-  uncount(source, n)
-  forget_if_empty(gen)
 end
 
 -- box_keys returns the keys of every mailbox of room r.
@@ -383,6 +382,19 @@ local function save(r)
   end
 end
 
+-- save_counts writes what Append and Ack change, the room's seq and
+-- member m's counts, with the room's expiry (after touch_counts has set
+-- r.exp): one HSET of a few fields instead of save's whole room.
+local function save_counts(r, m)
+  local p
+  for i, x in ipairs(r.members) do
+    if x == m then
+      p = 'm' .. i .. '.'
+    end
+  end
+  return {'seq', int(r.seq), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last), p .. 'bytes', int(m.bytes)}
+end
+
 -- grace_end returns when m's grace period ends, plus the margin (Go's
 -- GraceMargin), after which nothing of m is kept: its mailbox expires then.
 local function grace_end(r, m)
@@ -422,6 +434,10 @@ local function due(r)
   return t
 end
 
+-- fresh lists the counters that count (adds) to, which must live as
+-- long as the ledger at least: sync_ledger extends them.
+local fresh = {}
+
 -- sync_ledger scores r's ledger, if it has one, by due(r) in the ledger
 -- index, and keeps it alive at least ledger_life after r: when r.exp
 -- comes within ledger_life of the ledger's until, until moves to
@@ -433,13 +449,21 @@ local function sync_ledger(r)
   if redis.call('EXISTS', lk) == 0 then
     return nil
   end
-  redis.call('ZADD', ledgers_key, int(due(r)), r.gen .. room_id)
+  local added = redis.call('ZADD', ledgers_key, int(due(r)), r.gen .. room_id) == 1
   local t = tonumber(redis.call('HGET', lk, 'until') or 0)
   if t >= r.exp + ledger_life then
-    -- The index too, in case the ZADD made it anew (evicted).
-    extend(ledgers_key, t)
+    -- The index lives as long as every ledger in it: only a new entry
+    -- (or one the ZADD made anew, evicted) may need it longer.
+    if added then
+      extend(ledgers_key, t)
+    end
+    for _, k in ipairs(fresh) do
+      extend(k, t)
+    end
+    fresh = {}
     return t
   end
+  fresh = {}
   t = r.exp + 2 * ledger_life
   redis.call('HSET', lk, 'until', int(t))
   redis.call('PEXPIREAT', lk, int(t))
@@ -455,31 +479,40 @@ local function sync_ledger(r)
 end
 
 -- count adds n bytes from source, stored in mailbox box of r, to r's
--- ledger and to the counters, which then expire no earlier than the
--- ledger (on a Cluster, the Go side has added them to the source's
--- counter already). It must follow touch, which sets r.exp.
+-- ledger and to the counters (on a Cluster, the Go side has added them
+-- to the source's counter already). It must precede expire (or
+-- touch_counts), whose sync_ledger makes the counters expire no earlier
+-- than the ledger: a counter new to the ledger or new altogether is
+-- extended then; the others already live that long.
 local function count(r, box, source, n)
   if n == 0 then
     return
   end
-  redis.call('HINCRBY', ledger_key(r.gen), box .. ':' .. source, n)
-  local t = sync_ledger(r)
+  local new = redis.call('HINCRBY', ledger_key(r.gen), box .. ':' .. source, n) == n
   local keys = {total_key}
   if source ~= '' and not cluster then
     keys[2] = source_key(source)
   end
   for _, k in ipairs(keys) do
-    redis.call('INCRBY', k, n)
-    extend(k, t)
+    if redis.call('INCRBY', k, n) == n or new then
+      fresh[#fresh + 1] = k
+    end
   end
 end
 
 -- expire sets the expiry of the room and all its keys to r.exp; the
 -- mailbox of a disconnected member expires when its grace ends, if that
--- is earlier. The ledger follows (sync_ledger).
-local function expire(r)
+-- is earlier. The ledger follows (sync_ledger). fields, if given, are
+-- more field, value pairs of the room hash to write with exp.
+local function expire(r, fields)
   local exp = int(r.exp)
-  redis.call('HSET', room_key, 'exp', exp)
+  if fields then
+    fields[#fields + 1] = 'exp'
+    fields[#fields + 1] = exp
+    redis.call('HSET', room_key, unpack(fields))
+  else
+    redis.call('HSET', room_key, 'exp', exp)
+  end
   redis.call('PEXPIREAT', room_key, exp)
   redis.call('PEXPIREAT', box_key(r.nextbox), exp)
   for _, m in ipairs(r.members) do
@@ -489,10 +522,12 @@ local function expire(r)
     end
     redis.call('PEXPIREAT', box_key(m.box), int(e))
   end
-  redis.call('ZADD', index_key, exp, room_id)
-  local pttl = redis.call('PTTL', index_key)
-  if pttl < 0 or now + pttl < r.exp then
-    redis.call('PEXPIREAT', index_key, exp)
+  if redis.call('ZADD', index_key, exp, room_id) == 1 then
+    -- A new room (or the index is new): the index must live as long.
+    extend(index_key, r.exp)
+  else
+    -- The index has an expiry: the room's earlier one at least.
+    redis.call('PEXPIREAT', index_key, exp, 'GT')
   end
   sync_ledger(r)
 end
@@ -503,6 +538,14 @@ end
 local function touch(r)
   r.exp = limit(r, now + r.ttlms)
   expire(r)
+end
+
+-- touch_counts is touch for Append and Ack, which change no member but
+-- m's counts: they are written with the expiry (save_counts) instead of
+-- by save.
+local function touch_counts(r, m)
+  r.exp = limit(r, now + r.ttlms)
+  expire(r, save_counts(r, m))
 end
 
 -- find returns the index and the member with id, or nil.
