@@ -322,6 +322,25 @@ func (s *Server) Kill() {
 	}
 }
 
+// running reports whether the server's process runs (it may be paused).
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+// output returns the output of the server's latest process, which is
+// kept after it has ended; "" if it never started.
+func (s *Server) output() string {
+	s.mu.Lock()
+	out := s.out
+	s.mu.Unlock()
+	if out == nil {
+		return ""
+	}
+	return out.String()
+}
+
 // Pause freezes the server (SIGSTOP): it keeps its connections and the
 // kernel still accepts new ones, but it answers nothing, like a hung Redis
 // or one behind a network partition. Resume undoes it; Stop works either
