@@ -2,9 +2,17 @@
 // loopback port, without persistence, stopped when the test ends. Nothing
 // is mocked.
 //
-// Where redis-server is not installed, tests that start one are skipped,
-// unless the environment sets KEYRELAY_REQUIRE_REDIS=1 (as CI does), which
-// makes them fail instead.
+// Besides one server (Start, StartServer) or a one-node cluster
+// (StartCluster), it starts the deployments whose failures a client must
+// survive: a Redis Cluster of several masters with replicas
+// (StartShardedCluster), and a master, a replica and a Sentinel
+// (StartSentinel). Each can lose its master (KillMaster) and report when a
+// replica has taken its place (WaitHealthy, WaitFailover).
+//
+// Where redis-server (or, for StartShardedCluster, redis-cli) is not
+// installed, tests that start one are skipped, unless the environment
+// sets KEYRELAY_REQUIRE_REDIS=1 (as CI does), which makes them fail
+// instead.
 //
 //	func TestSomething(t *testing.T) {
 //		addr := redistest.Start(t) // "127.0.0.1:port"
