@@ -2,9 +2,17 @@
 // loopback port, without persistence, stopped when the test ends. Nothing
 // is mocked.
 //
-// Where redis-server is not installed, tests that start one are skipped,
-// unless the environment sets KEYRELAY_REQUIRE_REDIS=1 (as CI does), which
-// makes them fail instead.
+// Besides one server (Start, StartServer) or a one-node cluster
+// (StartCluster), it starts the deployments whose failures a client must
+// survive: a Redis Cluster of several masters with replicas
+// (StartShardedCluster), and a master, a replica and a Sentinel
+// (StartSentinel). Each can lose its master (KillMaster) and report when a
+// replica has taken its place (WaitHealthy, WaitFailover).
+//
+// Where redis-server (or, for StartShardedCluster, redis-cli) is not
+// installed, tests that start one are skipped, unless the environment
+// sets KEYRELAY_REQUIRE_REDIS=1 (as CI does), which makes them fail
+// instead.
 //
 //	func TestSomething(t *testing.T) {
 //		addr := redistest.Start(t) // "127.0.0.1:port"
@@ -13,11 +21,9 @@
 package redistest
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -48,15 +54,27 @@ type Server struct {
 	Addr string
 
 	// Static after StartServer.
-	t       testing.TB
-	bin     string
-	dir     string
-	cluster bool
-	extra   []string // more redis-server arguments
+	t     testing.TB
+	bin   string
+	dir   string
+	mode  mode
+	conf  string   // config file, the first argument, if any
+	extra []string // more redis-server arguments
 
 	mu   sync.Mutex
-	proc *process // guarded by mu; nil while stopped
+	proc *process    // guarded by mu; nil while stopped
+	out  *syncBuffer // guarded by mu; the latest process's output, kept after it ends
 }
+
+// mode is what a Server runs as.
+type mode int
+
+const (
+	standalone    mode = iota // a plain redis-server
+	soloCluster               // a cluster node serving every slot alone (StartCluster)
+	clusterMember             // a cluster node whose slots its Cluster assigns
+	sentinelMode              // a Redis Sentinel, configured by its conf file
+)
 
 // process is one run of redis-server.
 type process struct {
@@ -77,7 +95,7 @@ func Start(t testing.TB) string {
 // nothing on disk (--save "" --appendonly no): a restart loses all data.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
-	return start(t, false)
+	return start(t, standalone, "")
 }
 
 // StartServerArgs is StartServer with more redis-server arguments, such
@@ -86,7 +104,7 @@ func StartServer(t testing.TB) *Server {
 // does. Restart keeps them.
 func StartServerArgs(t testing.TB, args ...string) *Server {
 	t.Helper()
-	return start(t, false, args...)
+	return start(t, standalone, "", args...)
 }
 
 // StartCluster starts a redis-server in cluster mode that serves all 16384
@@ -95,23 +113,32 @@ func StartServerArgs(t testing.TB, args ...string) *Server {
 // Cluster does. Connect with redis.NewClusterClient.
 func StartCluster(t testing.TB) *Server {
 	t.Helper()
-	return start(t, true)
+	return start(t, soloCluster, "")
 }
 
-func start(t testing.TB, cluster bool, extra ...string) *Server {
+// start starts a server in mode m, stopped when t ends. A sentinel's conf
+// is the content of its config file (which Sentinel rewrites as it learns).
+func start(t testing.TB, m mode, conf string, extra ...string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		msg := fmt.Sprintf("redis-server is not installed (%v): install it (Debian: apt-get install redis-server) to run the Redis tests", err)
-		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("%s; %s=1 requires them", msg, RequireEnv)
+	bin := lookPath(t, "redis-server", "redis-server")
+	if m == sentinelMode {
+		// Debian's redis-sentinel package; else the same binary, told.
+		if b, err := exec.LookPath("redis-sentinel"); err == nil {
+			bin = b
+		} else {
+			extra = append([]string{"--sentinel"}, extra...)
 		}
-		t.Skipf("%s, or set %s=1 to fail instead of skipping", msg, RequireEnv)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), cluster: cluster, extra: extra}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), mode: m, extra: extra}
+	if m == sentinelMode {
+		s.conf = filepath.Join(s.dir, "sentinel.conf")
+		if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+	}
 	var errs []error
 	for range portTries {
-		port, err := freePort(cluster)
+		port, err := freePort(m == soloCluster || m == clusterMember)
 		if err != nil {
 			t.Fatalf("redistest: %v", err)
 		}
@@ -124,6 +151,21 @@ func start(t testing.TB, cluster bool, extra ...string) *Server {
 	}
 	t.Fatalf("redistest: could not start redis-server: %v", errors.Join(errs...))
 	return nil
+}
+
+// lookPath returns the path of the program prog, from the Debian package
+// pkg. Where it is missing it skips t, or fails it if RequireEnv is 1.
+func lookPath(t testing.TB, prog, pkg string) string {
+	t.Helper()
+	bin, err := exec.LookPath(prog)
+	if err != nil {
+		msg := fmt.Sprintf("%s is not installed (%v): install it (Debian: apt-get install %s) to run the Redis tests", prog, err, pkg)
+		if os.Getenv(RequireEnv) == "1" {
+			t.Fatalf("%s; %s=1 requires them", msg, RequireEnv)
+		}
+		t.Skipf("%s, or set %s=1 to fail instead of skipping", msg, RequireEnv)
+	}
+	return bin
 }
 
 // freePort returns a loopback TCP port that was free a moment ago. For a
@@ -155,7 +197,11 @@ func freePort(cluster bool) (int, error) {
 // launch starts redis-server on s.Addr and waits until it answers.
 func (s *Server) launch() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := []string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args,
 		"--port", port,
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -164,8 +210,8 @@ func (s *Server) launch() error {
 		"--daemonize", "no",
 		"--logfile", "",
 		"--loglevel", "warning",
-	}
-	if s.cluster {
+	)
+	if s.mode == soloCluster || s.mode == clusterMember {
 		args = append(args,
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(s.dir, "nodes-"+port+".conf"))
@@ -187,7 +233,7 @@ func (s *Server) launch() error {
 		return fmt.Errorf("%s: %w (output: %q)", s.Addr, err, out.String())
 	}
 	s.mu.Lock()
-	s.proc = p
+	s.proc, s.out = p, out
 	s.mu.Unlock()
 	return nil
 }
@@ -210,7 +256,7 @@ func (s *Server) awaitReady(p *process) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !s.cluster {
+	if s.mode != soloCluster {
 		return nil
 	}
 	if info, err := s.do("CLUSTER", "INFO"); err != nil {
@@ -235,44 +281,15 @@ func (s *Server) awaitReady(p *process) error {
 // do sends one command to the server on a new connection and returns the
 // reply, a simple or bulk string; an error reply is an error.
 func (s *Server) do(args ...string) (string, error) {
-	conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	reply, err := command(s.Addr, args...)
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	str, ok := reply.(string)
+	if !ok {
+		return "", fmt.Errorf("unexpected reply %#v", reply)
 	}
-	if _, err := conn.Write(b.Bytes()); err != nil {
-		return "", err
-	}
-	r := bufio.NewReader(conn)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	switch {
-	case strings.HasPrefix(line, "+"):
-		return line[1:], nil
-	case strings.HasPrefix(line, "-"):
-		return "", errors.New(line[1:])
-	case strings.HasPrefix(line, "$"):
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return "", fmt.Errorf("unexpected reply %q", line)
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
-	default:
-		return "", fmt.Errorf("unexpected reply %q", line)
-	}
+	return str, nil
 }
 
 // URL returns the server's URL, redis://127.0.0.1:port.
@@ -296,6 +313,40 @@ func (s *Server) Stop() {
 	case <-time.After(stopTimeout):
 		p.kill()
 	}
+}
+
+// Kill kills the server (SIGKILL), as a crash or the kernel's OOM killer
+// would, and waits for it to exit: unlike Stop, it gives the server no
+// chance to close its connections or tell its replicas (the kernel resets
+// the connections). Restart starts it again; killing a stopped server does
+// nothing.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.kill()
+	}
+}
+
+// running reports whether the server's process runs (it may be paused).
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+// output returns the output of the server's latest process, which is
+// kept after it has ended; "" if it never started.
+func (s *Server) output() string {
+	s.mu.Lock()
+	out := s.out
+	s.mu.Unlock()
+	if out == nil {
+		return ""
+	}
+	return out.String()
 }
 
 // Pause freezes the server (SIGSTOP): it keeps its connections and the
