@@ -313,7 +313,13 @@ func (s *RedisStore) backendErr(ctx context.Context, op string, err error) error
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return redisx.Wrap(ctx, "redis "+op, ErrUnavailable, err)
+	err = redisx.Wrap(ctx, "redis "+op, ErrUnavailable, err)
+	if s.cluster != nil && errors.Is(err, ErrUnavailable) {
+		// A master may have failed over: go-redis learns the new map of
+		// the slots from MOVED replies, not from a dead node.
+		s.cluster.ReloadState(s.bg)
+	}
+	return err
 }
 
 // msString formats d in milliseconds for the scripts' arithmetic, up to

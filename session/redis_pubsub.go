@@ -314,6 +314,9 @@ func (s *RedisStore) unsubscribed(p *redisPubSub, channel string) {
 // lost ends every subscription carried by p, whose connection failed with
 // err, and closes p.
 func (s *RedisStore) lost(p *redisPubSub, err error) {
+	if s.cluster != nil {
+		s.cluster.ReloadState(s.bg) // the master may have failed over
+	}
 	s.mu.Lock()
 	if s.ps[p.addr] == p {
 		delete(s.ps, p.addr)

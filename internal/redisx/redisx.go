@@ -78,6 +78,10 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, invalid(err)
 		}
+		// go-redis reloads its map of the slots on MOVED and ASK, not
+		// when a master it knows stops answering: after a failover it
+		// would try the dead master for up to a minute (its default).
+		opt.ClusterStateReloadInterval = ClusterStateReload
 		opt.ContextTimeoutEnabled = true
 		if !retries {
 			opt.MaxRetries = -1
@@ -95,6 +99,12 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 		return redis.NewClient(opt), nil
 	}
 }
+
+// ClusterStateReload is how often a Cluster client of NewClient reloads
+// its map of the slots (CLUSTER SLOTS, one small call) when it is used;
+// callers that see a connection fail should also ask for a reload at
+// once (redis.ClusterClient.ReloadState), as the session store does.
+const ClusterStateReload = 5 * time.Second
 
 // SetLogger sends go-redis's own log lines (connection failures and the
 // like; never keys or values) to logger at warn level instead of the
