@@ -54,6 +54,9 @@
 //	--max-queued-bytes-total KEYRELAY_MAX_QUEUED_BYTES_TOTAL bytes of frames queued for all clients (default 0: 1/32 of the memory plan; -1 no limit)
 //	--room-ttl       KEYRELAY_ROOM_TTL       idle time after which a room expires (default 10m)
 //	--resume-grace   KEYRELAY_RESUME_GRACE   how long a dropped peer keeps its place (default 2m)
+//	--redis-partitions KEYRELAY_REDIS_PARTITIONS on a Redis Cluster: partitions the rooms spread over, a slot each (default 0: 256)
+//	--redis-wait-replicas KEYRELAY_REDIS_WAIT_REPLICAS replicas that must have a message before "sent" (Redis WAIT; default 0)
+//	--redis-wait-timeout KEYRELAY_REDIS_WAIT_TIMEOUT the longest such wait (default 1s)
 //	--instance-lease KEYRELAY_INSTANCE_LEASE with Redis: this instance's lease; a dead instance's peers are marked dropped within it plus a second (default 15s)
 //	--ping-interval  KEYRELAY_PING_INTERVAL  keepalive ping interval (default 20s)
 //	--write-timeout  KEYRELAY_WRITE_TIMEOUT  timeout of each frame write (default 10s)
@@ -191,6 +194,9 @@ type config struct {
 	limits      limits.Config
 	budget      session.Budget // the store's: bytes waiting per source and in total
 	lease       time.Duration  // --instance-lease
+	partitions  int            // --redis-partitions
+	waitReplica int            // --redis-wait-replicas
+	waitTimeout time.Duration  // --redis-wait-timeout
 	mem         memoryPlan     // what the derived memory limits come from
 
 	debugAddr       string // "" none
@@ -299,6 +305,9 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (c
 	intFlag(&queuedTotal, "max-queued-bytes-total", "KEYRELAY_MAX_QUEUED_BYTES_TOTAL", 0, "bytes of frames queued for all clients of this instance; over it, clients that do not read are closed with 4408 within --slow-reader-timeout; 0: 1/32 of the memory plan; -1 for no limit")
 	intFlag(&maxPendingBytes, "max-pending-bytes", "KEYRELAY_MAX_PENDING_BYTES", 1<<20, "bytes of unacknowledged message bodies waiting for one peer (over: mailbox_full); at least --max-frame-bytes")
 	durFlag(&c.relay.RoomTTL, "room-ttl", "KEYRELAY_ROOM_TTL", 10*time.Minute, "idle time after which a room expires")
+	intFlag(&c.partitions, "redis-partitions", "KEYRELAY_REDIS_PARTITIONS", 0, "on a Redis Cluster: the partitions rooms are spread over, a hash slot each, spaced evenly (every instance must use the same number); 0: 256; at most 16384; must be 0 or 1 on one Redis or Sentinel")
+	intFlag(&c.waitReplica, "redis-wait-replicas", "KEYRELAY_REDIS_WAIT_REPLICAS", 0, "replicas that must have a message (Redis WAIT) before its sender gets sent, so that a master failing over loses none; costs a replication round trip per message; 0: none (asynchronous replication: a failover may lose the last confirmed messages)")
+	durFlag(&c.waitTimeout, "redis-wait-timeout", "KEYRELAY_REDIS_WAIT_TIMEOUT", time.Second, "with --redis-wait-replicas: the longest wait for the replicas; after it the message is confirmed all the same, with a warning in the log")
 	durFlag(&c.lease, "instance-lease", "KEYRELAY_INSTANCE_LEASE", 15*time.Second, "with --redis-url: this instance's lease in Redis, renewed every third of it; when an instance dies, the others mark its peers dropped (their partners get peer_left) within the lease plus a second; at least 3s")
 	durFlag(&c.relay.ResumeGrace, "resume-grace", "KEYRELAY_RESUME_GRACE", 2*time.Minute, "how long a dropped peer keeps its place; when it ends the peer and its mailbox go, and a room whose peers are all dropped goes when the last grace ends (plus 5 s)")
 	durFlag(&c.relay.EmptyRoomTTL, "empty-room-ttl", "KEYRELAY_EMPTY_ROOM_TTL", 2*time.Minute, "idle time after which a room with no peer (all left) expires; at most --room-ttl")
@@ -507,7 +516,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, reload 
 			rl.DisconnectAll("this relay lost its lease in Redis; resume")
 		}
 	}
-	store, err := newStore(ctx, client, storeOptions{allowEviction: c.redisEvict, budget: c.budget, lease: c.lease, onLeaseLost: onLeaseLost}, logger)
+	store, err := newStore(ctx, client, storeOptions{allowEviction: c.redisEvict, budget: c.budget, lease: c.lease, onLeaseLost: onLeaseLost, partitions: c.partitions, waitReplicas: c.waitReplica, waitTimeout: c.waitTimeout}, logger)
 	if err != nil {
 		return err
 	}
@@ -735,6 +744,9 @@ type storeOptions struct {
 	allowEviction bool           // --redis-allow-eviction
 	budget        session.Budget // --max-pending-bytes-per-ip, --max-pending-bytes-total
 	lease         time.Duration  // --instance-lease
+	partitions    int            // --redis-partitions
+	waitReplicas  int            // --redis-wait-replicas
+	waitTimeout   time.Duration  // --redis-wait-timeout
 	onLeaseLost   func()         // called when this instance's lease in Redis ended unrenewed
 }
 
@@ -751,7 +763,7 @@ func newStore(ctx context.Context, client redis.UniversalClient, o storeOptions,
 	var lastLog time.Time
 	for {
 		dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: o.allowEviction, Budget: o.budget, LeaseTTL: o.lease, OnLeaseLost: o.onLeaseLost, Logger: logger})
+		s, err := session.NewRedisStore(dialCtx, session.RedisConfig{Client: client, AllowEviction: o.allowEviction, Budget: o.budget, LeaseTTL: o.lease, OnLeaseLost: o.onLeaseLost, Partitions: o.partitions, WaitReplicas: o.waitReplicas, WaitTimeout: o.waitTimeout, Logger: logger})
 		cancel()
 		if err == nil {
 			logger.Info("session state in Redis")

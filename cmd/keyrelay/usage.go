@@ -23,7 +23,7 @@ var flagGroups = []struct {
 	{"Network and HTTP", []string{"addr", "tls-cert", "tls-key", "hsts-max-age", "trusted-proxies", "allowed-origins",
 		"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "max-header-bytes",
 		"metrics-addr", "debug-addr"}},
-	{"Redis (many instances)", []string{"redis-url", "redis-allow-eviction", "instance-lease"}},
+	{"Redis (many instances)", []string{"redis-url", "redis-allow-eviction", "instance-lease", "redis-partitions", "redis-wait-replicas", "redis-wait-timeout"}},
 	{"Rooms and the protocol", []string{"room-ttl", "resume-grace", "empty-room-ttl", "client-room-ids", "min-room-id-length",
 		"allow-legacy-groups", "ping-interval", "write-timeout", "slow-reader-timeout", "key-reuse-window"}},
 	{"Limits per client", []string{"max-frame-bytes", "frames-per-second", "bytes-per-second", "max-conns-per-ip",
