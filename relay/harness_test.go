@@ -30,18 +30,28 @@ type testRelay struct {
 	*relaytest.Server
 }
 
-// storeEnv chooses the store the relay suite runs on: "memory" (unset) or
-// "redis". TestSuiteOnRedis runs the whole suite again with it set.
+// storeEnv chooses the store the relay suite runs on: "memory" (unset),
+// "redis", or "url" for the Redis that redisURLEnv locates (a Cluster or a
+// Sentinel set the parent test started). TestSuiteOnRedis,
+// TestSuiteOnRedisCluster and TestSuiteOnSentinel run the whole suite
+// again with it set.
 const storeEnv = "KEYRELAY_TEST_STORE"
 
+// redisURLEnv is the Redis URL of the "url" store.
+const redisURLEnv = "KEYRELAY_TEST_REDIS_URL"
+
 // newStore returns a fresh store of the kind storeEnv names: a memory store,
-// or a Redis store on a redis-server started for this test.
+// a Redis store on a redis-server started for this test, or one under a
+// prefix of the test's own on the Redis at redisURLEnv.
 func newStore(t testing.TB) session.Store {
 	t.Helper()
-	if os.Getenv(storeEnv) != "redis" {
-		return relaytest.NewMemoryStore()
+	switch os.Getenv(storeEnv) {
+	case "redis":
+		return relaytest.NewRedisStore(t, redistest.Start(t), "")
+	case "url":
+		return relaytest.NewRedisStoreURL(t, os.Getenv(redisURLEnv), "")
 	}
-	return relaytest.NewRedisStore(t, redistest.Start(t), "")
+	return relaytest.NewMemoryStore()
 }
 
 func newRelay(t testing.TB, cfg relay.Config) *testRelay {

@@ -127,12 +127,19 @@ func NewMemoryStore() session.Store {
 // store it is given.
 func NewRedisStore(t testing.TB, addr, prefix string) session.Store {
 	t.Helper()
+	return NewRedisStoreURL(t, "redis://"+addr, prefix)
+}
+
+// NewRedisStoreURL is NewRedisStore on the Redis that url locates: one
+// server, a Sentinel set or a Cluster (see session.RedisConfig.URL).
+func NewRedisStoreURL(t testing.TB, url, prefix string) session.Store {
+	t.Helper()
 	if prefix == "" {
 		prefix = "test:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := session.NewRedisStore(ctx, session.RedisConfig{URL: "redis://" + addr, Prefix: prefix, SweepInterval: sweepInterval})
+	s, err := session.NewRedisStore(ctx, session.RedisConfig{URL: url, Prefix: prefix, SweepInterval: sweepInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
