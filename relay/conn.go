@@ -61,6 +61,8 @@ type conn struct {
 	superseded          bool   // a newer connection resumed this peer
 	stopForward         context.CancelFunc
 	forwardDone         chan struct{}
+
+	held heldAck // the ack held back (Config.AckDelay); see ack.go
 }
 
 // newConn returns a connection on ws from ip, not yet serving; the server

@@ -285,7 +285,7 @@ func (c *conn) handleMsg(f *wire.ClientFrame) error {
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()
-	seq, err := c.s.store.Append(ctx, room, peer, c.source, body)
+	seq, err := c.appendWithAck(ctx, room, peer, body)
 	if err != nil {
 		return err
 	}
@@ -303,6 +303,10 @@ func (c *conn) handleAck(f *wire.ClientFrame) error {
 	room, peer := c.current()
 	if room == "" {
 		return errNotInRoom
+	}
+	if c.s.cfg.AckDelay > 0 {
+		c.holdAck(room, peer, *f.Seq)
+		return nil
 	}
 	ctx, cancel := c.storeCtx()
 	defer cancel()

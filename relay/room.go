@@ -409,6 +409,11 @@ func (c *conn) exitRoom(why exitReason) bool {
 		stop()
 		<-done
 	}
+	if why == exitGone {
+		c.dropHeldAck()
+	} else {
+		c.flushHeldAck() // the seat's acks, before its end is recorded
+	}
 	if why == exitGone || superseded {
 		return true
 	}

@@ -128,6 +128,17 @@ type Config struct {
 	MaxPendingBytes int64
 	// StoreTimeout bounds each call to the session store. Zero means 5 s.
 	StoreTimeout time.Duration
+	// AckDelay, if positive, lets the relay hold a client's ack for up to
+	// that long before storing it: an ack followed within AckDelay by a
+	// message from the same client is stored with the message, in one
+	// call (stores that offer AppendAck, such as the Redis store, do both
+	// in one script), and acks that follow one another are stored once,
+	// as the last. Acknowledged messages then stay in the store up to
+	// AckDelay longer, counting against the mailbox's bounds, and a
+	// client that resumes gets nothing twice (it sends last_seq). Acks
+	// held when a connection ends are stored then. Zero (the default)
+	// stores every ack at once.
+	AckDelay time.Duration
 	// AllowedOrigins lists the origins browsers may connect from, as
 	// host patterns ("example.com", "*.example.com") or
 	// "scheme://host" patterns, matched with path.Match. Nil or empty means
@@ -225,7 +236,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("relay: MaxPendingBytes %d is below MaxFrameBytes %d: a largest message would never fit", c.MaxPendingBytes, c.MaxFrameBytes)
 	case int64(c.ByteBurst) < c.MaxFrameBytes:
 		return fmt.Errorf("relay: ByteBurst %d is below MaxFrameBytes %d: a largest message would never fit", c.ByteBurst, c.MaxFrameBytes)
-	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.EmptyRoomTTL < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0:
+	case c.WriteTimeout < 0 || c.PingInterval < 0 || c.PingTimeout < 0 || c.RoomTTL < 0 || c.ResumeGrace < 0 || c.EmptyRoomTTL < 0 || c.StoreTimeout < 0 || c.SlowReaderTimeout < 0 || c.AckDelay < 0:
 		return errors.New("relay: durations must not be negative")
 	case c.PingInterval >= c.RoomTTL/2:
 		// A connected member's keepalive touches its room every third of

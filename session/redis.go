@@ -472,6 +472,17 @@ func (s *RedisStore) SetKey(ctx context.Context, room, id, group, key string) (R
 // number is used), an error wrapping ErrUnavailable, and ErrClosed after
 // Close.
 func (s *RedisStore) Append(ctx context.Context, room, from, source string, body []byte) (uint64, error) {
+	return s.AppendAck(ctx, room, from, source, body, 0)
+}
+
+// AppendAck is Append, which, if it stores the message, also applies the
+// sender's own acknowledgement of the messages for it up to and
+// including ack, as Ack(ctx, room, from, ack) would, in the same atomic
+// step (no acknowledgement if ack is 0). A relay that folds a
+// conversation's acknowledgements into its replies saves Redis a script
+// and a round trip per message. If it returns an error, nothing was
+// acknowledged.
+func (s *RedisStore) AppendAck(ctx context.Context, room, from, source string, body []byte, ack uint64) (uint64, error) {
 	if body == nil {
 		body = []byte{}
 	}
@@ -487,8 +498,12 @@ func (s *RedisStore) Append(ctx context.Context, room, from, source string, body
 		per = 0
 	}
 	_, othersBytes := s.others(s.partOf(room))
+	keep := uint64(0)
+	if ack > 0 {
+		keep = min(ack, maxLuaSeq) + 1
+	}
 	v, err := s.runWait(ctx, "append", scriptAppend, room, true, from, body, s.channel(room), prefix,
-		source, per, s.budget.Total, othersBytes)
+		source, per, s.budget.Total, othersBytes, strconv.FormatUint(keep, 10))
 	if err != nil {
 		if s.cluster != nil && source != "" {
 			s.giveBack(ctx, []string{source, strconv.Itoa(len(body))})

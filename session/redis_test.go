@@ -579,3 +579,58 @@ func TestRedisStoreGraceEndsWithoutCalls(t *testing.T) {
 		t.Errorf("%d keys of room r after a's grace ended, want 0", n)
 	}
 }
+
+// TestRedisStoreAppendAck checks AppendAck: the sender's acknowledgement
+// is applied with its message, in one step, and not at all when the
+// message is refused.
+func TestRedisStoreAppendAck(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	ctx := t.Context()
+	s := newRedisStore(t, srv.URL(), uniquePrefix(t, false))
+	keyedRoom(t, s)
+	for i := range 3 {
+		if _, err := s.Append(ctx, "r", "a", "", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := func(id string) int {
+		t.Helper()
+		msgs, err := s.Pending(ctx, "r", id, 0)
+		if err != nil {
+			t.Fatalf("Pending(%s): %v", id, err)
+		}
+		return len(msgs)
+	}
+	// b answers, acknowledging the first two of a's three.
+	seq, err := s.AppendAck(ctx, "r", "b", "", []byte("reply"), 2)
+	if err != nil || seq != 4 {
+		t.Fatalf("AppendAck = %d, %v; want 4, nil", seq, err)
+	}
+	if n := pending("b"); n != 1 {
+		t.Errorf("%d messages wait for b after it acknowledged 2 of 3, want 1", n)
+	}
+	if n := pending("a"); n != 1 {
+		t.Errorf("%d messages wait for a, want b's reply", n)
+	}
+	// A refused message acknowledges nothing: a is not a member.
+	if _, err := s.AppendAck(ctx, "r", "nobody", "", []byte("x"), 3); !errors.Is(err, session.ErrNotMember) {
+		t.Errorf("AppendAck from a stranger: %v, want ErrNotMember", err)
+	}
+	// Nor does one over the mailbox's bound (longCfg's MaxPending).
+	room, err := s.Room(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range room.Config.MaxPending - 1 {
+		if _, err := s.Append(ctx, "r", "b", "", []byte("fill")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.AppendAck(ctx, "r", "b", "", []byte("over"), 3); !errors.Is(err, session.ErrMailboxFull) {
+		t.Fatalf("AppendAck over MaxPending: %v, want ErrMailboxFull", err)
+	}
+	if n := pending("b"); n != 1 {
+		t.Errorf("%d messages wait for b after a refused AppendAck, want 1 (nothing acknowledged)", n)
+	}
+}

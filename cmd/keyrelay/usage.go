@@ -25,7 +25,7 @@ var flagGroups = []struct {
 		"metrics-addr", "debug-addr"}},
 	{"Redis (many instances)", []string{"redis-url", "redis-allow-eviction", "instance-lease", "redis-partitions", "redis-wait-replicas", "redis-wait-timeout"}},
 	{"Rooms and the protocol", []string{"room-ttl", "resume-grace", "empty-room-ttl", "client-room-ids", "min-room-id-length",
-		"allow-legacy-groups", "ping-interval", "write-timeout", "slow-reader-timeout", "key-reuse-window"}},
+		"allow-legacy-groups", "ping-interval", "write-timeout", "slow-reader-timeout", "key-reuse-window", "ack-delay"}},
 	{"Limits per client", []string{"max-frame-bytes", "frames-per-second", "bytes-per-second", "max-conns-per-ip",
 		"max-accept-per-ip", "joins-per-ip", "join-window", "joins-per-room", "room-window", "rooms-per-ip",
 		"max-pending", "max-pending-bytes", "max-pending-bytes-per-ip", "send-queue", "max-queued-bytes"}},

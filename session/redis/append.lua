@@ -7,7 +7,9 @@
 -- ARGV[8] and ARGV[9]: the store's Budget.PerSource and Budget.Total (0:
 -- no bound; PerSource is 0 on a Cluster, where the Go side checks it),
 -- ARGV[10]: the bytes waiting in the other partitions, as the Go side last
--- counted them (0 with one partition). Returns {"OK", seq}.
+-- counted them (0 with one partition), ARGV[11]: the sender's own
+-- acknowledgement to apply first, if the message is stored, as Ack's
+-- lowest sequence number to keep ("0": none). Returns {"OK", seq}.
 local r = lookup()
 if not r then
   return gone()
@@ -50,6 +52,10 @@ end
 if source ~= '' and per > 0 and tonumber(redis.call('GET', source_key(source)) or 0) + size > per then
   return {'SOURCEBUDGET'}
 end
+local keep = tonumber(ARGV[11])
+if keep > 0 then
+  ack(r, sender, keep)
+end
 r.seq = r.seq + 1
 -- s, last, so that pending.lua finds f and b where they always were.
 redis.call('XADD', box_key(to.box), '0-' .. int(r.seq), 'f', ARGV[3], 'b', ARGV[4], 's', source)
@@ -57,7 +63,11 @@ to.cnt = to.cnt + 1
 to.bytes = to.bytes + size
 to.last = r.seq
 count(r, to.box, source, size)
-touch_counts(r, to)
+if keep > 0 then
+  touch_counts(r, to, sender)
+else
+  touch_counts(r, to)
+end
 local n, v = r.seq, {}
 while n >= 128 do
   v[#v + 1] = string.char(n % 128 + 128)

@@ -382,17 +382,23 @@ local function save(r)
   end
 end
 
--- save_counts writes what Append and Ack change, the room's seq and
--- member m's counts, with the room's expiry (after touch_counts has set
--- r.exp): one HSET of a few fields instead of save's whole room.
-local function save_counts(r, m)
-  local p
-  for i, x in ipairs(r.members) do
-    if x == m then
-      p = 'm' .. i .. '.'
+-- save_counts returns what Append and Ack change, the room's seq and
+-- the counts of the members given, as fields of the room hash for expire
+-- to write with the room's expiry: one HSET of a few fields instead of
+-- save's whole room.
+local function save_counts(r, ...)
+  local f = {'seq', int(r.seq)}
+  for _, m in ipairs({...}) do
+    for i, x in ipairs(r.members) do
+      if x == m then
+        local p = 'm' .. i .. '.'
+        f[#f + 1], f[#f + 2] = p .. 'cnt', int(m.cnt)
+        f[#f + 1], f[#f + 2] = p .. 'last', int(m.last)
+        f[#f + 1], f[#f + 2] = p .. 'bytes', int(m.bytes)
+      end
     end
   end
-  return {'seq', int(r.seq), p .. 'cnt', int(m.cnt), p .. 'last', int(m.last), p .. 'bytes', int(m.bytes)}
+  return f
 end
 
 -- grace_end returns when m's grace period ends, plus the margin (Go's
@@ -541,11 +547,11 @@ local function touch(r)
 end
 
 -- touch_counts is touch for Append and Ack, which change no member but
--- m's counts: they are written with the expiry (save_counts) instead of
--- by save.
-local function touch_counts(r, m)
+-- the counts of the members given: they are written with the expiry
+-- (save_counts) instead of by save.
+local function touch_counts(r, ...)
   r.exp = limit(r, now + r.ttlms)
-  expire(r, save_counts(r, m))
+  expire(r, save_counts(r, ...))
 end
 
 -- find returns the index and the member with id, or nil.
@@ -601,6 +607,48 @@ local function prune(r)
   r.exp = limit(r, r.exp)
   expire(r)
   return true
+end
+
+-- ack discards the messages for member m of r below keep (the lowest
+-- sequence number to keep), giving their bytes back. The caller saves
+-- m's counts (touch_counts).
+local function ack(r, m, keep)
+  local key = box_key(m.box)
+  -- The bytes released: the bodies of the entries below the lowest kept,
+  -- in all and by the source each came from (s; "" if none, or if stored
+  -- before sources were).
+  local freed, by_source = 0, {}
+  if keep > 1 then
+    for _, e in ipairs(redis.call('XRANGE', key, '-', '0-' .. int(keep - 1))) do
+      local f = e[2]
+      local size, source = 0, ''
+      for j = 1, #f, 2 do
+        if f[j] == 'b' then
+          size = #f[j + 1]
+        elseif f[j] == 's' then
+          source = f[j + 1]
+        end
+      end
+      freed = freed + size
+      by_source[source] = (by_source[source] or 0) + size
+    end
+  end
+  for source, n in pairs(by_source) do
+    release_some(r.gen, m.box, source, n)
+  end
+  m.bytes = math.max(0, m.bytes - freed)
+  m.cnt = math.max(0, m.cnt - redis.call('XTRIM', key, 'MINID', '0-' .. int(keep)))
+  -- Once the member has acknowledged every message stored for it, nothing
+  -- it could still miss is lost: the mailbox holds what is left. If that
+  -- is nothing, what the room and the ledger still count for it was
+  -- evicted: it is given back.
+  if keep > m.last then
+    m.cnt = redis.call('XLEN', key)
+    if m.cnt == 0 and m.bytes > 0 then
+      m.bytes = 0
+      release(r.gen, m.box)
+    end
+  end
 end
 
 -- equal compares two strings in time that depends only on their length.
