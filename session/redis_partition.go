@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,6 +133,10 @@ type census struct {
 	bytes    []int64 // guarded by mu
 	sumRooms int64   // guarded by mu
 	sumBytes int64   // guarded by mu
+	// updates counts the updates of each partition from scripts, so that
+	// a census does not overwrite with its older count a partition that a
+	// script updated while the census was under way.
+	updates []uint64 // guarded by mu
 }
 
 // update records partition p's counts.
@@ -144,12 +149,16 @@ func (c *census) update(p int, rooms, bytes int64) {
 	c.sumRooms += rooms - c.rooms[p]
 	c.sumBytes += bytes - c.bytes[p]
 	c.rooms[p], c.bytes[p] = rooms, bytes
+	c.updates[p]++
 }
 
 // takeCensus counts the live rooms and the bytes waiting in every
 // partition, in one pipeline (on a Cluster, one round trip per shard),
 // records them for others, and returns the sums.
 func (s *RedisStore) takeCensus(ctx context.Context) (rooms, bytes int64, err error) {
+	s.census.mu.Lock()
+	before := slices.Clone(s.census.updates)
+	s.census.mu.Unlock()
 	cmds, err := evalAll(ctx, s.client, scriptRooms, len(s.parts), func(i int) ([]string, []any) {
 		return []string{s.parts[i].index, s.parts[i].total}, nil
 	})
@@ -168,13 +177,22 @@ func (s *RedisStore) takeCensus(ctx context.Context) (rooms, bytes int64, err er
 		if b[i], err = strconv.ParseInt(v[2], 10, 64); err != nil {
 			return 0, 0, fmt.Errorf("session: redis rooms: %w", err)
 		}
+	}
+	s.census.mu.Lock()
+	defer s.census.mu.Unlock()
+	if s.census.updates == nil {
+		s.census.updates = make([]uint64, len(s.parts))
+	}
+	for i := range r {
+		if before != nil && s.census.updates[i] != before[i] {
+			// A script reported a newer count meanwhile.
+			r[i], b[i] = s.census.rooms[i], s.census.bytes[i]
+		}
 		rooms += r[i]
 		bytes += b[i]
 	}
-	s.census.mu.Lock()
 	s.census.rooms, s.census.bytes = r, b
 	s.census.sumRooms, s.census.sumBytes = rooms, bytes
-	s.census.mu.Unlock()
 	return rooms, bytes, nil
 }
 

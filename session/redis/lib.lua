@@ -520,7 +520,11 @@ local function expire(r, fields)
     redis.call('HSET', room_key, 'exp', exp)
   end
   redis.call('PEXPIREAT', room_key, exp)
-  redis.call('PEXPIREAT', box_key(r.nextbox), exp)
+  if #r.members < 2 then
+    -- With two members, the next member's mailbox is a new, empty one:
+    -- there is no key to expire (join gives it to the member it admits).
+    redis.call('PEXPIREAT', box_key(r.nextbox), exp)
+  end
   for _, m in ipairs(r.members) do
     local e = r.exp
     if not m.conn then
