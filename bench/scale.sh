@@ -42,12 +42,13 @@
 #    of 1 pair, then a chat of 1 pair with CHECK_MESSAGES round trips.
 #    INFO commandstats alone cannot say which master a room's scripts
 #    ran on: the relay's sweeper runs scripts on every partition every
-#    second (the census of rooms and bytes, the instance lease). MONITOR
-#    shows each script's keys, so the script sorts them: scripts on the
-#    test's rooms (key P:room:ID), on the per-source byte counter
-#    (keyrelay:src:{SOURCE}), on admission-limit keys (keyrelay:limits:),
-#    and the rest (the background). It reports, per master, commandstats
-#    and these classes, and how many masters ran each room's scripts.
+#    second (the census of rooms and bytes, the ledger sweep), and the
+#    instance lease. MONITOR shows each script's keys, so the script
+#    sorts them: scripts on the test's rooms (key P:room:ID), on the
+#    per-source byte counter (keyrelay:src:{SOURCE}), on admission-limit
+#    keys (keyrelay:limits:), and the background (census, ledger sweep,
+#    lease, other). It reports, per master, commandstats and these
+#    classes, and how many masters ran each room's scripts.
 #
 # Every relay lifts the per-client limits as redis_cost.sh does (all
 # clients are 127.0.0.1) and logs at warn; the report ends with the
@@ -341,7 +342,7 @@ spread() {
 	log "$name: a cluster of $n masters"
 	cluster_up "$name" "$n"
 	relay_up "$name-relay.log" --redis-url "$CLUSTER_URL"
-	sleep 2 # the relay's first census and lease
+	sleep 2 # the relay's first sweeps
 	resetstat
 	for p in "${CPORTS[@]}"; do cpu0+=("$(redis_cpu "$p")"); done
 	log "$name: $ROOMS handshakes"
@@ -402,8 +403,8 @@ check() {
 		chat) load "$name-chat" --url "$URL" --scenario chat --pairs 1 --concurrency 1 --messages "$CHECK_MESSAGES" --size "$SIZE" ;;
 		esac
 		commandstats "$name-$phase"
-		monitor_stop
 		echo "$phase $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.3f", b - a}')" >>"$OUT/$name-windows.txt"
+		monitor_stop
 	done
 	stop "$RELAY" "${CPIDS[@]}"
 }
@@ -556,7 +557,7 @@ if shards:
           "Right after the run, per master: the room hashes it holds (`SCAN` for `keyrelay:{TAG}:room:ID`), the partitions "
           "whose room index it holds (of 256), and its commands since `CONFIG RESETSTAT` before the run (INFO commandstats; "
           "\"all\" counts the scripts' own commands too). Deviation: (rooms − rooms/N) / (rooms/N). The EVALSHA counts include the "
-          "relay's background scripts (census and lease, every second, on every partition).\n")
+          "relay's background scripts: every second, the census and the ledger sweep on every partition, and the lease.\n")
     print("| masters | master (port) | slots | rooms | share | deviation from even | partitions with rooms | EVALSHA | EVALSHA share | all commands | Redis CPU s |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     maxdev = {}
@@ -606,13 +607,15 @@ if win:
     print("After `CONFIG RESETSTAT` on every master and with `MONITOR` on each, three windows: the relay idle, a handshake "
           "of 1 pair, a chat of 1 pair. MONITOR shows each script's keys, which sorts the scripts (EVALSHA or EVAL, not the "
           "commands run inside them): **room** (the test's rooms, key `keyrelay:{TAG}:room:ID`), **source** (the per-source "
-          "byte counter `keyrelay:src:{SOURCE}`), **limits** (admission limits, `keyrelay:limits:…`) and **background** (the "
-          "rest: the census of rooms and bytes on every partition and the instance lease, every second). "
+          "byte counter `keyrelay:src:{SOURCE}`), **limits** (admission limits, `keyrelay:limits:…`) and the relay's "
+          "**background**, every second: the census of rooms and bytes (rooms.lua, on every partition), the ledger sweep "
+          "(due.lua, on every partition), the instance lease (lease.lua, `keyrelay:instances`) and any other script. "
           "`INFO commandstats` EVALSHA counts all of them. The window, for both, is from `CONFIG RESETSTAT` (an `ECHO` in the same "
           "MULTI/EXEC marks it in MONITOR) to the `INFO commandstats` that read them; \"all commands\" includes that transaction (RESETSTAT, ECHO, EXEC) and the scripts' "
           "own commands. Before the windows, a warm-up of chat pairs has loaded the scripts on every master, so that a script is one EVALSHA, "
           "not a refused EVALSHA and an EVAL. A background tick (every second) may or may not fall in a short window.\n")
-    print("| window | seconds | master (port) | EVALSHA / EVAL (commandstats) | all commands (commandstats) | room scripts | source scripts | limits scripts | background scripts | other commands (MONITOR, top level) |")
+    print("| window | seconds | master (port) | EVALSHA / EVAL (commandstats) | all commands (commandstats) | room | source | limits "
+          "| background: census / ledger sweep / lease / other | other commands (MONITOR, top level) |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     qs = re.compile(r'"((?:[^"\\]|\\.)*)"')
     room_key = re.compile(r"^keyrelay:\{([^}]+)\}:room:([^:]+)$")
@@ -620,6 +623,7 @@ if win:
     for w in ("idle", "handshake", "chat"):
         with_evalsha[w] = sum(1 for i in range(n) if cmdstats(os.path.join(out, f"check-{w}-node{i + 1}-commandstats.txt")).get("evalsha"))
         room_masters = defaultdict(set)
+        src_masters = defaultdict(Counter)
         script_masters = set()
         for i, p in enumerate(ports):
             st = cmdstats(os.path.join(out, f"check-{w}-node{i + 1}-commandstats.txt"))
@@ -658,25 +662,39 @@ if win:
                         cls["limits"] += 1
                     elif any(k.startswith("keyrelay:src:") for k in keys):
                         cls["source"] += 1
+                        for k in keys:
+                            if k.startswith("keyrelay:src:"):
+                                src_masters[k][i + 1] += 1
                     elif any(room_key.match(k) for k in keys):
                         cls["room"] += 1
                         for k in keys:
                             rm = room_key.match(k)
                             if rm:
                                 room_masters[rm.group(2)].add(i + 1)
+                    elif any(k.endswith(":budget:total") for k in keys):
+                        cls["census"] += 1  # rooms.lua: a partition's rooms and bytes
+                    elif any(k.endswith(":budget:ledgers") for k in keys):
+                        cls["ledgers"] += 1  # due.lua: a partition's ledgers due
+                    elif "keyrelay:instances" in keys:
+                        cls["lease"] += 1  # lease.lua
                     else:
-                        cls["background"] += 1
+                        cls["other"] += 1
                 else:
                     other[cmd] += 1
             if cls["room"] or cls["source"] or cls["limits"]:
                 script_masters.add(i + 1)
             oth = ", ".join(f"{k} {v}" for k, v in other.most_common()) or "–"
             print(f"| {w} | {win.get(w, math.nan):.1f} | {i + 1} ({p}) | {st.get('evalsha', 0)} / {st.get('eval', 0)} | {sum(st.values())} | "
-                  f"{cls['room']} | {cls['source']} | {cls['limits']} | {cls['background']} | {oth} |")
+                  f"{cls['room']} | {cls['source']} | {cls['limits']} | {cls['census']} / {cls['ledgers']} / {cls['lease']} / {cls['other']} | {oth} |")
         if w != "idle":
             j = load(f"check-{w}")
             rooms = "; ".join(f"room {r}: master(s) {', '.join(map(str, sorted(ms)))}" for r, ms in room_masters.items()) or "no room script seen"
             one = all(len(ms) == 1 for ms in room_masters.values()) and room_masters
+            msgs = j.get("delivery", {}).get("delivered", 0)
+            srcs = "; ".join(f"`{k}` on master(s) {', '.join(f'{m} ({c} scripts)' for m, c in sorted(ms.items()))}"
+                             for k, ms in src_masters.items())
+            if srcs:
+                rooms += f"; per-source counter: {srcs}, for {msgs} messages"
             verdicts.append(f"{w} ({j.get('pairs_completed', 0)} pair completed, {j.get('pairs_failed', 'n/a')} failed): {rooms}. "
                             f"Every script on a room ran on {'one master' if one else 'MORE THAN ONE master, or none'}; masters that ran any "
                             f"of the operation's scripts (room, source, limits): {len(script_masters)} of {n}.")
@@ -684,7 +702,7 @@ if win:
     for v in verdicts:
         print(f"- {v}")
     print(f"- Masters with EVALSHA calls in INFO commandstats alone: idle {with_evalsha['idle']}, handshake {with_evalsha['handshake']}, "
-          f"chat {with_evalsha['chat']} (of {n}). That count is noise for one operation: the relay's census and lease scripts run on "
+          f"chat {with_evalsha['chat']} (of {n}). That count is noise for one operation: the relay's census and ledger sweep run on "
           "every partition every second, so it depends on whether a tick fell in the window; the MONITOR classes above are the figures to read.")
 
 # The relays' logs (at warn: any line is worth a look).
