@@ -393,10 +393,10 @@ check() {
 		# master's RESETSTAT to the INFO that reads them (both show in
 		# MONITOR).
 		monitor_start "$name-$phase"
+		t0=$(date +%s.%N)
 		for p in "${CPORTS[@]}"; do
 			printf 'MULTI\nCONFIG RESETSTAT\nECHO keyrelay-scale-start\nEXEC\n' | redis-cli -p "$p" >/dev/null
 		done
-		t0=$(date +%s.%N)
 		case $phase in
 		idle) sleep "$IDLE_SECONDS" ;;
 		handshake) load "$name-handshake" --url "$URL" --scenario handshake --pairs 1 --concurrency 1 --client-crypto "$CLIENT_CRYPTO" ;;
@@ -591,6 +591,7 @@ if shards:
     print()
     for note in notes:
         print(f"- {note}")
+    print("- The handshakes/s of this part are not a scaling figure: the relay, the load and every master share the machine's cores.")
 
 # Part 3.
 win = {}
@@ -613,7 +614,8 @@ if win:
           "`INFO commandstats` EVALSHA counts all of them. The window, for both, is from `CONFIG RESETSTAT` (an `ECHO` in the same "
           "MULTI/EXEC marks it in MONITOR) to the `INFO commandstats` that read them; \"all commands\" includes that transaction (RESETSTAT, ECHO, EXEC) and the scripts' "
           "own commands. Before the windows, a warm-up of chat pairs has loaded the scripts on every master, so that a script is one EVALSHA, "
-          "not a refused EVALSHA and an EVAL. A background tick (every second) may or may not fall in a short window.\n")
+          "not a refused EVALSHA and an EVAL. A background tick (every second) may or may not fall in a short window; "
+          "\"seconds\" runs from the first master's RESETSTAT to the last one's INFO.\n")
     print("| window | seconds | master (port) | EVALSHA / EVAL (commandstats) | all commands (commandstats) | room | source | limits "
           "| background: census / ledger sweep / lease / other | other commands (MONITOR, top level) |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
