@@ -38,7 +38,10 @@ bench_init() {
 	HONEST_CONCURRENCY=${HONEST_CONCURRENCY:-16}
 	TMP=$(mktemp -d)
 	PIDS=()
-	trap bench_cleanup EXIT INT TERM
+	# On INT or TERM, exit (the EXIT trap cleans up): a trap that only
+	# cleaned up would let the script carry on without its processes.
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT TERM
 	GO=${GO:-go}
 	command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
 	TCK=$(getconf CLK_TCK)

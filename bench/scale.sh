@@ -90,9 +90,6 @@
 # shellcheck source=bench/lib.sh disable=SC1091 # followed with shellcheck -x
 . "$(dirname "$0")/lib.sh"
 bench_init scale
-# lib.sh's trap runs the cleanup on INT and TERM and goes on: exit instead
-# (the EXIT trap cleans up).
-trap 'exit 130' INT TERM
 
 CMDLINE="bench/scale.sh${*:+ $*}"
 if [ -n "${QUICK:-}" ]; then

@@ -143,6 +143,7 @@ type RedisStore struct {
 	lease      lease              // this instance's; see redis_lease.go
 	leased     <-chan struct{}    // closed when the lease's renewer returns
 	census     census             // the partitions' last count, on a Cluster
+	owed       owed               // bytes to take off sources' counters, on a Cluster
 
 	closed atomic.Bool // set, under mu, by Close
 
@@ -173,7 +174,6 @@ var (
 	scriptTouch      = redisx.LoadScript(redisLua, "redis", "touch")
 	scriptPublish    = redisx.LoadScript(redisLua, "redis", "publish")
 	scriptRooms      = redisx.LoadScript(redisLua, "redis", "rooms")
-	scriptDue        = redisx.LoadScript(redisLua, "redis", "due")
 	scriptLease      = redisx.LoadScriptAllowOOM(redisLua, "redis", "lease") // a full Redis must not end a live instance's lease
 	scriptDead       = redisx.LoadScript(redisLua, "redis", "dead")
 	scriptReap       = redisx.LoadScript(redisLua, "redis", "reap")
@@ -278,7 +278,7 @@ func (s *RedisStore) clusterReply(ctx context.Context, p int, cmd *redis.Cmd) ([
 		return nil, errors.New("malformed reply")
 	}
 	s.census.update(p, rooms, bytes)
-	s.giveBack(ctx, given)
+	s.giveBack(given)
 	return reply, nil
 }
 
@@ -506,7 +506,7 @@ func (s *RedisStore) AppendAck(ctx context.Context, room, from, source string, b
 		source, per, s.budget.Total, othersBytes, strconv.FormatUint(keep, 10))
 	if err != nil {
 		if s.cluster != nil && source != "" {
-			s.giveBack(ctx, []string{source, strconv.Itoa(len(body))})
+			s.giveBack([]string{source, strconv.Itoa(len(body))})
 		}
 		return 0, err
 	}
@@ -591,7 +591,7 @@ func (s *RedisStore) Rooms(ctx context.Context) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
-	n, _, err := s.takeCensus(ctx)
+	n, _, _, err := s.takeCensus(ctx, 0)
 	return int(n), err
 }
 
@@ -648,6 +648,11 @@ func (s *RedisStore) Close() error {
 	s.readers.Wait()
 	<-s.swept
 	<-s.leased
+	if s.cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
+		s.payOwed(ctx)
+		cancel()
+	}
 	if n := s.retries.len(); n > 0 {
 		s.log.Warn("store closed with disconnects Redis has not accepted: those members stay connected in Redis until they resume, leave or their rooms expire", "count", n)
 	}

@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"errors"
-	"time"
 )
 
 // maxSettle bounds the ledgers one sweep settles (in all partitions), so that a sweep after a
@@ -12,31 +11,16 @@ import (
 const maxSettle = 100
 
 // settleLedgers is the sweeper's part of the Budget (lib.lua describes the
-// keys): it runs settle.lua for each ledger that is due, at most
-// maxSettle, which gives back the bytes of the rooms Redis expired by
-// itself and of the members whose grace is over. Every instance's sweeper
-// does it; settle.lua makes that safe. Redis being unreachable is left
-// for the next sweep (Ready reports it).
-func (s *RedisStore) settleLedgers() {
-	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
-	defer cancel()
-	cmds, err := evalAll(ctx, s.client, scriptDue, len(s.parts), func(i int) ([]string, []any) {
-		return []string{s.parts[i].ledgers}, []any{maxSettle}
-	})
-	if err != nil {
-		if err := s.backendErr(ctx, "due ledgers", err); !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
-			s.log.Error("budget sweep failed", "err", err)
-		}
-		return
-	}
+// keys): it runs settle.lua for each ledger that the census found due in
+// each partition (due, by partition), at most maxSettle in all, which
+// gives back the bytes of the rooms Redis expired by itself and of the
+// members whose grace is over. Every instance's sweeper does it;
+// settle.lua makes that safe. Redis being unreachable is left for the
+// next sweep (Ready reports it).
+func (s *RedisStore) settleLedgers(ctx context.Context, due [][]string) {
 	budget := maxSettle
-	for i, cmd := range cmds {
-		v, err := cmd.StringSlice()
-		if err != nil || len(v) == 0 || v[0] != "OK" {
-			s.log.Error("budget sweep: malformed reply from Redis")
-			return
-		}
-		for _, entry := range v[1:] {
+	for i, entries := range due {
+		for _, entry := range entries {
 			if len(entry) < genLen {
 				// Not written by this store: drop it, or it would stay
 				// first in line for ever.

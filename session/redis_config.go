@@ -243,7 +243,7 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	}
 	if cluster {
 		// The fleet-wide bounds need a first count of the partitions.
-		if _, _, err := s.takeCensus(ctx); err != nil {
+		if _, _, _, err := s.takeCensus(ctx, 0); err != nil {
 			stop()
 			return fail(err)
 		}

@@ -154,29 +154,32 @@ func (c *census) update(p int, rooms, bytes int64) {
 
 // takeCensus counts the live rooms and the bytes waiting in every
 // partition, in one pipeline (on a Cluster, one round trip per shard),
-// records them for others, and returns the sums.
-func (s *RedisStore) takeCensus(ctx context.Context) (rooms, bytes int64, err error) {
+// records them for others, and returns the sums, and, by partition, up to
+// maxDue ledgers due for settling in each (gen..id; see settleLedgers).
+func (s *RedisStore) takeCensus(ctx context.Context, maxDue int) (rooms, bytes int64, due [][]string, err error) {
 	s.census.mu.Lock()
 	before := slices.Clone(s.census.updates)
 	s.census.mu.Unlock()
 	cmds, err := evalAll(ctx, s.client, scriptRooms, len(s.parts), func(i int) ([]string, []any) {
-		return []string{s.parts[i].index, s.parts[i].total}, nil
+		return []string{s.parts[i].index, s.parts[i].total, s.parts[i].ledgers}, []any{maxDue}
 	})
 	if err != nil {
-		return 0, 0, s.backendErr(ctx, "rooms", err)
+		return 0, 0, nil, s.backendErr(ctx, "rooms", err)
 	}
 	r, b := make([]int64, len(s.parts)), make([]int64, len(s.parts))
+	due = make([][]string, len(s.parts))
 	for i, c := range cmds {
 		v, err := c.StringSlice()
-		if err != nil || len(v) != 3 || v[0] != "OK" {
-			return 0, 0, fmt.Errorf("session: redis rooms: malformed reply (%v)", err)
+		if err != nil || len(v) < 3 || v[0] != "OK" {
+			return 0, 0, nil, fmt.Errorf("session: redis rooms: malformed reply (%v)", err)
 		}
 		if r[i], err = strconv.ParseInt(v[1], 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("session: redis rooms: %w", err)
+			return 0, 0, nil, fmt.Errorf("session: redis rooms: %w", err)
 		}
 		if b[i], err = strconv.ParseInt(v[2], 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("session: redis rooms: %w", err)
+			return 0, 0, nil, fmt.Errorf("session: redis rooms: %w", err)
 		}
+		due[i] = v[3:]
 	}
 	s.census.mu.Lock()
 	defer s.census.mu.Unlock()
@@ -193,7 +196,7 @@ func (s *RedisStore) takeCensus(ctx context.Context) (rooms, bytes int64, err er
 	}
 	s.census.rooms, s.census.bytes = r, b
 	s.census.sumRooms, s.census.sumBytes = rooms, bytes
-	return rooms, bytes, nil
+	return rooms, bytes, due, nil
 }
 
 // others returns, for a script on partition p, the live rooms and the
@@ -239,11 +242,57 @@ func evalAll(ctx context.Context, c redis.UniversalClient, script *redis.Script,
 // last bytes it counted: the two days a ledger may outlive its room.
 const sourceLife = 2 * 24 * time.Hour
 
-// reserve adds size bytes to source's counter on a Cluster, unless that
-// takes it over per (0: no bound), which returns ErrSourceOverBudget.
+// owed is, on a Cluster, the bytes the scripts gave back to sources and
+// not yet taken off their counters: the next reserve of a source takes
+// them off in the same call, and the sweeper the rest. Until then a
+// source's counter counts them still, which errs on the safe side.
+type owed struct {
+	mu    sync.Mutex
+	bytes map[string]int64 // guarded by mu
+}
+
+// add records given (source, bytes, ... as a script returned them).
+func (o *owed) add(given []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := 0; i+1 < len(given); i += 2 {
+		n, err := strconv.ParseInt(given[i+1], 10, 64)
+		if err != nil || n <= 0 {
+			continue
+		}
+		if o.bytes == nil {
+			o.bytes = make(map[string]int64)
+		}
+		o.bytes[given[i]] += n
+	}
+}
+
+// take returns what source is owed, and owes it nothing more.
+func (o *owed) take(source string) int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := o.bytes[source]
+	delete(o.bytes, source)
+	return n
+}
+
+// takeAll returns everything owed, by source, and owes nothing more.
+func (o *owed) takeAll() map[string]int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	all := o.bytes
+	o.bytes = nil
+	return all
+}
+
+// reserve adds size bytes to source's counter on a Cluster, after taking
+// off what source is owed, unless that takes it over the store's
+// Budget.PerSource, which returns ErrSourceOverBudget.
 func (s *RedisStore) reserve(ctx context.Context, source string, size int) error {
-	v, err := scriptReserve.Run(ctx, s.client, []string{s.sourceKey(source)}, size, s.budget.PerSource, sourceLife.Milliseconds()).StringSlice()
+	give := s.owed.take(source)
+	v, err := scriptReserve.Run(ctx, s.client, []string{s.sourceKey(source)}, size, s.budget.PerSource, sourceLife.Milliseconds(), give).StringSlice()
 	if err != nil {
+		s.owed.add([]string{source, strconv.FormatInt(give, 10)})
 		return s.backendErr(ctx, "reserve", err)
 	}
 	switch {
@@ -255,23 +304,34 @@ func (s *RedisStore) reserve(ctx context.Context, source string, size int) error
 	return errors.New("session: redis reserve: malformed reply")
 }
 
-// giveBack takes, on a Cluster, the bytes of given (source, bytes, ...,
-// as a script returned them) off the sources' counters. It does not wait
-// for the caller's context to end: bytes not given back would count for
-// as long as the counter lives. A failure is logged.
-func (s *RedisStore) giveBack(ctx context.Context, given []string) {
-	if len(given) < 2 {
+// giveBack records, on a Cluster, the bytes of given (source, bytes, ...,
+// as a script returned them) as owed to their sources.
+func (s *RedisStore) giveBack(given []string) {
+	s.owed.add(given)
+}
+
+// payOwed takes what is owed off the sources' counters, in one pipeline
+// (the sweeper's part, and Close's). What it could not is owed still.
+func (s *RedisStore) payOwed(ctx context.Context) {
+	all := s.owed.takeAll()
+	if len(all) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackTimeout)
-	defer cancel()
-	n := len(given) / 2
-	if _, err := evalAll(ctx, s.client, scriptUnreserve, n, func(i int) ([]string, []any) {
-		return []string{s.sourceKey(given[2*i])}, []any{given[2*i+1]}
-	}); err != nil && !s.closed.Load() {
-		s.log.Warn("could not give bytes back to their sources' budget counters; they count until the counters expire", "sources", n, "err", err)
+	sources := make([]string, 0, len(all))
+	for src := range all {
+		sources = append(sources, src)
+	}
+	if _, err := evalAll(ctx, s.client, scriptUnreserve, len(sources), func(i int) ([]string, []any) {
+		return []string{s.sourceKey(sources[i])}, []any{all[sources[i]]}
+	}); err != nil {
+		for src, n := range all {
+			s.owed.add([]string{src, strconv.FormatInt(n, 10)})
+		}
+		if !s.closed.Load() && !errors.Is(s.backendErr(ctx, "give back", err), ErrUnavailable) {
+			s.log.Warn("could not give bytes back to their sources' budget counters; they count until the next sweep", "sources", len(sources), "err", err)
+		}
 	}
 }
 
-// giveBackTimeout bounds giveBack.
+// giveBackTimeout bounds payOwed on Close.
 const giveBackTimeout = 2 * time.Second

@@ -397,19 +397,29 @@ func (s *RedisStore) endLocked(sub *redisSub, err error) {
 }
 
 // sweepOnce is the sweeper's work, every s.sweepEvery until Close: it
-// retries the disconnects Redis did not accept, gives back the bytes of
-// the mailboxes Redis expired by itself (settleLedgers), checks Redis's
+// retries the disconnects Redis did not accept, counts the partitions
+// (takeCensus) and gives back the bytes of the mailboxes Redis expired by
+// itself (settleLedgers), checks Redis's
 // maxmemory-policy every RedisConfig.PolicyCheckInterval, and sweeps the
 // subscriptions.
 func (s *RedisStore) sweepOnce() {
-	if s.cluster != nil {
-		ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
-		s.takeCensus(ctx) // a failure keeps the last count
-		cancel()
-	}
 	s.leaseWork()
 	s.retryDisconnects()
-	s.settleLedgers()
+	if s.cluster != nil {
+		ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
+		s.payOwed(ctx)
+		cancel()
+	}
+	// One script per partition counts it (for the fleet-wide bounds on a
+	// Cluster) and lists its ledgers due for settling; a failure keeps
+	// the last count, and is left for the next sweep.
+	ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
+	if _, _, due, err := s.takeCensus(ctx, maxSettle); err == nil {
+		s.settleLedgers(ctx, due)
+	} else if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
+		s.log.Error("sweep: census failed", "err", err)
+	}
+	cancel()
 	if s.policy.due(time.Now()) {
 		ctx, cancel := context.WithTimeout(s.bg, max(s.sweepEvery, time.Second))
 		s.policy.check(ctx, s.client)
