@@ -572,9 +572,10 @@ func (s *RedisStore) Touch(ctx context.Context, room string) error {
 // Publish sends ev to every subscriber of ev.Room, on every instance,
 // without waiting for them (Redis PUBLISH); a subscriber whose buffer is
 // full is ended with ErrSlowSubscriber instead. Events from one publisher
-// arrive in the order of its Publish calls. Publishing to a live room
-// counts as activity; publishing to a room that does not exist does
-// nothing and returns nil. It returns an error wrapping ErrUnavailable, or
+// arrive in the order of its Publish calls. Publishing is not activity
+// (it reads two fields of the room and writes nothing: the call whose
+// outcome it announces was activity); publishing to a room that does not
+// exist does nothing and returns nil. It returns an error wrapping ErrUnavailable, or
 // ErrClosed after Close.
 func (s *RedisStore) Publish(ctx context.Context, ev Event) error {
 	_, err := s.run(ctx, "publish", scriptPublish, ev.Room, s.channel(ev.Room), encodeEvent(ev))
