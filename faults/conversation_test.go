@@ -21,8 +21,14 @@ type conversation struct {
 	cancelReceive context.CancelFunc
 }
 
-// talk starts A and B sending to and receiving from each other.
+// talk starts A and B sending to and receiving from each other, a message
+// every pace.
 func talk(ctx context.Context, a, b *talker) *conversation {
+	return talkEvery(ctx, a, b, pace)
+}
+
+// talkEvery is talk with another pause between two messages of a talker.
+func talkEvery(ctx context.Context, a, b *talker, pause time.Duration) *conversation {
 	cv := &conversation{a: a, b: b, stop: make(chan struct{})}
 	rctx, cancel := context.WithCancel(ctx)
 	cv.cancelReceive = cancel
@@ -31,7 +37,7 @@ func talk(ctx context.Context, a, b *talker) *conversation {
 		cv.senders.Add(1)
 		go func() {
 			defer cv.senders.Done()
-			me.sendLoop(ctx, cv.stop, pace)
+			me.sendLoop(ctx, cv.stop, pause)
 		}()
 		cv.receivers.Add(1)
 		go func() {

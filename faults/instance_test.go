@@ -126,7 +126,7 @@ func TestRelayKilledMidConversation(t *testing.T) {
 	cv.warmUp(t, phase(t, ctx, 10*time.Second), 20, "after the resume")
 	cv.finish(phase(t, ctx, 10*time.Second))
 
-	ab, ba := checkDelivery(t, a, b, false), checkDelivery(t, b, a, false)
+	ab, ba := checkDelivery(t, a, b, lossNone), checkDelivery(t, b, a, lossNone)
 	t.Logf("A→B: %v", ab)
 	t.Logf("B→A: %v", ba)
 	if len(a.closes) == 0 || a.closes[0] != -1 {

@@ -57,8 +57,8 @@ func TestInstanceKilledPeersTold(t *testing.T) {
 	for _, r := range rooms {
 		r.cv.warmUp(t, phase(t, ctx, 10*time.Second), 10, "after the resume")
 		r.cv.finish(phase(t, ctx, 10*time.Second))
-		checkDelivery(t, r.a, r.b, false)
-		checkDelivery(t, r.b, r.a, false)
+		checkDelivery(t, r.a, r.b, lossNone)
+		checkDelivery(t, r.b, r.a, lossNone)
 		if !slices.Contains(r.b.events, "peer_joined resumed=true") {
 			t.Errorf("B's events %q lack peer_joined resumed=true", r.b.events)
 		}
