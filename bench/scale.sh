@@ -554,7 +554,7 @@ if shards:
           "Right after the run, per master: the room hashes it holds (`SCAN` for `keyrelay:{TAG}:room:ID`), the partitions "
           "whose room index it holds (of 256), and its commands since `CONFIG RESETSTAT` before the run (INFO commandstats; "
           "\"all\" counts the scripts' own commands too). Deviation: (rooms − rooms/N) / (rooms/N). The EVALSHA counts include the "
-          "relay's background scripts: every second, the census and the ledger sweep on every partition, and the lease.\n")
+          "relay's background scripts: every second, the census on every partition (rooms.lua, which also lists the ledgers due), and the lease.\n")
     print("| masters | master (port) | slots | rooms | share | deviation from even | partitions with rooms | EVALSHA | EVALSHA share | all commands | Redis CPU s |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     maxdev = {}
@@ -606,8 +606,8 @@ if win:
           "of 1 pair, a chat of 1 pair. MONITOR shows each script's keys, which sorts the scripts (EVALSHA or EVAL, not the "
           "commands run inside them): **room** (the test's rooms, key `keyrelay:{TAG}:room:ID`), **source** (the per-source "
           "byte counter `keyrelay:src:{SOURCE}`), **limits** (admission limits, `keyrelay:limits:…`) and the relay's "
-          "**background**, every second: the census of rooms and bytes (rooms.lua, on every partition), the ledger sweep "
-          "(due.lua, on every partition), the instance lease (lease.lua, `keyrelay:instances`) and any other script. "
+          "**background**, every second: the census of rooms and bytes (rooms.lua, on every partition, which also lists the ledgers due; "
+          "relays before it ran a separate ledger sweep, due.lua), the instance lease (lease.lua, `keyrelay:instances`) and any other script. "
           "`INFO commandstats` EVALSHA counts all of them. The window, for both, is from `CONFIG RESETSTAT` (an `ECHO` in the same "
           "MULTI/EXEC marks it in MONITOR) to the `INFO commandstats` that read them; \"all commands\" includes that transaction (RESETSTAT, ECHO, EXEC) and the scripts' "
           "own commands. Before the windows, a warm-up of chat pairs has loaded the scripts on every master, so that a script is one EVALSHA, "

@@ -119,3 +119,26 @@ func (c *conn) appendWithAck(ctx context.Context, room, peer string, body []byte
 	}
 	return seq, err
 }
+
+// seqRaiser is a store whose room sequence can fall behind what clients
+// were told, when a Redis master fails over before its replica had the
+// last writes (session.RedisStore.RaiseSeq).
+type seqRaiser interface {
+	RaiseSeq(ctx context.Context, room string, seq uint64) error
+}
+
+// raiseSeq makes the room's next message number higher than seq, the
+// highest one the resuming client has seen (its last_seq, or its
+// sent_seq), if the store can lose writes and has fallen behind it: a
+// message numbered again would be dropped by the peer as a duplicate.
+func (c *conn) raiseSeq(ctx context.Context, room session.Room, seq uint64) error {
+	if seq <= room.LastSeq {
+		return nil
+	}
+	r, ok := c.s.store.(seqRaiser)
+	if !ok {
+		return nil
+	}
+	c.logger().Warn("a resuming client has seen message numbers the store has not: raising the room's (after a Redis failover that lost writes?)", "store_seq", room.LastSeq, "client_seq", seq)
+	return r.RaiseSeq(ctx, room.ID, seq)
+}

@@ -176,6 +176,13 @@ func (c *conn) handleResume(f *wire.ClientFrame) error {
 	if f.LastSeq != nil {
 		e.lastSeq = *f.LastSeq
 	}
+	var sent uint64
+	if f.SentSeq != nil {
+		sent = *f.SentSeq
+	}
+	if err := c.raiseSeq(ctx, room, max(e.lastSeq, sent)); err != nil {
+		return err
+	}
 	return c.enter(*f.Room, e)
 }
 

@@ -19,7 +19,7 @@ import (
 var allowedFields = map[wire.FrameType]map[string]bool{
 	wire.TypeCreate: {"group": false, "room": false},
 	wire.TypeJoin:   {"room": true},
-	wire.TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false},
+	wire.TypeResume: {"room": true, "peer": true, "resume_token": true, "last_seq": false, "sent_seq": false},
 	wire.TypeKey:    {"public_key": true, "group": true},
 	wire.TypeMsg:    {"body": true},
 	wire.TypeAck:    {"seq": true},
@@ -282,12 +282,12 @@ func truncate(s string, n int) string {
 
 // fieldNames are the client frame's field names, exactly; a frame whose
 // keys are not all among them goes to decodeSlow.
-var fieldNames = [...]string{"type", "id", "group", "room", "peer", "resume_token", "last_seq", "public_key", "body", "seq"}
+var fieldNames = [...]string{"type", "id", "group", "room", "peer", "resume_token", "last_seq", "sent_seq", "public_key", "body", "seq"}
 
 // present reports, per fieldNames entry, whether f's field is set.
 func present(f *wire.ClientFrame) [len(fieldNames)]bool {
 	return [...]bool{f.Type != "", f.ID != nil, f.Group != nil, f.Room != nil, f.Peer != nil,
-		f.ResumeToken != nil, f.LastSeq != nil, f.PublicKey != nil, f.Body != nil, f.Seq != nil}
+		f.ResumeToken != nil, f.LastSeq != nil, f.SentSeq != nil, f.PublicKey != nil, f.Body != nil, f.Seq != nil}
 }
 
 // decodeFast decodes a well-formed frame in one pass, for the common case;

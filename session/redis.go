@@ -179,6 +179,7 @@ var (
 	scriptReap       = redisx.LoadScript(redisLua, "redis", "reap")
 	scriptSettle     = redisx.LoadScript(redisLua, "redis", "settle")
 	scriptReserve    = redisx.LoadScript(redisLua, "redis", "reserve")
+	scriptRaiseSeq   = redisx.LoadScript(redisLua, "redis", "raiseseq")
 	scriptUnreserve  = redisx.LoadScript(redisLua, "redis", "unreserve")
 )
 
@@ -518,6 +519,19 @@ func (s *RedisStore) AppendAck(ctx context.Context, room, from, source string, b
 		return 0, fmt.Errorf("session: redis append: malformed sequence number: %w", err)
 	}
 	return seq, nil
+}
+
+// RaiseSeq makes room's LastSeq at least seq, so that the next message
+// is numbered above it. Redis replicates asynchronously: a master that
+// fails over before its replica has the last writes comes back with a
+// LastSeq below numbers that clients were given, and the messages
+// numbered again would look like duplicates to the peer. A relay calls it
+// when a resuming client says it has seen a higher number. It is not
+// activity. It returns ErrRoomNotFound, an error wrapping ErrUnavailable,
+// or ErrClosed after Close.
+func (s *RedisStore) RaiseSeq(ctx context.Context, room string, seq uint64) error {
+	_, err := s.run(ctx, "raise seq", scriptRaiseSeq, room, strconv.FormatUint(min(seq, maxLuaSeq), 10))
+	return err
 }
 
 // Pending returns the unacknowledged messages for member id with a

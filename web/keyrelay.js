@@ -870,7 +870,7 @@ export class Client {
       err: null, // why the client refused the room (group_changed …), or superseded
       conn: null, // the connection on which the client is in the room
       priv: null, keySent: false, keyStored: false, peer: newPeerState(), expired: false,
-      lastSeq: 0, delivered: 0, acked: 0,
+      lastSeq: 0, delivered: 0, acked: 0, sentSeq: 0,
       graceMs: graceOf(f), // the room's resume grace period
       droppedAt: null, // when the connection holding the seat ended (Date.now()); null while connected
     };
@@ -1160,7 +1160,11 @@ export class Client {
     for (;;) {
       try {
         const f = await this._start({ type: FrameType.MSG, body }, null, signal);
-        return Number(f.seq);
+        const seq = Number(f.seq);
+        // resume()'s sent_seq: after a Redis failover that lost writes,
+        // the relay numbers new messages above it.
+        if (seq > rs.sentSeq) rs.sentSeq = seq;
+        return seq;
       } catch (e) {
         if (e && e.fromRelay && e.code === Code.UNAVAILABLE) {
           await sleep(delay, signal);
@@ -1279,6 +1283,7 @@ export class Client {
     this._urlIdx = i;
     const frame = { type: FrameType.RESUME, room: rs.id, peer: rs.peerID, resume_token: rs.token };
     if (rs.lastSeq > 0) frame.last_seq = rs.lastSeq;
+    if (rs.sentSeq > 0) frame.sent_seq = rs.sentSeq;
     // The attempt's reply is awaited for connectTimeoutMs at most.
     const attempt = new AbortController();
     const timer = setTimeout(() => attempt.abort(), this._connectTimeoutMs);

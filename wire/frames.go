@@ -14,6 +14,7 @@ type ClientFrame struct {
 	Peer        *string         `json:"peer,omitempty"`
 	ResumeToken *string         `json:"resume_token,omitempty"`
 	LastSeq     *uint64         `json:"last_seq,omitempty"`
+	SentSeq     *uint64         `json:"sent_seq,omitempty"`
 	PublicKey   *string         `json:"public_key,omitempty"`
 	Body        *string         `json:"body,omitempty"`
 	Seq         *uint64         `json:"seq,omitempty"`

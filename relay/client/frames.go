@@ -19,6 +19,7 @@ type outFrame struct {
 	Peer        string
 	ResumeToken string
 	LastSeq     uint64
+	SentSeq     uint64
 	PublicKey   string
 	Body        string
 	Seq         uint64
@@ -27,7 +28,7 @@ type outFrame struct {
 // frame returns f as the wire's client frame, with id (0 for none).
 func (f *outFrame) frame(id uint64) *wire.ClientFrame {
 	w := &wire.ClientFrame{Type: f.Type, Group: opt(f.Group), Room: opt(f.Room), Peer: opt(f.Peer),
-		ResumeToken: opt(f.ResumeToken), LastSeq: opt(f.LastSeq), PublicKey: opt(f.PublicKey),
+		ResumeToken: opt(f.ResumeToken), LastSeq: opt(f.LastSeq), SentSeq: opt(f.SentSeq), PublicKey: opt(f.PublicKey),
 		Body: opt(f.Body), Seq: opt(f.Seq)}
 	if id != 0 {
 		w.ID = strconv.AppendUint(nil, id, 10)

@@ -219,6 +219,7 @@ func (c *Client) onMsgReplyLocked(rs *roomState, m *outMsg, f *inFrame) error {
 		m.done, m.err = true, f.relayError()
 	default:
 		m.done, m.seq = true, f.Seq
+		rs.sentSeq = max(rs.sentSeq, f.Seq)
 	}
 	rs.unconfirmed = slices.DeleteFunc(rs.unconfirmed, func(x *outMsg) bool { return x == m })
 	if m.err != nil && !m.waiting {

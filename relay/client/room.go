@@ -54,6 +54,7 @@ type roomState struct {
 	lastSeq   uint64 // highest seq queued for Next: resume's last_seq
 	delivered uint64 // highest seq Next has returned
 	acked     uint64 // highest seq acknowledged on the wire
+	sentSeq   uint64 // highest seq the relay confirmed (sent): resume's sent_seq
 
 	// unconfirmed holds the msgs written (or being written) without a
 	// sent reply yet, in the order they were sealed: Resume sends them
@@ -433,7 +434,7 @@ func (c *Client) resumeOnce(ctx context.Context, rs *roomState, i int) error {
 		return ErrClosed
 	}
 	c.conn, c.urlIdx = cn, i
-	f := &outFrame{Type: wire.TypeResume, Room: rs.id, Peer: rs.peerID, ResumeToken: rs.token, LastSeq: rs.lastSeq}
+	f := &outFrame{Type: wire.TypeResume, Room: rs.id, Peer: rs.peerID, ResumeToken: rs.token, LastSeq: rs.lastSeq, SentSeq: rs.sentSeq}
 	c.mu.Unlock()
 
 	_, err = c.roundTrip(ctx, f, func(r *inFrame) {
