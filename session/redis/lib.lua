@@ -488,19 +488,20 @@ end
 -- ledger and to the counters (on a Cluster, the Go side has added them
 -- to the source's counter already). It must precede expire (or
 -- touch_counts), whose sync_ledger makes the counters expire no earlier
--- than the ledger: a counter new to the ledger or new altogether is
--- extended then; the others already live that long.
+-- than the ledger: a counter made anew is extended then; one that
+-- existed was extended when it was made, and whenever a ledger counting
+-- in it moved its until, which a new ledger does at once (sync_ledger).
 local function count(r, box, source, n)
   if n == 0 then
     return
   end
-  local new = redis.call('HINCRBY', ledger_key(r.gen), box .. ':' .. source, n) == n
+  redis.call('HINCRBY', ledger_key(r.gen), box .. ':' .. source, n)
   local keys = {total_key}
   if source ~= '' and not cluster then
     keys[2] = source_key(source)
   end
   for _, k in ipairs(keys) do
-    if redis.call('INCRBY', k, n) == n or new then
+    if redis.call('INCRBY', k, n) == n then
       fresh[#fresh + 1] = k
     end
   end
