@@ -116,8 +116,10 @@ type RedisConfig struct {
 	// replication round trip per message. A WAIT that times out with
 	// fewer replicas is logged (at most once a minute) and Append still
 	// succeeds: the message is stored and announced, and failing the call
-	// would make a client send it twice. Zero (the default) waits for
-	// none.
+	// would make a client send it twice. The store then does not wait on
+	// that master for 10 s, so that a master short of replicas (one just
+	// promoted by a failover) delays one message in ten seconds by the
+	// timeout, not every one. Zero (the default) waits for none.
 	WaitReplicas int
 	// WaitTimeout bounds WaitReplicas' wait. Zero (or negative) means
 	// 1 s.

@@ -634,3 +634,55 @@ func TestRedisStoreAppendAck(t *testing.T) {
 		t.Errorf("%d messages wait for b after a refused AppendAck, want 1 (nothing acknowledged)", n)
 	}
 }
+
+// TestRedisStoreWaitPause checks WaitReplicas on a master without the
+// replicas asked for: the first Append waits for them, in vain; the next
+// ones, within the pause, do not wait (INFO commandstats counts the
+// WAITs).
+func TestRedisStoreWaitPause(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	c := newClient(t, srv.Addr)
+	s, err := session.NewRedisStore(t.Context(), session.RedisConfig{URL: srv.URL(), Prefix: uniquePrefix(t, false), WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	keyedRoom(t, s)
+	waits := func() int64 {
+		t.Helper()
+		info, err := c.Info(t.Context(), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(info) {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_wait:calls="); ok {
+				var n int64
+				fmt.Sscanf(rest, "%d", &n)
+				return n
+			}
+		}
+		return 0
+	}
+	if _, err := s.Append(t.Context(), "r", "a", "", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if n := waits(); n < 1 {
+		t.Fatalf("%d WAITs for the first Append, want at least 1", n)
+	}
+	if err := c.ConfigResetStat(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := s.Append(t.Context(), "r", "a", "", []byte{byte(i)}); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	if n := waits(); n != 0 {
+		t.Errorf("%d WAITs for 2 Appends right after a WAIT ended short, want 0 (the pause)", n)
+	}
+	msgs, err := s.Pending(t.Context(), "r", "b", 0)
+	if err != nil || len(msgs) != 3 {
+		t.Errorf("Pending = %d messages, %v; want all 3 stored", len(msgs), err)
+	}
+}
