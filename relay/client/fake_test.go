@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -360,4 +361,54 @@ func TestPeerEvents(t *testing.T) {
 func decodeBody(v any) ([]byte, error) {
 	s, _ := v.(string)
 	return base64.StdEncoding.DecodeString(s)
+}
+
+// TestResumeSendsSentSeq checks that a resume carries sent_seq, the
+// highest seq the relay confirmed: after a Redis failover that lost
+// writes, the relay numbers new messages above it (protocol.md §3.8).
+func TestResumeSendsSentSeq(t *testing.T) {
+	peer := mustKey(t)
+	resumed := make(chan map[string]any, 1)
+	var conns atomic.Int32
+	url := fakeRelay(t, wire.Subprotocol, func(ctx context.Context, r *scripted) {
+		if conns.Add(1) > 1 {
+			f := r.read(ctx)
+			resumed <- f
+			r.write(ctx, map[string]any{"type": "room", "id": f["id"], "room": f["room"], "peer": "a1",
+				"group": "x25519", "peers": 2, "resumed": true})
+			r.read(ctx) // until the client closes
+			return
+		}
+		if r.handshake(ctx, peer.PublicKey().Hex()) == nil {
+			return
+		}
+		f := r.read(ctx)
+		if f["type"] != "msg" {
+			t.Errorf("frame %v, want msg", f)
+			return
+		}
+		r.write(ctx, map[string]any{"type": "sent", "id": f["id"], "seq": 7})
+		r.ws.Close(websocket.StatusGoingAway, "restarting") // the drop
+	})
+	ctx := testContext(t)
+	c := dial(t, ctx, url, nil)
+	if _, err := c.Create(ctx, dh.X25519()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Handshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if seq, err := c.Send(ctx, []byte("hello")); err != nil || seq != 7 {
+		t.Fatalf("Send = %d, %v; want 7", seq, err)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	f := <-resumed
+	if f["type"] != "resume" || f["sent_seq"] != 7.0 {
+		t.Errorf("resume frame %v, want type resume with sent_seq 7", f)
+	}
+	if _, ok := f["last_seq"]; ok {
+		t.Errorf("resume frame %v has last_seq, want none (nothing received)", f)
+	}
 }
