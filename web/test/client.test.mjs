@@ -702,3 +702,23 @@ test("keyrelay.js re-exports the API of dh.js, the same objects", async () => {
     assert.equal(kr[name], dh[name], name);
   }
 });
+
+test("resume sends sent_seq, the highest seq the relay confirmed", async () => {
+  const { c, ws } = await handshaken("x25519");
+  c.on("*", () => {});
+  assert.equal(await c.send("one"), 101);
+  assert.equal(await c.send("two"), 102);
+  ws.close(1001, "shutting down");
+  await sleep(10);
+  const WS = ws.constructor;
+  const p = c.resume();
+  while (WS.sockets.length < 2 || WS.sockets[1].sent.length === 0) await sleep(1);
+  const ws2 = WS.sockets[1];
+  const rf = ws2.sent[0];
+  // After a Redis failover that lost writes, the relay numbers new
+  // messages above it (protocol.md §3.8).
+  assert.deepEqual({ ...rf, id: 0 }, { type: "resume", room: ROOM, peer: "p1", resume_token: "tok", sent_seq: 102, id: 0 });
+  ws2.deliver({ type: "room", id: rf.id, room: ROOM, peer: "p1", resume_token: "tok", group: "x25519", peers: 2, resumed: true });
+  await p;
+  await c.close();
+});
