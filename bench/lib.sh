@@ -235,3 +235,18 @@ def honest_errors(out, phases):
     return lines
 EOF
 }
+
+# die MESSAGE: logs that the script failed (with the caller's log) and
+# exits 1; the EXIT trap stops what the script started.
+die() {
+	log "FAILED: $*"
+	exit 1
+}
+
+# forget PID: drops PID (ended) from what the cleanup kills, so that a
+# reused PID is never signalled.
+forget() {
+	local p keep=()
+	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}

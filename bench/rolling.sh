@@ -94,18 +94,6 @@ stamp() {
 	echo "$(date +%s.%N) $*" >>"$OUT/timeline.txt"
 	log "$*"
 }
-die() {
-	log "FAILED: $*"
-	exit 1
-}
-
-# forget PID: drops PID (ended) from what the cleanup kills, so that a
-# reused PID is never signalled.
-forget() {
-	local p keep=()
-	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-	PIDS=("${keep[@]}")
-}
 
 start_redis() {
 	REDIS_PORT=$(free_port)

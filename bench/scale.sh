@@ -126,18 +126,6 @@ CHAT_ARGS=(--scenario chat --pairs "$CHAT_PAIRS" --concurrency "$CHAT_PAIRS" --m
 	--timeout 10m)
 
 log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
-die() {
-	log "FAILED: $*"
-	exit 1
-}
-
-# forget PID: drops PID (ended) from what the cleanup kills, so that a
-# reused PID is never signalled.
-forget() {
-	local p keep=()
-	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-	PIDS=("${keep[@]}")
-}
 
 # stop PID...: SIGTERM, SIGKILL after 10 s, then forget.
 stop() {
