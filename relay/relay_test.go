@@ -627,6 +627,7 @@ func TestConfigErrors(t *testing.T) {
 		{"frame size", store, relay.Config{Limiter: lim, MaxFrameBytes: 10}, "MaxFrameBytes"},
 		{"frame rate", store, relay.Config{Limiter: lim, FramesPerSecond: -1}, "FramesPerSecond"},
 		{"negative TTL", store, relay.Config{Limiter: lim, RoomTTL: -time.Second}, "negative"},
+		{"negative ack delay", store, relay.Config{Limiter: lim, AckDelay: -time.Millisecond}, "negative"},
 		{"room ID length", store, relay.Config{Limiter: lim, MinRoomIDLength: 65}, "MinRoomIDLength"},
 		{"ping at half the TTL", store, relay.Config{Limiter: lim, PingInterval: 5 * time.Minute}, "PingInterval"},
 	}

@@ -70,20 +70,28 @@ func TestRedisStoreClusterConfig(t *testing.T) {
 	}
 }
 
+// eachMaster calls f with a client of each master of c, closed after.
+func eachMaster(t *testing.T, c *redistest.Cluster, f func(addr string, node *redis.Client)) {
+	t.Helper()
+	for _, m := range c.Masters(t) {
+		node := redis.NewClient(&redis.Options{Addr: m.Addr})
+		f(m.Addr, node)
+		node.Close()
+	}
+}
+
 // clusterRoomKeys returns, by master address, the room hashes under
 // prefix that each master of c holds.
 func clusterRoomKeys(t *testing.T, c *redistest.Cluster, prefix string) map[string][]string {
 	t.Helper()
 	out := make(map[string][]string)
-	for _, m := range c.Masters(t) {
-		node := redis.NewClient(&redis.Options{Addr: m.Addr})
+	eachMaster(t, c, func(addr string, node *redis.Client) {
 		keys, err := node.Keys(t.Context(), prefix+"*:room:*").Result()
-		node.Close()
 		if err != nil {
-			t.Fatalf("KEYS on %s: %v", m.Addr, err)
+			t.Fatalf("KEYS on %s: %v", addr, err)
 		}
-		out[m.Addr] = keys
-	}
+		out[addr] = keys
+	})
 	return out
 }
 
@@ -93,38 +101,33 @@ func clusterRoomKeys(t *testing.T, c *redistest.Cluster, prefix string) map[stri
 func scriptCalls(t *testing.T, c *redistest.Cluster) map[string]int64 {
 	t.Helper()
 	out := make(map[string]int64)
-	for _, m := range c.Masters(t) {
-		node := redis.NewClient(&redis.Options{Addr: m.Addr})
+	eachMaster(t, c, func(addr string, node *redis.Client) {
 		info, err := node.Info(t.Context(), "commandstats").Result()
-		node.Close()
 		if err != nil {
-			t.Fatalf("INFO on %s: %v", m.Addr, err)
+			t.Fatalf("INFO on %s: %v", addr, err)
 		}
-		out[m.Addr] = 0
+		out[addr] = 0
 		for line := range strings.Lines(info) {
 			for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
 				if rest, ok := strings.CutPrefix(line, cmd); ok {
 					var n int64
 					fmt.Sscanf(rest, "%d", &n)
-					out[m.Addr] += n
+					out[addr] += n
 				}
 			}
 		}
-	}
+	})
 	return out
 }
 
 // resetStats resets the statistics of every master of c.
 func resetStats(t *testing.T, c *redistest.Cluster) {
 	t.Helper()
-	for _, m := range c.Masters(t) {
-		node := redis.NewClient(&redis.Options{Addr: m.Addr})
-		err := node.ConfigResetStat(t.Context()).Err()
-		node.Close()
-		if err != nil {
-			t.Fatalf("CONFIG RESETSTAT on %s: %v", m.Addr, err)
+	eachMaster(t, c, func(addr string, node *redis.Client) {
+		if err := node.ConfigResetStat(t.Context()).Err(); err != nil {
+			t.Fatalf("CONFIG RESETSTAT on %s: %v", addr, err)
 		}
-	}
+	})
 }
 
 // TestRedisStoreClusterSpread checks that rooms spread evenly over a
